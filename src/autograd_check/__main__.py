@@ -1,0 +1,3 @@
+from autograd_check.cli import main
+
+main()

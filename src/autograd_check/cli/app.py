@@ -1,0 +1,104 @@
+"""The Typer app, its two consoles, and the edge where domain errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from autograd_check import __version__
+from autograd_check.errors import EXIT_CODES, CheckError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+PROG = "autograd-check"
+
+
+def error_line(message: str) -> None:
+    """Errors and progress go to stderr, plain: a user's value is never read as markup."""
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, a value of the wrong type) as one line on stderr, exit 2,
+    instead of a multi-line panel."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:
+            print(e.ctx.get_help() if e.ctx else "", file=sys.stdout)
+            code = 0
+        except ClickException as e:
+            where = e.ctx.command_path if getattr(e, "ctx", None) else PROG  # type: ignore[attr-defined]
+            error_line(f"{e.format_message()} (see '{where} --help')")
+            code = e.exit_code
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    name=PROG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or on Slurm.",
+    epilog=EXIT_CODE_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or on Slurm."""
+
+
+def edge(func: F) -> F:
+    """Catch domain errors where the CLI meets the work: one line on stderr, the right exit code.
+
+    When JSON was asked, stdout still gets a (plain JSON) error envelope.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CheckError as e:
+            error_line(str(e))
+            if kwargs.get("json_output"):
+                from autograd_check.result import SCHEMA_VERSION, dumps
+
+                doc = {"schema_version": SCHEMA_VERSION, "error": {"exit_code": e.exit_code, "message": str(e)}}
+                print(dumps(doc))
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

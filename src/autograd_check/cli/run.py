@@ -1,0 +1,44 @@
+"""`autograd-check run`: the tutorial's check, here and now."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.options import check_options
+
+ShowTensors = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--show-tensors/--no-show-tensors",
+        help="Whole tensors (up to 4096 elements), or none. [default: whole when at most 256 "
+        "elements, else a summary]",
+        show_default=False,
+    ),
+]
+JsonOutput = Annotated[
+    bool,
+    typer.Option("--json", help="Print one plain JSON document on stdout, nothing else."),
+]
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+@edge
+@check_options
+def run(
+    *,
+    show_tensors: ShowTensors = None,
+    json_output: JsonOutput = False,
+    check_values: dict[str, Any],
+) -> None:
+    """Run the real-vs-predicted gradient check here: manual gradient against autograd."""
+    from autograd_check.cli.output import show_result
+    from autograd_check.config import spec_from
+    from autograd_check.entry import execute
+
+    spec = spec_from(check_values)
+    result = execute(spec)
+    show_result(result, json_output=json_output, show_tensors=show_tensors)
+    raise typer.Exit(result.exit_code)

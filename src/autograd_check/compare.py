@@ -1,0 +1,64 @@
+"""Manual gradient against autograd's: verdict and mismatch statistics without full-size copies
+in the common (bit-exact) case, and with a bounded number of temporaries otherwise."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from autograd_check._torch import import_torch
+from autograd_check.result import Comparison
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def unravel(flat_index: int, shape: list[int]) -> list[int]:
+    index = []
+    for dim in reversed(shape):
+        flat_index, rest = divmod(flat_index, dim)
+        index.append(rest)
+    return index[::-1]
+
+
+def compare(
+    name: str, manual: Tensor, auto: Tensor, rtol: float, atol: float, exact: bool
+) -> Comparison:
+    """Compare like torch.testing.assert_close (|m - a| <= atol + rtol |a|, NaN never close)."""
+    torch = import_torch()
+    shape = list(manual.shape)
+    numel = manual.numel()
+    if torch.equal(manual, auto):  # the tutorial's eq().all(), with an early exit
+        zero = [0] * len(shape)
+        return Comparison(name, shape, numel, True, 0, 0.0, zero, 0.0, zero, rtol, atol, True)
+
+    # Half types are compared in float32 so that the reported differences are not rounded again.
+    work = torch.float64 if manual.dtype == torch.float64 else torch.float32
+    m = manual.detach().to(work).reshape(-1)
+    a = auto.detach().to(work).reshape(-1)
+    diff = torch.sub(m, a).abs_()
+    i_abs = int(torch.argmax(diff))  # NaN counts as the greatest
+    abs_a = a.abs()
+    rel = torch.div(diff, abs_a)
+    rel.masked_fill_(diff == 0, 0.0)  # 0/0: equal elements differ by nothing
+    i_rel = int(torch.argmax(rel))
+    max_abs, max_rel = float(diff[i_abs]), float(rel[i_rel])
+    del rel
+    close = diff <= abs_a.mul_(rtol).add_(atol)
+    close |= m == a  # equal infinities are close, as in torch.isclose
+    mismatched = numel - int(close.sum())
+    passed = False if exact else mismatched == 0
+    return Comparison(
+        name,
+        shape,
+        numel,
+        False,
+        mismatched,
+        max_abs if not math.isnan(max_abs) else math.nan,
+        unravel(i_abs, shape),
+        max_rel,
+        unravel(i_rel, shape),
+        rtol,
+        atol,
+        passed,
+    )

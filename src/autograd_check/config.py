@@ -1,0 +1,75 @@
+"""TOML profiles (configs/*.toml): check options and Slurm options, merged under the flags."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import BadInput
+from autograd_check.spec import SPEC_KEYS, CheckSpec, build_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SECTIONS = ("check", "slurm", "sweep")
+
+
+def load_profile(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a profile; an unreadable file, bad TOML or an unknown section is BadInput naming it."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise BadInput(f"config {str(path)!r} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"config {str(path)!r} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"config {str(path)!r} is not valid TOML: {e}") from None
+    for section, body in data.items():
+        if section not in SECTIONS:
+            raise BadInput(
+                f"config {str(path)!r}: unknown key {section!r}; "
+                f"expected tables {', '.join(f'[{s}]' for s in SECTIONS)}"
+            )
+        if not isinstance(body, dict):
+            raise BadInput(f"config {str(path)!r}: {section!r} must be a table ([{section}])")
+    return data
+
+
+def section_values(
+    path: Path | None, section: str, known: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the section's values, the whole profile), checking the section's keys against `known`."""
+    if path is None:
+        return {}, {}
+    profile = load_profile(path)
+    values = dict(profile.get(section, {}))
+    for key in values:
+        if key not in known:
+            raise BadInput(
+                f"config {str(path)!r}: unknown key {key!r} in [{section}]; "
+                f"known keys: {', '.join(known)}"
+            )
+    return values, profile
+
+
+def merge(flags: Mapping[str, Any], file_values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags that were given (not None) override the file."""
+    merged = dict(file_values)
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    return merged
+
+
+def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
+    """Build the CheckSpec from the check flags and the [check] table of --config, flags first."""
+    values = dict(check_values)
+    path = values.pop("config", None)
+    file_values, _ = section_values(path, "check", SPEC_KEYS)
+    try:
+        build_spec(file_values)
+    except BadInput as e:
+        raise BadInput(f"config {str(path)!r} [check]: {e}") from None
+    return build_spec(merge(values, file_values))

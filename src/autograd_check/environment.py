@@ -1,0 +1,60 @@
+"""Where a check ran: host, torch, device, CUDA, determinism settings, Slurm ids."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+
+if TYPE_CHECKING:
+    import torch
+
+SLURM_VARIABLES = {
+    "job_id": "SLURM_JOB_ID",
+    "step_id": "SLURM_STEP_ID",
+    "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "node": "SLURMD_NODENAME",
+    "partition": "SLURM_JOB_PARTITION",
+}
+
+
+def slurm_ids() -> dict[str, str] | None:
+    """The Slurm ids of the job (and step) this process runs in; None outside Slurm."""
+    ids = {key: os.environ[var] for key, var in SLURM_VARIABLES.items() if os.environ.get(var)}
+    return ids if "job_id" in ids else None
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect_environment(device: torch.device) -> dict[str, Any]:
+    torch = import_torch()
+    on_cuda = device.type == "cuda"
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if on_cuda else cpu_name(),
+        "cuda": torch.version.cuda if on_cuda else None,
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "slurm": slurm_ids(),
+    }

@@ -1,0 +1,46 @@
+"""Exit codes and the domain errors that map onto them (one table, also in the README)."""
+
+from __future__ import annotations
+
+EXIT_PASS = 0
+EXIT_MISMATCH = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_JOB_FAILED = 4
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_PASS: "every check passed",
+    EXIT_MISMATCH: "a gradient mismatch: the check ran and failed",
+    EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run)",
+    EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
+    EXIT_JOB_FAILED: "the Slurm job itself failed, was cancelled, timed out or vanished",
+}
+
+
+class CheckError(Exception):
+    """An expected failure: printed as one line at the CLI edge, never as a traceback."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadInput(CheckError):
+    """Flags, shapes or config files that cannot describe a check; nothing was run."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class EnvironmentProblem(CheckError):
+    """CUDA or Slurm is not usable here, or Slurm refused the job."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class JobFailed(CheckError):
+    """A Slurm job failed, was cancelled, timed out or vanished."""
+
+    exit_code = EXIT_JOB_FAILED
+
+    def __init__(self, message: str, *, state: str = "UNKNOWN", log_tail: str = "") -> None:
+        super().__init__(message)
+        self.state = state
+        self.log_tail = log_tail

@@ -1,0 +1,149 @@
+"""CheckResult: plain data (no torch objects), rendered by the CLI, written as JSON, sent back from Slurm."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+TENSOR_DATA_LIMIT = 4096
+"""Tensors with at most this many elements carry their values (nested lists) in the result."""
+
+
+@dataclass
+class TensorView:
+    """A tensor as data: its summary always, its values when small."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    numel: int
+    min: float
+    max: float
+    mean: float
+    head: list[float]
+    data: Any | None = None
+
+
+@dataclass
+class Comparison:
+    """Manual gradient against autograd's, for one tensor (a parameter, or `predicted`)."""
+
+    name: str
+    shape: list[int]
+    numel: int
+    bit_exact: bool
+    mismatched: int
+    max_abs_diff: float
+    max_abs_index: list[int]
+    max_rel_diff: float
+    max_rel_index: list[int]
+    rtol: float
+    atol: float
+    passed: bool
+
+
+@dataclass
+class CheckResult:
+    spec: dict[str, Any]
+    passed: bool
+    bit_exact: bool
+    criterion: str  # "tolerance" (torch.testing.assert_close style) or "exact" (eq().all())
+    loss_name: str
+    loss_value: float
+    loss_formula: str
+    gradient_formula: str
+    grad_fn_chain: list[str]
+    comparisons: list[Comparison]
+    tensors: dict[str, TensorView]
+    environment: dict[str, Any]
+    timings: dict[str, float]
+    schema_version: int = SCHEMA_VERSION
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: a versioned envelope, the same for run, submit and sweep records."""
+        from autograd_check import __version__
+
+        return {
+            "schema_version": self.schema_version,
+            "tool": {"name": "autograd-check", "version": __version__},
+            "spec": self.spec,
+            "verdict": {
+                "passed": self.passed,
+                "bit_exact": self.bit_exact,
+                "criterion": self.criterion,
+                "exit_code": self.exit_code,
+            },
+            "loss": {
+                "name": self.loss_name,
+                "value": self.loss_value,
+                "formula": self.loss_formula,
+                "gradient_formula": self.gradient_formula,
+                "grad_fn_chain": self.grad_fn_chain,
+            },
+            "statistics": [asdict(c) for c in self.comparisons],
+            "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+            "environment": self.environment,
+            "timings": self.timings,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> CheckResult:
+        verdict, loss = doc["verdict"], doc["loss"]
+        return cls(
+            spec=dict(doc["spec"]),
+            passed=verdict["passed"],
+            bit_exact=verdict["bit_exact"],
+            criterion=verdict["criterion"],
+            loss_name=loss["name"],
+            loss_value=_unplain(loss["value"]),
+            loss_formula=loss["formula"],
+            gradient_formula=loss["gradient_formula"],
+            grad_fn_chain=list(loss["grad_fn_chain"]),
+            comparisons=[Comparison(**_unplain(c)) for c in doc["statistics"]],
+            tensors={k: TensorView(**_unplain(v)) for k, v in doc["tensors"].items()},
+            environment=dict(doc["environment"]),
+            timings=dict(doc["timings"]),
+            schema_version=doc["schema_version"],
+            notes=list(doc.get("notes", [])),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return dumps(self.to_dict(), indent=indent)
+
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _plain(obj: Any) -> Any:
+    """Strict JSON has no NaN or infinity: spell them as strings, as JavaScript names them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _unplain(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _unplain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unplain(v) for v in obj]
+    return obj
+
+
+def dumps(doc: Any, indent: int | None = 2) -> str:
+    return json.dumps(_plain(doc), indent=indent, sort_keys=True, allow_nan=False)

@@ -6,6 +6,7 @@ CheckResult (environment left for the caller to fill).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -142,4 +143,15 @@ def run_check(spec: CheckSpec, device: torch.device) -> CheckResult:
         tensors=tensors,
         environment={},
         timings=clock.total(),
+        notes=overflow_notes(loss_value, spec.dtype),
     )
+
+
+def overflow_notes(loss_value: float, dtype: str) -> list[str]:
+    """A loss that overflowed its dtype is worth a word: a user would think the check broke."""
+    if math.isfinite(loss_value):
+        return []
+    return [
+        f"the loss is {loss_value} in {dtype}: its reduction overflowed the dtype's range; "
+        "the gradients are still compared element by element"
+    ]

@@ -52,7 +52,11 @@ CHECK_NAMES = [p.name for p in CHECK_PARAMETERS]
 
 def check_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add the check options to a command; it receives them as one dict, `check_values`."""
-    own = [p for p in inspect.signature(func).parameters.values() if p.name != "check_values"]
+    own = [
+        p
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.name != "check_values"
+    ]
     params = own + CHECK_PARAMETERS
 
     @functools.wraps(func)

@@ -1,0 +1,218 @@
+"""Sweep grids: axes of values (--shapes 3x8,64x64 --seeds 0-9 ...) expanded into keyed cases.
+
+Pure Python: every value is validated through `build_spec`, so a sweep accepts exactly what `run`
+accepts, and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autograd_check.errors import BadInput
+from autograd_check.spec import SPEC_KEYS, CheckSpec, build_spec
+
+DEFAULT_MAX_CASES = 10_000
+"""A grid with more cases than this is refused unless --max-cases says otherwise."""
+
+AXES: dict[str, str] = {
+    "shapes": "shape",
+    "dtypes": "dtype",
+    "devices": "device",
+    "losses": "loss",
+    "seeds": "seed",
+}
+"""Grid axis → the CheckSpec field it varies."""
+
+AXIS_OF = {field: axis for axis, field in AXES.items()}
+_RANGE_RE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the grid: its key (file name in the store), position and spec."""
+
+    key: str
+    index: int
+    spec: CheckSpec
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Values along each axis, plus the check options every case shares (rtol, atol, exact...)."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    devices: tuple[str, ...]
+    losses: tuple[str, ...]
+    seeds: tuple[int, ...]
+    common: tuple[tuple[str, Any], ...] = ()
+
+    def axis(self, name: str) -> tuple[Any, ...]:
+        return tuple(getattr(self, name))
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(self.axis(a)) for a in AXES)
+
+    def size_text(self) -> str:
+        """'120 cases (3 shapes × 2 dtypes × 1 device × 2 losses × 10 seeds)'."""
+        parts = []
+        for axis in AXES:
+            n = len(self.axis(axis))
+            parts.append(f"{n} {axis if n != 1 else AXES[axis]}")
+        return f"{self.size} case{'s' if self.size != 1 else ''} ({' × '.join(parts)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the manifest; `from_dict` reads it back."""
+        return {
+            "shapes": ["x".join(str(d) for d in s) for s in self.shapes],
+            "dtypes": list(self.dtypes),
+            "devices": list(self.devices),
+            "losses": list(self.losses),
+            "seeds": list(self.seeds),
+            "check": dict(self.common),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Grid:
+        values = {axis: data.get(axis) for axis in AXES}
+        values.update(data.get("check", {}))
+        return build_grid(values)
+
+    def grid_id(self) -> str:
+        """A short hash of the grid: two sweeps are the same sweep when their ids are equal."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def cases(self) -> Iterator[Case]:
+        """Every case, shapes outermost and seeds innermost, so neighbours cost about the same."""
+        common = dict(self.common)
+        product = itertools.product(self.shapes, self.dtypes, self.devices, self.losses, self.seeds)
+        for index, (shape, dtype, device, loss, seed) in enumerate(product):
+            values = {**common, "shape": shape, "dtype": dtype, "device": device, "loss": loss,
+                      "seed": seed}
+            key = case_key(shape, dtype, device, loss, seed)
+            try:
+                spec = build_spec(values)
+            except BadInput as e:
+                raise BadInput(f"case {key}: {e}") from None
+            yield Case(key, index, spec)
+
+
+def case_key(shape: tuple[int, ...], dtype: str, device: str, loss: str, seed: int) -> str:
+    """A file-name-safe, readable key: 3x8_float32_cpu_mse-sum_seed0 (cuda:1 becomes cuda1)."""
+    shape_text = "x".join(str(d) for d in shape)
+    return f"{shape_text}_{dtype}_{device.replace(':', '')}_{loss}_seed{seed}"
+
+
+def key_of(spec: CheckSpec) -> str:
+    return case_key(spec.shape, spec.dtype, spec.device, spec.loss, spec.seed)
+
+
+def _items(axis: str, raw: object) -> list[object]:
+    """Split a flag value ('a,b'), or take a TOML list / a single TOML value, into raw items."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise BadInput(f"--{axis} is empty; give at least one value")
+        items: list[object] = [p.strip() for p in raw.split(",")]
+        for position, item in enumerate(items, start=1):
+            if item == "":
+                raise BadInput(f"--{axis} {raw!r}: item {position} is empty")
+        return items
+    if isinstance(raw, (list, tuple)):
+        if not raw:
+            raise BadInput(f"{axis} is an empty list; give at least one value")
+        return list(raw)
+    return [raw]
+
+
+def _seed_items(raw: object) -> list[object]:
+    """Seeds also take inclusive ranges: '0-9', '0-4,10,20-21'."""
+    out: list[object] = []
+    for item in _items("seeds", raw):
+        match = _RANGE_RE.match(item) if isinstance(item, str) else None
+        if match is None:
+            out.append(item)
+            continue
+        first, last = int(match[1]), int(match[2])
+        if first > last:
+            raise BadInput(
+                f"seed range {item!r} runs backwards; write it lowest first ({last}-{first})"
+            )
+        if last - first >= DEFAULT_MAX_CASES * 100:
+            raise BadInput(f"seed range {item!r} is too large ({last - first + 1} seeds)")
+        out.extend(range(first, last + 1))
+    return out
+
+
+def _axis_values(axis: str, raw: object) -> tuple[Any, ...]:
+    field = AXES[axis]
+    items = _seed_items(raw) if axis == "seeds" else _items(axis, raw)
+    values: list[Any] = []
+    for item in items:
+        try:
+            value = getattr(build_spec({field: item}), field)
+        except BadInput as e:
+            raise BadInput(f"--{axis}: {e}") from None
+        if value not in values:  # '0-9,5' means seeds 0 to 9, once each
+            values.append(value)
+    return tuple(values)
+
+
+def build_grid(values: Mapping[str, Any]) -> Grid:
+    """Validate raw values (flags, TOML; None = not given) into a Grid.
+
+    Keys are the axes (shapes, dtypes, devices, losses, seeds), their singular check options
+    (shape, dtype, ... meaning a one-value axis) and the other check options shared by every case.
+    """
+    axes: dict[str, tuple[Any, ...]] = {}
+    common: dict[str, Any] = {}
+    default = CheckSpec()
+    for key, raw in values.items():
+        if raw is None:
+            continue
+        if key in AXES:
+            if values.get(AXES[key]) is not None:
+                raise BadInput(f"give --{AXES[key]} or --{key}, not both")
+            axes[key] = _axis_values(key, raw)
+        elif key in AXIS_OF:
+            if values.get(AXIS_OF[key]) is None:
+                axes[AXIS_OF[key]] = _axis_values(AXIS_OF[key], [raw])
+        elif key in SPEC_KEYS:
+            common[key] = raw
+        else:
+            raise BadInput(f"unknown sweep option {key!r}")
+    # Validate the shared options once, and keep them in their parsed (canonical) form.
+    shared = build_spec(common)
+    common = {k: getattr(shared, k) for k in sorted(common)}
+    for axis, field in AXES.items():
+        axes.setdefault(axis, (getattr(default, field),))
+    return Grid(
+        shapes=axes["shapes"],
+        dtypes=axes["dtypes"],
+        devices=axes["devices"],
+        losses=axes["losses"],
+        seeds=axes["seeds"],
+        common=tuple(common.items()),
+    )
+
+
+def check_size(grid: Grid, max_cases: int) -> None:
+    if grid.size > max_cases:
+        raise BadInput(
+            f"the grid has {grid.size_text()}, above --max-cases {max_cases}; "
+            "narrow the grid or raise --max-cases"
+        )
+
+
+def expand(grid: Grid, max_cases: int = DEFAULT_MAX_CASES) -> list[Case]:
+    """The grid's cases, refused (BadInput) when there are more than `max_cases`."""
+    check_size(grid, max_cases)
+    return list(grid.cases())

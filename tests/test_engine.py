@@ -1,0 +1,147 @@
+"""The engine against the tutorial's own code, across dtypes and ranks, and its statistics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autograd_check import losses
+from autograd_check.compare import compare, unravel
+from autograd_check.entry import execute
+from autograd_check.spec import DTYPES, build_spec
+
+
+def tutorial(seed: int) -> dict[str, torch.Tensor]:
+    """The practice page's example, verbatim but for the seed."""
+    torch.manual_seed(seed)
+    real = torch.rand(3, 8)
+    predicted = torch.rand(3, 8, requires_grad=True)
+    loss = (predicted - real).pow(2).sum()
+    with torch.no_grad():
+        manual_gradient_predicted = 2.0 * (predicted - real)
+    loss.backward()
+    auto_gradient_predicted = predicted.grad
+    assert auto_gradient_predicted is not None
+    return {
+        "real": real,
+        "predicted": predicted.detach(),
+        "manual": manual_gradient_predicted,
+        "auto": auto_gradient_predicted,
+        "loss": loss.detach(),
+        "eq": manual_gradient_predicted.eq(auto_gradient_predicted).all(),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 + 5])
+def test_same_tensors_as_the_tutorial(seed: int) -> None:
+    expected = tutorial(seed)
+    result = execute(build_spec({"seed": seed}))
+    t = result.tensors
+    assert torch.equal(torch.tensor(t["real"].data), expected["real"])
+    assert torch.equal(torch.tensor(t["predicted"].data), expected["predicted"])
+    assert torch.equal(torch.tensor(t["manual_grad"].data), expected["manual"])
+    assert torch.equal(torch.tensor(t["autograd_grad"].data), expected["auto"])
+    assert result.loss_value == float(expected["loss"])
+    assert result.bit_exact is bool(expected["eq"]) is True
+    assert result.passed
+
+
+def test_does_not_touch_the_global_rng() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(4)
+    torch.manual_seed(123)
+    execute(build_spec({"seed": 5}))
+    assert torch.equal(torch.rand(4), before)
+
+
+def test_grad_fn_chain_walks_down_to_accumulate_grad() -> None:
+    result = execute(build_spec({}))
+    assert result.grad_fn_chain == ["SumBackward0", "PowBackward0", "SubBackward0", "AccumulateGrad"]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("shape", ["5", "3x8", "2x3x4", "2x1x3x1x2", "1x2x1x2x1x2x1x2"])
+def test_every_dtype_and_rank_passes(dtype: str, shape: str) -> None:
+    result = execute(build_spec({"dtype": dtype, "shape": shape}))
+    assert result.passed and result.bit_exact
+    c = result.comparisons[0]
+    assert c.numel == math.prod(int(d) for d in shape.split("x"))
+    assert c.mismatched == 0
+    assert result.tensors["autograd_grad"].dtype == dtype
+    assert (c.rtol, c.atol) == build_spec({"dtype": dtype}).tolerances()
+
+
+def test_large_tensors_are_summarised_not_carried() -> None:
+    result = execute(build_spec({"shape": "65x64"}))  # 4160 elements > 4096
+    view = result.tensors["real"]
+    assert view.data is None and view.numel == 4160 and len(view.head) == 6
+    assert 0 <= view.min <= view.mean <= view.max < 1
+    small = execute(build_spec({"shape": "64x64"})).tensors["real"]
+    assert small.data is not None and len(small.data) == 64
+
+
+def test_unravel() -> None:
+    assert unravel(0, [3, 8]) == [0, 0]
+    assert unravel(13, [3, 8]) == [1, 5]
+    assert unravel(23, [2, 3, 4]) == [1, 2, 3]
+
+
+class TestPlantedMismatch:
+    """compare() on a gradient with k planted errors reports exactly those."""
+
+    def test_statistics(self) -> None:
+        auto = torch.linspace(1, 2, 24).reshape(3, 8)
+        manual = auto.clone()
+        manual[1, 5] += 0.5  # the greatest absolute difference
+        manual[2, 7] += 0.25
+        manual[0, 0] += 1e-7  # within tolerance: not a mismatch
+        c = compare("predicted", manual, auto, rtol=1.3e-6, atol=1e-5, exact=False)
+        assert not c.bit_exact and not c.passed
+        assert c.mismatched == 2
+        assert c.max_abs_index == [1, 5]
+        assert c.max_abs_diff == pytest.approx(0.5)
+        assert c.max_rel_index == [1, 5]
+        assert c.max_rel_diff == pytest.approx(0.5 / float(auto[1, 5]))
+
+    def test_within_tolerance_passes_but_is_not_bit_exact(self) -> None:
+        auto = torch.ones(10)
+        manual = auto + 1e-7
+        assert compare("p", manual, auto, 1.3e-6, 1e-5, exact=False).passed
+        exact = compare("p", manual, auto, 1.3e-6, 1e-5, exact=True)
+        assert not exact.passed and exact.mismatched == 0
+
+    def test_nan_is_never_close(self) -> None:
+        auto = torch.zeros(4)
+        manual = auto.clone()
+        manual[2] = float("nan")
+        c = compare("p", manual, auto, 1.0, 1.0, exact=False)
+        assert c.mismatched == 1 and c.max_abs_index == [2] and math.isnan(c.max_abs_diff)
+
+    def test_equal_infinities_are_close_and_zero_over_zero_is_zero(self) -> None:
+        auto = torch.tensor([float("inf"), 0.0, 1.0])
+        manual = torch.tensor([float("inf"), 0.0, 1.5])
+        c = compare("p", manual, auto, 0.0, 0.0, exact=False)
+        assert c.mismatched == 1 and c.max_rel_index == [2] and c.max_rel_diff == 0.5
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_types_are_compared_in_float32(self, dtype: torch.dtype) -> None:
+        auto = torch.full((4,), 1.0, dtype=dtype)
+        manual = auto.clone()
+        manual[3] = 1.5
+        c = compare("p", manual, auto, 0.0, 0.0, exact=False)
+        assert c.mismatched == 1 and c.max_abs_diff == 0.5
+
+
+def test_a_wrong_manual_gradient_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    mse = losses.LOSSES["mse-sum"]
+    buggy = type(mse)(**{**vars(mse), "manual_grad": lambda p, r: 2.0 * (p - r) + (p > 0.9)})
+    monkeypatch.setitem(losses.LOSSES, "mse-sum", buggy)
+    result = execute(build_spec({"shape": "16x16"}))
+    assert not result.passed and not result.bit_exact
+    c = result.comparisons[0]
+    expected = int((torch.tensor(result.tensors["predicted"].data) > 0.9).sum())
+    assert c.mismatched == expected > 0
+    assert c.max_abs_diff == pytest.approx(1.0)
+    assert "difference" in result.tensors

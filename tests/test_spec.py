@@ -1,0 +1,92 @@
+"""CheckSpec validation: every bad value is refused with a message naming it and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograd_check.errors import BadInput
+from autograd_check.memory import ensure_fits, needed_bytes
+from autograd_check.spec import CheckSpec, build_spec, parse_shape
+
+
+def test_defaults_reproduce_the_tutorial() -> None:
+    spec = build_spec({})
+    assert spec == CheckSpec()
+    assert (spec.shape, spec.dtype, spec.device, spec.loss, spec.seed) == (
+        (3, 8), "float32", "cpu", "mse-sum", 0,
+    )
+    assert spec.tolerances() == (1.3e-6, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "shape"),
+    [("3x8", (3, 8)), ("3,8", (3, 8)), ("7", (7,)), (" 2X3x4 ", (2, 3, 4)),
+     ("1x1x1x1x1x1x1x2", (1,) * 7 + (2,)), ([4, 5], (4, 5)), (6, (6,))],
+)
+def test_shapes_accepted(text: object, shape: tuple[int, ...]) -> None:
+    assert parse_shape(text) == shape
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("3x0", "dimension 2 is 0"),
+        ("3x-2", "dimension 2 is -2"),
+        ("3x2.5", "dimension 2 is '2.5', not an integer"),
+        ("3x", "dimension 2 is missing"),
+        ("x8", "dimension 1 is missing"),
+        ("", "is empty"),
+        ("1x1x1x1x1x1x1x1x1", "has 9 dimensions; at most 8"),
+        ("abc", "dimension 1 is 'abc'"),
+    ],
+)
+def test_bad_shapes_name_the_value(text: str, message: str) -> None:
+    with pytest.raises(BadInput, match=message) as info:
+        parse_shape(text)
+    assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("dtype", "float8", "dtype 'float8' is not supported; choose one of float32, float64"),
+        ("device", "tpu", "device 'tpu' is not known; choose cpu, cuda, cuda:N"),
+        ("device", "cuda:-1", "device 'cuda:-1' is not known"),
+        ("seed", "-1", "seed '-1' is not a non-negative integer"),
+        ("seed", "1.5", "seed '1.5' is not a non-negative integer"),
+        ("seed", str(2**63), "too large"),
+        ("rtol", "-1e-3", "rtol '-1e-3' is not allowed; expected a finite number >= 0"),
+        ("atol", "abc", "atol 'abc' is not allowed"),
+        ("atol", "nan", "atol 'nan' is not allowed"),
+        ("loss", "hinge", "loss 'hinge' is not known"),
+        ("exact", "yes", "exact 'yes' is not allowed; expected true or false"),
+        ("colour", "red", "unknown check option 'colour'"),
+    ],
+)
+def test_bad_values(key: str, value: str, message: str) -> None:
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_spec({key: value})
+
+
+def test_valid_values_normalised() -> None:
+    spec = build_spec({"dtype": "torch.float64", "device": "CUDA:1", "seed": "42",
+                       "rtol": "0", "atol": 1e-3, "exact": True})
+    assert (spec.dtype, spec.device, spec.seed, spec.exact) == ("float64", "cuda:1", 42, True)
+    assert spec.tolerances() == (0.0, 1e-3)
+
+
+def test_one_tolerance_keeps_the_dtype_default_for_the_other() -> None:
+    assert build_spec({"dtype": "bfloat16", "atol": "0.5"}).tolerances() == (1.6e-2, 0.5)
+
+
+def test_spec_round_trips_through_a_dict() -> None:
+    spec = build_spec({"shape": "2x3x4", "dtype": "float16", "seed": 7, "rtol": 0.1})
+    assert CheckSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_memory_estimate_refuses_what_does_not_fit() -> None:
+    spec = build_spec({"shape": "100000x100000"})
+    assert needed_bytes(spec) == 6 * 10**10 * 4
+    with pytest.raises(BadInput, match=r"needs about 223.5 GiB .* but this host has 1.0 GiB"):
+        ensure_fits(spec, 1024**3, "this host")
+    ensure_fits(build_spec({}), 1024**3, "this host")  # the tutorial's shape fits anywhere

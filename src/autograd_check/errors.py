@@ -17,6 +17,15 @@ EXIT_CODES: dict[int, str] = {
 }
 
 
+EXIT_CODE_SHORT: dict[int, str] = {
+    EXIT_PASS: "pass",
+    EXIT_MISMATCH: "gradient mismatch",
+    EXIT_BAD_INPUT: "bad input (nothing ran)",
+    EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
+    EXIT_JOB_FAILED: "Slurm job failed/cancelled/timed out/vanished",
+}
+
+
 class CheckError(Exception):
     """An expected failure: printed as one line at the CLI edge, never as a traceback."""
 

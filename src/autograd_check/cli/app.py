@@ -11,11 +11,11 @@ import typer
 from typer.core import TyperGroup
 
 from autograd_check import __version__
-from autograd_check.errors import EXIT_CODES, CheckError
+from autograd_check.errors import EXIT_CODE_SHORT, CheckError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+EXIT_CODE_HELP = "Exit codes: " + " · ".join(f"{c} {text}" for c, text in EXIT_CODE_SHORT.items())
 PROG = "autograd-check"
 
 

@@ -13,8 +13,8 @@ ShowTensors = Annotated[
     Optional[bool],
     typer.Option(
         "--show-tensors/--no-show-tensors",
-        help="Whole tensors (up to 4096 elements), or none. [default: whole when at most 256 "
-        "elements, else a summary]",
+        help="Whole tensors (up to 4096 elements), or none (default: whole when at most 256 "
+        "elements, else a summary).",
         show_default=False,
     ),
 ]

@@ -1,0 +1,93 @@
+"""`autograd-check tour`: the tutorial's ideas, step by step, each with a claim checked live."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.spec import DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from autograd_check.tour import Step
+
+StepNames = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--step",
+        help="Run only this step (repeat for several, in that order); see --list.",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+ListSteps = Annotated[
+    bool, typer.Option("--list", help="List the steps (name and what each shows) and exit.")
+]
+Seed = Annotated[
+    str | None,
+    typer.Option(
+        help="torch.manual_seed(SEED) before each step.",
+        metavar="INTEGER",
+        show_default=str(DEFAULT_SEED),
+    ),
+]
+JsonOutput = Annotated[
+    bool,
+    typer.Option("--json", help="Print one plain JSON document on stdout, nothing else."),
+]
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+@edge
+def tour(
+    *,
+    step: StepNames = None,
+    list_steps: ListSteps = False,
+    seed: Seed = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Walk the tutorial's autograd ideas on live tensors; each step's claim is checked (PASS/FAIL).
+
+    Exit 1 when a claim does not hold on this torch build: a finding worth reporting.
+    """
+    from autograd_check import tour as tour_steps
+    from autograd_check.result import dumps
+    from autograd_check.spec import parse_seed
+
+    chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
+    seed_value = DEFAULT_SEED if seed is None else parse_seed(seed)
+    if list_steps:
+        _list(chosen, json_output)
+        return
+    result = tour_steps.run_tour([s.name for s in chosen], seed=seed_value, steps=chosen)
+    if json_output:
+        print(dumps(result.to_dict()))
+    else:
+        from rich.console import Console
+
+        from autograd_check.render_tour import print_tour
+
+        print_tour(result, Console(highlight=False))
+    raise typer.Exit(result.exit_code)
+
+
+def _list(steps: Sequence[Step], json_output: bool) -> None:
+    from autograd_check.tour import TOUR_SCHEMA_VERSION
+
+    if json_output:
+        from autograd_check.result import dumps
+
+        doc = {
+            "schema_version": TOUR_SCHEMA_VERSION,
+            "kind": "tour-steps",
+            "steps": [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps],
+        }
+        print(dumps(doc))
+        return
+    from rich.console import Console
+
+    from autograd_check.render_tour import steps_table
+
+    Console(highlight=False).print(steps_table(steps))

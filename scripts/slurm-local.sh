@@ -70,7 +70,7 @@ pid_alive() {
   local pidfile=$1 comm=$2 pid
   [[ -r "$pidfile" ]] || return 1
   pid=$(tr -dc '0-9' < "$pidfile" 2>/dev/null || true)
-  [[ -n "$pid" && -r "/proc/$pid/comm" ]] || return 1
+  [[ -n "$pid" ]] && proc_running "$pid" || return 1
   [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$comm" ]] || return 1
   echo "$pid"
 }
@@ -79,25 +79,36 @@ pid_alive() {
 find_daemon() {
   local pid
   if pid=$(pid_alive "$1" "$2"); then echo "$pid"; return 0; fi
-  pid=$(pgrep -x "$2" 2>/dev/null | head -n1 || true)
-  [[ -n "$pid" ]] && { echo "$pid"; return 0; }
+  for pid in $(pgrep -x "$2" 2>/dev/null || true); do
+    proc_running "$pid" && { echo "$pid"; return 0; }
+  done
   return 1
+}
+
+# proc_running PID -> rc 0 if the process exists and is not a zombie
+proc_running() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n "$st" && "$st" != Z && "$st" != X ]]
 }
 
 # stop_daemon PIDFILE COMM
 stop_daemon() {
   local pidfile=$1 comm=$2 pids i
   pids=$( { pid_alive "$pidfile" "$comm" || true; pgrep -x "$comm" 2>/dev/null || true; } | sort -u)
+  local p live=""
+  for p in $pids; do proc_running "$p" && live+=" $p"; done
+  pids=$live
   if [[ -n "$pids" ]]; then
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
       local alive=""
-      for p in $pids; do [[ -d /proc/$p ]] && alive+=" $p"; done
+      for p in $pids; do proc_running "$p" && alive+=" $p"; done
       [[ -z "$alive" ]] && break
       sleep 0.1
     done
-    for p in $pids; do [[ -d /proc/$p ]] && kill -KILL "$p" 2>/dev/null || true; done
+    for p in $pids; do proc_running "$p" && { kill -KILL "$p" 2>/dev/null || true; }; done
   fi
   rm -f "$pidfile"
 }
@@ -119,10 +130,10 @@ ensure_packages() {
   done
   ((${#missing[@]} == 0)) && return 0
   log "installing: ${missing[*]}"
-  if ! timeout 600 apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/slurm-local-apt.log 2>&1; then
+  if ! timeout 600 apt-get install -y -q "${missing[@]}" >/tmp/slurm-local-apt.log 2>&1; then
     log "apt-get install failed; running apt-get update and retrying"
     timeout 300 apt-get update -q >>/tmp/slurm-local-apt.log 2>&1 || true
-    timeout 600 apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/slurm-local-apt.log 2>&1 \
+    timeout 600 apt-get install -y -q "${missing[@]}" >>/tmp/slurm-local-apt.log 2>&1 \
       || { tail -n 30 /tmp/slurm-local-apt.log >&2; die "apt-get install ${missing[*]} failed"; }
   fi
 }
@@ -143,6 +154,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
@@ -248,8 +260,8 @@ ensure_munge() {
   chown munge:munge /etc/munge/munge.key /var/lib/munge /var/log/munge 2>/dev/null || true
   chmod 400 /etc/munge/munge.key
   log "starting munged"
-  runuser -u munge -- munged --force --pid-file="$MUNGE_PID" \
-    || munged --force --pid-file="$MUNGE_PID" \
+  runuser -u munge -- munged --force --pid-file="$MUNGE_PID" 9>&- \
+    || munged --force --pid-file="$MUNGE_PID" 9>&- \
     || die "munged failed to start"
   wait_for 15 "munge credential round-trip" munge_ok
 }
@@ -268,7 +280,7 @@ ensure_mariadb() {
     setsid -f mariadbd --user=mysql --datadir=/var/lib/mysql --socket="$MYSQL_SOCK" \
       --pid-file="$MYSQL_PID" --log-error="$LOG_DIR/mariadb.log" --bind-address=127.0.0.1 \
       --innodb-lock-wait-timeout=900 --innodb-buffer-pool-size=128M \
-      </dev/null >/dev/null 2>&1
+      </dev/null >/dev/null 2>&1 9>&-
     wait_for 30 "mariadb ping" mysql_ok
   fi
   # idempotent DB user/grants (cheap; skipped when the user can already log in)
@@ -289,7 +301,7 @@ ensure_slurmdbd() { # $1 = restart|""
   if [[ "${1:-}" == restart ]] || ! find_daemon "$DBD_PID" slurmdbd >/dev/null; then
     stop_daemon "$DBD_PID" slurmdbd
     log "starting slurmdbd"
-    slurmdbd || die "slurmdbd failed to start"
+    slurmdbd 9>&- || die "slurmdbd failed to start"
   fi
   wait_for 45 "slurmdbd answering sacctmgr" dbd_ok
   if ! timeout 10 sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
@@ -317,13 +329,13 @@ start_slurm() {
   if ! find_daemon "$CTLD_PID" slurmctld >/dev/null; then
     rm -f "$CTLD_PID"
     log "starting slurmctld"
-    slurmctld || die "slurmctld failed to start"
+    slurmctld 9>&- || die "slurmctld failed to start"
   fi
   wait_for 30 "slurmctld responding (scontrol ping)" ctld_ok
   if ! find_daemon "$SLURMD_PID" slurmd >/dev/null; then
     rm -f "$SLURMD_PID"
     log "starting slurmd"
-    slurmd || die "slurmd failed to start"
+    slurmd 9>&- || die "slurmd failed to start"
   fi
 }
 
@@ -454,7 +466,7 @@ main() {
         ensure_dirs
         # drop the accounting DB with a temporary mariadb
         setsid -f mariadbd --user=mysql --datadir=/var/lib/mysql --socket="$MYSQL_SOCK" \
-          --pid-file="$MYSQL_PID" --log-error="$LOG_DIR/mariadb.log" </dev/null >/dev/null 2>&1
+          --pid-file="$MYSQL_PID" --log-error="$LOG_DIR/mariadb.log" </dev/null >/dev/null 2>&1 9>&-
         wait_for 30 "mariadb ping" mysql_ok
         mariadb --socket="$MYSQL_SOCK" -uroot -e "DROP DATABASE IF EXISTS $DB_NAME; DROP USER IF EXISTS '$DB_USER'@'localhost';" || true
         mariadb-admin --socket="$MYSQL_SOCK" shutdown >/dev/null 2>&1 || true

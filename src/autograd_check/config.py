@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autograd_check.errors import BadInput
 from autograd_check.spec import SPEC_KEYS, CheckSpec, build_spec
+
+if TYPE_CHECKING:
+    from autograd_check.slurm import SlurmOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,4 +75,23 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
         build_spec(file_values)
     except BadInput as e:
         raise BadInput(f"config {str(path)!r} [check]: {e}") from None
-    return build_spec(merge(values, file_values))
+    spec = build_spec(merge(values, file_values))
+    if spec.target is not None:
+        # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
+        # queued, not a job that fails on the node (run imports it again from a cache).
+        from autograd_check.target import load_target
+
+        load_target(spec.target)
+    return spec
+
+
+def slurm_from(slurm_values: Mapping[str, Any], path: Path | None) -> SlurmOptions:
+    """Build SlurmOptions from the Slurm flags and the [slurm] table of --config, flags first."""
+    from autograd_check.slurm import SLURM_KEYS, build_slurm_options
+
+    file_values, _ = section_values(path, "slurm", SLURM_KEYS)
+    try:
+        build_slurm_options(file_values)
+    except BadInput as e:
+        raise BadInput(f"config {str(path)!r} [slurm]: {e}") from None
+    return build_slurm_options(merge(slurm_values, file_values))

@@ -3,9 +3,14 @@ sweeps all call."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from autograd_check.memory import available_host_bytes, ensure_fits
 from autograd_check.result import CheckResult
 from autograd_check.spec import CheckSpec
+
+if TYPE_CHECKING:
+    from autograd_check.reference import Progress
 
 
 def check_memory(spec: CheckSpec) -> None:
@@ -13,19 +18,28 @@ def check_memory(spec: CheckSpec) -> None:
     ensure_fits(spec, available_host_bytes(), "this host")
 
 
-def execute(spec: CheckSpec) -> CheckResult:
-    """Run one check where this process is (a laptop, a batch job, a job step)."""
+def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
+    """Run one check where this process is (a laptop, a batch job, a job step).
+
+    `progress(done, total)` is called as finite differences advance (--reference finite-diff);
+    the CLI passes a progress bar's update there, the engine itself never prints.
+    """
     from autograd_check._torch import import_torch
+    from autograd_check.determinism import deterministic_mode
     from autograd_check.device import resolve_device
     from autograd_check.engine import run_check
     from autograd_check.environment import collect_environment
 
     check_memory(spec)
     torch = import_torch()
-    device = resolve_device(spec.device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        ensure_fits(spec, free, str(device))
-    result = run_check(spec, device)
-    result.environment = collect_environment(device)
+    # --deterministic: set before CUDA is first used here (cuBLAS reads its workspace setting
+    # then), and still in force when the environment records it.
+    with deterministic_mode(spec.deterministic) as notes:
+        device = resolve_device(spec.device)
+        if device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(device)
+            ensure_fits(spec, free, str(device))
+        result = run_check(spec, device, progress)
+        result.environment = collect_environment(device)
+    result.notes.extend(notes)
     return result

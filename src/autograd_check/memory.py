@@ -14,7 +14,9 @@ PEAK_TENSORS = 6
 
 
 def needed_bytes(spec: CheckSpec) -> int:
-    return PEAK_TENSORS * spec.numel * spec.itemsize
+    from autograd_check.model import extra_elements  # --model's parameters and activations
+
+    return (PEAK_TENSORS * spec.numel + extra_elements(spec)) * spec.itemsize
 
 
 def _read_int(path: str) -> int | None:
@@ -57,8 +59,12 @@ def ensure_fits(spec: CheckSpec, available: int | None, where: str) -> None:
     need = needed_bytes(spec)
     if available is not None and need > available:
         each = human(spec.numel * spec.itemsize)
+        parts = f"{PEAK_TENSORS} tensors of {each}"
+        if spec.model is not None:
+            model = human(need - PEAK_TENSORS * spec.numel * spec.itemsize)
+            parts += f" and {model} for the {spec.model} model, whose width is the last dimension"
         raise BadInput(
             f"shape {spec.shape_text()} {spec.dtype} needs about {human(need)} "
-            f"({PEAK_TENSORS} tensors of {each}) but {where} has {human(available)} available; "
+            f"({parts}) but {where} has {human(available)} available; "
             "choose a smaller --shape"
         )

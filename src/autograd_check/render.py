@@ -22,10 +22,14 @@ TENSOR_TITLES = {
     "manual_grad": "manual gradient",
     "autograd_grad": "autograd gradient (predicted.grad)",
     "difference": "difference (manual − autograd)",
+    "input": "input x (requires_grad=True)",
+    "output": "predicted = model(x)",
 }
 
 
 def fmt(x: float) -> str:
+    if isinstance(x, int):  # class indices (cross-entropy's real) stay integers
+        return str(x)
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     if x == 0:
@@ -90,34 +94,124 @@ def comparison_rows(c: Comparison) -> list[tuple[str, str]]:
 
 
 def parameters_table(result: CheckResult) -> Table:
-    table = Table(title="per-parameter comparison", box=box.SIMPLE_HEAVY, title_justify="left")
-    for column in ("parameter", "shape", "bit-exact", "mismatched", "max abs", "max rel", "verdict"):
-        table.add_column(column)
-    for c in result.comparisons:
+    """One row per compared tensor (each parameter of a --model, its input and output)."""
+    table = Table(title="per-parameter comparison", box=box.SIMPLE_HEAVY, title_justify="left", show_edge=False)
+    # Fold rather than cut: a truncated number or parameter name would be worse than a tall row.
+    table.add_column("parameter", overflow="fold")
+    table.add_column("shape", overflow="fold")
+    table.add_column("bit-exact", overflow="fold")
+    table.add_column("mismatched", justify="right", overflow="fold", min_width=10)
+    table.add_column("greatest abs diff", justify="right", overflow="fold", min_width=9)
+    table.add_column("greatest rel diff", justify="right", overflow="fold", min_width=9)
+    table.add_column("verdict", min_width=7, no_wrap=True)
+    for c in [c for c in result.comparisons if not is_fd(c)]:
         table.add_row(
             c.name,
             shape_text(c.shape),
             "yes" if c.bit_exact else "no",
             f"{c.mismatched} of {c.numel}",
-            fmt(c.max_abs_diff),
+            fmt(c.max_abs_diff),  # where: in --json (statistics[].max_abs_index)
             fmt(c.max_rel_diff),
             Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red"),
         )
     return table
 
 
+FD_SUFFIX = "vs finite-diff"
+"""Comparisons against central differences (--reference finite-diff) are named '… vs finite-diff'."""
+
+
+def is_fd(c: Comparison) -> bool:
+    return c.name.endswith(FD_SUFFIX)
+
+
+def finite_diff_table(comparisons: list[Comparison]) -> Table:
+    """One row per gradient checked against central differences (--reference finite-diff)."""
+    table = Table(title="against finite differences", box=box.SIMPLE_HEAVY, title_justify="left",
+                  show_edge=False)
+    table.add_column("tensor", overflow="fold")
+    table.add_column("gradient")
+    table.add_column("shape", overflow="fold")
+    table.add_column("mismatched", justify="right", overflow="fold", min_width=10)
+    table.add_column("greatest abs diff", justify="right", overflow="fold", min_width=9)
+    table.add_column("greatest rel diff", justify="right", overflow="fold", min_width=9)
+    table.add_column("verdict", min_width=7, no_wrap=True)
+    for c in comparisons:
+        tensor, _, label = c.name.removesuffix(FD_SUFFIX).strip().rpartition(": ")
+        table.add_row(
+            tensor or "predicted",
+            label,
+            shape_text(c.shape),
+            f"{c.mismatched} of {c.numel}",
+            f"{fmt(c.max_abs_diff)} at {_index(c.max_abs_index)}",
+            f"{fmt(c.max_rel_diff)} at {_index(c.max_rel_index)}",
+            Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red"),
+        )
+    return table
+
+
+def finite_diff_text(block: dict[str, Any]) -> str:
+    batches = block["batches"]
+    how = (
+        f"batches of {block['pairs_per_batch']} pairs with torch.func.vmap ({batches} "
+        f"batch{'es' if batches != 1 else ''})" if block["vectorised"] else "element by element"
+    )
+    step = f"{block['step']:.0e}".replace("e-0", "e-")
+    return (
+        f"(L(p + h·eᵢ) − L(p − h·eᵢ)) / 2h in float64, h={step}: "
+        f"{block['evaluations']} loss evaluations, {how}"
+    )
+
+
+def repeat_text(block: dict[str, Any]) -> str:
+    runs = block["runs"]
+    if block["bitwise_identical"]:
+        text = f"{runs} runs on fresh graphs: autograd gradient bitwise identical every time"
+    else:
+        where = block.get("max_spread_tensor") or ""
+        index = _index(block["max_spread_index"] or [])
+        text = (
+            f"{runs} runs on fresh graphs: NOT bitwise identical ({block['identical_runs']} of "
+            f"{runs} equal to run 1, {block['varying_elements']} elements varied); greatest "
+            f"spread {fmt(block['max_spread'])} at {where}{index}"
+        )
+    if block["in_verdict"] and not block["bitwise_identical"]:
+        text += " — --deterministic promised identical runs: counts as a failure"
+    return text
+
+
+def determinism_line(env: dict[str, Any]) -> str:
+    def on(key: str) -> str:
+        value = env.get(key)
+        return "?" if value is None else ("on" if value else "off")
+
+    return (
+        f"deterministic algorithms {on('deterministic_algorithms')} · TF32 matmul "
+        f"{on('tf32_matmul')} · TF32 cuDNN {on('tf32_cudnn')} · float32 matmul precision "
+        f"{env.get('float32_matmul_precision', '?')}"
+    )
+
+
 def verdict_panel(result: CheckResult) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    if len(result.comparisons) == 1:
-        for label, value in comparison_rows(result.comparisons[0]):
-            grid.add_row(label, value)
-    else:
-        total = sum(c.numel for c in result.comparisons)
-        bad = sum(c.mismatched for c in result.comparisons)
+    main = [c for c in result.comparisons if not is_fd(c)]  # manual against autograd
+    if len(main) == 1:
+        for row, value in comparison_rows(main[0]):
+            grid.add_row(row, value)
+    elif main:
+        total = sum(c.numel for c in main)
+        bad = sum(c.mismatched for c in main)
         grid.add_row("bit-exact (eq().all())", "yes" if result.bit_exact else "no")
         grid.add_row("mismatched elements", f"{bad} of {total}")
+    if result.error is not None:
+        grid.add_row("error", Text(result.error))
+        grid.add_row("verdict by", "the check could not finish: the target's own code raised")
+    if not result.comparisons:
+        grid.add_row("environment", environment_line(result.environment))
+        failed = Text(" FAIL ", style="bold white on red")
+        return Panel(grid, title=failed, title_align="left", border_style="red")
     first = result.comparisons[0]
     criterion = (
         "exact: bit-exact equality"
@@ -126,11 +220,29 @@ def verdict_panel(result: CheckResult) -> Panel:
     )
     grid.add_row("tolerances", f"rtol={first.rtol:g} atol={first.atol:g}")
     grid.add_row("verdict by", criterion)
+    fd = [c for c in result.comparisons if is_fd(c)]
+    if fd:
+        bad = sum(c.mismatched for c in fd)
+        grid.add_row(
+            "finite-diff",
+            f"{bad} of {sum(c.numel for c in fd)} mismatched: |g − fd| ≤ atol + rtol·|fd| "
+            f"with rtol={fd[0].rtol:g} atol={fd[0].atol:g} (gradcheck's test)",
+        )
+    if result.repeat is not None:
+        grid.add_row("repeat", repeat_text(result.repeat))
     grid.add_row("environment", environment_line(result.environment))
+    if result.environment:
+        grid.add_row("determinism", determinism_line(result.environment))
     label = Text(" PASS ", style="bold white on green") if result.passed else Text(
         " FAIL ", style="bold white on red"
     )
     return Panel(grid, title=label, title_align="left", border_style="green" if result.passed else "red")
+
+
+def autograd_text(result: CheckResult) -> str:
+    if result.spec.get("model"):
+        return "loss.backward(), then .grad of each parameter and of x (and of y, retained)"
+    return "loss.backward(), then predicted.grad"
 
 
 def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> RenderableType:
@@ -143,15 +255,23 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     loss = Table.grid(padding=(0, 2))
     loss.add_column(style="bold")
     loss.add_column()
-    loss.add_row("loss", f"{result.loss_formula} = {fmt(result.loss_value)}  ({result.loss_name})")
-    loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))
-    loss.add_row("manual gradient", f"{result.gradient_formula}, under torch.no_grad()")
-    loss.add_row("autograd gradient", "loss.backward(), then predicted.grad")
+    # Text, not markup: formulas hold brackets (xₙ[realₙ]) and a --target's text is the user's.
+    value = fmt(result.loss_value) if result.error is None else "not computed"
+    loss.add_row("loss", Text(f"{result.loss_formula} = {value}  ({result.loss_name})"))
+    if result.grad_fn_chain:  # empty when a --target raised before backward
+        loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))
+    loss.add_row("manual gradient", Text(f"{result.gradient_formula}, under torch.no_grad()"))
+    loss.add_row("autograd gradient", autograd_text(result))
+    if result.finite_diff is not None:
+        loss.add_row("finite differences", finite_diff_text(result.finite_diff))
     for note in result.notes:
-        loss.add_row("note", note)
+        loss.add_row("note", Text(note))
     parts.append(loss)
-    if len(result.comparisons) > 1:
+    if sum(not is_fd(c) for c in result.comparisons) > 1:
         parts.append(parameters_table(result))
+    fd = [c for c in result.comparisons if is_fd(c)]
+    if fd:
+        parts.append(finite_diff_table(fd))
     parts.append(verdict_panel(result))
     return Group(*parts)
 

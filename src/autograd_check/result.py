@@ -63,6 +63,12 @@ class CheckResult:
     timings: dict[str, float]
     schema_version: int = SCHEMA_VERSION
     notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    """The user's own code (--target) raised: the check failed with this message, unfinished."""
+    finite_diff: dict[str, Any] | None = None
+    """--reference finite-diff: the step, tolerances and cost of the central differences."""
+    repeat: dict[str, Any] | None = None
+    """--repeat N: whether the N autograd gradients were bitwise identical, and their spread."""
 
     @property
     def exit_code(self) -> int:
@@ -72,7 +78,7 @@ class CheckResult:
         """The JSON document: a versioned envelope, the same for run, submit and sweep records."""
         from autograd_check import __version__
 
-        return {
+        doc: dict[str, Any] = {
             "schema_version": self.schema_version,
             "tool": {"name": "autograd-check", "version": __version__},
             "spec": self.spec,
@@ -81,6 +87,8 @@ class CheckResult:
                 "bit_exact": self.bit_exact,
                 "criterion": self.criterion,
                 "exit_code": self.exit_code,
+                # Only when the user's own code (--target) raised: the contract is unchanged else.
+                **({"error": self.error} if self.error is not None else {}),
             },
             "loss": {
                 "name": self.loss_name,
@@ -95,6 +103,12 @@ class CheckResult:
             "timings": self.timings,
             "notes": self.notes,
         }
+        # Present only when asked for (--reference finite-diff, --repeat N > 1).
+        if self.finite_diff is not None:
+            doc["finite_diff"] = self.finite_diff
+        if self.repeat is not None:
+            doc["repeat"] = self.repeat
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> CheckResult:
@@ -115,6 +129,9 @@ class CheckResult:
             timings=dict(doc["timings"]),
             schema_version=doc["schema_version"],
             notes=list(doc.get("notes", [])),
+            error=verdict.get("error"),
+            finite_diff=_unplain(doc["finite_diff"]) if doc.get("finite_diff") else None,
+            repeat=_unplain(doc["repeat"]) if doc.get("repeat") else None,
         )
 
     def to_json(self, indent: int | None = 2) -> str:

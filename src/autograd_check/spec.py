@@ -7,9 +7,11 @@ same plain object is pickled to a Slurm node.
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import BadInput
@@ -26,7 +28,18 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1.3e-6, 1e-5),
     "float64": (1e-7, 1e-7),
 }
-LOSSES = ("mse-sum",)
+LOSSES = ("mse-sum", "mse-mean", "l1", "huber", "bce-logits", "cross-entropy")
+"""The built-in losses (losses.LOSSES holds their forward and hand-derived gradient)."""
+DEFAULT_DELTA = 1.0
+MODELS = ("linear", "mlp")
+DEFAULT_HIDDEN = 16
+MAX_HIDDEN = 1 << 16
+REFERENCES = ("manual", "finite-diff")
+"""What autograd is checked against: the hand-derived gradient (always), and with finite-diff
+also central differences in float64 (reference.py documents the step and the tolerances)."""
+DEFAULT_MAX_FD_ELEMENTS = 65536
+"""--reference finite-diff perturbs every element twice: O(n²) work, refused past this many."""
+MAX_REPEAT = 10_000
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda|cuda:(\d+))$")
 
 
@@ -42,6 +55,21 @@ class CheckSpec:
     atol: float | None = None
     exact: bool = False
     loss: str = "mse-sum"
+    delta: float | None = None
+    """Huber's δ; set (default 1.0) exactly when loss is huber."""
+    model: str | None = None
+    """None: predicted is drawn directly. linear / mlp: predicted is a small model's output."""
+    hidden: int | None = None
+    """The mlp's hidden width; set (default 16) exactly when model is mlp."""
+    target: str | None = None
+    """A user's loss, 'FILE.py:NAME' (absolute path) or 'package.module:NAME', in place of loss."""
+    reference: str = "manual"
+    """manual: autograd against the manual gradient; finite-diff: central differences too."""
+    max_fd_elements: int = DEFAULT_MAX_FD_ELEMENTS
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms(True) and what CUDA needs for it, during the check."""
+    repeat: int = 1
+    """Compute the autograd gradient this many times on fresh graphs and compare them bitwise."""
 
     @property
     def numel(self) -> int:
@@ -154,7 +182,77 @@ def parse_loss(value: object) -> str:
     raise BadInput(f"loss {value!r} is not known; choose one of {', '.join(LOSSES)}")
 
 
-_PARSERS = {
+def parse_delta(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise BadInput(f"delta {value!r} is not allowed; Huber's delta is a finite number > 0")
+    return number
+
+
+def parse_model(value: object) -> str | None:
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "none":
+        return None
+    if text in MODELS:
+        return text
+    raise BadInput(f"model {value!r} is not known; choose linear, mlp (or none)")
+
+
+def parse_hidden(value: object) -> int:
+    text = str(value).strip()
+    width = int(text) if not isinstance(value, bool) and re.fullmatch(r"\d+", text) else 0
+    if not 1 <= width <= MAX_HIDDEN:
+        raise BadInput(f"hidden {value!r} is not allowed; expected an integer, 1 to {MAX_HIDDEN}")
+    return width
+
+
+_IDENTIFIERS = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def parse_target(value: object) -> str:
+    """'FILE.py:NAME' (the file must exist; stored as an absolute path, so that a Slurm node on
+    the same filesystem finds it) or 'package.module:NAME'. The import itself waits for the run."""
+    form = "FILE.py:NAME or package.module:NAME"
+    text = value.strip() if isinstance(value, str) else ""
+    where, colon, name = text.rpartition(":")
+    if not colon:
+        where, name = text, ""
+    if not where or (colon and not _IDENTIFIERS.fullmatch(name)):
+        raise BadInput(f"target {value!r} is not {form}")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+        if path.suffix != ".py":
+            raise BadInput(f"target {value!r}: {where!r} is not a .py file; expected {form}")
+        if not path.is_file():
+            raise BadInput(f"target {value!r}: file {where!r} does not exist")
+        where = str(path.resolve())
+    elif not _IDENTIFIERS.fullmatch(where):
+        raise BadInput(f"target {value!r}: {where!r} is neither a .py file nor a module; "
+                       f"expected {form}")
+    return f"{where}:{name}" if name else where
+
+
+def parse_reference(value: object) -> str:
+    text = value.strip().lower().replace("_", "-") if isinstance(value, str) else ""
+    if text in REFERENCES:
+        return text
+    raise BadInput(f"reference {value!r} is not known; choose one of {', '.join(REFERENCES)}")
+
+
+def parse_count(name: str, value: object, low: int, high: int) -> int:
+    """A whole number in [low, high], from an int or its decimal text (flags arrive as text)."""
+    text = str(value).strip().replace("_", "")
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text) or not (
+        low <= int(text) <= high
+    ):
+        raise BadInput(f"{name} {value!r} is not allowed; expected an integer from {low} to {high}")
+    return int(text)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
     "shape": parse_shape,
     "dtype": parse_dtype,
     "device": parse_device,
@@ -163,6 +261,14 @@ _PARSERS = {
     "atol": lambda v: parse_tolerance("atol", v),
     "exact": lambda v: parse_bool("exact", v),
     "loss": parse_loss,
+    "delta": parse_delta,
+    "model": parse_model,
+    "hidden": parse_hidden,
+    "target": parse_target,
+    "reference": parse_reference,
+    "max_fd_elements": lambda v: parse_count("max_fd_elements", v, 1, 2**40),
+    "deterministic": lambda v: parse_bool("deterministic", v),
+    "repeat": lambda v: parse_count("repeat", v, 1, MAX_REPEAT),
 }
 SPEC_KEYS = tuple(f.name for f in fields(CheckSpec))
 
@@ -177,4 +283,27 @@ def build_spec(values: Mapping[str, Any]) -> CheckSpec:
         raw = values.get(key)
         if raw is not None:
             parsed[key] = _PARSERS[key](raw)
-    return CheckSpec(**parsed)
+    spec = CheckSpec(**_combine(parsed))
+    if spec.reference == "finite-diff":
+        # Imported here: reference.py reads the spec's neighbours (memory, model), which import
+        # this module. It refuses a finite-difference check that would run for hours (exit 2).
+        from autograd_check.reference import ensure_affordable
+
+        ensure_affordable(spec)
+    return spec
+
+
+def _combine(parsed: dict[str, Any]) -> dict[str, Any]:
+    """Options that only mean something together: refuse the meaningless, fill their defaults."""
+    loss, model = parsed.get("loss", "mse-sum"), parsed.get("model")
+    if "delta" in parsed and loss != "huber":
+        raise BadInput(f"delta applies only to loss huber, not {loss!r}")
+    if "hidden" in parsed and model != "mlp":
+        raise BadInput(f"hidden applies only to model mlp, not {model or 'none'!r}")
+    if "target" in parsed and loss != "mse-sum":
+        raise BadInput(f"target replaces the loss: give target or loss {loss!r}, not both")
+    if loss == "huber":
+        parsed.setdefault("delta", DEFAULT_DELTA)
+    if model == "mlp":
+        parsed.setdefault("hidden", DEFAULT_HIDDEN)
+    return parsed

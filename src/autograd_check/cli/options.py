@@ -11,39 +11,82 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from autograd_check.spec import DEFAULT_SEED
+from autograd_check.spec import (
+    DEFAULT_DELTA,
+    DEFAULT_HIDDEN,
+    DEFAULT_MAX_FD_ELEMENTS,
+    DEFAULT_SEED,
+    LOSSES,
+)
 
 PANEL = "Check options"
 
 _P = inspect.Parameter
 CHECK_PARAMETERS: list[inspect.Parameter] = [
-    _P("shape", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+    _P("shape", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="Tensor shape, 1 to 8 dims, 'x' or ',' separated.", metavar="DIMS",
         show_default="3x8", rich_help_panel=PANEL)]),
-    _P("dtype", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
-        help="float32, float64, float16 or bfloat16.", show_default="float32",
+    _P("dtype", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="float32, float64, float16 or bfloat16.", metavar="DTYPE", show_default="float32",
         rich_help_panel=PANEL)]),
-    _P("device", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
-        help="cpu, cuda, cuda:N, or auto (CUDA when usable).", show_default="cpu",
+    _P("device", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="cpu, cuda, cuda:N, or auto (CUDA when usable).", metavar="DEVICE",
+        show_default="cpu",
         rich_help_panel=PANEL)]),
-    _P("seed", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+    _P("seed", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="torch.manual_seed(SEED): real, then predicted, as the tutorial draws them.",
         metavar="INTEGER", show_default=str(DEFAULT_SEED), rich_help_panel=PANEL)]),
-    _P("rtol", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
-        help="Relative tolerance [default: per dtype, as torch.testing.assert_close].",
+    _P("rtol", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Relative tolerance (default: per dtype, as torch.testing.assert_close).",
         metavar="FLOAT", rich_help_panel=PANEL)]),
-    _P("atol", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
-        help="Absolute tolerance [default: per dtype, as torch.testing.assert_close].",
+    _P("atol", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Absolute tolerance (default: per dtype, as torch.testing.assert_close).",
         metavar="FLOAT", rich_help_panel=PANEL)]),
-    _P("exact", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[bool], typer.Option(
+    _P("exact", _P.KEYWORD_ONLY, default=None, annotation=Annotated[bool | None, typer.Option(
         "--exact/--no-exact",
         help="Verdict by bit-exact equality (the tutorial's eq().all()) instead of tolerances.",
         show_default="--no-exact", rich_help_panel=PANEL)]),
-    _P("config", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
+    _P("loss", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help=f"The loss: {', '.join(LOSSES)}; each with its gradient derived by hand.",
+        metavar="NAME", show_default="mse-sum", rich_help_panel=PANEL)]),
+    _P("delta", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Huber's delta (--loss huber only).", metavar="FLOAT",
+        show_default=f"{DEFAULT_DELTA:g}", rich_help_panel=PANEL)]),
+    _P("model", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Check through a model backpropagated by hand: linear, or mlp (Linear → tanh → "
+        "Linear); its output is predicted, its width the last dim of --shape.",
+        metavar="linear|mlp", show_default="none", rich_help_panel=PANEL)]),
+    _P("hidden", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Hidden width of --model mlp.", metavar="N", show_default=str(DEFAULT_HIDDEN),
+        rich_help_panel=PANEL)]),
+    _P("target", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Your own loss instead of --loss: an object with loss(predicted, real) and "
+        "manual_grad(predicted, real), as FILE.py:NAME or package.module:NAME.",
+        metavar="TARGET", rich_help_panel=PANEL)]),
+    _P("reference", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="What autograd is checked against: manual (the hand-derived gradient), or "
+        "finite-diff (also central differences in float64, h=1e-6, as gradcheck).",
+        metavar="manual|finite-diff", show_default="manual", rich_help_panel=PANEL)]),
+    _P("max_fd_elements", _P.KEYWORD_ONLY, default=None, annotation=Annotated[
+        str | None, typer.Option(
+            help="Refuse --reference finite-diff on more elements than this (its work grows "
+            "as elements²).", metavar="N", show_default=str(DEFAULT_MAX_FD_ELEMENTS),
+            rich_help_panel=PANEL)]),
+    _P("deterministic", _P.KEYWORD_ONLY, default=None, annotation=Annotated[
+        bool | None, typer.Option(
+            "--deterministic/--no-deterministic",
+            help="Deterministic algorithms during the check (torch, cuDNN, and "
+            "CUBLAS_WORKSPACE_CONFIG=:4096:8 for cuBLAS).",
+            show_default="--no-deterministic", rich_help_panel=PANEL)]),
+    _P("repeat", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Compute the autograd gradient N times on fresh graphs; report whether the runs "
+        "were bitwise identical, else their greatest spread.", metavar="N", show_default="1",
+        rich_help_panel=PANEL)]),
+    _P("config", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, typer.Option(
         help="TOML profile (see configs/); flags override it.", metavar="FILE",
         rich_help_panel=PANEL)]),
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import sys
+from typing import Annotated, Any
 
 import typer
 
@@ -10,7 +11,7 @@ from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import check_options
 
 ShowTensors = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--show-tensors/--no-show-tensors",
         help="Whole tensors (up to 4096 elements), or none (default: whole when at most 256 "
@@ -35,10 +36,16 @@ def run(
 ) -> None:
     """Run the real-vs-predicted gradient check here: manual gradient against autograd."""
     from autograd_check.cli.output import show_result
+    from autograd_check.cli.progress import fd_progress
     from autograd_check.config import spec_from
     from autograd_check.entry import execute
+    from autograd_check.slurm import run_outside_node_warning
 
     spec = spec_from(check_values)
-    result = execute(spec)
+    warning = run_outside_node_warning()
+    if warning:  # warn and go on: a login node may be exactly where the user wants it
+        print(f"autograd-check: warning: {warning}", file=sys.stderr, flush=True)
+    with fd_progress(spec) as progress:
+        result = execute(spec, progress)
     show_result(result, json_output=json_output, show_tensors=show_tensors)
     raise typer.Exit(result.exit_code)

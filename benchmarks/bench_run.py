@@ -1,0 +1,443 @@
+"""autograd-check side by side with the bare tutorial snippet: wall time and peak memory.
+
+Every sample is a fresh process. The variants of a comparison are interleaved (their order
+alternates from one round to the next) so that a noisy neighbour hurts both alike, and the
+medians are compared. Peak RSS is the child's own ru_maxrss (os.wait4), not the benchmark's.
+
+    python benchmarks/bench_run.py                # the full table (5 runs each, about 3 minutes)
+    python benchmarks/bench_run.py --runs 9       # more runs, steadier medians
+    python benchmarks/bench_run.py --quick        # help and default shape only
+
+The tool is run as the console script that sits next to this interpreter (what users type),
+the snippet with this interpreter; run the script with the Python of the environment to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+# The tutorial's code, exactly, with only the shape as a parameter.
+TUTORIAL = """\
+import torch
+real = torch.rand({dims})
+print(real)
+predicted = torch.rand({dims}, requires_grad=True)
+print(predicted)
+loss = (predicted - real).pow(2).sum()
+with torch.no_grad():
+    manual_gradient_predicted = 2.0 * (predicted - real)
+print(manual_gradient_predicted)
+loss.backward()
+auto_gradient_predicted = predicted.grad
+print(auto_gradient_predicted)
+print(manual_gradient_predicted.eq(auto_gradient_predicted).all())
+"""
+
+DEPENDENCIES = ("torch", "typer", "rich", "submitit", "pydantic", "click", "numpy", "shellingham")
+
+
+@dataclass
+class Variant:
+    name: str
+    argv: list[str]
+    ours: bool  # our own command: its stderr must stay empty
+    walls: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds, all threads
+
+    def median_wall(self) -> float:
+        return statistics.median(self.walls)
+
+    def median_rss(self) -> float:
+        return statistics.median(self.rss_kib)
+
+
+@dataclass
+class Comparison:
+    label: str
+    tool: Variant
+    baseline: Variant
+    wall_limit: float
+    rss_limit: float | None
+
+    def wall_ratio(self) -> float:
+        return self.tool.median_wall() / self.baseline.median_wall()
+
+    def rss_ratio(self) -> float:
+        return self.tool.median_rss() / self.baseline.median_rss()
+
+    def passed(self) -> bool:
+        ok = self.wall_ratio() <= self.wall_limit
+        if self.rss_limit is not None:
+            ok = ok and self.rss_ratio() <= self.rss_limit
+        return ok
+
+
+class BenchError(Exception):
+    pass
+
+
+def run_once(variant: Variant, env: dict[str, str]) -> None:
+    """One fresh process: wall time around spawn-to-reap, peak RSS of that child alone."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            variant.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env
+        )
+        # wait4 reaps exactly this child and gives its own rusage (getrusage(RUSAGE_CHILDREN)
+        # would report the largest child so far).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{variant.name}: exit {proc.returncode}: {stderr.decode(errors='replace')[-2000:]}"
+        )
+    if variant.ours and not stdout:
+        raise BenchError(f"{variant.name}: printed nothing on stdout")
+    if variant.ours and stderr:
+        text = stderr.decode(errors="replace")[:2000]
+        raise BenchError(f"{variant.name}: wrote to stderr: {text}")
+    variant.walls.append(wall)
+    variant.rss_kib.append(usage.ru_maxrss)  # KiB on Linux
+    variant.cpu.append(usage.ru_utime + usage.ru_stime)
+
+
+def measure(comparisons: Sequence[Comparison], runs: int, env: dict[str, str]) -> None:
+    """One untimed warm-up each (page cache), then `runs` rounds, alternating the order in pairs."""
+    for c in comparisons:
+        for v in (c.tool, c.baseline):
+            run_once(v, env)
+            v.walls.clear()
+            v.rss_kib.clear()
+            v.cpu.clear()
+    for i in range(runs):
+        for c in comparisons:
+            pair = (c.tool, c.baseline) if i % 2 == 0 else (c.baseline, c.tool)
+            for v in pair:
+                run_once(v, env)
+        print(f"  round {i + 1}/{runs} done", file=sys.stderr, flush=True)
+
+
+# -X importtime lines: "import time: self [us] | cumulative | imported package"
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
+
+
+def import_costs(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Milliseconds of import time per top-level package (self times summed), one run."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    costs: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        m = _IMPORT_LINE.match(line)
+        if m:
+            top = m.group(4).split(".")[0]
+            costs[top] = costs.get(top, 0.0) + int(m.group(1)) / 1000
+    return costs
+
+
+# Runs a console script as the interpreter would, then lists the top-level packages it loaded.
+PROBE = """\
+import json, os, runpy, sys
+script, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+with open(os.environ["BENCH_MODULES_OUT"], "w") as f:
+    json.dump(sorted({m.split(".")[0] for m in sys.modules}), f)
+sys.exit(code)
+"""
+
+
+def loaded_packages(argv: list[str], env: dict[str, str]) -> set[str]:
+    """Top-level packages in sys.modules when the command is done."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "modules.json"
+        subprocess.run(
+            [sys.executable, "-c", PROBE, *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={**env, "BENCH_MODULES_OUT": str(out)},
+            check=False,
+        )
+        if not out.exists():
+            raise BenchError(f"could not list the modules {' '.join(argv)} loads")
+        return set(json.loads(out.read_text()))
+
+
+def median_costs(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
+    samples = [import_costs(argv, env) for _ in range(runs)]
+    names = set().union(*samples)
+    return {n: statistics.median(s.get(n, 0.0) for s in samples) for n in names}
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def find_cli(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "autograd-check"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("autograd-check")
+    if not found:
+        raise BenchError("no autograd-check console script found; pip install the project first")
+    return found
+
+
+def snippet_file(folder: Path, shape: tuple[int, int]) -> Path:
+    path = folder / f"tutorial_{shape[0]}x{shape[1]}.py"
+    path.write_text(TUTORIAL.format(dims=f"{shape[0]}, {shape[1]}"))
+    return path
+
+
+def parse_square(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    return int(rows), int(cols or rows)
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:,.0f} MiB"
+
+
+def table(comparisons: Sequence[Comparison]) -> str:
+    lines = [
+        "| variant | median wall | ratio | median peak RSS | ratio | limit | result |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for c in comparisons:
+        b, t = c.baseline, c.tool
+        lines.append(
+            f"| {b.name} | {b.median_wall():.3f} s | 1.00 | {mib(b.median_rss())} | 1.00 "
+            "| baseline | |"
+        )
+        limit = f"wall ≤ {c.wall_limit:.2f}×"
+        rss = f"{c.rss_ratio():.2f}"
+        if c.rss_limit is not None:
+            limit += f", RSS ≤ {c.rss_limit:.2f}×"
+        lines.append(
+            f"| {t.name} | {t.median_wall():.3f} s | **{c.wall_ratio():.3f}** | "
+            f"{mib(t.median_rss())} | {'**' + rss + '**' if c.rss_limit else rss} | {limit} | "
+            f"{'pass' if c.passed() else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(comparisons: Sequence[Comparison]) -> str:
+    """CPU seconds (user + system, all threads): steadier than wall time on a shared machine."""
+    lines = [
+        "| comparison | tool CPU | baseline CPU | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for c in comparisons:
+        tool, base = statistics.median(c.tool.cpu), statistics.median(c.baseline.cpu)
+        lines.append(f"| {c.label} | {tool:.3f} s | {base:.3f} s | {tool / base:.3f} |")
+    return "\n".join(lines)
+
+
+STDLIB = "(standard library)"
+
+
+def grouped(costs: dict[str, float]) -> dict[str, float]:
+    """Top-level packages as they are, the standard library as one row."""
+    out: dict[str, float] = {}
+    for name, ms in costs.items():
+        key = STDLIB if name in sys.stdlib_module_names else name
+        out[key] = out.get(key, 0.0) + ms
+    return out
+
+
+def import_table(
+    help_costs: dict[str, float],
+    run_costs: dict[str, float],
+    help_loaded: set[str],
+    run_loaded: set[str],
+) -> str:
+    # -X importtime also times failed attempts (an optional numpy that is not installed), so
+    # whether a package was imported comes from sys.modules, its cost from importtime.
+    h, r = grouped(help_costs), grouped(run_costs)
+    names = sorted(set(h) | set(r), key=lambda n: -max(r.get(n, 0.0), h.get(n, 0.0)))
+    shown = [n for n in names if max(h.get(n, 0.0), r.get(n, 0.0)) >= 1.0]
+    shown += [d for d in DEPENDENCIES if d not in shown]
+    lines = [
+        "| package | `--help` (ms) | `run` (ms) |",
+        "| --- | ---: | ---: |",
+    ]
+    for n in shown:
+        cells = [
+            f"{costs.get(n, 0.0):.0f}" if n == STDLIB or n in loaded else "not imported"
+            for costs, loaded in ((h, help_loaded), (r, run_loaded))
+        ]
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
+    lines.append(f"| **all imports** | {sum(h.values()):.0f} | {sum(r.values()):.0f} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    shown = ("torch", "typer", "rich", "submitit", "pydantic")
+    deps = ", ".join(f"{d} {version(d)}" for d in shown)
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {deps}; "
+        f"load average before {os.getloadavg()[0]:.2f}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument(
+        "--shapes",
+        default="4096x4096,8192x8192",
+        help="large float32 shapes, comma separated (default 4096x4096,8192x8192)",
+    )
+    parser.add_argument("--quick", action="store_true", help="help and default shape only")
+    parser.add_argument("--cli", help="the autograd-check executable (default: beside python)")
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument("--json", type=Path, help="write every sample to this file")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    cli = find_cli(args.cli)
+    py = sys.executable
+    env = dict(os.environ)
+    # Users run with bytecode caches (pip writes them at install, Python at first import); a
+    # PYTHONDONTWRITEBYTECODE left in the environment would charge our package a recompile on
+    # every start that torch, installed from a wheel, never pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    report = [f"Machine: {machine()}", f"Tool: `{cli}` (console script); snippet: `{py}`", ""]
+
+    with tempfile.TemporaryDirectory(prefix="bench-autograd-check-") as tmp:
+        folder = Path(tmp)
+        comparisons = [
+            Comparison(
+                "--help",
+                Variant("`autograd-check --help`", [cli, "--help"], ours=True),
+                Variant('`python -c "import torch"`', [py, "-c", "import torch"], ours=False),
+                wall_limit=0.15,
+                rss_limit=None,
+            ),
+            Comparison(
+                "3x8",
+                Variant("`autograd-check run` (3×8)", [cli, "run"], ours=True),
+                Variant("tutorial snippet (3×8)", [py, str(snippet_file(folder, (3, 8)))], False),
+                wall_limit=1.15,
+                rss_limit=None,
+            ),
+        ]
+        if not args.quick:
+            for text in filter(None, args.shapes.split(",")):
+                shape = parse_square(text)
+                dims = f"{shape[0]}x{shape[1]}"
+                pretty = f"{shape[0]}×{shape[1]}"
+                comparisons.append(
+                    Comparison(
+                        dims,
+                        Variant(
+                            f"`autograd-check run --shape {dims}`",
+                            [cli, "run", "--shape", dims],
+                            ours=True,
+                        ),
+                        Variant(
+                            f"tutorial snippet ({pretty})",
+                            [py, str(snippet_file(folder, shape))],
+                            ours=False,
+                        ),
+                        wall_limit=1.10,
+                        rss_limit=1.00,
+                    )
+                )
+
+        print(f"measuring {len(comparisons) * 2} variants, {args.runs} runs each", file=sys.stderr)
+        measure(comparisons, args.runs, env)
+
+    help_costs = median_costs([cli, "--help"], env, 3)
+    run_costs = median_costs([cli, "run"], env, 3)
+    help_loaded = loaded_packages([cli, "--help"], env)
+    run_loaded = loaded_packages([cli, "run"], env)
+    torch_in_help = "torch" in help_loaded
+
+    report += [table(comparisons), ""]
+    report.append(
+        f"`autograd-check --help` imports torch: {'YES (FAIL)' if torch_in_help else 'no'}; "
+        f"`autograd-check run` imports submitit: {'yes' if 'submitit' in run_loaded else 'no'}, "
+        f"pydantic: {'yes' if 'pydantic' in run_loaded else 'no'}."
+    )
+    report += [
+        f"Load average after: {os.getloadavg()[0]:.2f}. Medians of {args.runs} runs each, "
+        "interleaved, after one warm-up run each.",
+        "",
+        "CPU time (user + system, all threads; median), less sensitive to a busy machine:",
+        "",
+        cpu_table(comparisons),
+        "",
+        "Start-up import cost per top-level package (`python -X importtime`, self times summed,"
+        " median of 3 runs):",
+        "",
+        import_table(help_costs, run_costs, help_loaded, run_loaded),
+    ]
+    text = "\n".join(report)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.json:
+        doc = {
+            "comparisons": [
+                {**{k: asdict(v) for k, v in (("tool", c.tool), ("baseline", c.baseline))},
+                 "label": c.label, "wall_ratio": c.wall_ratio(), "rss_ratio": c.rss_ratio(),
+                 "wall_limit": c.wall_limit, "rss_limit": c.rss_limit, "passed": c.passed()}
+                for c in comparisons
+            ],
+            "imports": {"help": help_costs, "run": run_costs},
+            "loaded": {"help": sorted(help_loaded), "run": sorted(run_loaded)},
+        }
+        args.json.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    ok = all(c.passed() for c in comparisons) and not torch_in_help
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench_run: error: {e}", file=sys.stderr)
+        sys.exit(2)

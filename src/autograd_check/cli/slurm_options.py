@@ -1,0 +1,94 @@
+"""The Slurm options shared by every command that sends checks to Slurm (submit, sweep).
+
+Declared once and added to a command by `slurm_options`, like `check_options`: every default is
+None ("not given"), so the [slurm] table of a --config file can fill it and flags override it.
+The command receives them as one dict, `slurm_values`, whose keys are the [slurm] table's keys
+(autograd_check.slurm.SLURM_KEYS); `config.slurm_from(slurm_values, config_path)` validates them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autograd_check.slurm import DEFAULT_JOB_NAME, DEFAULT_LOG_DIR, DEFAULT_TIME_MIN, LOG_DIR_ENV
+
+PANEL = "Slurm options"
+
+_P = inspect.Parameter
+SLURM_PARAMETERS: list[inspect.Parameter] = [
+    _P("partition", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Partition to queue in (sinfo lists them).", show_default="the cluster's default",
+        rich_help_panel=PANEL)]),
+    _P("time", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Time limit: minutes, or Slurm's [D-]HH:MM:SS.", metavar="TIME",
+        show_default=f"{DEFAULT_TIME_MIN} minutes", rich_help_panel=PANEL)]),
+    _P("gpus", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="GPUs per node.", metavar="N", show_default="1 with --device cuda, else 0",
+        rich_help_panel=PANEL)]),
+    _P("cpus", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="CPUs for the check (--cpus-per-task).", metavar="N",
+        show_default="the cluster's default", rich_help_panel=PANEL)]),
+    _P("mem", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Memory per node: 500M, 1G, ... (a bare number is MB).", metavar="SIZE",
+        show_default="the cluster's default", rich_help_panel=PANEL)]),
+    _P("account", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Account to charge.", show_default=False, rich_help_panel=PANEL)]),
+    _P("qos", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Quality of service.", show_default=False, rich_help_panel=PANEL)]),
+    _P("constraint", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None,
+        typer.Option(help="Node features, e.g. 'v100|a100'.", show_default=False,
+                     rich_help_panel=PANEL)]),
+    _P("job_name", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        "--job-name", help="Job name (letters, digits, _ . @ + : -).",
+        show_default=DEFAULT_JOB_NAME, rich_help_panel=PANEL)]),
+    _P("setup", _P.KEYWORD_ONLY, default=None, annotation=Annotated[list[str] | None,
+        typer.Option("--setup", metavar="LINE",
+                     help="Shell line run before the check, e.g. 'module load cuda' or "
+                     "'source .venv/bin/activate'. Repeatable.", show_default=False,
+                     rich_help_panel=PANEL)]),
+    _P("sbatch_args", _P.KEYWORD_ONLY, default=None, annotation=Annotated[list[str] | None,
+        typer.Option("--sbatch-arg", metavar="KEY=VALUE",
+                     help="Any other sbatch option, e.g. mail-type=END (KEY= for a flag). "
+                     "Repeatable.", show_default=False, rich_help_panel=PANEL)]),
+    _P("log_dir", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None,
+        typer.Option("--log-dir", metavar="DIR",
+                     help=f"Job scripts, logs and results (mode 0700). Must be on a filesystem the "
+                     f"nodes share, not /tmp. Else ${LOG_DIR_ENV}.",
+                     show_default=DEFAULT_LOG_DIR, rich_help_panel=PANEL)]),
+    _P("timeout", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Bound on every wait, in seconds (queueing included).", metavar="SECONDS",
+        show_default="3600", rich_help_panel=PANEL)]),
+]
+SLURM_NAMES = [p.name for p in SLURM_PARAMETERS]
+
+
+def slurm_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the Slurm options to a command; it receives them as one dict, `slurm_values`.
+
+    Repeatable options that were not given arrive as None (not []), so that a config file's list
+    is used unless the flags give one.
+    """
+    # eval_str: the command's own annotations are strings under `from __future__ import
+    # annotations`, and a Signature set by hand is not evaluated again by typer.
+    own = [
+        p
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.name != "slurm_values"
+    ]
+    params = own + SLURM_PARAMETERS
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in SLURM_NAMES}
+        values = {k: (None if v in ([], ()) else v) for k, v in values.items()}
+        return func(*args, slurm_values=values, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -1,0 +1,464 @@
+"""--reference finite-diff: autograd (and the manual gradient) against central differences.
+
+For every element i of a tensor p that the loss L depends on, in float64:
+
+    fdᵢ = (L(p + h·eᵢ) − L(p − h·eᵢ)) / 2h,        h = FD_STEP = 1e-6
+
+which is how torch.autograd.gradcheck builds its numerical Jacobian (its eps=1e-6). The inputs
+are the check's own tensors cast to float64, so a float32 check is compared with the exact-ish
+gradient at the very same (float32-representable) point. The error of fd is O(h²) from
+truncation (zero for a quadratic like mse) plus about ε·|L|/h from rounding the two evaluations.
+
+A gradient g (autograd's, or the manual one) agrees with fd when, for every element,
+
+    |g − fd| ≤ atol + rtol·|fd|       (gradcheck's test: its atol=1e-5, rtol=1e-3)
+
+with rtol = max(FD_RTOL, the check's rtol) and atol = max(FD_ATOL, the check's atol,
+FD_NOISE·ε·|L|/h): never tighter than gradcheck, wider for float16/bfloat16 (whose own tolerances
+are wider), and wide enough for the rounding of a very large loss. `--exact` does not apply: a
+numerical derivative is never bit-exact.
+
+Cost: two loss evaluations per element, each over all n elements, so O(n²) work; refused past
+--max-fd-elements (DEFAULT_MAX_FD_ELEMENTS = 65536) with the cost spelled out. The evaluations
+are batched: one buffer of 2·B copies of p (B = pairs per batch, sized to BATCH_BYTES so that a
+batch and the loss's temporaries stay in cache) is allocated once; each batch adds ±h on a
+diagonal of it, evaluates the loss on every row at once with torch.func.vmap, and puts the
+diagonal back. A loss that vmap cannot trace (a user's .item(), data-dependent Python control
+flow) is evaluated element by element instead, with a note saying why.
+
+Non-differentiable points: at an exact tie (l1 at predicted = real) the central difference is
+the symmetric one (0 for |x|), which is also the subgradient torch uses; an element closer than h
+to a kink without being on it can differ (probability about 2h per element for uniform draws).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.compare import compare
+from autograd_check.errors import BadInput
+from autograd_check.result import Comparison
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from autograd_check.losses import Loss
+    from autograd_check.spec import CheckSpec
+
+FD_STEP = 1e-6
+"""h: torch.autograd.gradcheck's eps."""
+FD_RTOL = 1e-3
+"""gradcheck's rtol; the check's own rtol when that is wider."""
+FD_ATOL = 1e-5
+"""gradcheck's atol; the check's own atol, or the rounding allowance, when wider."""
+FD_NOISE = 8.0
+"""Safety factor on ε·|L|/h, the rounding error of the difference of two float64 evaluations."""
+FLOAT64_EPS = 2.0**-52
+BATCH_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
+"""Size of the reused batch buffer: on a CPU, a batch and the loss's temporaries fit in cache;
+fresh large temporaries for every batch would cost more than the arithmetic."""
+ELEMENT_RATE = {"cpu": 5e8, "cuda": 5e10}
+"""Rough element-evaluations per second (an mse-like loss), for the cost estimate in refusals."""
+CPU_THREADS = 1
+"""torch threads while finite differences run on a CPU. They are thousands of short batches, each a
+few ops: with more threads every op ends in an OpenMP barrier, and when the cores are shared (a
+busy workstation, a Slurm job given fewer CPUs than the node has, where torch still starts one
+thread per core) each barrier waits for a descheduled thread. Measured on a shared 2-core machine,
+128x128: 1-2 s on one thread, 8-24 s on two."""
+GLIBC_THRESHOLD = 128 << 10
+"""glibc's default M_MMAP_THRESHOLD and M_TRIM_THRESHOLD."""
+GLIBC_MMAP_MAX = 32 << 20
+"""The largest M_MMAP_THRESHOLD glibc accepts on 64-bit."""
+VMAP_PROBE_RTOL = 1e-9
+"""vmap's first value must match a direct evaluation this closely, or the loop is used."""
+
+Progress = Callable[[int, int], None]
+"""progress(done, total): finite-difference elements evaluated so far, out of total."""
+LossFn = Callable[["Tensor"], "Tensor"]
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+
+def fd_tensors(spec: CheckSpec) -> dict[str, int]:
+    """The tensors finite differences perturb, with their sizes: predicted, or with --model
+    the output, every parameter and the input (in the order of the check's comparisons)."""
+    if spec.model is None:
+        return {"predicted": spec.numel}
+    from autograd_check.model import layer_shapes
+
+    sizes = {"predicted": spec.numel}
+    for name, out, inp in reversed(layer_shapes(spec)):
+        sizes[f"{name}.weight"] = out * inp
+        sizes[f"{name}.bias"] = out
+    sizes["input"] = spec.numel
+    return sizes
+
+
+def _evaluation_elements(spec: CheckSpec) -> int:
+    """Elements one loss evaluation touches (the loss alone, or the model's forward too)."""
+    if spec.model is None:
+        return spec.numel
+    from autograd_check.model import layer_shapes
+
+    rows = spec.numel // spec.shape[-1]
+    return spec.numel + sum(rows * out * (inp + 1) for _, out, inp in layer_shapes(spec))
+
+
+def batch_pairs(numel: int, device_type: str) -> int:
+    """B: perturbation pairs per batch, so that the 2·B float64 copies fit BATCH_BYTES."""
+    budget = BATCH_BYTES.get(device_type, BATCH_BYTES["cuda"])
+    return max(1, min(numel, budget // (2 * numel * 8)))
+
+
+@dataclass(frozen=True)
+class Cost:
+    elements: int
+    evaluations: int
+    element_operations: int
+    buffer_bytes: int
+    seconds: float
+
+
+def estimate(spec: CheckSpec) -> Cost:
+    device_type = "cpu" if spec.device == "cpu" else "cuda"
+    sizes = fd_tensors(spec)
+    elements = sum(sizes.values())
+    per_evaluation = _evaluation_elements(spec)
+    operations = 2 * elements * per_evaluation
+    largest = max(sizes.values())
+    buffer = 2 * batch_pairs(largest, device_type) * largest * 8
+    # with "auto" the device is not known yet: estimate as on a CPU, the slower
+    rate = ELEMENT_RATE["cpu" if spec.device in ("cpu", "auto") else "cuda"]
+    return Cost(elements, 2 * elements, operations, buffer, operations / rate)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else "under a second"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def ensure_affordable(spec: CheckSpec) -> None:
+    """Refuse (BadInput, exit 2) finite differences on more than --max-fd-elements elements,
+    saying what they would cost."""
+    from autograd_check.memory import human
+
+    cost = estimate(spec)
+    if cost.elements <= spec.max_fd_elements:
+        return
+    where = "this CPU" if spec.device in ("cpu", "auto") else "a GPU"
+    raise BadInput(
+        f"reference finite-diff on {cost.elements} elements needs {cost.evaluations} loss "
+        f"evaluations ({cost.element_operations:.2g} element operations, roughly "
+        f"{duration(cost.seconds)} on {where}; batch buffers about {human(cost.buffer_bytes)}), "
+        f"but max_fd_elements is {spec.max_fd_elements}; choose a smaller --shape, or raise "
+        f"--max-fd-elements to {cost.elements} to run it anyway"
+    )
+
+
+def fd_tolerances(spec: CheckSpec, loss_value: float) -> tuple[float, float]:
+    """(rtol, atol) for a comparison with finite differences (module docstring)."""
+    rtol, atol = spec.tolerances()
+    noise = FD_NOISE * FLOAT64_EPS * abs(loss_value) / FD_STEP if math.isfinite(loss_value) else 0
+    return max(FD_RTOL, rtol), max(FD_ATOL, atol, noise)
+
+
+# --- central differences ----------------------------------------------------------------------
+
+
+@dataclass
+class Differences:
+    grad: Tensor
+    """float64, the shape of the perturbed tensor."""
+    vectorised: bool
+    pairs_per_batch: int
+    batches: int
+    buffer_bytes: int
+    fallback: str | None = None
+    """Why the element-by-element loop was used, when it was."""
+
+
+class Tracker:
+    """Cumulative progress over several tensors, for one callback."""
+
+    def __init__(self, callback: Progress | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+        if callback is not None:
+            callback(0, total)  # the total is known before the first (slowest) batch
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def central_differences(
+    fn: LossFn,
+    x: Tensor,
+    *,
+    step: float = FD_STEP,
+    pairs: int | None = None,
+    tracker: Tracker | None = None,
+) -> Differences:
+    """(fn(x + h·eᵢ) − fn(x − h·eᵢ)) / 2h for every element i of x, in float64.
+
+    fn maps a tensor shaped like x to a scalar tensor; it is evaluated under torch.no_grad().
+    """
+    torch = import_torch()
+    tracker = tracker if tracker is not None else Tracker(None, x.numel())
+    x64 = x.detach().to(torch.float64).contiguous()
+    pairs = pairs if pairs is not None else batch_pairs(x64.numel(), x64.device.type)
+    start = tracker.done
+    device_type = x64.device.type
+    batch_bytes = 2 * pairs * x64.numel() * 8
+    with torch.no_grad(), _threads(torch, device_type), _keep_pages(device_type, batch_bytes):
+        try:
+            return _batched(torch, fn, x64, step, pairs, tracker)
+        except Exception as e:  # vmap could not trace fn: anything fn raised under it
+            first = (str(e).strip().splitlines() or [""])[0]
+            reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            tracker.done = start
+            return _loop(torch, fn, x64, step, tracker, reason)
+
+
+@contextmanager
+def _threads(torch: Any, device_type: str) -> Iterator[None]:
+    """CPU_THREADS torch threads on a CPU for the block, restored after; nothing on a GPU."""
+    before = torch.get_num_threads()
+    if device_type != "cpu" or before == CPU_THREADS:
+        yield
+        return
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        fn: Callable[[int, int], int] = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+@contextmanager
+def _keep_pages(device_type: str, batch_bytes: int) -> Iterator[None]:
+    """Keep freed batch-sized blocks in the process while the batches run (glibc, CPU only).
+
+    Our own buffer is allocated once, but the loss makes its own temporaries, each as large as a
+    batch, on every call. glibc serves blocks this large with mmap, or from the top of the heap and
+    trims that back to the kernel as soon as two of them are free: every batch then faults its
+    pages in again, zero-filled, which costs more than the arithmetic (128x128 mse-sum: 4-8 s
+    against about 1 s). Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for the duration makes
+    free() keep them for the next batch; both are put back to glibc's defaults afterwards.
+    """
+    mallopt = _mallopt() if device_type == "cpu" else None
+    if mallopt is None:
+        yield
+        return
+    threshold = min(max(4 * batch_bytes, GLIBC_THRESHOLD), GLIBC_MMAP_MAX)
+    changed = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(
+        mallopt(M_TRIM_THRESHOLD, 8 * threshold)
+    )
+    try:
+        yield
+    finally:
+        if changed:
+            mallopt(M_TRIM_THRESHOLD, GLIBC_THRESHOLD)
+            mallopt(M_MMAP_THRESHOLD, GLIBC_THRESHOLD)
+
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+class VmapMismatch(Exception):
+    """vmap's value for a row differs from evaluating that row directly."""
+
+
+def _batched(
+    torch: Any, fn: LossFn, x64: Tensor, step: float, pairs: int, tracker: Tracker
+) -> Differences:
+    n = x64.numel()
+    flat = x64.reshape(-1)
+    # Rows 2k and 2k+1 hold x + h·e(s+k) and x − h·e(s+k) for the batch starting at element s:
+    # the first 2b rows of the buffer are then one contiguous block for a short last batch.
+    buffer = x64.reshape(1, n).repeat(2 * pairs, 1)
+    pair_view = buffer.view(pairs, 2, n)
+    rows = buffer.view(2 * pairs, *x64.shape)
+    out = torch.empty(n, dtype=torch.float64, device=x64.device)
+    batched = torch.func.vmap(fn)
+    batches = 0
+    for s in range(0, n, pairs):
+        b = min(pairs, n - s)
+        plus = pair_view[:b, 0].diagonal(offset=s)  # element s+k of row 2k
+        minus = pair_view[:b, 1].diagonal(offset=s)
+        plus.add_(step)
+        minus.sub_(step)
+        values = batched(rows[: 2 * b]).reshape(-1)
+        if values.numel() != 2 * b:
+            raise VmapMismatch(f"vmap gave {values.numel()} values for {2 * b} rows")
+        if batches == 0:
+            _probe(fn, rows[0], values[0])
+        torch.sub(values[0::2], values[1::2], out=out[s : s + b])
+        original = flat[s : s + b]
+        plus.copy_(original)
+        minus.copy_(original)
+        batches += 1
+        tracker.advance(b)
+    out.div_(2 * step)
+    return Differences(
+        grad=out.view(x64.shape),
+        vectorised=True,
+        pairs_per_batch=pairs,
+        batches=batches,
+        buffer_bytes=buffer.numel() * buffer.element_size(),
+    )
+
+
+def _probe(fn: LossFn, row: Tensor, batched_value: Tensor) -> None:
+    """A function that vmap traces without error can still mean something else per row (one
+    that reads a global shape, say): check the first row against a direct evaluation."""
+    direct = float(fn(row))
+    value = float(batched_value)
+    if not (
+        abs(direct - value) <= VMAP_PROBE_RTOL * max(1.0, abs(direct))
+        or (math.isnan(direct) and math.isnan(value))
+        or direct == value
+    ):
+        raise VmapMismatch(f"vmap gave {value!r} where a direct evaluation gives {direct!r}")
+
+
+def _loop(
+    torch: Any, fn: LossFn, x64: Tensor, step: float, tracker: Tracker, reason: str
+) -> Differences:
+    work = x64.clone()
+    flat = work.view(-1)
+    n = flat.numel()
+    out = torch.empty(n, dtype=torch.float64, device=x64.device)
+    every, reported = max(1, n // 200), 0
+    for i in range(n):
+        original = float(flat[i])
+        flat[i] = original + step
+        plus = fn(work)
+        flat[i] = original - step
+        minus = fn(work)
+        flat[i] = original
+        out[i] = (plus.reshape(()) - minus.reshape(())) / (2 * step)
+        if (i + 1) % every == 0 or i + 1 == n:
+            tracker.advance(i + 1 - reported)
+            reported = i + 1
+    return Differences(
+        grad=out.view(x64.shape),
+        vectorised=False,
+        pairs_per_batch=1,
+        batches=n,
+        buffer_bytes=work.numel() * work.element_size(),
+        fallback=reason,
+    )
+
+
+# --- the comparisons --------------------------------------------------------------------------
+
+
+@dataclass
+class FiniteDiffOutcome:
+    """What --reference finite-diff adds to a result."""
+
+    comparisons: list[Comparison]
+    block: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _to64(t: Tensor) -> Tensor:
+    torch = import_torch()
+    return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
+
+
+def evaluator(loss_def: Loss) -> Callable[[Tensor, Tensor], Tensor]:
+    """The loss as a plain function for numerical evaluation: a --target's own loss without the
+    checks that only make sense for a tracked forward (Loss.evaluate), else the forward."""
+    evaluate = getattr(loss_def, "evaluate", None)
+    return evaluate if evaluate is not None else loss_def.forward
+
+
+def check_against_fd(
+    spec: CheckSpec,
+    targets: Mapping[str, tuple[LossFn, Tensor, Mapping[str, Tensor]]],
+    loss64: float,
+    progress: Progress | None = None,
+) -> FiniteDiffOutcome:
+    """For each perturbed tensor (name → (loss as a function of it, its value, the gradients to
+    check: label → tensor)), central differences and one Comparison per gradient."""
+    torch = import_torch()
+    rtol, atol = fd_tolerances(spec, loss64)
+    tracker = Tracker(progress, sum(value.numel() for _, value, _ in targets.values()))
+    comparisons: list[Comparison] = []
+    notes: list[str] = []
+    runs: list[Differences] = []
+    single = list(targets) == ["predicted"]
+    for name, (fn, value, gradients) in targets.items():
+        diff = central_differences(fn, value, tracker=tracker)
+        runs.append(diff)
+        if diff.fallback is not None:
+            notes.append(
+                f"finite differences for {name} were evaluated element by element (slower): "
+                f"torch.func.vmap could not evaluate the loss in batches ({diff.fallback})"
+            )
+        for label, grad in gradients.items():
+            title = f"{label} vs finite-diff" if single else f"{name}: {label} vs finite-diff"
+            comparisons.append(
+                compare(title, grad.detach().to(torch.float64), diff.grad, rtol, atol, False)
+            )
+    elements = sum(d.grad.numel() for d in runs)
+    block = {
+        "method": "central differences in float64: (L(p + h·eᵢ) − L(p − h·eᵢ)) / 2h",
+        "step": FD_STEP,
+        "rtol": rtol,
+        "atol": atol,
+        "criterion": "|g − fd| ≤ atol + rtol·|fd| (gradcheck's test)",
+        "elements": elements,
+        "evaluations": 2 * elements,
+        "vectorised": all(d.vectorised for d in runs),
+        "pairs_per_batch": max(d.pairs_per_batch for d in runs),
+        "batches": sum(d.batches for d in runs),
+        "buffer_bytes": max(d.buffer_bytes for d in runs),
+    }
+    return FiniteDiffOutcome(comparisons, block, notes)
+
+
+def plain_finite_diff(
+    spec: CheckSpec,
+    loss_def: Loss,
+    predicted: Tensor,
+    real: Tensor,
+    gradients: Mapping[str, Tensor],
+    progress: Progress | None = None,
+) -> FiniteDiffOutcome:
+    """The plain check: the loss as a function of predicted, real held fixed."""
+    loss = evaluator(loss_def)
+    real64 = _to64(real)
+
+    def fn(p: Tensor) -> Tensor:
+        return loss(p, real64)
+
+    torch = import_torch()
+    with torch.no_grad():
+        loss64 = float(fn(_to64(predicted)))
+    return check_against_fd(spec, {"predicted": (fn, predicted, gradients)}, loss64, progress)

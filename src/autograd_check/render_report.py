@@ -1,0 +1,227 @@
+"""Views of a sweep report: Rich (terminal), Markdown (papers, bug reports), a matplotlib plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.render import fmt
+from autograd_check.report import GROUPS, CaseRow, Report
+
+LIST_LIMIT = 20
+"""At most this many failed / errored / missing cases are listed (all are in --json)."""
+TASK_LIMIT = 5
+PLOT_FLOOR = 1e-12
+"""Bit-exact cases (difference 0) are drawn at this height on the log scale."""
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else fmt(x)
+
+
+def summary_line(report: Report) -> str:
+    c = report.counts
+    return (
+        f"{report.total} cases: {c['passed']} passed, {c['failed']} failed, "
+        f"{c['error']} error, {c['missing']} missing → {report.verdict} (exit {report.exit_code})"
+    )
+
+
+def _inexact(report: Report) -> list[CaseRow]:
+    """The worst cases worth a row: those that differ at all (bit-exact ones rank nothing)."""
+    return [r for r in report.worst if r.outcome != "passed" or r.bit_exact is False]
+
+
+def groups_table(report: Report) -> Table:
+    table = Table(title="Pass/fail by dimension", box=box.SIMPLE_HEAVY, title_justify="left")
+    for name in ("dimension", "value", "cases", "passed", "failed", "error", "missing"):
+        table.add_column(name, justify="left" if name in ("dimension", "value") else "right")
+    previous = None
+    for g in report.groups:
+        if previous is not None and g.group != previous:
+            table.add_section()
+        table.add_row(g.group if g.group != previous else "", g.value, str(g.cases),
+                      str(g.passed), str(g.failed), str(g.error), str(g.missing))
+        previous = g.group
+    return table
+
+
+def worst_table(report: Report) -> Table:
+    table = Table(title="Worst cases (greatest relative difference)", box=box.SIMPLE_HEAVY,
+                  title_justify="left")
+    for name in ("case", "max rel diff", "rtol", "max abs diff", "mismatched", "verdict", "job"):
+        table.add_column(name, justify="left" if name in ("case", "verdict", "job") else "right",
+                         no_wrap=name == "case")
+    for row in _inexact(report):
+        table.add_row(row.key, _num(row.max_rel_diff), _num(row.rtol),
+                      _num(row.max_abs_diff), str(row.mismatched), row.outcome, row.job or "local")
+    return table
+
+
+def _listing(title: str, rows: list[CaseRow], detail: bool) -> Table:
+    table = Table(title=f"{title} ({len(rows)})", box=box.SIMPLE_HEAVY, title_justify="left")
+    table.add_column("case")
+    table.add_column("job")
+    table.add_column("detail" if detail else "max rel diff / mismatched")
+    for row in rows[:LIST_LIMIT]:
+        if detail:
+            info = row.message or ""
+        elif row.outcome == "missing":
+            info = "no record"
+        else:
+            info = f"{_num(row.max_rel_diff)} / {row.mismatched}"
+        table.add_row(row.key, row.job or "local", Text(info))
+    if len(rows) > LIST_LIMIT:
+        table.add_row(f"… {len(rows) - LIST_LIMIT} more (see --json)", "", "")
+    return table
+
+
+def report_renderable(report: Report) -> RenderableType:
+    parts: list[RenderableType] = [
+        Text(f"Sweep {report.out} (grid {report.grid_id})", style="bold"),
+        groups_table(report),
+    ]
+    if _inexact(report):
+        parts.append(worst_table(report))
+    elif report.worst:
+        parts.append(Text("Every case with a result is bit-exact (manual == autograd).\n"))
+    if report.failed:
+        parts.append(_listing("Failed cases (gradient mismatch)", report.failed, detail=False))
+    if report.errors:
+        parts.append(_listing("Cases that could not run", report.errors, detail=True))
+    if report.missing:
+        parts.append(_listing("Missing cases (no record)", report.missing, detail=False))
+        for task in report.tasks[:TASK_LIMIT]:
+            body = task.log_tail or "(no log output)"
+            parts.append(Panel(
+                Text(body), box=box.ROUNDED, title_align="left",
+                title=f"task {task.job} · {task.state} · {len(task.missing)} case(s) missing",
+                subtitle=task.log_paths[0] if task.log_paths else None, subtitle_align="left",
+            ))
+        if len(report.tasks) > TASK_LIMIT:
+            parts.append(Text(f"… {len(report.tasks) - TASK_LIMIT} more tasks (see --json)"))
+    style = "bold green" if report.exit_code == 0 else "bold red"
+    parts.append(Text(summary_line(report), style=style))
+    return Group(*parts)
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+def _md_table(headers: list[str], rows: Iterable[list[str]], right: Iterable[int] = ()) -> str:
+    right = set(right)
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(headers) + " |",
+             "| " + " | ".join("---:" if i in right else "---" for i in range(len(headers))) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: Report) -> str:
+    grid = report.grid
+    out = [
+        f"## autograd-check sweep: {report.verdict}",
+        "",
+        f"**{summary_line(report)}**",
+        "",
+        "Grid: " + "; ".join(f"{k} {', '.join(str(v) for v in grid.get(k, []))}"
+                             for k in ("shapes", "dtypes", "devices", "losses", "seeds"))
+        + (f"; {', '.join(f'{k}={v}' for k, v in grid.get('check', {}).items())}"
+           if grid.get("check") else ""),
+        "",
+        "### Pass/fail by dimension",
+        "",
+    ]
+    out.append(_md_table(
+        ["dimension", "value", "cases", "passed", "failed", "error", "missing"],
+        ([g.group, g.value, str(g.cases), str(g.passed), str(g.failed), str(g.error),
+          str(g.missing)] for g in report.groups if g.group in GROUPS),
+        right=range(2, 7),
+    ))
+    if not _inexact(report) and report.worst:
+        out += ["", "Every case with a result is bit-exact (manual == autograd)."]
+    if _inexact(report):
+        out += ["", "### Worst cases (greatest relative difference)", ""]
+        out.append(_md_table(
+            ["case", "max rel diff", "rtol", "max abs diff", "mismatched", "verdict", "job"],
+            ([r.key, _num(r.max_rel_diff), _num(r.rtol), _num(r.max_abs_diff),
+              str(r.mismatched), r.outcome, r.job or "local"] for r in _inexact(report)),
+            right=range(1, 5),
+        ))
+    for title, rows in (("Failed cases", report.failed), ("Cases that could not run",
+                        report.errors), ("Missing cases", report.missing)):
+        if not rows:
+            continue
+        out += ["", f"### {title} ({len(rows)})", ""]
+        out.append(_md_table(
+            ["case", "job", "detail"],
+            ([r.key, r.job or "local", r.message or (
+                "no record" if r.outcome == "missing" else
+                f"max rel diff {_num(r.max_rel_diff)}, {r.mismatched} mismatched")]
+             for r in rows[:LIST_LIMIT]),
+        ))
+        if len(rows) > LIST_LIMIT:
+            out.append(f"\n… and {len(rows) - LIST_LIMIT} more.")
+    for task in report.tasks[:TASK_LIMIT]:
+        out += ["", f"Log tail of task {task.job} ({task.state}):", "", "```",
+                task.log_tail or "(no log output)", "```"]
+    return "\n".join(out) + "\n"
+
+
+# -- plot --------------------------------------------------------------------------------------
+def plot(report: Report, path: Path) -> None:
+    """Greatest relative difference against element count, one line per dtype and device, with
+    each line's rtol drawn dashed in the same colour."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never needs a display (compute nodes have none)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EnvironmentProblem(
+            "report --plot needs matplotlib, which is not installed; "
+            "install it with: pip install 'autograd-check[plot]'"
+        ) from None
+
+    series: dict[tuple[str, str], dict[int, float]] = {}
+    tolerance: dict[tuple[str, str], float] = {}
+    for row in report.cases:
+        if row.max_rel_diff is None:
+            continue
+        line = series.setdefault((row.dtype, row.device), {})
+        value = row.max_rel_diff if math.isfinite(row.max_rel_diff) else math.inf
+        line[row.numel] = max(line.get(row.numel, 0.0), value)
+        if row.rtol is not None:
+            tolerance[(row.dtype, row.device)] = row.rtol
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for (dtype, device), points in sorted(series.items()):
+        xs = sorted(points)
+        ys = [max(points[x], PLOT_FLOOR) if math.isfinite(points[x]) else float("nan") for x in xs]
+        (drawn,) = ax.plot(xs, ys, marker="o", label=f"{dtype} on {device}")
+        if (dtype, device) in tolerance:
+            ax.axhline(max(tolerance[(dtype, device)], PLOT_FLOOR), color=drawn.get_color(),
+                       linestyle="--", linewidth=1, label=f"rtol {dtype}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("elements per tensor")
+    ax.set_ylabel("greatest relative difference (manual vs autograd)")
+    ax.set_title(f"autograd-check sweep {report.grid_id}: {report.verdict}")
+    ax.text(0.01, 0.01, f"bit-exact (0) drawn at {PLOT_FLOOR:g}", transform=ax.transAxes,
+            fontsize=7, color="grey")
+    if series:
+        ax.legend(fontsize=8)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as e:
+        raise BadInput(f"--plot {str(path)!r} cannot be written: {e.strerror or e}") \
+            from None
+    finally:
+        plt.close(fig)

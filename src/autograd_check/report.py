@@ -1,0 +1,273 @@
+"""A sweep's report, as plain data: counts by dtype, device, loss and shape; the worst cases; the
+failed, errored and missing cases with their Slurm job/task ids and log tails; an exit code.
+
+Built from the store alone (records + manifest), plus optional Slurm states passed in by the
+caller, so it can be computed anywhere the results directory is readable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, EXIT_MISMATCH, EXIT_PASS
+from autograd_check.grid import AXES, Grid
+from autograd_check.store import Store, outcome_of
+
+OUTCOMES = ("passed", "failed", "error", "missing")
+GROUPS = ("dtype", "device", "loss", "shape")
+WORST = 10
+LOG_TAIL_LINES = 15
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class CaseRow:
+    key: str
+    index: int
+    shape: str
+    dtype: str
+    device: str
+    loss: str
+    seed: int
+    outcome: str
+    numel: int
+    max_rel_diff: float | None = None
+    max_abs_diff: float | None = None
+    mismatched: int | None = None
+    bit_exact: bool | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    job: str | None = None
+    """Slurm job (array_task) that ran it, or that was to run it when missing."""
+    host: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class TaskRow:
+    """An array task that owes records: its job id, Slurm state and the tail of its logs."""
+
+    job: str
+    state: str
+    missing: list[str]
+    log_paths: list[str]
+    log_tail: str
+
+
+@dataclass
+class GroupRow:
+    group: str
+    value: str
+    cases: int = 0
+    passed: int = 0
+    failed: int = 0
+    error: int = 0
+    missing: int = 0
+
+
+@dataclass
+class Report:
+    out: str
+    grid: dict[str, Any]
+    grid_id: str
+    total: int
+    counts: dict[str, int]
+    groups: list[GroupRow]
+    worst: list[CaseRow]
+    failed: list[CaseRow]
+    errors: list[CaseRow]
+    missing: list[CaseRow]
+    tasks: list[TaskRow]
+    cases: list[CaseRow]
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """4 when cases are missing, else 3 when a check could not run, else 1 on a mismatch."""
+        if self.counts["missing"]:
+            return EXIT_JOB_FAILED
+        if self.counts["error"]:
+            return EXIT_ENVIRONMENT
+        if self.counts["failed"]:
+            return EXIT_MISMATCH
+        return EXIT_PASS
+
+    @property
+    def verdict(self) -> str:
+        return {EXIT_PASS: "passed", EXIT_MISMATCH: "mismatch", EXIT_ENVIRONMENT: "error",
+                EXIT_JOB_FAILED: "incomplete"}[self.exit_code]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "kind": "autograd-check sweep report",
+            "out": self.out,
+            "grid": self.grid,
+            "grid_id": self.grid_id,
+            "total": self.total,
+            "counts": self.counts,
+            "verdict": {"exit_code": self.exit_code, "summary": self.verdict},
+            "groups": [asdict(g) for g in self.groups],
+            "worst": [asdict(c) for c in self.worst],
+            "failed": [asdict(c) for c in self.failed],
+            "errors": [asdict(c) for c in self.errors],
+            "missing": [asdict(c) for c in self.missing],
+            "tasks": [asdict(t) for t in self.tasks],
+            "submissions": self.submissions,
+            "cases": [asdict(c) for c in self.cases],
+        }
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+    """The last lines of a (possibly large or absent) log file."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def task_log_paths(log_dir: str, job: str) -> list[Path]:
+    """submitit's log names for array task `job` (ARRAY_TASK): stderr first, then stdout."""
+    return [Path(log_dir) / f"{job}_0_log.err", Path(log_dir) / f"{job}_0_log.out"]
+
+
+def task_of_case(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """key → (array job id with task, log folder), from the latest Slurm submission with it."""
+    where: dict[str, tuple[str, str]] = {}
+    for submission in manifest.get("submissions", []):
+        for array in submission.get("arrays", []):
+            jobs = array.get("task_jobs") or []
+            for task, keys in enumerate(array.get("tasks", [])):
+                job = jobs[task] if task < len(jobs) else f"{array['job_id']}_{task}"
+                for key in keys:
+                    where[key] = (job, array.get("log_dir", ""))
+    return where
+
+
+def _row(case_key: str, index: int, spec: Mapping[str, Any], doc: Mapping[str, Any] | None,
+         where: tuple[str, str] | None) -> CaseRow:
+    shape = [int(d) for d in spec["shape"]]
+    row = CaseRow(
+        key=case_key, index=index, shape="x".join(str(d) for d in shape), dtype=spec["dtype"],
+        device=spec["device"], loss=spec["loss"], seed=int(spec["seed"]),
+        outcome="missing" if doc is None else outcome_of(doc), numel=math.prod(shape),
+        job=where[0] if where else None,
+    )
+    if doc is None:
+        return row
+    env = doc.get("environment") or {}
+    slurm = env.get("slurm") or {}
+    if slurm.get("array_job_id"):
+        row.job = f"{slurm['array_job_id']}_{slurm.get('array_task_id', '?')}"
+    elif slurm.get("job_id"):
+        row.job = str(slurm["job_id"])
+    else:
+        row.job = None
+    row.host = env.get("host") or doc.get("case", {}).get("host")
+    if row.outcome == "error":
+        row.message = str(doc["error"].get("message", ""))
+        return row
+    stats = doc.get("statistics") or []
+    if stats:
+        worst = max(stats, key=lambda s: _sort_value(s.get("max_rel_diff")))
+        row.max_rel_diff = _float(worst.get("max_rel_diff"))
+        row.max_abs_diff = _float(worst.get("max_abs_diff"))
+        row.mismatched = sum(int(s.get("mismatched", 0)) for s in stats)
+        row.rtol = _float(worst.get("rtol"))
+        row.atol = _float(worst.get("atol"))
+    row.bit_exact = bool(doc.get("verdict", {}).get("bit_exact"))
+    return row
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(value)
+    return float(value)
+
+
+def _sort_value(value: Any) -> float:
+    """NaN and infinity are the worst possible differences."""
+    number = _float(value)
+    if number is None:
+        return -1.0
+    return math.inf if math.isnan(number) else number
+
+
+def build_report(
+    store: Store,
+    *,
+    states: Mapping[str, str] | None = None,
+    worst: int = WORST,
+    log_lines: int = LOG_TAIL_LINES,
+) -> Report:
+    """Aggregate a sweep directory. `states` maps array task ids ('123_4') to Slurm states."""
+    manifest = store.read_manifest()
+    if manifest is None:
+        from autograd_check.errors import BadInput
+
+        raise BadInput(f"{str(store.root)!r} holds no sweep: {store.manifest_path} is missing")
+    grid = Grid.from_dict(manifest["grid"])
+    records = store.read_records()
+    where = task_of_case(manifest)
+    states = dict(states or {})
+
+    rows: list[CaseRow] = []
+    for case in grid.cases():
+        rows.append(_row(case.key, case.index, case.spec.to_dict(), records.get(case.key),
+                         where.get(case.key)))
+
+    counts = dict.fromkeys(OUTCOMES, 0)
+    groups: dict[tuple[str, str], GroupRow] = {}
+    for group in GROUPS:  # every value of the grid appears, in the grid's order, even at 0
+        axis = next(a for a, f in AXES.items() if f == group)
+        for value in grid.to_dict()[axis]:
+            groups[(group, str(value))] = GroupRow(group, str(value))
+    for row in rows:
+        counts[row.outcome] += 1
+        for group in GROUPS:
+            g = groups[(group, str(getattr(row, group)))]
+            g.cases += 1
+            setattr(g, row.outcome, getattr(g, row.outcome) + 1)
+
+    measured = [r for r in rows if r.max_rel_diff is not None]
+    measured.sort(key=lambda r: (-_sort_value(r.max_rel_diff), r.index))
+    missing = [r for r in rows if r.outcome == "missing"]
+
+    tasks: dict[str, TaskRow] = {}
+    for row in missing:
+        if row.job is None:
+            continue
+        if row.job not in tasks:
+            log_dir = where[row.key][1]
+            paths = task_log_paths(log_dir, row.job) if log_dir else []
+            text = "\n".join(t for t in (tail(p, log_lines) for p in paths) if t)
+            tasks[row.job] = TaskRow(row.job, states.get(row.job, "UNKNOWN"), [],
+                                     [str(p) for p in paths], text)
+        tasks[row.job].missing.append(row.key)
+
+    return Report(
+        out=str(store.root),
+        grid=manifest["grid"],
+        grid_id=str(manifest.get("grid_id", grid.grid_id())),
+        total=len(rows),
+        counts=counts,
+        groups=list(groups.values()),
+        worst=measured[:worst],
+        failed=[r for r in rows if r.outcome == "failed"],
+        errors=[r for r in rows if r.outcome == "error"],
+        missing=missing,
+        tasks=list(tasks.values()),
+        cases=rows,
+        submissions=list(manifest.get("submissions", [])),
+    )

@@ -1,0 +1,275 @@
+"""--target: a user's own loss and hand-derived gradient, checked like a built-in loss.
+
+A target is 'FILE.py:NAME', 'package.module:NAME', or either without ':NAME' (the module itself).
+NAME (dotted attributes allowed) names a module-level object, a class instance, a class (called
+with no arguments) or a module-like namespace that gives
+
+    loss(predicted, real) -> scalar tensor           (the forward, tracked by autograd)
+    manual_grad(predicted, real) -> tensor           (∂loss/∂predicted, called under no_grad)
+
+and optionally `name`, `formula` and `gradient_formula` strings for the output (else the first
+docstring line of each function).
+
+What goes wrong is reported in the user's terms, never as a traceback from this package:
+- cannot be imported, lacks a function, returns a non-tensor, a non-scalar loss, or a gradient of
+  the wrong shape, dtype or device: BadInput (exit 2), one line naming the target and the problem;
+- the user's loss, its backward or manual_grad raises: TargetRaised, which the engine turns into a
+  failed check (exit 1) carrying the user's error type, message and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.errors import BadInput
+from autograd_check.losses import Loss
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+CONTRACT = "a target is an object (or module) that has both"
+
+
+class TargetRaised(Exception):
+    """The user's own code raised while the check ran: a failed check, not a crash."""
+
+    def __init__(self, what: str, error: BaseException, location: str | None) -> None:
+        self.what = what
+        self.error_type = type(error).__name__
+        self.error_message = str(error)
+        self.location = location
+        where = f" (at {location})" if location else ""
+        super().__init__(f"{what} raised {self.error_type}: {self.error_message}{where}")
+
+
+def split(text: str) -> tuple[str, str]:
+    """'where:NAME' → (where, NAME); 'where' → (where, '')."""
+    where, colon, name = text.rpartition(":")
+    return (where, name) if colon else (text, "")
+
+
+def is_file(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or os.sep in where
+
+
+def _short(text: str) -> str:
+    """The target as the user would recognise it: a file's name rather than its absolute path."""
+    where, name = split(text)
+    shown = Path(where).name if is_file(where) else where
+    return f"{shown}:{name}" if name else shown
+
+
+_modules: dict[tuple[str, int], ModuleType] = {}
+
+
+def _import_file(text: str, path: Path) -> ModuleType:
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError as e:
+        raise BadInput(f"target {text!r}: cannot read {str(path)!r}: {e.strerror or e}") from None
+    key = (str(path), stamp)
+    if key in _modules:  # a sweep runs the same target many times in one process
+        return _modules[key]
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    module_name = f"autograd_check_target_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise BadInput(f"target {text!r}: {str(path)!r} cannot be loaded as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look their module up here
+    # As `python FILE.py` would, let the file import the modules beside it, for this import only.
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(module_name, None)
+        raise BadInput(
+            f"target {text!r}: {path.name}:{e.lineno}: SyntaxError: {e.msg}"
+        ) from None
+    except (Exception, SystemExit) as e:
+        sys.modules.pop(module_name, None)
+        raise BadInput(
+            f"target {text!r}: importing {path.name} raised {type(e).__name__}: {e}"
+            + (f" (at {at})" if (at := _where(e, str(path))) else "")
+        ) from None
+    finally:
+        sys.path.remove(str(path.parent))
+    _modules[key] = module
+    return module
+
+
+def _import_module(text: str, name: str) -> ModuleType:
+    # A console script does not put the working directory on sys.path as `python -m` does; a
+    # user naming `mypkg.losses` from their project directory expects it to be importable.
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except (Exception, SystemExit) as e:
+        missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+        if missing is not None and (name == missing or name.startswith(missing + ".")):
+            raise BadInput(
+                f"target {text!r}: no module named {missing!r} (looked in {cwd} and sys.path)"
+            ) from None
+        raise BadInput(
+            f"target {text!r}: importing {name} raised {type(e).__name__}: {e}"
+        ) from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _where(error: BaseException, filename: str | None) -> str | None:
+    """'FILE:LINE' of the innermost frame in the user's file, if there is one."""
+    if filename is None:
+        return None
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    return f"{Path(filename).name}:{frames[-1].lineno}" if frames else None
+
+
+def _resolve(text: str, module: ModuleType, name: str) -> Any:
+    obj: Any = module
+    for part in name.split(".") if name else []:
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(obj) if not n.startswith("_"))
+            shown = ", ".join(public[:12]) + (", …" if len(public) > 12 else "")
+            raise BadInput(
+                f"target {text!r}: no attribute {part!r} (there is: {shown or 'nothing'})"
+            )
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise BadInput(
+                f"target {text!r}: {name}() (a class, called with no arguments) raised "
+                f"{type(e).__name__}: {e}"
+            ) from None
+    return obj
+
+
+def _doc_line(fn: Callable[..., Any]) -> str | None:
+    doc = getattr(fn, "__doc__", None)
+    return doc.strip().splitlines()[0].strip() if isinstance(doc, str) and doc.strip() else None
+
+
+def load_target(text: str) -> Loss:
+    """Import the target and check it has both functions (call it before any work is done); the
+    Loss it gives checks what the user's functions return and reports what they raise."""
+    where, name = split(text)
+    module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
+    obj = _resolve(text, module, name)
+    missing = [f for f in ("loss", "manual_grad") if not callable(getattr(obj, f, None))]
+    if missing:
+        lacks = " and ".join(f"{f}(predicted, real)" for f in missing)
+        raise BadInput(f"target {text!r}: {name or where} lacks {lacks}; {CONTRACT}")
+    return _as_loss(text, obj, getattr(module, "__file__", None))
+
+
+def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
+    user_loss: Callable[..., Any] = obj.loss
+    user_grad: Callable[..., Any] = obj.manual_grad
+    short = _short(text)
+
+    def call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:
+            raise TargetRaised(what, e, _where(e, filename)) from None
+
+    def forward(predicted: Tensor, real: Tensor) -> Tensor:
+        torch = import_torch()
+        out = call("loss(predicted, real)", user_loss, predicted, real)
+        if not isinstance(out, torch.Tensor):
+            raise BadInput(
+                f"target {short!r}: loss(predicted, real) returned {type(out).__name__}, "
+                "not a tensor"
+            )
+        if out.numel() != 1:
+            raise BadInput(
+                f"target {short!r}: loss(predicted, real) returned shape {tuple(out.shape)}; "
+                "a loss is a scalar (reduce it, e.g. with .sum() or .mean())"
+            )
+        if out.grad_fn is None:
+            raise BadInput(
+                f"target {short!r}: loss(predicted, real) is not connected to predicted by "
+                "autograd (no grad_fn): was it detached or computed under torch.no_grad()?"
+            )
+        checked: Tensor = out
+        return checked
+
+    def evaluate(predicted: Tensor, real: Tensor) -> Tensor:
+        # forward without the grad_fn check: finite differences evaluate the loss under
+        # torch.no_grad() and torch.func.vmap, where there is no graph to be connected to.
+        torch = import_torch()
+        out = call("loss(predicted, real)", user_loss, predicted, real)
+        if not isinstance(out, torch.Tensor):
+            raise BadInput(
+                f"target {short!r}: loss(predicted, real) returned {type(out).__name__}, "
+                "not a tensor"
+            )
+        value: Tensor = out
+        return value
+
+    def manual_grad(predicted: Tensor, real: Tensor) -> Tensor:
+        torch = import_torch()
+        out = call("manual_grad(predicted, real)", user_grad, predicted, real)
+        if not isinstance(out, torch.Tensor):
+            raise BadInput(
+                f"target {short!r}: manual_grad(predicted, real) returned {type(out).__name__}, "
+                "not a tensor"
+            )
+        problems = []
+        if out.shape != predicted.shape:
+            problems.append(f"shape {tuple(out.shape)}, predicted has {tuple(predicted.shape)}")
+        if out.dtype != predicted.dtype:
+            problems.append(f"dtype {out.dtype}, predicted has {predicted.dtype}")
+        if out.device != predicted.device:
+            problems.append(f"device {out.device}, predicted is on {predicted.device}")
+        if problems:
+            raise BadInput(
+                f"target {short!r}: manual_grad(predicted, real) returned {'; '.join(problems)}"
+            )
+        result: Tensor = out
+        return result
+
+    def text_attr(attr: str) -> str | None:
+        value = getattr(obj, attr, None)
+        return value if isinstance(value, str) and value.strip() else None
+
+    return Loss(
+        name=text_attr("name") or short,
+        formula=text_attr("formula")
+        or _doc_line(user_loss)
+        or f"loss = loss(predicted, real) of {short}",
+        gradient_formula=text_attr("gradient_formula")
+        or _doc_line(user_grad)
+        or f"∂loss/∂predicted = manual_grad(predicted, real) of {short}",
+        forward=forward,
+        manual_grad=manual_grad,
+        user_code=True,
+        evaluate=evaluate,
+    )
+
+
+def backward(loss_def: Loss, loss: Tensor) -> None:
+    """loss.backward(); for a target, an error in the user's graph is the user's, not ours."""
+    if not loss_def.user_code:
+        loss.backward()  # type: ignore[no-untyped-call]
+        return
+    try:
+        loss.backward()  # type: ignore[no-untyped-call]
+    except Exception as e:
+        raise TargetRaised("loss.backward()", e, None) from None

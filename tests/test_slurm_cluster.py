@@ -1,0 +1,308 @@
+"""The Slurm layer against the real local single-node cluster (scripts/slurm-local.sh).
+
+Every job asks for 1 CPU and at most 1 GB, so that these tests and other suites' jobs share the
+2-CPU node; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SCRIPT = ROOT / "scripts" / "slurm-local.sh"
+BUGGY_TARGET = ROOT / "examples" / "buggy_target.py"
+SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]
+CLI = [sys.executable, "-m", "autograd_check"]
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any Slurm allocation it may run in, plus `extra`."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_"))
+    }
+    env.update(COLUMNS="120", NO_COLOR="1", AUTOGRAD_CHECK=" ".join(CLI), **extra)
+    return env
+
+
+def cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> (
+    subprocess.CompletedProcess[str]
+):
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env or clean_env()
+    )
+
+
+def salloc(*command: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run `command` inside a fresh allocation; (the process, the allocation's job id)."""
+    done = subprocess.run(
+        ["salloc", "--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--mem=500M", "--time=5",
+         "--job-name=agc-test-alloc", *command],
+        capture_output=True, text=True, timeout=timeout, env=clean_env(),
+    )
+    granted = re.search(r"Granted job allocation (\d+)", done.stderr)
+    assert granted, done.stderr
+    return done, granted.group(1)
+
+
+def submitted_id(stderr: str) -> str:
+    match = re.search(r"submitted Slurm job (\d+)", stderr)
+    assert match, stderr
+    return match.group(1)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "logs"
+
+
+@pytest.fixture
+def cancel_later() -> Iterator[list[str]]:
+    """Job ids to scancel at the end of a test, whatever happens."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
+class TestSubmit:
+    def test_wait_passes_and_reattaches(self, log_dir: Path) -> None:
+        done = cli("submit", "--wait", "--no-show-tensors", "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 0, done.stderr
+        job_id = submitted_id(done.stderr)
+        header = done.stdout.splitlines()[0]
+        expected = rf"Slurm job {job_id} step 0 · node \S+ · partition \S+ · COMPLETED"
+        assert re.match(expected, header)
+        assert "PASS" in done.stdout and f"Slurm job {job_id}" in done.stdout
+        assert f"Slurm job {job_id}: RUNNING" in done.stderr or "COMPLETED" in done.stderr
+        # The log folder: private, no leftover submission links, the result there.
+        assert log_dir.stat().st_mode & 0o777 == 0o700
+        assert not list(log_dir.glob(".submission_file_*"))
+        assert (log_dir / f"{job_id}_0_result.pkl").exists()
+
+        status = cli("status", job_id, "--log-dir", str(log_dir), "--json")
+        assert status.returncode == 0, status.stderr
+        job = json.loads(status.stdout)["job"]
+        assert job["state"] == "COMPLETED" and job["result_available"] and job["node"]
+        human = cli("status", job_id, "--log-dir", str(log_dir))
+        assert f"Slurm job {job_id}: COMPLETED" in human.stdout and "_0_log.out" in human.stdout
+
+        result = cli("result", job_id, "--log-dir", str(log_dir), "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["environment"]["slurm"]["job_id"] == job_id
+
+    def test_json_is_the_document_of_run(self, log_dir: Path) -> None:
+        done = cli("submit", "--wait", "--json", "--shape", "4x5", "--seed", "3",
+                   "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 0, done.stderr
+        remote = json.loads(done.stdout)
+        local = json.loads(cli("run", "--json", "--shape", "4x5", "--seed", "3").stdout)
+        assert remote.keys() == local.keys()
+        assert remote["spec"] == local["spec"] and remote["tensors"] == local["tensors"]
+        assert remote["verdict"] == local["verdict"]
+        slurm = remote["environment"]["slurm"]
+        assert slurm["job_id"] == submitted_id(done.stderr) and slurm["node"]
+        assert local["environment"]["slurm"] is None
+
+    @pytest.mark.skipif(not BUGGY_TARGET.exists(), reason="examples/buggy_target.py not here")
+    def test_a_failing_check_exits_1_from_the_node(self, log_dir: Path) -> None:
+        done = cli("submit", "--wait", "--no-show-tensors", "--shape", "4x8",
+                   "--target", f"{BUGGY_TARGET}:smooth_l1", "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 1, done.stderr
+        assert "FAIL" in done.stdout and "Slurm job" in done.stdout
+
+    def test_a_shape_too_big_for_the_job_is_bad_input_from_the_node(self, log_dir: Path) -> None:
+        done = cli("submit", "--wait", "--shape", "20000x20000", "--log-dir", str(log_dir),
+                   *SMALL)
+        assert done.returncode == 2, done.stderr
+        error = done.stderr.strip().splitlines()[-1]
+        assert error.startswith("autograd-check: error: shape 20000x20000")
+        assert "(on node" in error and "Traceback" not in done.stderr
+        assert done.stdout == ""
+
+    def test_cancelled_job_exits_4_with_its_state(
+        self, log_dir: Path, cancel_later: list[str]
+    ) -> None:
+        proc = subprocess.Popen(
+            [*CLI, "submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir), *SMALL],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        job_id = submitted_id(first)
+        cancel_later.append(job_id)
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        stdout, rest = proc.communicate(timeout=120)
+        assert proc.returncode == 4, first + rest
+        assert f"Slurm job {job_id} was cancelled (state CANCELLED" in rest
+        assert "CANCELLED" in rest.split("last lines of the job's log:")[-1] or "state" in rest
+        assert stdout == ""
+
+    def test_timeout_bounds_the_wait(self, log_dir: Path, cancel_later: list[str]) -> None:
+        start = time.monotonic()
+        done = cli("submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir),
+                   "--cpus", "1", "--mem", "500M", "--timeout", "3")
+        cancel_later.append(submitted_id(done.stderr))
+        assert done.returncode == 4, done.stderr
+        assert "gave up waiting after 3 s" in done.stderr and "left alone" in done.stderr
+        assert time.monotonic() - start < 60
+
+    def test_unknown_partition_is_refused_with_slurms_words(self, log_dir: Path) -> None:
+        done = cli("submit", "--wait", "--partition", "no-such-partition",
+                   "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 3
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("autograd-check: error: Slurm refused the job: sbatch: error:")
+        assert "partition" in lines[0].lower()
+
+    def test_a_job_that_can_never_start_is_not_waited_for(
+        self, log_dir: Path, cancel_later: list[str]
+    ) -> None:
+        """Above the partition's time limit, sbatch queues the job, which then pends forever."""
+        done = cli("submit", "--wait", "--time", "30-00:00:00", "--log-dir", str(log_dir),
+                   *SMALL)
+        cancel_later.append(submitted_id(done.stderr))
+        assert done.returncode == 3, done.stderr
+        assert "will never start job" in done.stderr and "PartitionTimeLimit" in done.stderr
+
+    def test_no_wait_then_result_wait(self, log_dir: Path) -> None:
+        done = cli("submit", "--no-wait", "--json", "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 0, done.stderr
+        job = json.loads(done.stdout)["job"]
+        assert job["stdout"].endswith(f"{job['job_id']}_0_log.out")
+        result = cli("result", job["job_id"], "--wait", "--timeout", "240",
+                     "--log-dir", str(log_dir))
+        assert result.returncode == 0, result.stderr
+        assert f"Slurm job {job['job_id']}" in result.stdout and "PASS" in result.stdout
+
+    def test_dry_run_submits_nothing(self, log_dir: Path) -> None:
+        name = f"agc-dry-{os.getpid()}"
+        done = cli("submit", "--dry-run", "--job-name", name, "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 0, done.stderr
+        assert f"#SBATCH --job-name={name}" in done.stdout
+        assert not log_dir.exists()
+        queue = subprocess.run(["squeue", "-h", "-t", "all", "-n", name], capture_output=True,
+                               text=True, timeout=30)
+        assert queue.stdout.strip() == ""
+
+
+class TestInsideAnAllocation:
+    def test_submit_runs_as_a_step_of_the_allocation(self, log_dir: Path) -> None:
+        done, alloc_id = salloc(*CLI, "submit", "--json", "--shape", "2x2",
+                                "--log-dir", str(log_dir))
+        assert done.returncode == 0, done.stderr
+        slurm = json.loads(done.stdout)["environment"]["slurm"]
+        assert slurm["job_id"] == alloc_id and slurm["step_id"] is not None
+        assert f"step of Slurm job {alloc_id}" in done.stderr
+        assert not log_dir.exists(), "no batch job was queued"
+
+    def test_new_job_from_inside_an_allocation(self, log_dir: Path) -> None:
+        done, alloc_id = salloc(
+            "env", "SLURM_AGC_LEAK=leaked", *CLI, "submit", "--new-job", "--wait", "--json",
+            "--setup", 'echo "inherited: ${SLURM_AGC_LEAK:-nothing}"',
+            "--log-dir", str(log_dir), *SMALL,
+        )
+        assert done.returncode == 0, done.stderr
+        job_id = submitted_id(done.stderr)
+        assert job_id != alloc_id
+        assert json.loads(done.stdout)["environment"]["slurm"]["job_id"] == job_id
+        log = (log_dir / f"{job_id}_0_log.out").read_text()
+        assert "inherited: nothing" in log  # the allocation's SLURM_* did not leak into the job
+
+    def test_new_job_that_could_never_start_is_refused(self, log_dir: Path) -> None:
+        """An allocation holding all of the node's memory: a new job would wait for it to end."""
+        done = subprocess.run(
+            ["salloc", "--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--mem=0", "--time=2",
+             *CLI, "submit", "--new-job", "--wait", "--log-dir", str(log_dir), *SMALL],
+            capture_output=True, text=True, timeout=300, env=clean_env(),
+        )
+        assert done.returncode == 3, done.stderr
+        assert "would wait until allocation" in done.stderr and "memory" in done.stderr
+        assert not log_dir.exists()
+
+
+class TestJobScripts:
+    def sbatch(self, tmp_path: Path, *args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            ["sbatch", "--wait", "--parsable", f"--chdir={tmp_path}", *args],
+            capture_output=True, text=True, timeout=300, env=clean_env(),
+        )
+        job_id = done.stdout.strip().split(";")[0]
+        assert job_id.isdigit(), done.stderr
+        outputs = list(tmp_path.glob(f"*-{job_id}.out"))
+        assert len(outputs) == 1, list(tmp_path.iterdir())
+        return done.returncode, outputs[0].read_text()
+
+    def test_cpu_script(self, tmp_path: Path) -> None:
+        code, log = self.sbatch(
+            tmp_path, "--mem=500M", str(ROOT / "jobs" / "autograd-check.sbatch"), "--shape", "4x4",
+            "--json",
+        )
+        assert code == 0, log
+        doc = json.loads(log[log.index("{"):])
+        assert doc["verdict"]["passed"] and doc["environment"]["slurm"]["step_id"] == "0"
+
+    def test_gpu_script(self, tmp_path: Path) -> None:
+        """Without GPUs in this cluster: --gpus=0 on the command line beats the #SBATCH line, and
+        the check on the node says there is no CUDA (exit 3); with --device cpu it passes."""
+        script = str(ROOT / "jobs" / "autograd-check-gpu.sbatch")
+        common = ["--gpus=0", "--mem=1G", "--cpus-per-task=1"]
+        code, log = self.sbatch(tmp_path, *common, script, "--shape", "4x4")
+        cuda = subprocess.run([*CLI, "env", "--json"], capture_output=True, text=True,
+                              env=clean_env()).stdout
+        if json.loads(cuda)["torch"]["cuda_available"]:
+            assert code == 0, log
+        else:
+            assert code == 3, log
+            assert "--device cuda" in log and "Traceback" not in log
+        code, log = self.sbatch(tmp_path, *common, script, "--shape", "4x4", "--device", "cpu")
+        assert code == 0, log
+        assert "PASS" in log
+
+    def test_interactive_script(self, log_dir: Path) -> None:
+        done = subprocess.run(
+            [str(ROOT / "jobs" / "interactive.sh"), "--shape", "2x2", "--json",
+             "--log-dir", str(log_dir)],
+            capture_output=True, text=True, timeout=300, env=clean_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        granted = re.search(r"Granted job allocation (\d+)", done.stderr)
+        assert granted, done.stderr
+        slurm = json.loads(done.stdout)["environment"]["slurm"]
+        assert slurm["job_id"] == granted.group(1) and slurm["step_id"] is not None
+
+
+def test_accounting_off_falls_back_to_the_controller(log_dir: Path) -> None:
+    """With accounting disabled sacct fails; waits and status come from scontrol/squeue."""
+
+    def cluster(*args: str) -> None:
+        done = subprocess.run(["bash", str(CLUSTER_SCRIPT), *args], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    cluster("accounting", "off")
+    try:
+        sacct = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True, timeout=30)
+        assert sacct.returncode != 0
+        env = json.loads(cli("env", "--json").stdout)
+        assert env["slurm"]["accounting"]["works"] is False
+        done = cli("submit", "--wait", "--json", "--log-dir", str(log_dir), *SMALL)
+        assert done.returncode == 0, done.stderr
+        job_id = submitted_id(done.stderr)
+        status = json.loads(cli("status", job_id, "--log-dir", str(log_dir), "--json").stdout)
+        assert status["job"]["state"] == "COMPLETED"
+        assert status["job"]["source"] in ("scontrol", "squeue", "result file")
+    finally:
+        cluster("accounting", "on")

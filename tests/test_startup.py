@@ -1,0 +1,102 @@
+"""Start-up: how torch is imported, and what `run` brings in (each case in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+# A finder that makes numpy unimportable, as in a clean environment with only torch installed:
+# torch then warns "Failed to initialize NumPy" at import.
+NO_NUMPY = """\
+import sys
+class _NoNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NoNumpy())
+"""
+
+
+def python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+
+
+class TestImportTorch:
+    def test_bare_import_warns_without_numpy(self) -> None:
+        # The control: without this warning the next test would prove nothing.
+        done = python(NO_NUMPY + "import torch\n")
+        assert done.returncode == 0, done.stderr
+        assert "Failed to initialize NumPy" in done.stderr
+
+    def test_import_torch_is_silent_without_numpy(self) -> None:
+        done = python(
+            NO_NUMPY + "from autograd_check._torch import import_torch\n"
+            "torch = import_torch()\n"
+            "print(torch.ones(2).sum().item())\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "2.0"
+        assert done.stderr == ""
+
+    def test_collector_is_left_enabled_and_torch_frozen(self) -> None:
+        done = python(
+            "import gc\n"
+            "from autograd_check._torch import import_torch\n"
+            "torch = import_torch()\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 10000, import_torch() is torch)\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", "True", "True"]
+
+    def test_a_disabled_collector_stays_disabled(self) -> None:
+        done = python(
+            "import gc\n"
+            "gc.disable()\n"
+            "from autograd_check._torch import import_torch\n"
+            "import_torch()\n"
+            "print(gc.isenabled())\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "False"
+
+
+RUN_AND_LIST = """\
+import sys
+from autograd_check.cli import main
+sys.argv = ["autograd-check", "run"]
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+print("LOADED", code, " ".join(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+class TestRunStartUp:
+    def test_run_writes_nothing_to_stderr_without_numpy(self) -> None:
+        done = python(NO_NUMPY + RUN_AND_LIST)
+        assert done.stderr == ""
+        assert "PASS" in done.stdout
+        assert done.stdout.splitlines()[-1].split()[1] == "0"
+
+    def test_run_does_not_import_slurm_or_plotting_packages(self) -> None:
+        done = python(RUN_AND_LIST)
+        loaded = set(done.stdout.splitlines()[-1].split()[2:])
+        assert "torch" in loaded and "rich" in loaded  # the listing works
+        assert not loaded & {"submitit", "cloudpickle", "matplotlib"}
+
+    @pytest.mark.skipif(
+        tuple(int(p) for p in metadata.version("typer").split(".")[:2]) >= (0, 29),
+        reason="typer >= 0.29 imports pydantic on every command; pyproject keeps typer < 0.29",
+    )
+    def test_run_does_not_import_pydantic(self) -> None:
+        done = python(RUN_AND_LIST)
+        loaded = set(done.stdout.splitlines()[-1].split()[2:])
+        assert "typer" in loaded
+        assert "pydantic" not in loaded

@@ -1,0 +1,145 @@
+"""The results store: atomic records, the manifest, refusing another grid, selection for resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from autograd_check import store as store_module
+from autograd_check.errors import BadInput
+from autograd_check.grid import Grid, build_grid, expand
+from autograd_check.store import Store, atomic_write_text, error_record, outcome_of, select
+
+
+def passed_doc(passed: bool = True) -> dict[str, object]:
+    return {"verdict": {"passed": passed}, "statistics": []}
+
+
+@pytest.fixture
+def grid3() -> Grid:
+    return build_grid({"seeds": "0-2"})
+
+
+class TestAtomicWrite:
+    def test_writes_whole_text_and_leaves_no_temporary(self, tmp_path: Path) -> None:
+        target = tmp_path / "a.json"
+        atomic_write_text(target, "one")
+        atomic_write_text(target, "two")
+        assert target.read_text() == "two"
+        assert os.listdir(tmp_path) == ["a.json"]
+
+    @pytest.mark.parametrize("interruption", [KeyboardInterrupt, OSError])
+    def test_interrupted_write_keeps_the_old_file_and_no_temporary(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interruption: type[BaseException]
+    ) -> None:
+        target = tmp_path / "a.json"
+        atomic_write_text(target, "old")
+
+        def boom(fd: int) -> None:
+            raise interruption()
+
+        monkeypatch.setattr(store_module.os, "fsync", boom)
+        with pytest.raises(interruption):
+            atomic_write_text(target, "new and longer")
+        assert target.read_text() == "old"
+        assert os.listdir(tmp_path) == ["a.json"]
+
+    def test_interrupted_first_write_leaves_no_record(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grid3: Grid
+    ) -> None:
+        store = Store(tmp_path)
+        monkeypatch.setattr(store_module.os, "replace", _raise_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            store.write_record("k", passed_doc())
+        assert store.recorded_keys() == set()
+        assert os.listdir(store.records_dir) == []
+
+
+def _raise_interrupt(*args: object) -> None:
+    raise KeyboardInterrupt
+
+
+class TestRecords:
+    def test_record_round_trip_and_keys(self, tmp_path: Path) -> None:
+        store = Store(tmp_path / "out")
+        store.write_record("a", passed_doc())
+        store.write_record("b", passed_doc(False))
+        (store.records_dir / ".b.json.123.tmp").write_text("{half")  # a stray temporary
+        assert store.recorded_keys() == {"a", "b"}
+        assert store.read_record("a") == passed_doc()
+        assert store.read_record("missing") is None
+        assert set(store.read_records()) == {"a", "b"}
+        assert store.record_path("a").read_text().endswith("\n")
+
+    def test_outcomes(self, grid3: Grid) -> None:
+        assert outcome_of(passed_doc()) == "passed"
+        assert outcome_of(passed_doc(False)) == "failed"
+        case = expand(build_grid({}))[0]
+        doc = error_record(case, 3, "no CUDA", "id")
+        assert outcome_of(doc) == "error"
+        assert doc["case"]["key"] == case.key and doc["spec"]["shape"] == [3, 8]
+        assert doc["error"] == {"exit_code": 3, "message": "no CUDA"}
+
+
+class TestPrepare:
+    def test_new_directory_gets_a_manifest(self, tmp_path: Path, grid3: Grid) -> None:
+        store = Store(tmp_path / "deep" / "out")
+        manifest, removed = store.prepare(grid3, force=False)
+        assert removed == 0
+        on_disk = json.loads(store.manifest_path.read_text())
+        assert on_disk == manifest
+        assert on_disk["grid_id"] == grid3.grid_id() and on_disk["cases"] == 3
+        assert on_disk["kind"] == "autograd-check sweep" and on_disk["submissions"] == []
+        assert store.grid() == grid3
+
+    def test_same_grid_keeps_manifest_and_records(self, tmp_path: Path, grid3: Grid) -> None:
+        store = Store(tmp_path)
+        store.prepare(grid3, force=False)
+        store.add_submission({"mode": "local"})
+        store.write_record("x", passed_doc())
+        manifest, removed = store.prepare(grid3, force=False)
+        assert removed == 0 and manifest["submissions"] == [{"mode": "local"}]
+        assert store.recorded_keys() == {"x"}
+
+    def test_other_grid_is_refused_then_forced(self, tmp_path: Path, grid3: Grid) -> None:
+        store = Store(tmp_path)
+        store.prepare(grid3, force=False)
+        store.write_record("x", passed_doc())
+        other = build_grid({"seeds": "0-3"})
+        with pytest.raises(BadInput) as e:
+            store.prepare(other, force=False)
+        assert "holds another sweep (grid shapes 3x8; dtypes float32; devices cpu; losses " \
+               "mse-sum; seeds 0,1,2); this one is" in str(e.value)
+        assert "--force to overwrite it" in str(e.value)
+        manifest, removed = store.prepare(other, force=True)
+        assert removed == 1 and store.recorded_keys() == set()
+        assert manifest["grid_id"] == other.grid_id()
+
+    def test_not_writable_is_bad_input(self, tmp_path: Path, grid3: Grid) -> None:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        with pytest.raises(BadInput, match="is not a writable directory"):
+            Store(blocker / "out").prepare(grid3, force=False)
+
+    @pytest.mark.parametrize("text", ["{not json", '{"kind": "something else"}', "[]"])
+    def test_foreign_manifest_is_bad_input(self, tmp_path: Path, text: str) -> None:
+        (tmp_path / "manifest.json").write_text(text)
+        with pytest.raises(BadInput, match="manifest"):
+            Store(tmp_path).read_manifest()
+
+
+class TestSelect:
+    def test_resume_skips_recorded_and_rerun_failed_takes_failures(
+        self, tmp_path: Path, grid3: Grid
+    ) -> None:
+        store = Store(tmp_path)
+        cases = expand(grid3)
+        store.write_record(cases[0].key, passed_doc())
+        store.write_record(cases[1].key, passed_doc(False))
+        todo, skipped = select(cases, store)
+        assert [c.key for c in todo] == [cases[2].key] and skipped == 2
+        todo, skipped = select(cases, store, rerun_failed=True)
+        assert [c.key for c in todo] == [cases[1].key, cases[2].key] and skipped == 1

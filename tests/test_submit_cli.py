@@ -1,0 +1,206 @@
+"""submit, status, result, env and run's salloc warning, through the CLI, without a cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autograd_check.cli import app
+from autograd_check.slurm import STEP_MARKER, job_paths, run_job
+from autograd_check.spec import CheckSpec
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_slurm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not inside an allocation, whatever shell the tests run from."""
+    for var in list(os.environ):
+        if var.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_")):
+            monkeypatch.delenv(var)
+
+
+@pytest.fixture
+def no_slurm_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A log folder holding the answer of a finished job, as the node leaves it."""
+    folder = tmp_path_factory.mktemp("logs")
+    folder.chmod(0o700)
+    job_id = "4242"
+    with open(job_paths(folder, job_id).result_pickle, "wb") as f:
+        pickle.dump(("success", run_job(CheckSpec(shape=(2, 2)).to_dict())), f)
+    return folder, job_id
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("autograd-check: error: ")
+    return lines[0]
+
+
+@pytest.mark.usefixtures("no_slurm_env")
+class TestBadInputBeforeSlurm:
+    @pytest.mark.parametrize(
+        ("args", "words"),
+        [
+            (["--time", "abc"], "time 'abc' is not a time"),
+            (["--gpus", "-1"], "gpus '-1' is not allowed"),
+            (["--job-name", "x\ny"], "newline"),
+            (["--job-name", "x;reboot"], "shell characters"),
+            (["--sbatch-arg", "exclusive"], "has no '='"),
+            (["--sbatch-arg", "output=/x"], "set by --log-dir"),
+            (["--mem", "lots"], "mem 'lots' is not a size"),
+            (["--shape", "0x3"], "dimension 1 is 0"),
+            (["--timeout", "-1"], "timeout '-1'"),
+        ],
+    )
+    def test_exit_2(self, tmp_path: Path, args: list[str], words: str) -> None:
+        log_dir = tmp_path / "logs"
+        result = runner.invoke(app, ["submit", "--wait", "--log-dir", str(log_dir), *args])
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert words in one_error_line(result.stderr)
+        assert not log_dir.exists(), "nothing was prepared for Slurm"
+
+    def test_json_error_envelope(self, tmp_path: Path) -> None:
+        result = runner.invoke(app, ["submit", "--json", "--time", "abc"])
+        assert result.exit_code == 2
+        doc = json.loads(result.stdout)
+        assert doc["error"]["exit_code"] == 2 and "time 'abc'" in doc["error"]["message"]
+
+    @pytest.mark.parametrize("command", ["status", "result"])
+    def test_bad_job_id(self, command: str) -> None:
+        result = runner.invoke(app, [command, "12;rm"])
+        assert result.exit_code == 2
+        assert "is not a Slurm job id" in one_error_line(result.stderr)
+
+
+@pytest.mark.usefixtures("no_slurm_env", "no_slurm_tools")
+class TestNoSlurm:
+    def test_submit_exit_3_with_hint(self, tmp_path: Path) -> None:
+        result = runner.invoke(app, ["submit", "--wait", "--log-dir", str(tmp_path / "l")])
+        assert result.exit_code == 3
+        line = one_error_line(result.stderr)
+        assert "Slurm is not available here" in line and "autograd-check run" in line
+
+    def test_dry_run_needs_no_slurm(self, tmp_path: Path) -> None:
+        log_dir = tmp_path / "logs"
+        result = runner.invoke(
+            app, ["submit", "--dry-run", "--device", "cuda", "--log-dir", str(log_dir),
+                  "--setup", "module load cuda", "--sbatch-arg", "comment=a b"]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.startswith("#!/bin/bash")
+        assert "#SBATCH --gpus-per-node=1" in result.stdout
+        assert "#SBATCH --comment='a b'" in result.stdout
+        assert "\nmodule load cuda\n" in result.stdout
+        assert not log_dir.exists()
+
+    def test_env_says_what_submit_would_do(self) -> None:
+        result = runner.invoke(app, ["env", "--json"])
+        assert result.exit_code == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["torch"]["version"]
+        assert doc["slurm"]["tools"]["sbatch"] is None
+        assert doc["slurm"]["allocation"] is None
+        assert doc["slurm"]["submit_would"].startswith("nothing: Slurm is not available")
+        human = runner.invoke(app, ["env"])
+        assert human.exit_code == 0 and "submit would" in human.stdout
+
+    def test_result_reads_the_log_folder(self, finished_job: tuple[Path, str]) -> None:
+        """Re-attaching needs only the files, even where no Slurm command runs."""
+        folder, job_id = finished_job
+        result = runner.invoke(app, ["result", job_id, "--log-dir", str(folder)])
+        assert result.exit_code == 0, result.stderr
+        assert "PASS" in result.stdout and "Slurm job" in result.stdout
+        as_json = runner.invoke(app, ["result", job_id, "--log-dir", str(folder), "--json"])
+        doc = json.loads(as_json.stdout)
+        assert doc["verdict"]["passed"] is True and doc["spec"]["shape"] == [2, 2]
+
+    def test_status_from_the_log_folder(self, finished_job: tuple[Path, str]) -> None:
+        folder, job_id = finished_job
+        result = runner.invoke(app, ["status", job_id, "--log-dir", str(folder), "--json"])
+        assert result.exit_code == 0, result.stderr
+        job = json.loads(result.stdout)["job"]
+        assert job["state"] == "COMPLETED" and job["source"] == "result file"
+        assert job["result_available"] is True
+
+    def test_unknown_job(self, tmp_path: Path) -> None:
+        result = runner.invoke(app, ["status", "999999", "--log-dir", str(tmp_path)])
+        assert result.exit_code in (3, 4)
+        one_error_line(result.stderr)
+
+
+@pytest.mark.usefixtures("no_slurm_env")
+class TestResultSafety:
+    def test_refuses_a_folder_others_can_write(
+        self, tmp_path: Path, finished_job: tuple[Path, str]
+    ) -> None:
+        folder, job_id = finished_job
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        src = job_paths(folder, job_id).result_pickle
+        job_paths(shared, job_id).result_pickle.write_bytes(src.read_bytes())
+        shared.chmod(0o777)
+        result = runner.invoke(app, ["result", job_id, "--log-dir", str(shared)])
+        assert result.exit_code == 3
+        assert "can be written by other users" in one_error_line(result.stderr)
+        assert result.stdout == ""
+
+
+class TestRunInsideAnAllocation:
+    def test_warns_when_not_on_the_allocated_node(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for var in ("SLURM_STEP_ID", "SLURMD_NODENAME"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("SLURM_JOB_ID", "4711")
+        monkeypatch.setenv("SLURM_JOB_NODELIST", "compute-[7-8]")
+        assert not socket.gethostname().startswith("compute-")
+        result = runner.invoke(app, ["run", "--shape", "2x2", "--json"])
+        assert result.exit_code == 0
+        json.loads(result.stdout)  # stdout is still the plain JSON document
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("autograd-check: warning:")
+        assert "allocation 4711" in lines[0] and "srun" in lines[0] and "submit" in lines[0]
+
+    def test_quiet_on_the_node(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SLURM_JOB_ID", "4711")
+        monkeypatch.setenv("SLURM_JOB_NODELIST", socket.gethostname())
+        monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+        result = runner.invoke(app, ["run", "--shape", "2x2", "--json"])
+        assert result.exit_code == 0 and result.stderr == ""
+
+    def test_dry_run_in_an_allocation_shows_the_srun_line(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SLURM_JOB_ID", "4711")
+        monkeypatch.setenv("SLURM_JOB_NODELIST", "vm")
+        monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+        result = runner.invoke(app, ["submit", "--dry-run", "--shape", "2x2", "--cpus", "1"])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.startswith("srun --ntasks=1 --nodes=1")
+        assert "--cpus-per-task=1" in result.stdout and "_step --spec" in result.stdout
+        new_job = runner.invoke(app, ["submit", "--dry-run", "--new-job"])
+        assert new_job.stdout.startswith("#!/bin/bash")
+
+
+def test_hidden_step_command() -> None:
+    spec = json.dumps(CheckSpec(shape=(2, 2)).to_dict())
+    result = runner.invoke(app, ["_step", "--spec", spec])
+    assert result.exit_code == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith(STEP_MARKER)
+    assert json.loads(line[len(STEP_MARKER):])["outcome"] == "result"
+    assert "_step" not in runner.invoke(app, ["--help"]).stdout

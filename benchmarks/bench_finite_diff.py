@@ -62,7 +62,7 @@ def planted(loss: LossFn) -> LossFn:
             return g, None
 
     def wrong(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = Wrong.apply(p, r)
+        out: torch.Tensor = Wrong.apply(p, r)  # type: ignore[no-untyped-call]
         return out
 
     return wrong

@@ -278,29 +278,40 @@ def grouped(costs: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def import_table(
-    help_costs: dict[str, float],
-    run_costs: dict[str, float],
-    help_loaded: set[str],
-    run_loaded: set[str],
-) -> str:
+@dataclass
+class Imports:
+    """What one command imports at start-up: cost per top-level package, and what it loaded."""
+
+    title: str
+    costs: dict[str, float]
+    loaded: set[str]
+
+    @classmethod
+    def of(cls, title: str, argv: list[str], env: dict[str, str], runs: int = 3) -> Imports:
+        return cls(title, grouped(median_costs(argv, env, runs)), loaded_packages(argv, env))
+
+
+def import_table(columns: Sequence[Imports]) -> str:
     # -X importtime also times failed attempts (an optional numpy that is not installed), so
     # whether a package was imported comes from sys.modules, its cost from importtime.
-    h, r = grouped(help_costs), grouped(run_costs)
-    names = sorted(set(h) | set(r), key=lambda n: -max(r.get(n, 0.0), h.get(n, 0.0)))
-    shown = [n for n in names if max(h.get(n, 0.0), r.get(n, 0.0)) >= 1.0]
+    names = sorted(
+        set().union(*(c.costs for c in columns)),
+        key=lambda n: -max(c.costs.get(n, 0.0) for c in columns),
+    )
+    shown = [n for n in names if max(c.costs.get(n, 0.0) for c in columns) >= 1.0]
     shown += [d for d in DEPENDENCIES if d not in shown]
     lines = [
-        "| package | `--help` (ms) | `run` (ms) |",
-        "| --- | ---: | ---: |",
+        "| package | " + " | ".join(f"{c.title} (ms)" for c in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
     ]
     for n in shown:
         cells = [
-            f"{costs.get(n, 0.0):.0f}" if n == STDLIB or n in loaded else "not imported"
-            for costs, loaded in ((h, help_loaded), (r, run_loaded))
+            f"{c.costs.get(n, 0.0):.0f}" if n == STDLIB or n in c.loaded else "not imported"
+            for c in columns
         ]
-        lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
-    lines.append(f"| **all imports** | {sum(h.values()):.0f} | {sum(r.values()):.0f} |")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    totals = " | ".join(f"{sum(c.costs.values()):.0f}" for c in columns)
+    lines.append(f"| **all imports** | {totals} |")
     return "\n".join(lines)
 
 
@@ -389,11 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"measuring {len(comparisons) * 2} variants, {args.runs} runs each", file=sys.stderr)
         measure(comparisons, args.runs, env)
+        imports = [
+            Imports.of("`--help`", [cli, "--help"], env),
+            Imports.of("`run`", [cli, "run"], env),
+            Imports.of("snippet", [str(snippet_file(folder, (3, 8)))], env),
+        ]
 
-    help_costs = median_costs([cli, "--help"], env, 3)
-    run_costs = median_costs([cli, "run"], env, 3)
-    help_loaded = loaded_packages([cli, "--help"], env)
-    run_loaded = loaded_packages([cli, "run"], env)
+    help_loaded, run_loaded = imports[0].loaded, imports[1].loaded
     torch_in_help = "torch" in help_loaded
 
     report += [table(comparisons), ""]
@@ -411,9 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu_table(comparisons),
         "",
         "Start-up import cost per top-level package (`python -X importtime`, self times summed,"
-        " median of 3 runs):",
+        " median of 3 runs; snippet: the 3×8 tutorial snippet):",
         "",
-        import_table(help_costs, run_costs, help_loaded, run_loaded),
+        import_table(imports),
     ]
     text = "\n".join(report)
     print(text)
@@ -427,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "wall_limit": c.wall_limit, "rss_limit": c.rss_limit, "passed": c.passed()}
                 for c in comparisons
             ],
-            "imports": {"help": help_costs, "run": run_costs},
-            "loaded": {"help": sorted(help_loaded), "run": sorted(run_loaded)},
+            "imports": [
+                {"title": i.title, "costs": i.costs, "loaded": sorted(i.loaded)} for i in imports
+            ],
         }
         args.json.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     ok = all(c.passed() for c in comparisons) and not torch_in_help

@@ -26,7 +26,7 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cluster_reason() -> str | None:
-    """None when a usable Slurm cluster is up (bringing the local one up if we may), else why not."""
+    """None when a usable Slurm is up (bringing the local one up if we may), else why not."""
     if shutil.which("sbatch") and subprocess.run(
         ["bash", str(CLUSTER_SCRIPT), "status"], capture_output=True, timeout=60
     ).returncode == 0:
@@ -43,7 +43,7 @@ def _cluster_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[None]:
-    """The real single-node Slurm (scripts/slurm-local.sh). Skips without it; fails under CI=true."""
+    """The real single-node Slurm (scripts/slurm-local.sh); skips without it, fails if CI=true."""
     reason = _cluster_reason()
     if reason is not None:
         if IN_CI:

@@ -1,4 +1,4 @@
-"""`autograd-check run` through Typer's CliRunner: every option, every bad input, the JSON contract."""
+"""`autograd-check run` through CliRunner: every option, every bad input, the JSON contract."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class TestRun:
     def test_shapes_of_every_rank(self, shape: str) -> None:
         code, out, _ = run("--shape", shape, "--json")
         assert code == 0
-        assert json.loads(out)["spec"]["shape"] == [int(d) for d in shape.replace(",", "x").split("x")]
+        dims = [int(d) for d in shape.replace(",", "x").split("x")]
+        assert json.loads(out)["spec"]["shape"] == dims
 
     @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
     def test_dtypes(self, dtype: str) -> None:

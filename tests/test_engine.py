@@ -58,7 +58,8 @@ def test_does_not_touch_the_global_rng() -> None:
 
 def test_grad_fn_chain_walks_down_to_accumulate_grad() -> None:
     result = execute(build_spec({}))
-    assert result.grad_fn_chain == ["SumBackward0", "PowBackward0", "SubBackward0", "AccumulateGrad"]
+    chain = ["SumBackward0", "PowBackward0", "SubBackward0", "AccumulateGrad"]
+    assert result.grad_fn_chain == chain
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

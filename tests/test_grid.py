@@ -50,6 +50,18 @@ class TestAxes:
         assert dict(g.common) == {"atol": 0.0, "exact": True, "rtol": 0.5}
         assert all(c.spec.rtol == 0.5 and c.spec.exact for c in expand(g))
 
+    def test_delta_reaches_the_huber_cases_only(self) -> None:
+        cases = expand(grid(losses="mse-sum,huber", delta="0.5"))
+        assert [(c.spec.loss, c.spec.delta) for c in cases] == [("mse-sum", None), ("huber", 0.5)]
+        with pytest.raises(BadInput, match="delta applies only to loss huber, and the grid's"):
+            grid(losses="mse-sum,l1", delta="0.5")
+        with pytest.raises(BadInput, match="delta '-1' is not allowed"):
+            grid(losses="huber", delta="-1")
+
+    def test_hidden_reaches_every_case_of_an_mlp_grid(self) -> None:
+        cases = expand(grid(losses="mse-sum,huber", model="mlp", hidden="4"))
+        assert {(c.spec.model, c.spec.hidden) for c in cases} == {("mlp", 4)}
+
     def test_seed_ranges_mix_and_deduplicate(self) -> None:
         assert grid(seeds="0-4,10,3,20-21").seeds == (0, 1, 2, 3, 4, 10, 20, 21)
         assert grid(seeds="7-7").seeds == (7,)

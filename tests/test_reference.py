@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +65,7 @@ class TestCentralDifferences:
         loss = get_loss(name)
         spec = build_spec({"shape": "6x7", "dtype": "float64", "loss": name})
         real, predicted = draw(spec, torch.device("cpu"), loss)
-        loss.forward(predicted, real).backward()
+        loss.forward(predicted, real).backward()  # type: ignore[no-untyped-call]
         diff = central_differences(lambda p: loss.forward(p, real), predicted)
         assert diff.vectorised and diff.fallback is None
         assert diff.grad.dtype == torch.float64 and diff.grad.shape == predicted.shape
@@ -163,7 +166,11 @@ class TestCentralDifferences:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         calls: list[tuple[int, int]] = []
-        monkeypatch.setattr(reference, "_mallopt", lambda: lambda k, v: calls.append((k, v)) or 1)
+        def mallopt(key: int, value: int) -> int:
+            calls.append((key, value))
+            return 1
+
+        monkeypatch.setattr(reference, "_mallopt", lambda: mallopt)
         x = torch.rand(64, dtype=torch.float64)
         central_differences(lambda t: t.sum(), x, pairs=8)
         batch = 2 * 8 * 64 * 8
@@ -422,3 +429,53 @@ class TestProgressBar:
         console = Console(file=io.StringIO(), force_terminal=True)
         with fd_progress(build_spec({}), console) as progress:
             assert progress is None
+
+
+SLURM_SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]
+CLI = [sys.executable, "-m", "autograd_check"]
+OPTIONS = ["--reference", "finite-diff", "--repeat", "2", "--deterministic", "--json",
+           "--shape", "8x8", "--model", "linear"]
+
+
+def slurm_env() -> dict[str, str]:
+    """This environment without any allocation it may itself run in."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_"))}
+    env.update(COLUMNS="120", NO_COLOR="1", AUTOGRAD_CHECK=" ".join(CLI))
+    return env
+
+
+def same_check_as_here(remote: dict[str, Any]) -> None:
+    local = json.loads(run(*OPTIONS)[1])
+    assert remote["verdict"]["passed"] and remote["spec"] == local["spec"]
+    assert [s["name"] for s in remote["statistics"]] == [s["name"] for s in local["statistics"]]
+    assert remote["finite_diff"]["evaluations"] == local["finite_diff"]["evaluations"]
+    assert remote["repeat"]["runs"] == 2 and remote["repeat"]["bitwise_identical"]
+    assert remote["environment"]["deterministic_algorithms"] is True
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+class TestOnSlurm:
+    def test_submitted_as_a_batch_job(self, tmp_path: Path) -> None:
+        done = subprocess.run(
+            [*CLI, "submit", "--wait", *OPTIONS, "--log-dir", str(tmp_path / "logs"),
+             *SLURM_SMALL],
+            capture_output=True, text=True, timeout=300, env=slurm_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        remote = json.loads(done.stdout)
+        assert remote["environment"]["slurm"]["job_id"]
+        same_check_as_here(remote)
+
+    def test_as_a_step_inside_salloc(self, tmp_path: Path) -> None:
+        done = subprocess.run(
+            ["salloc", "--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--mem=500M", "--time=5",
+             "--job-name=agc-test-fd", *CLI, "submit", *OPTIONS,
+             "--log-dir", str(tmp_path / "logs")],
+            capture_output=True, text=True, timeout=300, env=slurm_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        remote = json.loads(done.stdout)
+        assert remote["environment"]["slurm"]["step_id"] is not None
+        same_check_as_here(remote)

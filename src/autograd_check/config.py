@@ -24,7 +24,7 @@ SECTIONS = ("check", "slurm", "sweep")
 def load_profile(path: Path) -> dict[str, dict[str, Any]]:
     """Read a profile; an unreadable file, bad TOML or an unknown section is BadInput naming it."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise BadInput(f"config {str(path)!r} cannot be read: {e.strerror or e}") from None
     except UnicodeDecodeError:

@@ -18,8 +18,10 @@ def _visible() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """cpu, auto (CUDA when usable, else CPU), cuda or cuda:N; EnvironmentProblem when not usable."""
-    torch = import_torch()
+    """cpu, auto (CUDA when usable, else CPU), cuda or cuda:N; EnvironmentProblem if unusable."""
+    import_torch()
+    import torch  # already imported quietly by import_torch(); this gives mypy its types
+
     if name == "cpu":
         return torch.device("cpu")
     if name == "auto":

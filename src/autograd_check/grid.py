@@ -98,6 +98,9 @@ class Grid:
         for index, (shape, dtype, device, loss, seed) in enumerate(product):
             values = {**common, "shape": shape, "dtype": dtype, "device": device, "loss": loss,
                       "seed": seed}
+            if loss != "huber":
+                # --delta is Huber's: the grid's other losses leave it out.
+                values.pop("delta", None)
             key = case_key(shape, dtype, device, loss, seed)
             try:
                 spec = build_spec(values)
@@ -189,11 +192,18 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
             common[key] = raw
         else:
             raise BadInput(f"unknown sweep option {key!r}")
-    # Validate the shared options once, and keep them in their parsed (canonical) form.
-    shared = build_spec(common)
+    # Validate the shared options once, and keep them in their parsed (canonical) form. --delta is
+    # validated as Huber's, since the grid's other losses leave it out.
+    probe = {**common, "loss": "huber"} if "delta" in common and "target" not in common else common
+    shared = build_spec(probe)
     common = {k: getattr(shared, k) for k in sorted(common)}
     for axis, field in AXES.items():
         axes.setdefault(axis, (getattr(default, field),))
+    if "delta" in common and "huber" not in axes["losses"]:
+        raise BadInput(
+            "delta applies only to loss huber, and the grid's losses are "
+            + ", ".join(axes["losses"])
+        )
     return Grid(
         shapes=axes["shapes"],
         dtypes=axes["dtypes"],

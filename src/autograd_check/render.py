@@ -70,7 +70,10 @@ def _index(index: list[int]) -> str:
 
 
 def environment_line(env: dict[str, Any]) -> str:
-    parts = [f"torch {env.get('torch', '?')}", f"{env.get('device', '?')} ({env.get('device_name')})"]
+    parts = [
+        f"torch {env.get('torch', '?')}",
+        f"{env.get('device', '?')} ({env.get('device_name')})",
+    ]
     if env.get("cuda"):
         parts.append(f"CUDA {env['cuda']}")
     parts.append(f"host {env.get('host', '?')}")
@@ -95,7 +98,8 @@ def comparison_rows(c: Comparison) -> list[tuple[str, str]]:
 
 def parameters_table(result: CheckResult) -> Table:
     """One row per compared tensor (each parameter of a --model, its input and output)."""
-    table = Table(title="per-parameter comparison", box=box.SIMPLE_HEAVY, title_justify="left", show_edge=False)
+    table = Table(title="per-parameter comparison", box=box.SIMPLE_HEAVY, title_justify="left",
+                  show_edge=False)
     # Fold rather than cut: a truncated number or parameter name would be worse than a tall row.
     table.add_column("parameter", overflow="fold")
     table.add_column("shape", overflow="fold")
@@ -118,7 +122,7 @@ def parameters_table(result: CheckResult) -> Table:
 
 
 FD_SUFFIX = "vs finite-diff"
-"""Comparisons against central differences (--reference finite-diff) are named '… vs finite-diff'."""
+"""Comparisons with central differences (--reference finite-diff) are named '… vs finite-diff'."""
 
 
 def is_fd(c: Comparison) -> bool:
@@ -236,7 +240,8 @@ def verdict_panel(result: CheckResult) -> Panel:
     label = Text(" PASS ", style="bold white on green") if result.passed else Text(
         " FAIL ", style="bold white on red"
     )
-    return Panel(grid, title=label, title_align="left", border_style="green" if result.passed else "red")
+    border = "green" if result.passed else "red"
+    return Panel(grid, title=label, title_align="left", border_style=border)
 
 
 def autograd_text(result: CheckResult) -> str:
@@ -249,7 +254,13 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     """Tensors (whole when small, or as asked), loss and grad_fn chain, then the verdict panel."""
     parts: list[RenderableType] = []
     if show_tensors is not False:
-        for view in result.tensors.values():
+        # Records read back from JSON have their keys sorted: show them in the check's order.
+        order = list(TENSOR_TITLES)
+        views = sorted(
+            result.tensors.values(),
+            key=lambda v: order.index(v.name) if v.name in order else len(order),
+        )
+        for view in views:
             whole = bool(show_tensors) or view.numel <= SHOW_WHOLE_UP_TO
             parts.append(tensor_panel(view, whole))
     loss = Table.grid(padding=(0, 2))

@@ -35,6 +35,10 @@ def summary_line(report: Report) -> str:
     )
 
 
+def _state_text(state: str) -> str:
+    return "UNKNOWN to Slurm now" if state == "UNKNOWN" else state
+
+
 def _inexact(report: Report) -> list[CaseRow]:
     """The worst cases worth a row: those that differ at all (bit-exact ones rank nothing)."""
     return [r for r in report.worst if r.outcome != "passed" or r.bit_exact is False]
@@ -56,13 +60,15 @@ def groups_table(report: Report) -> Table:
 
 def worst_table(report: Report) -> Table:
     table = Table(title="Worst cases (greatest relative difference)", box=box.SIMPLE_HEAVY,
-                  title_justify="left")
-    for name in ("case", "max rel diff", "rtol", "max abs diff", "mismatched", "verdict", "job"):
-        table.add_column(name, justify="left" if name in ("case", "verdict", "job") else "right",
-                         no_wrap=name == "case")
+                  title_justify="left", pad_edge=False)
+    # Numbers are never cut: the case key folds first when the terminal is narrow.
+    for name in ("case", "rel diff", "rtol", "abs diff", "mismatch", "", "job"):
+        table.add_column(name, justify="left" if name in ("case", "", "job") else "right",
+                         no_wrap=name != "case", overflow="fold")
     for row in _inexact(report):
-        table.add_row(row.key, _num(row.max_rel_diff), _num(row.rtol),
-                      _num(row.max_abs_diff), str(row.mismatched), row.outcome, row.job or "local")
+        table.add_row(row.key, _num(row.max_rel_diff), _num(row.rtol), _num(row.max_abs_diff),
+                      str(row.mismatched), "FAIL" if row.outcome == "failed" else "pass",
+                      row.job or "local")
     return table
 
 
@@ -70,7 +76,8 @@ def _listing(title: str, rows: list[CaseRow], detail: bool) -> Table:
     table = Table(title=f"{title} ({len(rows)})", box=box.SIMPLE_HEAVY, title_justify="left")
     table.add_column("case")
     table.add_column("job")
-    table.add_column("detail" if detail else "max rel diff / mismatched")
+    missing = bool(rows) and rows[0].outcome == "missing"
+    table.add_column("detail" if detail or missing else "max rel diff / mismatched")
     for row in rows[:LIST_LIMIT]:
         if detail:
             info = row.message or ""
@@ -100,10 +107,16 @@ def report_renderable(report: Report) -> RenderableType:
     if report.missing:
         parts.append(_listing("Missing cases (no record)", report.missing, detail=False))
         for task in report.tasks[:TASK_LIMIT]:
-            body = task.log_tail or "(no log output)"
+            if task.log_tail:
+                body = task.log_tail
+            elif any(Path(p).exists() for p in task.log_paths):
+                body = "(its logs are empty)"
+            else:
+                body = "(no log: the task never started)"
             parts.append(Panel(
                 Text(body), box=box.ROUNDED, title_align="left",
-                title=f"task {task.job} · {task.state} · {len(task.missing)} case(s) missing",
+                title=f"task {task.job} · {_state_text(task.state)} · {len(task.missing)} case(s) "
+                "missing",
                 subtitle=task.log_paths[0] if task.log_paths else None, subtitle_align="left",
             ))
         if len(report.tasks) > TASK_LIMIT:
@@ -170,7 +183,7 @@ def markdown(report: Report) -> str:
         if len(rows) > LIST_LIMIT:
             out.append(f"\n… and {len(rows) - LIST_LIMIT} more.")
     for task in report.tasks[:TASK_LIMIT]:
-        out += ["", f"Log tail of task {task.job} ({task.state}):", "", "```",
+        out += ["", f"Log tail of task {task.job} ({_state_text(task.state)}):", "", "```",
                 task.log_tail or "(no log output)", "```"]
     return "\n".join(out) + "\n"
 

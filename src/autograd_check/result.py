@@ -1,4 +1,4 @@
-"""CheckResult: plain data (no torch objects), rendered by the CLI, written as JSON, sent back from Slurm."""
+"""CheckResult: plain data (no torch objects): rendered, written as JSON, sent back from Slurm."""
 
 from __future__ import annotations
 

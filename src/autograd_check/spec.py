@@ -80,7 +80,7 @@ class CheckSpec:
         return DTYPES[self.dtype]
 
     def tolerances(self) -> tuple[float, float]:
-        """(rtol, atol): the ones given, else torch.testing.assert_close's defaults for the dtype."""
+        """(rtol, atol): those given, else torch.testing.assert_close's defaults for the dtype."""
         rtol, atol = DEFAULT_TOLERANCES[self.dtype]
         return (rtol if self.rtol is None else self.rtol, atol if self.atol is None else self.atol)
 
@@ -166,7 +166,9 @@ def parse_tolerance(name: str, value: object) -> float | None:
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise BadInput(f"{name} {value!r} is not allowed; expected a finite number >= 0 (e.g. 1e-5)")
+        raise BadInput(
+            f"{name} {value!r} is not allowed; expected a finite number >= 0 (e.g. 1e-5)"
+        )
     return number
 
 

@@ -1,4 +1,4 @@
-"""The Typer app, its two consoles, and the edge where domain errors become one line and an exit code."""
+"""The Typer app, and the edge where domain errors become one line on stderr and an exit code."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    help="Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or on Slurm.",
+    help="Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or "
+    "on Slurm.",
     epilog=EXIT_CODE_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -79,7 +80,8 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    """Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or on Slurm."""
+    """Verify PyTorch autograd against hand-derived gradients, on CPU or CUDA, locally or on Slurm.
+    """
 
 
 def edge(func: F) -> F:
@@ -97,7 +99,8 @@ def edge(func: F) -> F:
             if kwargs.get("json_output"):
                 from autograd_check.result import SCHEMA_VERSION, dumps
 
-                doc = {"schema_version": SCHEMA_VERSION, "error": {"exit_code": e.exit_code, "message": str(e)}}
+                error = {"exit_code": e.exit_code, "message": str(e)}
+                doc = {"schema_version": SCHEMA_VERSION, "error": error}
                 print(dumps(doc))
             raise typer.Exit(e.exit_code) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -466,6 +467,11 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
                         f"{tally.error} error · {case.key}")
 
     start = time.monotonic()
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # `kill` (SIGTERM) ends a sweep as cleanly as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with progress:
             run_cases(store, todo, grid.grid_id(), on_done=done)
@@ -477,6 +483,8 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
             "run the same command again to resume"
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     store.update_last_submission(ended=now(), status="complete", ran=tally.ran)
     if not console.is_terminal:  # no bar was drawn: say what happened in one line
         _progress_line(f"ran {tally.ran} case(s) here in {time.monotonic() - start:.1f} s: "

@@ -9,8 +9,8 @@ leaf to a verdict. The two are interleaved run by run (their order alternating) 
 neighbour slows both alike, and medians are reported.
 
 The verdicts are compared twice: on the loss as it is (both must pass), and on the same loss with
-a planted backward bug (a custom autograd.Function whose backward is off by 1% on one element;
-both must fail).
+a planted backward bug (a custom autograd.Function whose backward is off by 100·atol + 1% on one
+element; both must fail).
 
     python benchmarks/bench_finite_diff.py                  # 64x64 and 128x128, 5 runs each
     python benchmarks/bench_finite_diff.py --runs 9 --loss huber
@@ -43,7 +43,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def planted(loss: LossFn) -> LossFn:
-    """The same loss, with a backward that is 1% off on element 0: what both checks must catch."""
+    """The same loss, with a backward off by 100·atol + 1% on element 0 (whatever the scale of the
+    gradient, e.g. cross-entropy's mean over samples): what both checks must catch."""
 
     class Wrong(torch.autograd.Function):
         @staticmethod
@@ -58,7 +59,8 @@ def planted(loss: LossFn) -> LossFn:
                 leaf = p.detach().requires_grad_()
                 (g,) = torch.autograd.grad(loss(leaf, r), leaf)
             g = g * grad_out
-            g.view(-1)[0] *= 1.01
+            first = g.view(-1)[:1]
+            first += 100 * FD_ATOL + 0.01 * first.abs()
             return g, None
 
     def wrong(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

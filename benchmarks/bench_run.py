@@ -92,7 +92,11 @@ class BenchError(Exception):
 
 
 def run_once(variant: Variant, env: dict[str, str]) -> None:
-    """One fresh process: wall time around spawn-to-reap, peak RSS of that child alone."""
+    """One fresh process: wall time around spawn-to-reap, peak RSS of that child alone.
+
+    Linux carries the spawning process's resident size over exec into the child's ru_maxrss, so
+    a child's figure is never below this script's own (see own_rss_kib); keep this script small.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -116,8 +120,17 @@ def run_once(variant: Variant, env: dict[str, str]) -> None:
         text = stderr.decode(errors="replace")[:2000]
         raise BenchError(f"{variant.name}: wrote to stderr: {text}")
     variant.walls.append(wall)
-    variant.rss_kib.append(usage.ru_maxrss)  # KiB on Linux
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    variant.rss_kib.append(usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss)
     variant.cpu.append(usage.ru_utime + usage.ru_stime)
+
+
+def own_rss_kib() -> int:
+    """This script's peak RSS: the floor under every child's ru_maxrss (see run_once)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
 
 
 def measure(comparisons: Sequence[Comparison], runs: int, env: dict[str, str]) -> None:
@@ -223,8 +236,12 @@ def snippet_file(folder: Path, shape: tuple[int, int]) -> Path:
 
 
 def parse_square(text: str) -> tuple[int, int]:
-    rows, _, cols = text.lower().partition("x")
-    return int(rows), int(cols or rows)
+    """'4096x4096' (or '4096') → (4096, 4096); ValueError otherwise."""
+    rows, x, cols = text.strip().lower().partition("x")
+    shape = int(rows), int(cols if x else rows)
+    if min(shape) < 1:
+        raise ValueError(text)
+    return shape
 
 
 def mib(kib: float) -> str:
@@ -347,6 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    try:
+        large = [parse_square(t) for t in args.shapes.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--shapes {args.shapes!r}: expected shapes like 4096x4096,8192x8192")
+    if args.runs < 5:
+        print("note: fewer than 5 runs each; the README's are medians of 7", file=sys.stderr)
 
     cli = find_cli(args.cli)
     py = sys.executable
@@ -376,8 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
         if not args.quick:
-            for text in filter(None, args.shapes.split(",")):
-                shape = parse_square(text)
+            for shape in large:
                 dims = f"{shape[0]}x{shape[1]}"
                 pretty = f"{shape[0]}×{shape[1]}"
                 comparisons.append(
@@ -415,9 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`autograd-check run` imports submitit: {'yes' if 'submitit' in run_loaded else 'no'}, "
         f"pydantic: {'yes' if 'pydantic' in run_loaded else 'no'}."
     )
+    floor = own_rss_kib()
+    lowest = min(v.median_rss() for c in comparisons for v in (c.tool, c.baseline))
     report += [
         f"Load average after: {os.getloadavg()[0]:.2f}. Medians of {args.runs} runs each, "
-        "interleaved, after one warm-up run each.",
+        "interleaved, after one warm-up run each. A child's peak RSS cannot show less than "
+        f"this script's own, {mib(floor)}"
+        + (" (every figure above is higher)." if lowest > floor else ": SOME FIGURES ARE AT IT."),
         "",
         "CPU time (user + system, all threads; median), less sensitive to a busy machine:",
         "",
@@ -435,9 +461,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         doc = {
             "comparisons": [
-                {**{k: asdict(v) for k, v in (("tool", c.tool), ("baseline", c.baseline))},
-                 "label": c.label, "wall_ratio": c.wall_ratio(), "rss_ratio": c.rss_ratio(),
-                 "wall_limit": c.wall_limit, "rss_limit": c.rss_limit, "passed": c.passed()}
+                {
+                    "label": c.label,
+                    "tool": asdict(c.tool),
+                    "baseline": asdict(c.baseline),
+                    "wall_ratio": c.wall_ratio(),
+                    "rss_ratio": c.rss_ratio(),
+                    "wall_limit": c.wall_limit,
+                    "rss_limit": c.rss_limit,
+                    "passed": c.passed(),
+                }
                 for c in comparisons
             ],
             "imports": [

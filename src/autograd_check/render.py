@@ -157,8 +157,8 @@ def finite_diff_table(comparisons: list[Comparison]) -> Table:
 def finite_diff_text(block: dict[str, Any]) -> str:
     batches = block["batches"]
     how = (
-        f"batches of {block['pairs_per_batch']} pairs with torch.func.vmap ({batches} "
-        f"batch{'es' if batches != 1 else ''})" if block["vectorised"] else "element by element"
+        f"{batches} batch{'es' if batches != 1 else ''} of up to {block['pairs_per_batch']} ±h "
+        "pairs through torch.func.vmap" if block["vectorised"] else "element by element"
     )
     step = f"{block['step']:.0e}".replace("e-0", "e-")
     return (

@@ -93,20 +93,39 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
 CHECK_NAMES = [p.name for p in CHECK_PARAMETERS]
 
 
-def check_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the check options to a command; it receives them as one dict, `check_values`."""
-    own = [
-        p
-        for p in inspect.signature(func, eval_str=True).parameters.values()
-        if p.name != "check_values"
-    ]
-    params = own + CHECK_PARAMETERS
+def option_group(
+    parameters: list[inspect.Parameter], into: str, *, empty_to_none: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding `parameters` to a command, delivered to it as one dict named `into`.
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in CHECK_NAMES}
-        return func(*args, check_values=values, **kwargs)
+    With `empty_to_none`, repeatable options that were not given arrive as None (not []), so that
+    a config file's list is used unless the flags give one.
+    """
+    names = [p.name for p in parameters]
 
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        # eval_str: the command's own annotations are strings under `from __future__ import
+        # annotations`, and a Signature set by hand is not evaluated again by typer.
+        own = [
+            p
+            for p in inspect.signature(func, eval_str=True).parameters.values()
+            if p.name != into
+        ]
+        params = own + parameters
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            if empty_to_none:
+                values = {k: (None if v in ([], ()) else v) for k, v in values.items()}
+            return func(*args, **{into: values}, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+check_options = option_group(CHECK_PARAMETERS, "check_values")
+"""Add the check options to a command; it receives them as one dict, `check_values`."""

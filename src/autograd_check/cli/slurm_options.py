@@ -8,14 +8,13 @@ The command receives them as one dict, `slurm_values`, whose keys are the [slurm
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from autograd_check.cli.options import option_group
 from autograd_check.slurm import DEFAULT_JOB_NAME, DEFAULT_LOG_DIR, DEFAULT_TIME_MIN, LOG_DIR_ENV
 
 PANEL = "Slurm options"
@@ -68,27 +67,5 @@ SLURM_PARAMETERS: list[inspect.Parameter] = [
 SLURM_NAMES = [p.name for p in SLURM_PARAMETERS]
 
 
-def slurm_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the Slurm options to a command; it receives them as one dict, `slurm_values`.
-
-    Repeatable options that were not given arrive as None (not []), so that a config file's list
-    is used unless the flags give one.
-    """
-    # eval_str: the command's own annotations are strings under `from __future__ import
-    # annotations`, and a Signature set by hand is not evaluated again by typer.
-    own = [
-        p
-        for p in inspect.signature(func, eval_str=True).parameters.values()
-        if p.name != "slurm_values"
-    ]
-    params = own + SLURM_PARAMETERS
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in SLURM_NAMES}
-        values = {k: (None if v in ([], ()) else v) for k, v in values.items()}
-        return func(*args, slurm_values=values, **kwargs)
-
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+slurm_options = option_group(SLURM_PARAMETERS, "slurm_values", empty_to_none=True)
+"""Add the Slurm options to a command; it receives them as one dict, `slurm_values`."""

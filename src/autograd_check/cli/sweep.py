@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -155,19 +153,11 @@ def _progress_line(message: str) -> None:
     print(f"autograd-check: {message}", file=sys.stderr, flush=True)
 
 
-def _evaluated(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Evaluate the string annotations (from __future__) here, in this module: the option
-    decorators copy them into a new signature, where Typer could no longer resolve them."""
-    func.__annotations__ = inspect.get_annotations(func, eval_str=True)
-    return func
-
-
 # -- the commands ------------------------------------------------------------------------------
 @app.command(epilog=EXIT_CODE_HELP + " · 130 interrupted (Ctrl-C; run it again to resume)")
 @edge
 @check_options
 @slurm_options
-@_evaluated
 def sweep(
     *,
     shapes: Shapes = None,

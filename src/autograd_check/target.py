@@ -189,14 +189,21 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
         except Exception as e:
             raise TargetRaised(what, e, _where(e, filename)) from None
 
-    def forward(predicted: Tensor, real: Tensor) -> Tensor:
+    def tensor_from(what: str, fn: Callable[..., Any], *args: Any) -> Tensor:
         torch = import_torch()
-        out = call("loss(predicted, real)", user_loss, predicted, real)
+        out = call(what, fn, *args)
         if not isinstance(out, torch.Tensor):
-            raise BadInput(
-                f"target {short!r}: loss(predicted, real) returned {type(out).__name__}, "
-                "not a tensor"
-            )
+            raise BadInput(f"target {short!r}: {what} returned {type(out).__name__}, not a tensor")
+        tensor: Tensor = out
+        return tensor
+
+    def evaluate(predicted: Tensor, real: Tensor) -> Tensor:
+        # The loss without forward()'s graph checks: finite differences evaluate it under
+        # torch.no_grad() and torch.func.vmap, where there is no graph to be connected to.
+        return tensor_from("loss(predicted, real)", user_loss, predicted, real)
+
+    def forward(predicted: Tensor, real: Tensor) -> Tensor:
+        out = evaluate(predicted, real)
         if out.numel() != 1:
             raise BadInput(
                 f"target {short!r}: loss(predicted, real) returned shape {tuple(out.shape)}; "
@@ -207,30 +214,10 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
                 f"target {short!r}: loss(predicted, real) is not connected to predicted by "
                 "autograd (no grad_fn): was it detached or computed under torch.no_grad()?"
             )
-        checked: Tensor = out
-        return checked
-
-    def evaluate(predicted: Tensor, real: Tensor) -> Tensor:
-        # forward without the grad_fn check: finite differences evaluate the loss under
-        # torch.no_grad() and torch.func.vmap, where there is no graph to be connected to.
-        torch = import_torch()
-        out = call("loss(predicted, real)", user_loss, predicted, real)
-        if not isinstance(out, torch.Tensor):
-            raise BadInput(
-                f"target {short!r}: loss(predicted, real) returned {type(out).__name__}, "
-                "not a tensor"
-            )
-        value: Tensor = out
-        return value
+        return out
 
     def manual_grad(predicted: Tensor, real: Tensor) -> Tensor:
-        torch = import_torch()
-        out = call("manual_grad(predicted, real)", user_grad, predicted, real)
-        if not isinstance(out, torch.Tensor):
-            raise BadInput(
-                f"target {short!r}: manual_grad(predicted, real) returned {type(out).__name__}, "
-                "not a tensor"
-            )
+        out = tensor_from("manual_grad(predicted, real)", user_grad, predicted, real)
         problems = []
         if out.shape != predicted.shape:
             problems.append(f"shape {tuple(out.shape)}, predicted has {tuple(predicted.shape)}")
@@ -242,8 +229,7 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
             raise BadInput(
                 f"target {short!r}: manual_grad(predicted, real) returned {'; '.join(problems)}"
             )
-        result: Tensor = out
-        return result
+        return out
 
     def text_attr(attr: str) -> str | None:
         value = getattr(obj, attr, None)

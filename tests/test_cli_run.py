@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,11 +126,25 @@ class TestBadInput:
         _, _, err = run("--shape", "100000x100000x10")
         assert "float32 needs about" in err and "available" in err and "--shape" in err
 
-    def test_json_errors_are_a_json_envelope(self) -> None:
-        code, out, err = run("--dtype", "int8", "--json")
+    @pytest.mark.parametrize(
+        "args", [["--dtype", "int8"], ["--bogus"], ["--rtol"], ["--device", "cuda:x"]]
+    )
+    def test_json_errors_are_a_json_envelope(self, args: list[str]) -> None:
+        code, out, err = run("--json", *args)
         assert code == 2
         doc = json.loads(out)
         assert doc["error"] == {"exit_code": 2, "message": err.split("error: ", 1)[1].strip()}
+
+    def test_what_a_target_prints_stays_off_the_json(self, tmp_path: Path) -> None:
+        target = tmp_path / "chatty.py"
+        target.write_text(
+            "print('hello from the module')\n"
+            "def loss(p, r):\n    print('in loss')\n    return (p - r).pow(2).sum()\n"
+            "def manual_grad(p, r):\n    return 2.0 * (p - r)\n"
+        )
+        code, out, err = run("--json", "--target", str(target))
+        assert code == 0 and json.loads(out)["verdict"]["passed"] is True
+        assert "hello from the module" in err and "in loss" in err
 
 
 class TestCuda:

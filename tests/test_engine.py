@@ -111,7 +111,7 @@ class TestPlantedMismatch:
         manual = auto + 1e-7
         assert compare("p", manual, auto, 1.3e-6, 1e-5, exact=False).passed
         exact = compare("p", manual, auto, 1.3e-6, 1e-5, exact=True)
-        assert not exact.passed and exact.mismatched == 0
+        assert not exact.passed and exact.mismatched == 10
 
     def test_nan_is_never_close(self) -> None:
         auto = torch.zeros(4)
@@ -125,6 +125,26 @@ class TestPlantedMismatch:
         manual = torch.tensor([float("inf"), 0.0, 1.5])
         c = compare("p", manual, auto, 0.0, 0.0, exact=False)
         assert c.mismatched == 1 and c.max_rel_index == [2] and c.max_rel_diff == 0.5
+
+    @pytest.mark.parametrize(
+        ("manual", "auto"),
+        [(-math.inf, math.inf), (1.0, math.inf), (math.inf, 1.0), (-math.inf, -1e30)],
+    )
+    def test_an_infinity_is_close_only_to_the_same_infinity(
+        self, manual: float, auto: float
+    ) -> None:
+        m = torch.tensor([manual, 2.0, 3.0])
+        a = torch.tensor([auto, 2.0, 3.0])
+        c = compare("p", m, a, 1.3e-6, 1e-5, exact=False)
+        assert c.mismatched == 1 and not c.passed and c.max_abs_index == [0]
+        assert c.max_abs_diff == math.inf
+
+    def test_exact_counts_every_unequal_element(self) -> None:
+        auto = torch.ones(8)
+        manual = auto.clone()
+        manual[[1, 5]] += 1e-7  # within tolerance, but not equal
+        c = compare("p", manual, auto, 1.3e-6, 1e-5, exact=True)
+        assert (c.mismatched, c.passed, c.bit_exact) == (2, False, False)
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_types_are_compared_in_float32(self, dtype: torch.dtype) -> None:

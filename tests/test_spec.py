@@ -86,7 +86,22 @@ def test_spec_round_trips_through_a_dict() -> None:
 
 def test_memory_estimate_refuses_what_does_not_fit() -> None:
     spec = build_spec({"shape": "100000x100000"})
-    assert needed_bytes(spec) == 6 * 10**10 * 4
-    with pytest.raises(BadInput, match=r"needs about 223.5 GiB .* but this host has 1.0 GiB"):
+    assert needed_bytes(spec) == 7 * 10**10 * 4
+    with pytest.raises(BadInput, match=r"needs about 260.8 GiB \(7 tensors .* has 1.0 GiB"):
         ensure_fits(spec, 1024**3, "this host")
     ensure_fits(build_spec({}), 1024**3, "this host")  # the tutorial's shape fits anywhere
+
+
+@pytest.mark.parametrize(
+    ("values", "tensors"),
+    [
+        ({}, 7),
+        ({"loss": "huber"}, 9),
+        ({"loss": "cross-entropy", "dtype": "float16"}, 18),
+        ({"dtype": "bfloat16"}, 7),  # the tutorial's loss stays in its dtype
+        ({"repeat": "3"}, 9),
+    ],
+)
+def test_peak_depends_on_the_loss_dtype_and_repeat(values: dict[str, str], tensors: int) -> None:
+    spec = build_spec({"shape": "1000", **values})
+    assert needed_bytes(spec) == tensors * 1000 * spec.itemsize

@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A finder that makes numpy unimportable, as in a clean environment with only torch installed:
 # torch then warns "Failed to initialize NumPy" at import.
@@ -83,6 +86,16 @@ class TestRunStartUp:
         done = python(NO_NUMPY + RUN_AND_LIST)
         assert done.stderr == ""
         assert "PASS" in done.stdout
+        assert done.stdout.splitlines()[-1].split()[1] == "0"
+
+    def test_a_target_writes_nothing_to_stderr_without_numpy(self) -> None:
+        # The user's module imports torch itself, before our code has run any check.
+        code = NO_NUMPY + RUN_AND_LIST.replace(
+            '"run"]', '"run", "--target", "examples/correct_target.py:log_cosh"]'
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert done.stderr == ""
         assert done.stdout.splitlines()[-1].split()[1] == "0"
 
     def test_run_does_not_import_slurm_or_plotting_packages(self) -> None:

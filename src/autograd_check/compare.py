@@ -23,7 +23,9 @@ def unravel(flat_index: int, shape: list[int]) -> list[int]:
 def compare(
     name: str, manual: Tensor, auto: Tensor, rtol: float, atol: float, exact: bool
 ) -> Comparison:
-    """Compare like torch.testing.assert_close (|m - a| <= atol + rtol |a|, NaN never close)."""
+    """Compare like torch.testing.assert_close: |m - a| <= atol + rtol |a|, NaN never close, an
+    infinity close only to the same infinity. With `exact`, every element that is not equal
+    mismatches."""
     torch = import_torch()
     shape = list(manual.shape)
     numel = manual.numel()
@@ -44,10 +46,15 @@ def compare(
     i_rel = int(torch.argmax(rel))
     max_abs, max_rel = float(diff[i_abs]), float(rel[i_rel])
     del rel
-    close = diff <= abs_a.mul_(rtol).add_(atol)
-    close |= same  # equal infinities are close, as in torch.isclose
-    mismatched = numel - int(close.sum())
-    passed = False if exact else mismatched == 0
+    if exact:
+        mismatched = numel - int(same.sum())
+    else:
+        # An infinite autograd value makes the tolerance infinite too: only an equal value (in
+        # `same`) is close to it, as in torch.isclose.
+        close = (diff <= abs_a.mul_(rtol).add_(atol)) & torch.isfinite(a)
+        close |= same
+        mismatched = numel - int(close.sum())
+    passed = mismatched == 0
     return Comparison(
         name,
         shape,

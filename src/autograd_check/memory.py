@@ -8,15 +8,30 @@ from pathlib import Path
 from autograd_check.errors import BadInput
 from autograd_check.spec import CheckSpec
 
-# Full-size tensors alive at the peak of the engine (real, predicted, the graph's saved difference
-# and backward temporaries), with one tensor of margin.
-PEAK_TENSORS = 6
+# Full-size tensors alive at the peak of the tutorial's check (real, predicted, the graph's saved
+# difference and backward temporaries: 6, measured), with one tensor of margin.
+PEAK_TENSORS = 7
+# The other losses keep more intermediates (measured: about 8 for huber in float32), and compute
+# in float32 for float16/bfloat16 inputs, which doubles what each one costs (about 15 measured).
+# --repeat holds a reference gradient and a fresh one besides.
+OTHER_LOSS_TENSORS = 9
+HALF_WIDENING = 2
+REPEAT_TENSORS = 2
+
+
+def peak_tensors(spec: CheckSpec) -> int:
+    """How many tensors of the check's size and dtype its peak holds, with a little margin."""
+    if spec.loss == "mse-sum" and spec.target is None:
+        count = PEAK_TENSORS
+    else:
+        count = OTHER_LOSS_TENSORS * (HALF_WIDENING if spec.itemsize == 2 else 1)
+    return count + (REPEAT_TENSORS if spec.repeat > 1 else 0)
 
 
 def needed_bytes(spec: CheckSpec) -> int:
     from autograd_check.model import extra_elements  # --model's parameters and activations
 
-    return (PEAK_TENSORS * spec.numel + extra_elements(spec)) * spec.itemsize
+    return (peak_tensors(spec) * spec.numel + extra_elements(spec)) * spec.itemsize
 
 
 def _read_int(path: str) -> int | None:
@@ -59,9 +74,10 @@ def ensure_fits(spec: CheckSpec, available: int | None, where: str) -> None:
     need = needed_bytes(spec)
     if available is not None and need > available:
         each = human(spec.numel * spec.itemsize)
-        parts = f"{PEAK_TENSORS} tensors of {each}"
+        count = peak_tensors(spec)
+        parts = f"{count} tensors of {each}"
         if spec.model is not None:
-            model = human(need - PEAK_TENSORS * spec.numel * spec.itemsize)
+            model = human(need - count * spec.numel * spec.itemsize)
             parts += f" and {model} for the {spec.model} model, whose width is the last dimension"
         raise BadInput(
             f"shape {spec.shape_text()} {spec.dtype} needs about {human(need)} "

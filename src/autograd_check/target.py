@@ -168,6 +168,7 @@ def _doc_line(fn: Callable[..., Any]) -> str | None:
 def load_target(text: str) -> Loss:
     """Import the target and check it has both functions (call it before any work is done); the
     Loss it gives checks what the user's functions return and reports what they raise."""
+    import_torch()  # before the user's own `import torch`, which would warn when numpy is missing
     where, name = split(text)
     module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
     obj = _resolve(text, module, name)

@@ -24,6 +24,14 @@ def error_line(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
+def json_error(code: int, message: str) -> None:
+    """When JSON was asked, stdout still gets a (plain JSON) document for an error."""
+    from autograd_check.result import SCHEMA_VERSION, dumps
+
+    error = {"exit_code": code, "message": message}
+    print(dumps({"schema_version": SCHEMA_VERSION, "error": error}))
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (unknown option, a value of the wrong type) as one line on stderr, exit 2,
     instead of a multi-line panel."""
@@ -44,9 +52,13 @@ class OneLineErrors(TyperGroup):
             print(e.ctx.get_help() if e.ctx else "", file=sys.stdout)
             code = 0
         except ClickException as e:
-            where = e.ctx.command_path if getattr(e, "ctx", None) else PROG  # type: ignore[attr-defined]
-            error_line(f"{e.format_message()} (see '{where} --help')")
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx else PROG
+            message = f"{e.format_message()} (see '{where} --help')"
+            error_line(message)
             code = e.exit_code
+            if "--json" in (sys.argv[1:] if args is None else args):
+                json_error(code, message)
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
@@ -97,11 +109,7 @@ def edge(func: F) -> F:
         except CheckError as e:
             error_line(str(e))
             if kwargs.get("json_output"):
-                from autograd_check.result import SCHEMA_VERSION, dumps
-
-                error = {"exit_code": e.exit_code, "message": str(e)}
-                doc = {"schema_version": SCHEMA_VERSION, "error": error}
-                print(dumps(doc))
+                json_error(e.exit_code, str(e))
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated, Any
 
@@ -41,11 +42,13 @@ def run(
     from autograd_check.entry import execute
     from autograd_check.slurm import run_outside_node_warning
 
-    spec = spec_from(check_values)
-    warning = run_outside_node_warning()
-    if warning:  # warn and go on: a login node may be exactly where the user wants it
-        print(f"autograd-check: warning: {warning}", file=sys.stderr, flush=True)
-    with fd_progress(spec) as progress:
-        result = execute(spec, progress)
+    # With --json, stdout holds the document only: what a user's --target prints goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
+        spec = spec_from(check_values)
+        warning = run_outside_node_warning()
+        if warning:  # warn and go on: a login node may be exactly where the user wants it
+            print(f"autograd-check: warning: {warning}", file=sys.stderr, flush=True)
+        with fd_progress(spec) as progress:
+            result = execute(spec, progress)
     show_result(result, json_output=json_output, show_tensors=show_tensors)
     raise typer.Exit(result.exit_code)

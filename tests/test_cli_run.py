@@ -203,6 +203,14 @@ class TestJsonContract:
         assert set(doc["spec"]) >= {"shape", "dtype", "device", "seed", "rtol", "atol", "exact",
                                     "loss"}
 
+    @pytest.mark.parametrize("model", ["linear", "mlp"])
+    def test_a_model_run_keeps_the_tensor_contract(self, model: str) -> None:
+        code, out, _ = run("--json", "--model", model, "--shape", "2x3")
+        doc = json.loads(out)
+        assert code == 0 and set(doc) == self.TOP
+        assert {"real", "predicted", "manual_grad", "autograd_grad"} <= set(doc["tensors"])
+        assert doc["tensors"]["predicted"]["shape"] == [2, 3]
+
     def test_tensors_carry_values_only_up_to_4096_elements(self) -> None:
         _, out, _ = run("--json", "--shape", "4097")
         assert all(v["data"] is None for v in json.loads(out)["tensors"].values())

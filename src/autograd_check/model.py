@@ -275,10 +275,16 @@ def run_model_check(
         clock.mark("finite_diff")
 
     comparisons: list[Comparison] = []
+    # The same tensor names as the plain check: predicted is the model's output here, and the
+    # two gradients are the loss's, at the output (the per-parameter ones are in comparisons).
+    y_grad = autos["predicted"]
+    assert y_grad is not None  # y retains its grad
     tensors: dict[str, TensorView] = {
         "real": tensor_view("real", real),
         "input": tensor_view("input", x),
-        "output": tensor_view("output", y),
+        "predicted": tensor_view("predicted", y),
+        "manual_grad": tensor_view("manual_grad", manual["predicted"]),
+        "autograd_grad": tensor_view("autograd_grad", y_grad),
     }
     for name, m in manual.items():
         auto = autos[name]

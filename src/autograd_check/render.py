@@ -11,20 +11,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from autograd_check.result import CheckResult, Comparison, TensorView
+from autograd_check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
 
 SHOW_WHOLE_UP_TO = 256
 """By default, tensors with at most this many elements are shown whole; larger ones summarised."""
 
 TENSOR_TITLES = {
     "real": "real",
+    "input": "input x (requires_grad=True)",
     "predicted": "predicted (requires_grad=True)",
     "manual_grad": "manual gradient",
     "autograd_grad": "autograd gradient (predicted.grad)",
     "difference": "difference (manual − autograd)",
-    "input": "input x (requires_grad=True)",
-    "output": "predicted = model(x)",
 }
+MODEL_TITLES = {**TENSOR_TITLES, "predicted": "predicted = model(x)"}
 
 
 def fmt(x: float) -> str:
@@ -59,8 +59,10 @@ def summary_text(view: TensorView) -> str:
     )
 
 
-def tensor_panel(view: TensorView, whole: bool) -> Panel:
-    title = f"{TENSOR_TITLES.get(view.name, view.name)}  {shape_text(view.shape)} {view.dtype}"
+def tensor_panel(view: TensorView, whole: bool, titles: dict[str, str] = TENSOR_TITLES) -> Panel:
+    title = f"{titles.get(view.name, view.name)}  {shape_text(view.shape)} {view.dtype}"
+    if whole and view.data is None:
+        title += f"  (summary: values are kept up to {TENSOR_DATA_LIMIT} elements)"
     body = _nested(view.data) if whole and view.data is not None else summary_text(view)
     return Panel(Text(body), title=title, title_align="left", box=box.ROUNDED, expand=False)
 
@@ -262,7 +264,8 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
         )
         for view in views:
             whole = bool(show_tensors) or view.numel <= SHOW_WHOLE_UP_TO
-            parts.append(tensor_panel(view, whole))
+            titles = MODEL_TITLES if result.spec.get("model") else TENSOR_TITLES
+            parts.append(tensor_panel(view, whole, titles))
     loss = Table.grid(padding=(0, 2))
     loss.add_column(style="bold")
     loss.add_column()

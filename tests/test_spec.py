@@ -54,7 +54,7 @@ def test_bad_shapes_name_the_value(text: str, message: str) -> None:
         ("device", "cuda:-1", "device 'cuda:-1' is not known"),
         ("seed", "-1", "seed '-1' is not a non-negative integer"),
         ("seed", "1.5", "seed '1.5' is not a non-negative integer"),
-        ("seed", str(2**63), "too large"),
+        ("seed", str(2**64), "too large; seeds go from 0 to 2\\*\\*64 - 1"),
         ("rtol", "-1e-3", "rtol '-1e-3' is not allowed; expected a finite number >= 0"),
         ("atol", "abc", "atol 'abc' is not allowed"),
         ("atol", "nan", "atol 'nan' is not allowed"),
@@ -66,6 +66,10 @@ def test_bad_shapes_name_the_value(text: str, message: str) -> None:
 def test_bad_values(key: str, value: str, message: str) -> None:
     with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_spec({key: value})
+
+
+def test_the_largest_seed_torch_takes() -> None:
+    assert build_spec({"seed": str(2**64 - 1)}).seed == 2**64 - 1
 
 
 def test_valid_values_normalised() -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
 from autograd_check.errors import BadInput
+from autograd_check.spec import DEFAULT_DELTA
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
     from autograd_check.spec import CheckSpec
 
-DEFAULT_DELTA = 1.0
 TUTORIAL_DRAWS = "real = torch.rand(shape), then predicted = torch.rand(shape)"
 
 Draw = Callable[["torch.Generator", "tuple[int, ...]", "torch.dtype"], "Tensor"]

@@ -153,8 +153,8 @@ def parse_seed(value: object) -> int:
     if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
         raise BadInput(f"seed {value!r} is not a non-negative integer")
     seed = int(text)
-    if seed >= 2**63:
-        raise BadInput(f"seed {value!r} is too large; seeds go from 0 to 2**63 - 1")
+    if seed >= 2**64:  # what torch.manual_seed accepts
+        raise BadInput(f"seed {value!r} is too large; seeds go from 0 to 2**64 - 1")
     return seed
 
 

@@ -52,12 +52,17 @@ class Clock:
 
 
 def grad_fn_chain(t: Tensor) -> list[str]:
-    """Names along the first path of next_functions, from the loss down to AccumulateGrad."""
+    """Names along one path of next_functions, from the loss down to AccumulateGrad."""
     names: list[str] = []
     fn = t.grad_fn
     while fn is not None:
         names.append(type(fn).__name__)
-        fn = next((f for f, _ in fn.next_functions if f is not None), None)
+        inputs = [f for f, _ in fn.next_functions if f is not None]
+        # Follow an operation before a leaf, so a model's chain goes through its layers (tanh
+        # included) rather than stopping at the first bias.
+        fn = next((f for f in inputs if type(f).__name__ != "AccumulateGrad"), None) or next(
+            iter(inputs), None
+        )
     return names
 
 

@@ -62,11 +62,11 @@ def available_host_bytes() -> int | None:
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
-    raise AssertionError("unreachable")
+    return f"{n / 1024:.3g} PiB"
 
 
 def ensure_fits(spec: CheckSpec, available: int | None, where: str) -> None:

@@ -148,6 +148,7 @@ class TestFindings:
 
 def test_select_steps_keeps_the_order_asked_and_refuses_unknown_names() -> None:
     assert [s.name for s in select_steps(["chain", "Leaf"])] == ["chain", "leaf"]
+    assert [s.name for s in select_steps(["grad_fun"])] == ["grad-fun"]  # the tutorial's spelling
     assert [s.name for s in select_steps(None)] == NAMES
     with pytest.raises(BadInput, match=r"unknown step 'nope'; valid steps: leaf, grad-fn, .*"):
         select_steps(["nope"])

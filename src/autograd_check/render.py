@@ -216,6 +216,8 @@ def verdict_panel(result: CheckResult) -> Panel:
         grid.add_row("verdict by", "the check could not finish: the target's own code raised")
     if not result.comparisons:
         grid.add_row("environment", environment_line(result.environment))
+        if result.environment:
+            grid.add_row("determinism", determinism_line(result.environment))
         failed = Text(" FAIL ", style="bold white on red")
         return Panel(grid, title=failed, title_align="left", border_style="red")
     first = result.comparisons[0]
@@ -270,7 +272,7 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     loss.add_column(style="bold")
     loss.add_column()
     # Text, not markup: formulas hold brackets (xₙ[realₙ]) and a --target's text is the user's.
-    value = fmt(result.loss_value) if result.error is None else "not computed"
+    value = fmt(result.loss_value) if result.error is None else "not reported (the check stopped)"
     loss.add_row("loss", Text(f"{result.loss_formula} = {value}  ({result.loss_name})"))
     if result.grad_fn_chain:  # empty when a --target raised before backward
         loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))

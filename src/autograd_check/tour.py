@@ -417,7 +417,7 @@ def select_steps(names: Sequence[str] | None, steps: Sequence[Step] | None = Non
     by_name = {s.name: s for s in pool}
     chosen: list[Step] = []
     for raw in names:
-        name = raw.strip().lower()
+        name = raw.strip().lower().replace("_", "-")  # grad_fun, as the tutorial spells it
         if name not in by_name:
             raise BadInput(f"unknown step {raw!r}; valid steps: {', '.join(by_name)}")
         chosen.append(by_name[name])

@@ -229,11 +229,11 @@ class TestCli:
         assert leaf_output("12") != leaf_output("11")
 
     def test_unknown_step_is_bad_input_listing_the_names(self) -> None:
-        result = runner.invoke(app, ["tour", "--step", "leaf", "--step", "grad_fun"])
+        result = runner.invoke(app, ["tour", "--step", "leaf", "--step", "grad_fn_"])
         assert result.exit_code == 2
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1
-        assert result.stderr.startswith("autograd-check: error: unknown step 'grad_fun'")
+        assert result.stderr.startswith("autograd-check: error: unknown step 'grad_fn_'")
         assert ", ".join(NAMES) in result.stderr
 
     def test_unknown_step_with_json_gives_an_error_envelope(self) -> None:

@@ -169,6 +169,14 @@ class TestCannotBeUsed:
         assert code == 2 and out == ""
         assert "target 'no_such_pkg.losses:thing': no module named 'no_such_pkg'" in err
 
+    def test_a_file_that_is_not_python(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "grads.txt").write_text("def loss(p, r): ...\n")
+        code, _, err = run("--target", "grads.txt:thing")
+        assert code == 2 and "a file target must be a .py file" in err
+
     @pytest.mark.parametrize(
         ("loss", "grad", "message"),
         [

@@ -120,8 +120,10 @@ def _import_module(text: str, name: str) -> ModuleType:
     except (Exception, SystemExit) as e:
         missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
         if missing is not None and (name == missing or name.startswith(missing + ".")):
+            hint = " (a file target must be a .py file)" if os.path.isfile(name) else ""
             raise BadInput(
                 f"target {text!r}: no module named {missing!r} (looked in {cwd} and sys.path)"
+                + hint
             ) from None
         raise BadInput(
             f"target {text!r}: importing {name} raised {type(e).__name__}: {e}"

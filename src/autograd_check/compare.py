@@ -9,6 +9,7 @@ from autograd_check._torch import import_torch
 from autograd_check.result import Comparison
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 
@@ -18,6 +19,21 @@ def unravel(flat_index: int, shape: list[int]) -> list[int]:
         flat_index, rest = divmod(flat_index, dim)
         index.append(rest)
     return index[::-1]
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Differences are taken in float64 for float64, else float32, so that half types' reported
+    differences are not rounded again."""
+    import_torch()
+    import torch  # already imported quietly; this gives mypy its types
+
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def difference(manual: Tensor, auto: Tensor) -> Tensor:
+    """manual − autograd, signed, in the work dtype (for showing where they differ)."""
+    work = work_dtype(manual.dtype)
+    return manual.detach().to(work) - auto.detach().to(work)
 
 
 def compare(
@@ -33,8 +49,7 @@ def compare(
         zero = [0] * len(shape)
         return Comparison(name, shape, numel, True, 0, 0.0, zero, 0.0, zero, rtol, atol, True)
 
-    # Half types are compared in float32 so that the reported differences are not rounded again.
-    work = torch.float64 if manual.dtype == torch.float64 else torch.float32
+    work = work_dtype(manual.dtype)
     m = manual.detach().to(work).reshape(-1)
     a = auto.detach().to(work).reshape(-1)
     same = m == a

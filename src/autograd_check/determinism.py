@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import unravel
+from autograd_check.compare import unravel, work_dtype
 from autograd_check.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def repeat_gradients(
             if bitwise_equal(g, reference):
                 continue
             same = False
-            work = torch.float64 if reference.dtype == torch.float64 else torch.float32
+            work = work_dtype(reference.dtype)
             if name not in low:
                 low[name] = reference.detach().to(work, copy=True)
                 high[name] = reference.detach().to(work, copy=True)

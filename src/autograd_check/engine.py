@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import compare
+from autograd_check.compare import compare, difference
 from autograd_check.determinism import plain_rerun, repeat_gradients, repeat_passed
 from autograd_check.losses import TUTORIAL_DRAWS, Loss, resolve_loss
 from autograd_check.reference import Progress, plain_finite_diff
@@ -199,8 +199,7 @@ def _run_plain(
         else tensor_view("autograd_grad", auto)
     )
     if not comparison.bit_exact and manual.numel() <= TENSOR_DATA_LIMIT:
-        work = torch.float64 if manual.dtype == torch.float64 else torch.float32
-        tensors["difference"] = tensor_view("difference", manual.to(work) - auto.to(work))
+        tensors["difference"] = tensor_view("difference", difference(manual, auto))
     clock.mark("compare")
     comparisons = [comparison, *(finite_diff.comparisons if finite_diff else [])]
 

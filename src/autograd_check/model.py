@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import compare
+from autograd_check.compare import compare, difference
 from autograd_check.determinism import repeat_gradients, repeat_passed
 from autograd_check.engine import Clock, draw_notes, grad_fn_chain, tensor_view
 from autograd_check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
@@ -292,9 +292,8 @@ def run_model_check(
         c = compare(name, m, auto, rtol, atol, spec.exact)
         comparisons.append(c)
         if not c.bit_exact and m.numel() <= TENSOR_DATA_LIMIT:
-            work = torch.float64 if m.dtype == torch.float64 else torch.float32
             key = f"difference[{name}]"
-            tensors[key] = tensor_view(key, m.to(work) - auto.to(work))
+            tensors[key] = tensor_view(key, difference(m, auto))
     clock.mark("compare")
     checked = comparisons + (finite_diff.comparisons if finite_diff else [])
 

@@ -63,6 +63,12 @@ class TestErrors:
             ('[slurm]\nsetup = "module load x"\n', r"\[slurm\]: setup .* expected a list"),
             ("[slurm]\ngpus = -1\n", r"\[slurm\]: gpus -1 is not allowed; it must be >= 0"),
             ('[slurm]\nmem = 1.5\n', r"\[slurm\]: mem 1.5 is not a size"),
+            ("[slurm]\nsbatch_args = { exclusive = true }\n",
+             r"\[slurm\]: sbatch arg 'exclusive' = True is a boolean; expected a string"),
+            ('[slurm]\nsbatch_args = { mail-type = ["END"] }\n',
+             r"\[slurm\]: sbatch arg 'mail-type' = \['END'\] is a list; expected a string"),
+            ('[slurm]\nsbatch_args = { x = { y = "z" } }\n',
+             r"\[slurm\]: sbatch arg 'x' = \{'y': 'z'\} is a table; expected a string"),
             ("[check\n", "is not valid TOML"),
             ("check = 3\n", r"'check' must be a table"),
         ],
@@ -120,6 +126,20 @@ class TestCli:
         assert "#SBATCH --mem=1G" in base.stdout and "#SBATCH --cpus-per-task=1" in base.stdout
         over = runner.invoke(app, [*args, "--mem", "2G", "--time", "3"])
         assert "#SBATCH --mem=2G" in over.stdout and "#SBATCH --time=3" in over.stdout
+
+    def test_submit_sbatch_args_table(self, tmp_path: Path) -> None:
+        """A flag is `KEY = ""`; a boolean is exit 2 naming the file and the key."""
+        args = ["submit", "--dry-run", "--log-dir", str(tmp_path / "logs"), "--config"]
+        good = profile(tmp_path, '[slurm]\nsbatch_args = { exclusive = "", nice = 5 }\n')
+        result = runner.invoke(app, [*args, str(good)])
+        assert result.exit_code == 0, result.stderr
+        assert "#SBATCH --exclusive\n" in result.stdout and "#SBATCH --nice=5\n" in result.stdout
+        bad = profile(tmp_path, "[slurm]\nsbatch_args = { exclusive = true }\n", "bad.toml")
+        result = runner.invoke(app, [*args, str(bad)])
+        assert result.exit_code == 2 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(bad) in lines[0] and "'exclusive' = True" in lines[0]
+        assert "--exclusive=True" not in result.stdout
 
     def test_submit_bad_slurm_table(self, tmp_path: Path) -> None:
         path = profile(tmp_path, '[slurm]\njob_name = "a b"\n')

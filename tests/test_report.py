@@ -35,6 +35,14 @@ def result_doc(case: Case, *, passed: bool = True, rel: float | str = 0.0, misma
     return case_record(case, doc, "gid")
 
 
+def put(store: Store, key: str, doc: dict[str, Any]) -> None:
+    """Write a record as this sweep's task would: stamped with the sweep's grid id."""
+    manifest = store.read_manifest()
+    assert manifest is not None
+    doc["case"]["grid_id"] = manifest["grid_id"]
+    store.write_record(key, doc)
+
+
 def make_sweep(root: Path, seeds: str = "0-3", dtypes: str = "float32,float64") -> tuple[Store,
                                                                                        list[Case]]:
     grid = build_grid({"seeds": seeds, "dtypes": dtypes, "shapes": "3x8,4x4"})
@@ -52,7 +60,7 @@ class TestAggregation:
     def test_all_passed(self, tmp_path: Path) -> None:
         store, cases = make_sweep(tmp_path)
         for case in cases:
-            store.write_record(case.key, result_doc(case))
+            put(store, case.key, result_doc(case))
         report = build_report(store)
         assert report.total == 16 and report.counts == {"passed": 16, "failed": 0, "error": 0,
                                                         "missing": 0}
@@ -64,9 +72,9 @@ class TestAggregation:
     def test_mismatch_is_exit_1_and_ranked_worst(self, tmp_path: Path) -> None:
         store, cases = make_sweep(tmp_path)
         for i, case in enumerate(cases):
-            store.write_record(case.key, result_doc(case, rel=i * 1e-7))
+            put(store, case.key, result_doc(case, rel=i * 1e-7))
         bad = cases[5]
-        store.write_record(bad.key, result_doc(bad, passed=False, rel=0.25, mismatched=3))
+        put(store, bad.key, result_doc(bad, passed=False, rel=0.25, mismatched=3))
         report = build_report(store)
         assert report.exit_code == 1 and report.counts["failed"] == 1
         assert [r.key for r in report.failed] == [bad.key]
@@ -78,8 +86,8 @@ class TestAggregation:
     def test_nan_difference_is_the_worst(self, tmp_path: Path) -> None:
         store, cases = make_sweep(tmp_path, seeds="0-1")
         for case in cases:
-            store.write_record(case.key, result_doc(case, rel=1e-3))
-        store.write_record(cases[3].key, result_doc(cases[3], passed=False, rel="NaN"))
+            put(store, case.key, result_doc(case, rel=1e-3))
+        put(store, cases[3].key, result_doc(cases[3], passed=False, rel="NaN"))
         report = build_report(store)
         assert report.worst[0].key == cases[3].key
         assert report.worst[0].max_rel_diff is not None and math.isnan(report.worst[0].max_rel_diff)
@@ -87,8 +95,8 @@ class TestAggregation:
     def test_error_record_is_exit_3(self, tmp_path: Path) -> None:
         store, cases = make_sweep(tmp_path, seeds="0")
         for case in cases:
-            store.write_record(case.key, result_doc(case))
-        store.write_record(cases[0].key, error_record(cases[0], 3, "no CUDA here", "gid"))
+            put(store, case.key, result_doc(case))
+        put(store, cases[0].key, error_record(cases[0], 3, "no CUDA here", "gid"))
         report = build_report(store)
         assert report.exit_code == 3 and report.errors[0].message == "no CUDA here"
 
@@ -100,7 +108,7 @@ class TestAggregation:
         store.add_submission({"mode": "slurm", "arrays": [
             {"job_id": "77", "log_dir": str(logs), "tasks": [keys[0:4], keys[4:8]]}]})
         for case in cases[:4]:
-            store.write_record(case.key, result_doc(
+            put(store, case.key, result_doc(
                 case, slurm={"job_id": "78", "array_job_id": "77", "array_task_id": "0"}))
         lines = "\n".join(f"line {i}" for i in range(40))
         (logs / "77_1_0_log.err").write_text(lines + "\nsrun: error: node7: task 0: Killed\n")
@@ -114,6 +122,35 @@ class TestAggregation:
         assert task.log_tail.endswith("srun: error: node7: task 0: Killed")
         assert "line 10" not in task.log_tail  # only the tail
 
+    def test_unreadable_and_other_grid_records_are_missing_with_the_reason(
+        self, tmp_path: Path
+    ) -> None:
+        """A record cut short and one left by another grid (a sweep before --force, whose
+        tolerance may differ) never count as passed or failed."""
+        store, cases = make_sweep(tmp_path, seeds="0")
+        for case in cases:
+            put(store, case.key, result_doc(case))
+        store.record_path(cases[0].key).write_text('{"spec": ')
+        stale = result_doc(cases[1], passed=False, rel=0.5, mismatched=9)
+        store.write_record(cases[1].key, stale)  # stamped "gid": not this sweep's grid
+        report = build_report(store)
+        assert report.counts == {"passed": 2, "failed": 0, "error": 0, "missing": 2}
+        assert report.exit_code == 4 and report.failed == []
+        by_key = {r.key: r for r in report.missing}
+        assert set(by_key) == {cases[0].key, cases[1].key}
+        assert "is unreadable" in (by_key[cases[0].key].message or "")
+        assert "a record of another grid (gid;" in (by_key[cases[1].key].message or "")
+        assert set(report.ignored) == set(by_key)
+        code, out, _ = report_cli(str(tmp_path))
+        assert code == 4
+        assert "2 record file(s) do not count and their cases are missing" in out
+        assert f"{cases[0].key}.json is unreadable" in out.replace("\n", "")
+        code, out, _ = report_cli(str(tmp_path), "--json")
+        doc = json.loads(out)
+        assert set(doc["ignored_records"]) == set(by_key)
+        code, out, _ = report_cli(str(tmp_path), "--markdown")
+        assert "2 record file(s) do not count" in out
+
     def test_no_manifest_is_bad_input(self, tmp_path: Path) -> None:
         code, out, err = report_cli(str(tmp_path))
         assert code == 2 and out == ""
@@ -125,8 +162,8 @@ class TestViews:
     def failing(self, tmp_path: Path) -> Store:
         store, cases = make_sweep(tmp_path, seeds="0-1")
         for case in cases[:-1]:
-            store.write_record(case.key, result_doc(case, rel=2e-7))
-        store.write_record(cases[2].key, result_doc(cases[2], passed=False, rel=0.5, mismatched=2))
+            put(store, case.key, result_doc(case, rel=2e-7))
+        put(store, cases[2].key, result_doc(cases[2], passed=False, rel=0.5, mismatched=2))
         return store
 
     def test_rich_table(self, failing: Store) -> None:

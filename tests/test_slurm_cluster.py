@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -167,15 +168,96 @@ class TestSubmit:
         assert lines[0].startswith("autograd-check: error: Slurm refused the job: sbatch: error:")
         assert "partition" in lines[0].lower()
 
-    def test_a_job_that_can_never_start_is_not_waited_for(
+    @pytest.mark.parametrize(
+        ("args", "words"),
+        [
+            (["--cpus", "64", "--mem", "500M", "--wait"],
+             "it asks for 64 CPUs and the largest node of partition"),
+            (["--cpus", "1", "--mem", "500G", "--wait"], "512000 MB of memory (--mem)"),
+            (["--cpus", "1", "--mem", "500M", "--time", "30-00:00:00", "--no-wait"],
+             "--time 30-00:00:00 is above partition"),
+            (["--cpus", "1", "--mem", "500M", "--gpus", "1", "--no-wait"], "GPU"),
+        ],
+    )
+    def test_a_request_no_node_can_hold_is_refused_without_queueing(
+        self, log_dir: Path, args: list[str], words: str
+    ) -> None:
+        """sbatch would queue these (or refuse some), and the job would pend forever: exit 3 at
+        once, saying what was asked and what the partition offers."""
+        name = f"agc-never-{os.getpid()}"
+        start = time.monotonic()
+        done = cli("submit", *args, "--timeout", "120", "--job-name", name,
+                   "--log-dir", str(log_dir), timeout=60)
+        assert done.returncode == 3, done.stderr
+        line = done.stderr.strip()
+        assert "\n" not in line
+        assert line.startswith("autograd-check: error: Slurm would never start the job: ")
+        assert line.endswith("; nothing was queued") and words in line
+        assert done.stdout == ""
+        assert time.monotonic() - start < 30, "refused at once, not after a wait"
+        queue = subprocess.run(["squeue", "-h", "-t", "all", "-n", name], capture_output=True,
+                               text=True, timeout=30)
+        assert queue.stdout.strip() == ""
+
+    def test_a_queued_job_that_can_never_start_is_not_waited_for(
         self, log_dir: Path, cancel_later: list[str]
     ) -> None:
-        """Above the partition's time limit, sbatch queues the job, which then pends forever."""
-        done = cli("submit", "--wait", "--time", "30-00:00:00", "--log-dir", str(log_dir),
-                   *SMALL)
-        cancel_later.append(submitted_id(done.stderr))
-        assert done.returncode == 3, done.stderr
-        assert "will never start job" in done.stderr and "PartitionTimeLimit" in done.stderr
+        """Jobs queued by plain sbatch (which accepts them): `status` says they will never
+        start, `result --wait` cancels them and exits 3 instead of waiting for --timeout."""
+        jobs = {}
+        for reason, flags in (("PartitionConfig", ["--cpus-per-task=64", "--mem=500M"]),
+                              ("PartitionTimeLimit", ["--time=30-00:00:00", "--mem=500M"])):
+            done = subprocess.run(
+                ["sbatch", "--parsable", "--job-name=agc-never", "--output=/dev/null", *flags,
+                 "--wrap", "true"], capture_output=True, text=True, timeout=30, env=clean_env(),
+            )
+            assert done.returncode == 0, done.stderr
+            jobs[reason] = done.stdout.strip().split(";")[0]
+            cancel_later.append(jobs[reason])
+        for reason, job_id in jobs.items():
+            deadline = time.monotonic() + 30
+            while True:  # the controller gives the reason once it has looked at the job
+                status = cli("status", job_id, "--json", "--log-dir", str(log_dir))
+                job = json.loads(status.stdout)["job"]
+                if job["reason"] == reason or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert job["state"] == "PENDING" and job["reason"] == reason, job
+            assert job["never_starts"], job
+            if reason == "PartitionConfig":
+                assert "it asks for 64 CPUs" in job["never_starts"]
+            human = cli("status", job_id, "--log-dir", str(log_dir)).stdout
+            assert f"Slurm will never start it: {job['never_starts']}; cancel it: scancel " \
+                   f"{job_id}" in human
+            start = time.monotonic()
+            done = cli("result", job_id, "--wait", "--timeout", "120", "--log-dir", str(log_dir))
+            assert done.returncode == 3, done.stderr
+            assert f"will never start job {job_id}: it is PENDING ({reason})" in done.stderr
+            assert "the job was cancelled" in done.stderr
+            assert time.monotonic() - start < 60
+
+    def test_ctrl_c_while_waiting_leaves_the_job_running(
+        self, log_dir: Path, cancel_later: list[str]
+    ) -> None:
+        proc = subprocess.Popen(
+            [*CLI, "submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir), *SMALL],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        job_id = submitted_id(first)
+        cancel_later.append(job_id)
+        proc.send_signal(signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 130, first + rest
+        last = rest.strip().splitlines()[-1]
+        assert last.startswith(f"autograd-check: stopped waiting; Slurm job {job_id} keeps "
+                               "running"), rest
+        assert f"autograd-check result {job_id} --log-dir {log_dir} --wait" in last
+        assert "Traceback" not in rest and stdout == ""
+        queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                               text=True, timeout=30)
+        assert queue.stdout.strip() in ("PENDING", "CONFIGURING", "RUNNING"), queue.stdout
 
     def test_no_wait_then_result_wait(self, log_dir: Path) -> None:
         done = cli("submit", "--no-wait", "--json", "--log-dir", str(log_dir), *SMALL)

@@ -11,11 +11,11 @@ import pytest
 from autograd_check.errors import BadInput
 from autograd_check.slurm import (
     DEFAULT_TIME_MIN,
-    Allocation,
     SlurmOptions,
     build_slurm_options,
     executor_parameters,
     format_minutes,
+    mem_to_mb,
     parse_job_id,
     parse_mem,
     parse_sbatch_args,
@@ -62,6 +62,18 @@ class TestValues:
     )
     def test_mem(self, text: str, expected: str) -> None:
         assert parse_mem(text) == expected
+        # One parser: the MB a size means agree with the form sbatch is given.
+        assert mem_to_mb(text) == mem_to_mb(expected)
+
+    def test_mem_to_mb(self) -> None:
+        assert (mem_to_mb("500M"), mem_to_mb("1G"), mem_to_mb(2048), mem_to_mb("1T")) == (
+            500, 1024, 2048, 1024 * 1024
+        )
+        assert mem_to_mb("1536K") == 2  # rounded up
+        with pytest.raises(BadInput, match="mem 'lots' is not a size"):
+            mem_to_mb("lots")
+        with pytest.raises(BadInput, match="mem True is not a size"):
+            mem_to_mb(True)
 
     @pytest.mark.parametrize("text", ["lots", "1.5G", "-1G", "0", "1 G B", "1P"])
     def test_mem_refused(self, text: str) -> None:
@@ -139,6 +151,23 @@ class TestSbatchArgs:
         with pytest.raises(BadInput, match="has no '='"):
             parse_sbatch_args(["exclusive"])
 
+    def test_table_flag_is_an_empty_string(self) -> None:
+        assert parse_sbatch_args({"exclusive": ""}) == (("exclusive", ""),)
+
+    @pytest.mark.parametrize(
+        ("table", "match"),
+        [
+            ({"exclusive": True}, r"'exclusive' = True is a boolean; expected a string .*\"\""),
+            ({"mail-type": ["END"]}, r"'mail-type' = \['END'\] is a list; expected a string"),
+            ({"x": {"a": "b"}}, r"'x' = \{'a': 'b'\} is a table"),
+            ({"nice": 1.5}, r"'nice' = 1.5 is a fractional number"),
+        ],
+    )
+    def test_table_values_are_strings(self, table: dict[str, object], match: str) -> None:
+        """str(True) would write `--exclusive=True`, str(["END"]) a Python list."""
+        with pytest.raises(BadInput, match=match):
+            parse_sbatch_args(table)
+
     @pytest.mark.parametrize(
         ("arg", "match"),
         [
@@ -201,11 +230,9 @@ class TestScript:
 
 
 class TestStepCommand:
-    ALLOC = Allocation(job_id="77", step_id=None, nodes=("vm",), host="vm")
-
     def test_argv_no_shell(self) -> None:
         spec = CheckSpec(shape=(4, 4))
-        cmd = step_command(spec, SlurmOptions(cpus=1, mem="500M", time_min=3), self.ALLOC)
+        cmd = step_command(spec, SlurmOptions(cpus=1, mem="500M", time_min=3))
         assert cmd[:2] == ["srun", "--ntasks=1"]
         assert "--cpus-per-task=1" in cmd and "--mem=500M" in cmd and "--time=3" in cmd
         i = cmd.index(sys.executable)
@@ -214,14 +241,14 @@ class TestStepCommand:
         assert "bash" not in cmd
 
     def test_cuda_gets_a_gpu(self) -> None:
-        assert "--gpus=1" in step_command(CheckSpec(device="cuda"), SlurmOptions(), self.ALLOC)
+        assert "--gpus=1" in step_command(CheckSpec(device="cuda"), SlurmOptions())
         assert not any(
-            a.startswith("--gpus") for a in step_command(CheckSpec(), SlurmOptions(), self.ALLOC)
+            a.startswith("--gpus") for a in step_command(CheckSpec(), SlurmOptions())
         )
 
     def test_setup_runs_in_bash_with_arguments_apart(self) -> None:
         opts = SlurmOptions(setup=("module load x",))
-        cmd = step_command(CheckSpec(), opts, self.ALLOC)
+        cmd = step_command(CheckSpec(), opts)
         i = cmd.index("bash")
         assert cmd[i + 1] == "-c"
         assert cmd[i + 2] == 'module load x\nexec "$@"'

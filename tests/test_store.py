@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import multiprocessing
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,8 @@ from autograd_check.grid import Grid, build_grid, expand
 from autograd_check.store import Store, atomic_write_text, error_record, outcome_of, select
 
 
-def passed_doc(passed: bool = True) -> dict[str, object]:
-    return {"verdict": {"passed": passed}, "statistics": []}
+def passed_doc(passed: bool = True, grid_id: str = "") -> dict[str, object]:
+    return {"verdict": {"passed": passed}, "statistics": [], "case": {"grid_id": grid_id}}
 
 
 @pytest.fixture
@@ -137,9 +140,113 @@ class TestSelect:
     ) -> None:
         store = Store(tmp_path)
         cases = expand(grid3)
-        store.write_record(cases[0].key, passed_doc())
-        store.write_record(cases[1].key, passed_doc(False))
-        todo, skipped = select(cases, store)
+        gid = grid3.grid_id()
+        store.write_record(cases[0].key, passed_doc(grid_id=gid))
+        store.write_record(cases[1].key, passed_doc(False, grid_id=gid))
+        todo, skipped = select(cases, store, gid)
         assert [c.key for c in todo] == [cases[2].key] and skipped == 2
-        todo, skipped = select(cases, store, rerun_failed=True)
+        todo, skipped = select(cases, store, gid, rerun_failed=True)
         assert [c.key for c in todo] == [cases[1].key, cases[2].key] and skipped == 1
+
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            ('{"spec": ', "is unreadable"),  # cut short
+            ('{"spec": {}}', "not a whole record"),
+            ("[]", "is unreadable"),
+            (json.dumps(passed_doc(grid_id="0123456789abcdef")), "a record of another grid"),
+            (json.dumps(passed_doc()), "a record of another grid (no grid id"),
+        ],
+    )
+    def test_unusable_record_counts_as_missing(
+        self, tmp_path: Path, grid3: Grid, text: str, problem: str
+    ) -> None:
+        store = Store(tmp_path)
+        cases = expand(grid3)
+        gid = grid3.grid_id()
+        for case in cases:
+            store.write_record(case.key, passed_doc(grid_id=gid))
+        store.record_path(cases[1].key).write_text(text)
+        todo, skipped = select(cases, store, gid)
+        assert [c.key for c in todo] == [cases[1].key] and skipped == 2
+        assert not store.has_record(cases[1].key, gid) and store.has_record(cases[0].key, gid)
+        reason = store.problem_of(cases[1].key, gid)
+        assert reason is not None and problem in reason and cases[1].key in reason
+        good, bad = store.credited_records(gid)
+        assert set(good) == {cases[0].key, cases[2].key}
+        assert set(bad) == {cases[1].key} and problem in bad[cases[1].key]
+        assert store.problem_of("nothing", gid) == "no record"
+
+
+class TestModes:
+    @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+    def test_records_and_manifest_follow_the_umask(
+        self, tmp_path: Path, grid3: Grid, umask: int, mode: int
+    ) -> None:
+        old = os.umask(umask)
+        try:
+            store = Store(tmp_path / "out")
+            store.prepare(grid3, force=False)
+            store.write_record("k", passed_doc())
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(store.record_path("k").stat().st_mode) == mode
+        assert stat.S_IMODE(store.manifest_path.stat().st_mode) == mode
+
+
+def _add_many(root: str, tag: str, count: int) -> None:
+    store = Store(Path(root))
+    for i in range(count):
+        store.add_submission({"mode": "local", "who": tag, "i": i})
+
+
+class TestLock:
+    def test_two_processes_lose_no_submission(self, tmp_path: Path, grid3: Grid) -> None:
+        """Without the lock, two read-modify-write loops overwrite each other's appends."""
+        store = Store(tmp_path)
+        store.prepare(grid3, force=False)
+        context = multiprocessing.get_context("fork")
+        procs = [context.Process(target=_add_many, args=(str(tmp_path), tag, 40))
+                 for tag in ("a", "b")]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+            assert proc.exitcode == 0
+        manifest = store.read_manifest()
+        assert manifest is not None
+        seen = sorted((s["who"], s["i"]) for s in manifest["submissions"])
+        assert seen == sorted((tag, i) for tag in ("a", "b") for i in range(40))
+
+    def test_lock_is_reentrant_and_exclusive(self, tmp_path: Path, grid3: Grid) -> None:
+        store = Store(tmp_path)
+        store.prepare(grid3, force=False)
+        waited: list[bool] = []
+        with store.locked():
+            index = store.add_submission({"mode": "slurm"})  # takes the lock again: no deadlock
+            store.add_array(index, {"job_id": "7"})
+            store.update_submission(index, ended="now")
+            other = os.open(tmp_path / ".lock", os.O_RDWR)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(other)
+        with Store(tmp_path).locked(on_wait=lambda: waited.append(True)):
+            pass
+        assert waited == []  # released: a second Store gets it at once
+        manifest = store.read_manifest()
+        assert manifest is not None
+        assert manifest["submissions"] == [{"mode": "slurm", "arrays": [{"job_id": "7"}],
+                                            "ended": "now"}]
+
+    def test_force_clears_superseded_and_logs(self, tmp_path: Path, grid3: Grid) -> None:
+        store = Store(tmp_path)
+        store.prepare(grid3, force=False)
+        store.write_record("k", passed_doc())
+        store.supersede("k")
+        (store.logs_dir).mkdir()
+        (store.logs_dir / "5_0_0_log.out").write_text("old")
+        assert store.clear_old_files() == ["superseded/", "logs/"]
+        assert not (tmp_path / "superseded").exists() and not store.logs_dir.exists()
+        assert store.clear_old_files() == []

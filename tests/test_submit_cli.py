@@ -204,3 +204,84 @@ def test_hidden_step_command() -> None:
     assert line.startswith(STEP_MARKER)
     assert json.loads(line[len(STEP_MARKER):])["outcome"] == "result"
     assert "_step" not in runner.invoke(app, ["--help"]).stdout
+
+
+@pytest.mark.usefixtures("no_slurm_env")
+class TestCtrlC:
+    """Ctrl-C while waiting stops the wait, not the job: one line saying how to get back to it."""
+
+    @pytest.fixture
+    def interrupted_wait(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+        from autograd_check import slurm
+
+        def interrupt(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        log_dir = tmp_path / "logs"
+        submitted = slurm.Submitted("77", log_dir, log_dir / "o", log_dir / "e", log_dir / "s")
+        monkeypatch.setattr(slurm, "require_slurm", lambda *tools: None)
+        monkeypatch.setattr(slurm, "submit_job", lambda *a, **k: submitted)
+        monkeypatch.setattr(slurm, "wait_for_job", interrupt)
+        return log_dir
+
+    def test_submit_wait(self, interrupted_wait: Path) -> None:
+        result = runner.invoke(app, ["submit", "--wait", "--log-dir", str(interrupted_wait)])
+        assert result.exit_code == 130
+        assert result.stdout == ""
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("autograd-check: stopped waiting; Slurm job 77 keeps running")
+        assert f"autograd-check status 77 --log-dir {interrupted_wait}" in last
+        assert f"autograd-check result 77 --log-dir {interrupted_wait} --wait" in last
+        assert len(result.stderr.strip().splitlines()) == 2  # "submitted ...", then that line
+
+    def test_result_wait(self, interrupted_wait: Path) -> None:
+        result = runner.invoke(app, ["result", "77", "--wait"])
+        assert result.exit_code == 130
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Slurm job 77 keeps running" in lines[0]
+        assert "autograd-check result 77 --wait" in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.usefixtures("no_slurm_env")
+def test_status_says_when_a_job_will_never_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from autograd_check import slurm
+
+    pending = slurm.JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit",
+                            partition="debug")
+    monkeypatch.setattr(slurm, "job_info", lambda job_id: pending)
+    result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    hint = next(ln for ln in result.stdout.splitlines() if ln.startswith("  hint"))
+    assert "Slurm will never start it: --time is above the partition's limit" in hint
+    assert hint.endswith("scancel 55")
+    doc = json.loads(runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path),
+                                         "--json"]).stdout)
+    assert doc["job"]["never_starts"].startswith("--time is above")
+    # A job that waits for an ordinary reason gets no hint.
+    monkeypatch.setattr(slurm, "job_info", lambda job_id: slurm.JobInfo(
+        "55", "PENDING", "scontrol", reason="Priority"))
+    result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
+    assert "hint" not in result.stdout and "never" not in result.stdout
+
+
+def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich pads table cells to the width of their column; env must not end lines in spaces."""
+    from autograd_check import slurm
+
+    facts = slurm.slurm_facts()
+    facts["partitions"] = [
+        {"name": "debug", "default": True, "available": "up", "time_limit": "1:00:00",
+         "nodes": 1, "state": "idle", "gres": None, "node_list": "vm", "cpus_per_node": "2",
+         "memory_mb_per_node": "8000"},
+        {"name": "gpu-long-name", "default": False, "available": "up", "time_limit": "2-00:00:00",
+         "nodes": 12, "state": "mix", "gres": "gpu:a100:4", "node_list": "g[01-12]",
+         "cpus_per_node": "64", "memory_mb_per_node": "512000"},
+    ]
+    monkeypatch.setattr(slurm, "slurm_facts", lambda: facts)
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "gpu-long-name" in result.stdout and lines and lines[-1].strip()
+    assert [ln for ln in lines if ln != ln.rstrip()] == []

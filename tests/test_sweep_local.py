@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,69 @@ class TestLocalSweep:
                                      "--out", "unused", "--json"])
         assert result.exit_code == 0, result.stderr
         assert len(json.loads(result.stdout)["cases"]) >= 4
+
+
+class TestStoreProblems:
+    def test_unreadable_record_is_run_again_and_report_agrees(self, tmp_path: Path) -> None:
+        out = tmp_path / "s"
+        assert sweep("--seeds", "0-2", "--out", str(out))[0] == 0
+        store = Store(out)
+        key = "3x8_float32_cpu_mse-sum_seed1"
+        store.record_path(key).write_text('{"spec": ')  # half a record
+        assert runner.invoke(app, ["report", str(out)]).exit_code == 4  # counted missing
+        code, stdout, stderr = sweep("--seeds", "0-2", "--out", str(out))
+        assert code == 0, stderr
+        assert "1 unusable (unreadable, or another grid's) record(s) moved to" in stderr
+        assert "resuming: 2 of 3 cases already have a record" in stderr and "running 1" in stderr
+        assert "3 cases: 3 passed" in stdout
+        assert store.read_record(key) is not None
+        assert len(list((out / "superseded").iterdir())) == 1  # the half record, kept aside
+
+    def test_nothing_to_run_adds_no_submission(self, tmp_path: Path) -> None:
+        out = tmp_path / "s"
+        assert sweep("--seeds", "0-1", "--out", str(out))[0] == 0
+        code, _, stderr = sweep("--seeds", "0-1", "--out", str(out))
+        assert code == 0 and "nothing to run: every case has a record" in stderr
+        assert len(json.loads((out / "manifest.json").read_text())["submissions"]) == 1
+
+    def test_repeated_values_are_said_on_stderr(self, tmp_path: Path) -> None:
+        code, _, stderr = sweep("--seeds", "0-2,1", "--shapes", "3x8,3x8,4x4", "--out",
+                                str(tmp_path / "s"))
+        assert code == 0
+        assert "--shapes: 3x8 given more than once; each value runs once" in stderr
+        assert "--seeds: 1 given more than once; each value runs once" in stderr
+        assert len(records(tmp_path / "s")) == 6
+
+    def test_force_onto_another_grid_clears_superseded_and_logs(self, tmp_path: Path) -> None:
+        out = tmp_path / "s"
+        assert sweep("--seeds", "0-1", "--out", str(out))[0] == 0
+        Store(out).supersede("3x8_float32_cpu_mse-sum_seed0")
+        (out / "logs").mkdir()
+        (out / "logs" / "9_0_0_log.out").write_text("an old array's log")
+        code, _, stderr = sweep("--seeds", "0-2", "--out", str(out), "--force")
+        assert code == 0, stderr
+        assert "--force: removed 1 record(s), superseded/, logs/ from" in stderr
+        assert not (out / "superseded").exists() and not (out / "logs").exists()
+        assert len(records(out)) == 3
+
+    def test_refused_while_an_earlier_local_sweep_runs(self, tmp_path: Path) -> None:
+        out = tmp_path / "s"
+        assert sweep("--seeds", "0-1", "--out", str(out))[0] == 0
+        # A live process whose command line names autograd, standing for a sweep still running.
+        alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # autograd"])
+        try:
+            store = Store(out)
+            store.add_submission({"mode": "local", "host": socket.gethostname(),
+                                  "pid": alive.pid, "cases": 2})
+            for extra in ([], ["--force"]):
+                code, stdout, stderr = sweep("--seeds", "0-1", "--out", str(out), *extra)
+                assert code == 2 and stdout == ""
+                assert f"still running (pid {alive.pid} on" in stderr
+        finally:
+            alive.kill()
+            alive.wait()
+        code, _, stderr = sweep("--seeds", "0-1", "--out", str(out))
+        assert code == 0, stderr  # its process is gone: nothing holds the directory
 
 
 class TestBadInput:

@@ -228,3 +228,101 @@ def test_refused_array_is_exit_3_with_sbatch_words(tmp_path: Path) -> None:
     assert code == 3 and stdout == ""
     assert "Slurm refused the job array" in stderr and "partition" in stderr.lower()
     assert Store(out).recorded_keys() == set()
+
+
+def cancel_and_wait(out: Path) -> None:
+    """Leave the cluster as found: cancel every array of the sweep and wait until they end."""
+    jobs = [job for s in manifest(out)["submissions"] for a in s.get("arrays", [])
+            for job in a["task_jobs"]]
+    if jobs:
+        subprocess.run(["scancel", *sorted({j.split("_")[0] for j in jobs})], check=False)
+        wait_for(lambda: all_ended(jobs), 120, "the cancelled arrays to end")
+
+
+def test_second_sweep_while_the_first_is_queued_is_refused(tmp_path: Path) -> None:
+    """Running the same sweep again while its array is still queued would run cases twice."""
+    out = tmp_path / "s"
+    grid = ["--seeds", "0-3", "--cases-per-task", "2", "--setup", "sleep 30", "--out", str(out)]
+    try:
+        code, _, stderr = sweep(*grid)
+        assert code == 0, stderr
+        (first,) = {j.split("_")[0] for j in task_jobs(out)}
+        code, stdout, stderr = sweep(*grid)
+        assert code == 2 and stdout == ""
+        assert stderr.count("\n") == 1
+        assert f"job array {first} of an earlier sweep into --out" in stderr
+        assert "pending or running" in stderr and f"scancel {first}" in stderr
+        assert "autograd-check report" in stderr and "--force" in stderr
+        assert len(manifest(out)["submissions"]) == 1  # nothing was submitted again
+    finally:
+        cancel_and_wait(out)
+
+
+def test_force_cancels_the_running_array_and_only_the_new_grid_counts(tmp_path: Path) -> None:
+    """--force onto an array still running: the old array is cancelled, and no record of the old
+    grid (tolerance 0, so some of its cases fail) is credited to the new one."""
+    out = tmp_path / "s"
+    grid = ["--shapes", "64x64", "--dtypes", "bfloat16,float32", "--losses", "bce-logits",
+            "--seeds", "0-1", "--out", str(out)]
+    try:
+        code, _, stderr = sweep(*grid, "--rtol", "0", "--atol", "0", "--setup", "sleep 4")
+        assert code == 0, stderr
+        old_jobs = task_jobs(out)
+        old_array = old_jobs[0].split("_")[0]
+        code, _, stderr = sweep(*grid)  # another grid (default tolerances): refused
+        assert code == 2 and "holds another sweep" in stderr
+        code, stdout, stderr = sweep(*grid, "--force", "--wait")
+        assert code == 0, stderr + stdout
+        assert f"--force: job array {old_array} of an earlier sweep" in stderr
+        assert "cancelling it" in stderr
+        assert not any(s in slurm.ACTIVE_STATES for s in slurm.array_states(old_jobs).values())
+        doc = manifest(out)
+        new_array = task_jobs(out)[0].split("_")[0]
+        assert new_array != old_array and len(doc["submissions"]) == 1
+        for record in Store(out).read_records().values():
+            assert record["case"]["grid_id"] == doc["grid_id"]
+            assert record["environment"]["slurm"]["array_job_id"] == new_array
+            assert record["spec"]["rtol"] is None
+        code, stdout, _ = report(out, "--json")
+        assert code == 0 and json.loads(stdout)["counts"]["passed"] == 4
+    finally:
+        cancel_and_wait(out)
+
+
+def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s"
+    code, _, stderr = sweep("--seeds", "0-3", "--max-parallel", "1", "--setup", "sleep 30",
+                            "--out", str(out))
+    assert code == 0, stderr
+    jobs = task_jobs(out)
+    array_id = jobs[0].split("_")[0]
+    try:
+        wait_for(lambda: slurm.array_states(jobs[:1]).get(jobs[0]) == "RUNNING", 60,
+                 "the first task to start")
+        # Task 3 leaves the array while 1 and 2 still wait: no record anywhere names it.
+        subprocess.run(["scancel", f"{array_id}_3"], check=True)
+        wait_for(lambda: slurm.array_states(jobs).get(jobs[3]) == "CANCELLED", 30,
+                 "task 3 to show as cancelled")
+        assert slurm.array_states(jobs)[jobs[1]] == "PENDING"
+        # Every waiting task cancelled: only the array's own record (ArrayTaskId=4294967294
+        # in scontrol) says so; without accounting it is the only word.
+        subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True)
+        real_run = slurm._run
+
+        def no_accounting(cmd: Any, *args: Any, **kwargs: Any) -> Any:
+            return None if cmd[0] == "sacct" else real_run(cmd, *args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(slurm, "_run", no_accounting)
+            wait_for(lambda: {slurm.array_states(jobs).get(j) for j in jobs[1:3]}
+                     == {"CANCELLED"}, 30, "tasks 1 and 2 to show as cancelled")
+        code, stdout, _ = report(out, "--json")
+        states = {t["job"]: t["state"] for t in json.loads(stdout)["tasks"]}
+        assert code == 4
+        assert states[jobs[1]] == states[jobs[2]] == states[jobs[3]] == "CANCELLED"
+        code, stdout, _ = report(out)
+        assert "UNKNOWN to Slurm now" not in stdout and f"task {jobs[3]} · CANCELLED" in stdout
+    finally:
+        cancel_and_wait(out)

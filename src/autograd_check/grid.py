@@ -6,6 +6,7 @@ accepts, and nothing here imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -53,6 +54,8 @@ class Grid:
     losses: tuple[str, ...]
     seeds: tuple[int, ...]
     common: tuple[tuple[str, Any], ...] = ()
+    dropped: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    """Values given more than once and kept once ('--seeds: 1'), for the CLI to mention."""
 
     def axis(self, name: str) -> tuple[Any, ...]:
         return tuple(getattr(self, name))
@@ -155,18 +158,26 @@ def _seed_items(raw: object) -> list[object]:
     return out
 
 
-def _axis_values(axis: str, raw: object) -> tuple[Any, ...]:
-    field = AXES[axis]
+def _axis_values(axis: str, raw: object) -> tuple[tuple[Any, ...], list[str]]:
+    """(the axis's values in order, once each; the values that were given again)."""
+    spec_field = AXES[axis]
     items = _seed_items(raw) if axis == "seeds" else _items(axis, raw)
     values: list[Any] = []
+    again: list[str] = []
     for item in items:
         try:
-            value = getattr(build_spec({field: item}), field)
+            value = getattr(build_spec({spec_field: item}), spec_field)
         except BadInput as e:
             raise BadInput(f"--{axis}: {e}") from None
         if value not in values:  # '0-9,5' means seeds 0 to 9, once each
             values.append(value)
-    return tuple(values)
+        elif (text := _value_text(value)) not in again:
+            again.append(text)
+    return tuple(values), again
+
+
+def _value_text(value: Any) -> str:
+    return "x".join(str(d) for d in value) if isinstance(value, tuple) else str(value)
 
 
 def build_grid(values: Mapping[str, Any]) -> Grid:
@@ -176,6 +187,7 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
     (shape, dtype, ... meaning a one-value axis) and the other check options shared by every case.
     """
     axes: dict[str, tuple[Any, ...]] = {}
+    dropped: list[str] = []
     common: dict[str, Any] = {}
     default = CheckSpec()
     for key, raw in values.items():
@@ -184,10 +196,12 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
         if key in AXES:
             if values.get(AXES[key]) is not None:
                 raise BadInput(f"give --{AXES[key]} or --{key}, not both")
-            axes[key] = _axis_values(key, raw)
+            axes[key], again = _axis_values(key, raw)
+            if again:
+                dropped.append(f"--{key}: {', '.join(again)}")
         elif key in AXIS_OF:
             if values.get(AXIS_OF[key]) is None:
-                axes[AXIS_OF[key]] = _axis_values(AXIS_OF[key], [raw])
+                axes[AXIS_OF[key]], _ = _axis_values(AXIS_OF[key], [raw])
         elif key in SPEC_KEYS:
             common[key] = raw
         else:
@@ -211,6 +225,7 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
         losses=axes["losses"],
         seeds=axes["seeds"],
         common=tuple(common.items()),
+        dropped=tuple(dropped),
     )
 
 

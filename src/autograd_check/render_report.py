@@ -35,6 +35,14 @@ def summary_line(report: Report) -> str:
     )
 
 
+def ignored_note(report: Report) -> str:
+    """Record files that exist but do not count, and why (the first few)."""
+    reasons = list(report.ignored.values())
+    shown = "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    return (f"{len(reasons)} record file(s) do not count and their cases are missing (they run "
+            f"again on resume): {shown}")
+
+
 def _state_text(state: str) -> str:
     return "UNKNOWN to Slurm now" if state == "UNKNOWN" else state
 
@@ -82,7 +90,7 @@ def _listing(title: str, rows: list[CaseRow], detail: bool) -> Table:
         if detail:
             info = row.message or ""
         elif row.outcome == "missing":
-            info = "no record"
+            info = row.message or "no record"
         else:
             info = f"{_num(row.max_rel_diff)} / {row.mismatched}"
         table.add_row(row.key, row.job or "local", Text(info))
@@ -121,6 +129,8 @@ def report_renderable(report: Report) -> RenderableType:
             ))
         if len(report.tasks) > TASK_LIMIT:
             parts.append(Text(f"… {len(report.tasks) - TASK_LIMIT} more tasks (see --json)"))
+    if report.ignored:
+        parts.append(Text(ignored_note(report)))
     style = "bold green" if report.exit_code == 0 else "bold red"
     parts.append(Text(summary_line(report), style=style))
     return Group(*parts)
@@ -182,6 +192,8 @@ def markdown(report: Report) -> str:
         ))
         if len(rows) > LIST_LIMIT:
             out.append(f"\n… and {len(rows) - LIST_LIMIT} more.")
+    if report.ignored:
+        out += ["", ignored_note(report)]
     for task in report.tasks[:TASK_LIMIT]:
         out += ["", f"Log tail of task {task.job} ({_state_text(task.state)}):", "", "```",
                 task.log_tail or "(no log output)", "```"]

@@ -45,6 +45,7 @@ class CaseRow:
     """Slurm job (array_task) that ran it, or that was to run it when missing."""
     host: str | None = None
     message: str | None = None
+    """An error's message; for a missing case whose file is not credited, why (unreadable...)."""
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Report:
     tasks: list[TaskRow]
     cases: list[CaseRow]
     submissions: list[dict[str, Any]] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+    """Record files that do not count (unreadable, half written, another grid's): key → why."""
 
     @property
     def exit_code(self) -> int:
@@ -118,6 +121,7 @@ class Report:
             "missing": [asdict(c) for c in self.missing],
             "tasks": [asdict(t) for t in self.tasks],
             "submissions": self.submissions,
+            "ignored_records": self.ignored,
             "cases": [asdict(c) for c in self.cases],
         }
 
@@ -218,14 +222,19 @@ def build_report(
 
         raise BadInput(f"{str(store.root)!r} holds no sweep: {store.manifest_path} is missing")
     grid = Grid.from_dict(manifest["grid"])
-    records = store.read_records()
+    grid_id = str(manifest.get("grid_id", grid.grid_id()))
+    # Only credited records count: a half-written file or another grid's record (left by a sweep
+    # before --force) makes its case missing, with the reason, never a pass or a failure.
+    records, ignored = store.credited_records(grid_id)
     where = task_of_case(manifest)
     states = dict(states or {})
 
     rows: list[CaseRow] = []
     for case in grid.cases():
-        rows.append(_row(case.key, case.index, case.spec.to_dict(), records.get(case.key),
-                         where.get(case.key)))
+        row = _row(case.key, case.index, case.spec.to_dict(), records.get(case.key),
+                   where.get(case.key))
+        row.message = ignored.get(case.key, row.message)
+        rows.append(row)
 
     counts = dict.fromkeys(OUTCOMES, 0)
     groups: dict[tuple[str, str], GroupRow] = {}
@@ -259,7 +268,7 @@ def build_report(
     return Report(
         out=str(store.root),
         grid=manifest["grid"],
-        grid_id=str(manifest.get("grid_id", grid.grid_id())),
+        grid_id=grid_id,
         total=len(rows),
         counts=counts,
         groups=list(groups.values()),
@@ -270,4 +279,5 @@ def build_report(
         tasks=list(tasks.values()),
         cases=rows,
         submissions=list(manifest.get("submissions", [])),
+        ignored={k: v for k, v in ignored.items() if k in {r.key for r in rows}},
     )

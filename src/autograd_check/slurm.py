@@ -19,6 +19,7 @@ start-up (and `--help`) never pays for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -34,9 +35,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from autograd_check.errors import (
     EXIT_BAD_INPUT,
@@ -69,6 +70,10 @@ RESULT_GRACE_S = 10.0
 """How long a finished job's result file may lag behind its state (shared filesystems cache)."""
 VANISH_GRACE_S = 15.0
 """How long a job may be unknown to every source before it counts as vanished."""
+CALL_TIMEOUT_S = 15.0
+"""The most any one Slurm command (scontrol, squeue, sacct, sinfo, scancel) may take."""
+CALL_FLOOR_S = 1.0
+"""The least a Slurm command run while waiting gets, even when the wait's --timeout is spent."""
 LOG_TAIL_LINES = 15
 
 ACTIVE_STATES = frozenset(
@@ -96,6 +101,10 @@ NEVER_STARTS = {
     "AssocMaxWallDurationPerJobLimit": "--time is above your association's limit",
 }
 """Reasons a pending job gives when Slurm will never start it: waiting on them would hang."""
+FIT_REASONS = frozenset({"PartitionConfig", "Resources", "ReqNodeNotAvail"})
+"""Reasons a pending job gives both while it waits for a free node and when no node of its
+partition could ever hold it (PartitionConfig is also a brief first reason of ordinary jobs):
+for these the job's request is compared with the partition's nodes (never_starts)."""
 # Options that the layer writes itself: letting --sbatch-arg change them would break how results
 # and logs are found (output, error, open-mode, array) or duplicate a dedicated option.
 MANAGED_SBATCH_KEYS = {
@@ -220,22 +229,22 @@ def parse_count(name: str, value: object, minimum: int) -> int:
     return number
 
 
-def mem_to_mb(text: str) -> int:
-    match = _MEM.match(text.strip())
-    if not match:
-        raise BadInput(f"mem {text!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
-    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+def _mem_size(value: object) -> tuple[int, str]:
+    """500M, 1G, 1gb, 2048 (MB, as sbatch reads a bare number) → (number, unit letter)."""
+    match = _MEM.match(str(value).strip()) if isinstance(value, (int, str)) else None
+    if isinstance(value, bool) or not match:
+        raise BadInput(f"mem {value!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
+    return int(match.group(1)), (match.group(2) or "M").upper()
+
+
+def mem_to_mb(value: object) -> int:
+    number, unit = _mem_size(value)
     return math.ceil(number * _MEM_FACTOR_MB[unit])
 
 
 def parse_mem(value: object) -> str:
-    """500M, 1G, 1gb, 2048 (MB, as sbatch reads a bare number) → sbatch's form (500M, 1G, 2048M)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BadInput(f"mem {value!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
-    match = _MEM.match(str(value).strip())
-    if not match:
-        raise BadInput(f"mem {value!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
-    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    """A memory size → sbatch's form (500M, 1G, 2048M)."""
+    number, unit = _mem_size(value)
     if number == 0:
         raise BadInput("mem 0 asks for all the memory of a node; give a size such as 1G")
     return f"{number}{unit}"
@@ -284,13 +293,30 @@ def parse_setup(value: object) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _sbatch_table_value(key: str, value: object) -> str:
+    # str(True) would write `--exclusive=True` and str(["END"]) a Python list: neither is what
+    # sbatch reads, so anything but a string or a whole number is refused.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kind = {bool: "a boolean", list: "a list", dict: "a table", float: "a fractional number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+    raise BadInput(
+        f"sbatch arg {key!r} = {value!r} is {kind}; expected a string (e.g. "
+        f'{key} = "VALUE"), or "" for a flag without a value'
+    )
+
+
 def parse_sbatch_args(value: object) -> tuple[tuple[str, str], ...]:
     """KEY=VALUE strings (or a TOML table) → (key, value) pairs for '#SBATCH --key=value' lines.
 
-    An empty value (`exclusive=`) gives a flag without a value (`#SBATCH --exclusive`).
+    An empty value (`exclusive=`, or `exclusive = ""` in a table) gives a flag without a value
+    (`#SBATCH --exclusive`). Table values are strings, or whole numbers (`nice = 5`).
     """
     if isinstance(value, Mapping):
-        items = [(str(k), v if isinstance(v, str) else str(v)) for k, v in value.items()]
+        items = [(str(k), _sbatch_table_value(str(k), v)) for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
         items = []
         for item in value:
@@ -605,18 +631,29 @@ def executor_parameters(spec: CheckSpec, opts: SlurmOptions) -> dict[str, Any]:
     return params
 
 
-def sbatch_script(spec: CheckSpec, opts: SlurmOptions) -> str:
-    """The sbatch script `submit` would send, written by submitit itself (for --dry-run)."""
+def submitit_script(folder: Path, params: Mapping[str, Any], map_count: int | None = None) -> str:
+    """The sbatch script submitit writes for these executor parameters (for --dry-run).
+
+    submitit shows its script only by submitting it: this is what SlurmExecutor itself calls
+    (`_make_submission_file_text`), with the command line of its `_submitit_command_str`. No
+    executor is built here, because SlurmExecutor insists on srun being on PATH and --dry-run
+    must work where there is no Slurm.
+    """
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = opts.folder()
-    # The same command line SlurmExecutor._submitit_command_str builds.
     command = " ".join(
         [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
     )
-    params = executor_parameters(spec, opts)
-    text: str = _make_sbatch_string(command=command, folder=folder, **params)
+    given: dict[str, Any] = dict(params)
+    if map_count is not None:
+        given["map_count"] = map_count
+    text: str = _make_sbatch_string(command=command, folder=folder, **given)
     return text
+
+
+def sbatch_script(spec: CheckSpec, opts: SlurmOptions) -> str:
+    """The sbatch script `submit` would send, written by submitit itself (for --dry-run)."""
+    return submitit_script(opts.folder(), executor_parameters(spec, opts))
 
 
 @dataclass
@@ -626,7 +663,6 @@ class Submitted:
     stdout: Path
     stderr: Path
     submission_file: Path
-    notes: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -648,34 +684,52 @@ def _sbatch_words(error: BaseException) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-def submit_job(spec: CheckSpec, opts: SlurmOptions, *, clean: bool = False) -> Submitted:
-    """Submit `run_job(spec)` as a batch job; Slurm refusing it is EnvironmentProblem with
-    sbatch's own words."""
-    require_slurm("sbatch")
-    folder = opts.folder()
-    prepare_log_dir(folder)
-    from submitit.core.utils import FailedJobError, FailedSubmissionError
-    from submitit.slurm.slurm import SlurmExecutor
+_T = TypeVar("_T")
 
-    executor = SlurmExecutor(folder=folder)
-    executor.update_parameters(**executor_parameters(spec, opts))
+
+def submit_through_submitit(
+    executor: Any, folder: Path, what: str, send: Callable[[], _T], *, clean: bool = False
+) -> _T:
+    """One submission through submitit (`send()` calls executor.submit or map_array).
+
+    A request that no node of its partition can ever hold is refused first (EnvironmentProblem,
+    nothing queued): sbatch would accept it and it would pend forever. Slurm refusing the job is
+    EnvironmentProblem with sbatch's own words, said once: submitit prints them on stderr too,
+    so its stderr is captured and dropped. `clean` hides an allocation's SLURM_* variables.
+    """
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    problem = never_fits(executor.parameters)
+    if problem is not None:
+        raise EnvironmentProblem(f"Slurm would never start {what}: {problem}; nothing was queued")
     before = set(folder.glob(".submission_file_*.sh"))
-    # submitit prints sbatch's stderr itself when sbatch fails: keep it, and say it once, ours.
-    captured = tempfile.TemporaryFile(mode="w+")
     try:
-        with contextlib.redirect_stderr(captured), (
-            _clean_slurm_env() if clean else contextlib.nullcontext()
-        ):
-            job = executor.submit(run_job, spec.to_dict())
+        with tempfile.TemporaryFile(mode="w+") as captured, contextlib.redirect_stderr(
+            captured
+        ), (_clean_slurm_env() if clean else contextlib.nullcontext()):
+            return send()
     except (FailedJobError, FailedSubmissionError) as e:
-        raise EnvironmentProblem(f"Slurm refused the job: {_sbatch_words(e)}") from None
+        raise EnvironmentProblem(f"Slurm refused {what}: {_sbatch_words(e)}") from None
     finally:
-        captured.close()
         # submitit leaves a .submission_file_<uuid>.sh link per submission next to the logs;
         # the script itself is kept as <job id>_submission.sh.
         for link in set(folder.glob(".submission_file_*.sh")) - before:
             with contextlib.suppress(OSError):
                 link.unlink()
+
+
+def submit_job(spec: CheckSpec, opts: SlurmOptions, *, clean: bool = False) -> Submitted:
+    """Submit `run_job(spec)` as a batch job (see submit_through_submitit for refusals)."""
+    require_slurm("sbatch")
+    folder = opts.folder()
+    prepare_log_dir(folder)
+    from submitit.slurm.slurm import SlurmExecutor
+
+    executor = SlurmExecutor(folder=folder)
+    executor.update_parameters(**executor_parameters(spec, opts))
+    job = submit_through_submitit(
+        executor, folder, "the job", lambda: executor.submit(run_job, spec.to_dict()), clean=clean
+    )
     paths = job.paths
     return Submitted(
         job_id=str(job.job_id),
@@ -711,7 +765,9 @@ class JobInfo:
         return self.state in FAILED_STATES
 
 
-def _run(cmd: Sequence[str], timeout: float = 15) -> subprocess.CompletedProcess[str] | None:
+def _run(
+    cmd: Sequence[str], timeout: float = CALL_TIMEOUT_S
+) -> subprocess.CompletedProcess[str] | None:
     """A Slurm command's output, or None when it is missing, hangs, or fails."""
     try:
         done = subprocess.run(
@@ -736,8 +792,16 @@ def _state_word(text: str) -> str:
     return text.split()[0].split("+")[0].upper() if text.strip() else "UNKNOWN"
 
 
-def scontrol_info(job_id: str) -> JobInfo | None:
-    done = _run(["scontrol", "show", "job", "-o", job_id])
+def _budget(deadline: float | None) -> float:
+    """A Slurm command's timeout: CALL_TIMEOUT_S, or what is left until `deadline` (monotonic
+    time), but at least CALL_FLOOR_S so that a command started near the deadline can answer."""
+    if deadline is None:
+        return CALL_TIMEOUT_S
+    return max(CALL_FLOOR_S, min(CALL_TIMEOUT_S, deadline - time.monotonic()))
+
+
+def scontrol_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
+    done = _run(["scontrol", "show", "job", "-o", job_id], timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
@@ -762,8 +826,8 @@ def _array_id(rec: Mapping[str, str]) -> str | None:
     return None
 
 
-def squeue_info(job_id: str) -> JobInfo | None:
-    done = _run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T|%N|%r|%M|%P"])
+def squeue_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
+    done = _run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T|%N|%r|%M|%P"], timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
@@ -784,11 +848,9 @@ def squeue_info(job_id: str) -> JobInfo | None:
 SACCT_FIELDS = "JobID,State,NodeList,Elapsed,ExitCode,Reason,Partition"
 
 
-def sacct_info(job_id: str) -> JobInfo | None:
+def sacct_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
     """From accounting; None when accounting is off or does not (yet) know the job."""
-    done = _run(
-        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", SACCT_FIELDS]
-    )
+    done = _run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", SACCT_FIELDS], timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
@@ -807,10 +869,15 @@ def sacct_info(job_id: str) -> JobInfo | None:
     return None
 
 
-def job_info(job_id: str) -> JobInfo | None:
+def job_info(job_id: str, deadline: float | None = None) -> JobInfo | None:
     """The job's state: the controller first (it knows at once when a job ends; squeue when
-    scontrol is missing), then accounting (it remembers jobs the controller has forgotten)."""
-    return scontrol_info(job_id) or squeue_info(job_id) or sacct_info(job_id)
+    scontrol is missing), then accounting (it remembers jobs the controller has forgotten).
+    Each command gets at most what is left until `deadline` (see _budget)."""
+    return (
+        scontrol_info(job_id, _budget(deadline))
+        or squeue_info(job_id, _budget(deadline))
+        or sacct_info(job_id, _budget(deadline))
+    )
 
 
 def accounting_status() -> tuple[bool, str]:
@@ -854,14 +921,19 @@ def wait_for_job(
 ) -> JobInfo:
     """Watch a job until it has a result or ends; every wait is bounded by `timeout` seconds.
 
-    Returns the last state seen (COMPLETED when the result file is there). Raises JobFailed when
-    the job vanished, or when the wait ran out while the job was still queued or running (the
-    job itself is left alone).
+    Every Slurm command run while waiting gets at most what is left of `timeout` (at least
+    CALL_FLOOR_S), and so does the grace for the result file: the wait ends within a few seconds
+    of `timeout` even when Slurm's commands hang. Returns the last state seen (COMPLETED when the
+    result file is there). Raises EnvironmentProblem when the job can never start (it is then
+    cancelled); JobFailed when it vanished, or when the wait ran out while the job was still
+    queued or running (the job itself is left alone).
     """
     paths = job_paths(folder, job_id)
     start = time.monotonic()
+    deadline = start + timeout
     interval = POLL_FIRST_S
     unknown_since: float | None = None
+    checked_reason: str | None = None
     info = JobInfo(job_id, "PENDING", "submitted")
     while True:
         now = time.monotonic()
@@ -872,19 +944,24 @@ def wait_for_job(
             if on_update:
                 on_update(done, now - start)
             return done
-        seen = job_info(job_id)
+        seen = job_info(job_id, deadline)
+        now = time.monotonic()  # after asking: a slow controller must not stretch the bound
         if seen is not None:
             info, unknown_since = seen, None
-            if info.state == "PENDING" and info.reason in NEVER_STARTS:
-                _run(["scancel", job_id])
-                raise EnvironmentProblem(
-                    f"Slurm will never start job {job_id}: it is PENDING ({info.reason}): "
-                    f"{NEVER_STARTS[info.reason]}; the job was cancelled"
-                )
+            if info.state == "PENDING" and info.reason and info.reason != checked_reason:
+                # Asked again only when the reason changes: most reasons are an ordinary wait.
+                checked_reason = info.reason
+                why = never_starts(info, deadline)
+                if why is not None:
+                    _run(["scancel", job_id], _budget(deadline))
+                    raise EnvironmentProblem(
+                        f"Slurm will never start job {job_id}: it is PENDING "
+                        f"({reason_word(info.reason)}): {why}; the job was cancelled"
+                    )
             if info.finished:
                 if on_update:
                     on_update(info, now - start)
-                return _settle(info, paths, sleep)
+                return _settle(info, paths, sleep, deadline)
         elif unknown_since is None:
             unknown_since = now
         elif now - unknown_since > VANISH_GRACE_S:
@@ -896,25 +973,31 @@ def wait_for_job(
             )
         if on_update:
             on_update(info, now - start)
-        if now - start >= timeout:
+        if now >= deadline:
             raise JobFailed(
                 f"gave up waiting after {timeout:g} s: Slurm job {job_id} is still {info.state}"
                 + (f" ({info.reason})" if info.reason else "")
                 + f"; it was left alone: see `autograd-check result {job_id}` later",
                 state=info.state,
             )
-        sleep(max(0.0, min(interval, timeout - (now - start))))
+        sleep(max(0.0, min(interval, deadline - now)))
         interval = min(interval * 1.5, POLL_MAX_S)
 
 
-def _settle(info: JobInfo, paths: Any, sleep: Callable[[float], None]) -> JobInfo:
+def _settle(
+    info: JobInfo, paths: Any, sleep: Callable[[float], None], deadline: float | None = None
+) -> JobInfo:
     """A job Slurm says has ended: give its result file a moment to show up (shared filesystems
-    can lag), unless the job failed outright."""
+    can lag), unless the job failed outright; RESULT_GRACE_S at most, and no later than
+    `deadline` (or CALL_FLOOR_S from now, when that is later)."""
     if info.failed:
         return info
-    deadline = time.monotonic() + RESULT_GRACE_S
-    while not paths.result_pickle.exists() and time.monotonic() < deadline:
-        sleep(0.2)
+    now = time.monotonic()
+    until = now + RESULT_GRACE_S
+    if deadline is not None:
+        until = min(until, max(deadline, now + CALL_FLOOR_S))
+    while not paths.result_pickle.exists() and time.monotonic() < until:
+        sleep(max(0.0, min(0.2, until - time.monotonic())))
     return info
 
 
@@ -975,11 +1058,298 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
 
 
 # --------------------------------------------------------------------------------------------
+# Would Slurm ever start it? sbatch queues a request above every node of its partition (or above
+# its time limit), and the job then pends forever: say so before queueing, or while waiting.
+# --------------------------------------------------------------------------------------------
+
+OTHER_CLUSTER_KEYS = frozenset({"clusters", "cluster"})
+"""sbatch args that send the job to another cluster: the partitions seen here say nothing."""
+MEM_SBATCH_KEYS = frozenset({"mem-per-cpu", "mem-per-gpu"})
+_UNLIMITED = ("UNLIMITED", "INFINITE", "NONE", "N/A", "(null)", "")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a job asks of one node and of its partition. Every number is a lower bound of what
+    Slurm will look for (other sbatch args can only ask for more), so a request above what a
+    partition offers is certain never to start there."""
+
+    partitions: tuple[str, ...] = ()
+    """Empty: the cluster's default partition."""
+    cpus: int = 1
+    mem_mb: int | None = None
+    """None: what the cluster gives a job without --mem (checked only when `default_mem`)."""
+    mem_from: str = "--mem"
+    default_mem: bool = False
+    gpus: int = 0
+    time_min: int | None = None
+    """None: not checked (a --qos may lift the partition's time limit)."""
+
+
+def _gpu_count(text: str, *, gres: bool) -> int:
+    """GPUs in a --gres value (gpu:2, gpu:a100:2, gres/gpu:2) or a --gpus value (2, a100:2)."""
+    total = 0
+    for item in re.sub(r"\([^)]*\)", "", text).split(","):
+        parts = item.strip().split(":")
+        if gres:
+            name = parts[0].split("/")[-1]
+            if name != "gpu":
+                continue
+            parts = parts[1:] or ["1"]
+        if parts and parts[-1].isdigit():
+            total += int(parts[-1])
+        elif gres:
+            total += 1  # gpu:a100 is one GPU
+    return total
+
+
+def request_of_params(params: Mapping[str, Any]) -> Request | None:
+    """The Request of SlurmExecutor parameters (executor_parameters, array_parameters), or None
+    when the job goes to another cluster."""
+    extra = {str(k): str(v) for k, v in (params.get("additional_parameters") or {}).items()}
+    if OTHER_CLUSTER_KEYS & set(extra):
+        return None
+    gpus = int(params.get("gpus_per_node") or 0)
+    for key in ("gpus", "gpus-per-node"):
+        if key in extra:
+            gpus = max(gpus, _gpu_count(extra[key], gres=False))
+    if "gres" in extra:
+        gpus = max(gpus, _gpu_count(extra["gres"], gres=True))
+    mem = params.get("mem")
+    return Request(
+        partitions=tuple(p for p in str(params.get("partition") or "").split(",") if p),
+        cpus=int(params.get("cpus_per_task") or 1),
+        mem_mb=mem_to_mb(mem) if mem is not None else None,
+        default_mem=mem is None and not MEM_SBATCH_KEYS & set(extra),
+        gpus=gpus,
+        # A QOS may carry the PartitionTimeLimit flag, which lifts the partition's limit.
+        time_min=None if params.get("qos") else params.get("time"),
+    )
+
+
+def request_of_job(rec: Mapping[str, str]) -> Request:
+    """The Request of a queued job (`scontrol show job -o`): its per-node CPUs, memory and
+    GPUs. The time limit is left to Slurm, whose PartitionTimeLimit reason already says it."""
+    cpus = int(rec["MinCPUsNode"]) if rec.get("MinCPUsNode", "").isdigit() else 1
+    mem, mem_from = _mb(_none(rec.get("MinMemoryNode"))), "its --mem"
+    per_cpu = _mb(_none(rec.get("MinMemoryCPU")))
+    if mem is None and per_cpu is not None:
+        mem, mem_from = per_cpu * cpus, f"{per_cpu} MB per CPU x {cpus} CPUs"
+    tres = " ".join(rec.get(k, "") for k in ("TresPerNode", "TresPerJob"))
+    gpus = max((int(n) for n in re.findall(r"gres[:/]gpu(?::[^:,=\s]+)?[:=](\d+)", tres)),
+               default=0)
+    return Request(
+        partitions=tuple(p for p in rec.get("Partition", "").split(",") if p),
+        cpus=cpus,
+        mem_mb=mem or None,
+        mem_from=mem_from,
+        gpus=gpus,
+    )
+
+
+def _limit(text: str | None) -> int | None:
+    """A partition's MaxCPUsPerNode, MaxMemPerNode ...: None when unlimited."""
+    if text is None or text.upper() in _UNLIMITED or not text.isdigit():
+        return None
+    return int(text)
+
+
+def _time_limit(text: str | None) -> int | None:
+    if text is None or text.upper() in _UNLIMITED:
+        return None
+    try:
+        return parse_time(text)
+    except BadInput:
+        return None
+
+
+def _node_mem_mb(node: Mapping[str, str]) -> int:
+    real = int(node.get("RealMemory", "0") or 0) if node.get("RealMemory", "").isdigit() else 0
+    spec = node.get("MemSpecLimit", "")
+    return real - int(spec) if spec.isdigit() else real
+
+
+def _node_cpus(node: Mapping[str, str]) -> int:
+    for key in ("CPUEfctv", "CPUTot"):  # CPUEfctv: without the cores kept for the system
+        if node.get(key, "").isdigit():
+            return int(node[key])
+    return 0
+
+
+def _default_mem_mb(request: Request, part: Mapping[str, str], config: Mapping[str, str]) -> (
+    tuple[int, str] | None
+):
+    """(MB, how) a job without --mem gets, when the cluster says so and memory is consumable."""
+    if "MEMORY" not in config.get("SelectTypeParameters", "").upper():
+        return None  # memory is not a consumable resource here: a default never blocks a job
+    for source in (part, config):  # the partition's default first, then the cluster's
+        per_node = _limit(source.get("DefMemPerNode"))
+        if per_node:
+            return per_node, "DefMemPerNode"
+        per_cpu = _limit(source.get("DefMemPerCPU"))
+        if per_cpu:
+            return per_cpu * request.cpus, f"{per_cpu} MB per CPU x {request.cpus} CPUs"
+    return None
+
+
+def _partition_problems(
+    request: Request,
+    part: Mapping[str, str],
+    nodes: Sequence[Mapping[str, str]],
+    config: Mapping[str, str],
+) -> list[str]:
+    """What in `request` partition `part` (with its `nodes`) can never offer; [] when it may."""
+    name = part.get("PartitionName", "?")
+    ours = [n for n in nodes if name in n.get("Partitions", "").split(",")]
+    problems: list[str] = []
+    if request.time_min is not None:
+        limit = _time_limit(part.get("MaxTime"))
+        if limit is not None and request.time_min > limit:
+            problems.append(
+                f"--time {format_minutes(request.time_min)} is above partition {name}'s time "
+                f"limit {format_minutes(limit)}"
+            )
+    if not ours:
+        return problems  # nodes unknown (hidden, or not listed here): no more to say for sure
+    biggest = max(ours, key=_node_cpus)
+    most_cpus = min(_node_cpus(biggest), _limit(part.get("MaxCPUsPerNode")) or 1 << 30)
+    if request.cpus > most_cpus:
+        problems.append(
+            f"it asks for {request.cpus} CPUs and the largest node of partition {name} has "
+            f"{most_cpus} ({biggest.get('NodeName', '?')})"
+        )
+    mem, how = request.mem_mb, request.mem_from
+    if mem is None and request.default_mem:
+        default = _default_mem_mb(request, part, config)
+        if default is not None:
+            mem, how = default[0], f"the default for a job without --mem: {default[1]}"
+    if mem is not None:
+        roomiest = max(ours, key=_node_mem_mb)
+        most_mem = min(_node_mem_mb(roomiest), _limit(part.get("MaxMemPerNode")) or 1 << 40)
+        if mem > most_mem:
+            problems.append(
+                f"it asks for {mem} MB of memory ({how}) and the largest node of partition "
+                f"{name} has {most_mem} MB ({roomiest.get('NodeName', '?')})"
+            )
+    if request.gpus:
+        most_gpus = max(_gpu_count(_none(n.get("Gres")) or "", gres=True) for n in ours)
+        if request.gpus > most_gpus:
+            offer = f"at most {most_gpus}" if most_gpus else "none"
+            problems.append(
+                f"it asks for {request.gpus} GPU(s) per node and the nodes of partition {name} "
+                f"have {offer}"
+            )
+    return problems
+
+
+def _chosen_partitions(
+    request: Request, parts: Sequence[Mapping[str, str]]
+) -> list[Mapping[str, str]] | None:
+    """The records of the partitions the request names, else of the default one; None when one
+    of them is not known here."""
+    by_name = {p.get("PartitionName", ""): p for p in parts}
+    if request.partitions:
+        chosen = [by_name.get(name) for name in dict.fromkeys(request.partitions)]
+    else:
+        chosen = [next((p for p in parts if p.get("Default") == "YES"), None)]
+    found = [p for p in chosen if p is not None]
+    return found if found and len(found) == len(chosen) else None
+
+
+def fit_problem(
+    request: Request,
+    parts: Sequence[Mapping[str, str]],
+    nodes: Sequence[Mapping[str, str]],
+    config: Mapping[str, str],
+) -> str | None:
+    """Why no partition the request names (else the default one) could ever start it, or None
+    when one may, or when that is not certain (an unknown partition: sbatch says so itself)."""
+    found = _chosen_partitions(request, parts)
+    if found is None:
+        return None
+    said = [_partition_problems(request, p, nodes, config) for p in found]
+    if not all(said):
+        return None
+    return "; ".join("; ".join(problems) for problems in said)
+
+
+def _records(cmd: Sequence[str], timeout: float) -> list[dict[str, str]] | None:
+    done = _run(cmd, timeout)
+    if done is None:
+        return None
+    return [parse_scontrol_record(ln) for ln in done.stdout.splitlines() if ln.strip()]
+
+
+def slurm_config(timeout: float = CALL_TIMEOUT_S) -> dict[str, str]:
+    """`scontrol show config` as a dict ({} when it does not answer)."""
+    done = _run(["scontrol", "show", "config"], timeout)
+    config: dict[str, str] = {}
+    for line in done.stdout.splitlines() if done is not None else []:
+        key, sep, value = line.partition("=")
+        if sep:
+            config[key.strip()] = value.strip()
+    return config
+
+
+def _request_problem(request: Request, deadline: float | None) -> str | None:
+    parts = _records(["scontrol", "show", "partition", "-o"], _budget(deadline))
+    chosen = _chosen_partitions(request, parts or [])
+    if chosen is None:
+        return None  # no answer, or a partition unknown here: nothing certain to say
+    # Only the chosen partitions' nodes: a large cluster lists thousands.
+    names = ",".join(n for p in chosen for n in [_none(p.get("Nodes"))] if n and n != "ALL")
+    nodes = _records(["scontrol", "show", "node", "-o", *([names] if names else [])],
+                     _budget(deadline))
+    if nodes is None:
+        return None
+    config = slurm_config(_budget(deadline)) if request.default_mem else {}
+    return fit_problem(request, chosen, nodes, config)
+
+
+def never_fits(params: Mapping[str, Any]) -> str | None:
+    """Why the job SlurmExecutor `params` describe could never start on this cluster, or None.
+
+    Asks the controller (scontrol) about partitions and nodes; None when it does not answer.
+    """
+    if not have("scontrol"):
+        return None
+    request = request_of_params(params)
+    return None if request is None else _request_problem(request, None)
+
+
+def reason_word(reason: str) -> str:
+    """'ReqNodeNotAvail, UnavailableNodes:vm' → 'ReqNodeNotAvail'."""
+    return re.split(r"[,\s(]", reason.strip(), maxsplit=1)[0]
+
+
+def never_starts(info: JobInfo, deadline: float | None = None) -> str | None:
+    """Why a PENDING job will never start, when that is certain; None otherwise.
+
+    Certain: a reason Slurm gives only then (NEVER_STARTS), or a reason of FIT_REASONS with a
+    request above every node of the job's partition.
+    """
+    if info.state != "PENDING" or not info.reason:
+        return None
+    reason = reason_word(info.reason)
+    if reason in NEVER_STARTS:
+        return NEVER_STARTS[reason]
+    if reason not in FIT_REASONS:
+        return None
+    records = _records(["scontrol", "show", "job", "-o", info.job_id], _budget(deadline))
+    rec = next(
+        (r for r in records or [] if info.job_id in (r.get("JobId"), _array_id(r))), None
+    )
+    if rec is None:
+        return None
+    return _request_problem(request_of_job(rec), deadline)
+
+
+# --------------------------------------------------------------------------------------------
 # A job step inside the current allocation
 # --------------------------------------------------------------------------------------------
 
 
-def step_command(spec: CheckSpec, opts: SlurmOptions, alloc: Allocation) -> list[str]:
+def step_command(spec: CheckSpec, opts: SlurmOptions) -> list[str]:
     """srun ... python -m autograd_check _step --spec JSON, as an argv list (no shell).
 
     Setup lines, when given, run in `bash -c` before the check, which gets its arguments as
@@ -1052,7 +1422,7 @@ def run_step(
 ) -> CheckResult:
     """Run the check as a job step of the allocation this shell holds, bounded by opts.timeout."""
     require_slurm("srun")
-    cmd = step_command(spec, opts, alloc)
+    cmd = step_command(spec, opts)
     where = f"a step of Slurm job {alloc.job_id}"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.monotonic()
@@ -1163,13 +1533,7 @@ def _tres(text: str | None) -> dict[str, str]:
 
 def default_job_mem_mb(node_real_mb: int, cpus: int) -> int:
     """What a job without --mem gets: DefMemPerNode, DefMemPerCPU x cpus, else the whole node."""
-    done = _run(["scontrol", "show", "config"])
-    config: dict[str, str] = {}
-    if done is not None:
-        for line in done.stdout.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                config[key.strip()] = value.strip()
+    config = slurm_config()
     if "MEMORY" not in config.get("SelectTypeParameters", "MEMORY").upper():
         return 0  # memory is not a consumable resource here: it never blocks a job
     per_node = config.get("DefMemPerNode", "UNLIMITED")
@@ -1231,7 +1595,7 @@ def allocation_blocks_new_job(opts: SlurmOptions, alloc: Allocation) -> str | No
                 "of this allocation, or give salloc a --mem (and --cpus-per-task) that leaves "
                 "room for the job"
             )
-    # None here: no node could ever take the job; sbatch or the queue will say why.
+    # None here: no node could ever take the job; never_fits says why when it is submitted.
     return blocked
 
 
@@ -1324,6 +1688,8 @@ def slurm_facts() -> dict[str, Any]:
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's own default MaxArraySize, used when `scontrol show config` does not answer."""
 _TASK_RANGE = re.compile(r"^(\d+)_\[?([0-9,\-]+)(?:%\d+)?\]?$")
+_NO_TASK = "4294967294"
+"""Slurm's NO_VAL as an ArrayTaskId: the array's record for tasks that never got their own job."""
 
 
 def max_array_size() -> int:
@@ -1349,17 +1715,10 @@ def array_parameters(
 
 def array_script(opts: SlurmOptions, params: Mapping[str, Any], folder: Path, tasks: int) -> str:
     """The sbatch script of an array of `tasks` tasks, written by submitit itself (--dry-run)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = " ".join(
-        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
-    )
     if tasks == 1:  # submitit submits a single task as a plain job
         single = {k: v for k, v in params.items() if k != "array_parallelism"}
-        text: str = _make_sbatch_string(command=command, folder=folder, **single)
-    else:
-        text = _make_sbatch_string(command=command, folder=folder, map_count=tasks, **params)
-    return text
+        return submitit_script(folder, single)
+    return submitit_script(folder, params, map_count=tasks)
 
 
 @dataclass
@@ -1387,7 +1746,6 @@ def submit_arrays(
     its first task), so a caller records it before the next sbatch can fail."""
     require_slurm("sbatch")
     prepare_log_dir(folder)
-    from submitit.core.utils import FailedJobError, FailedSubmissionError
     from submitit.slurm.slurm import SlurmExecutor
 
     limit = max_array_size()
@@ -1398,22 +1756,9 @@ def submit_arrays(
     for first in range(0, len(task_args), limit):
         group = list(task_args[first : first + limit])
         executor.update_parameters(array_parallelism=max(1, min(parallel, len(group))))
-        before = set(folder.glob(".submission_file_*.sh"))
-        captured = tempfile.TemporaryFile(mode="w+")
-        try:
-            with contextlib.redirect_stderr(captured), (
-                _clean_slurm_env() if clean else contextlib.nullcontext()
-            ):
-                jobs = executor.map_array(task, *zip(*group, strict=True))
-        except (FailedJobError, FailedSubmissionError) as e:
-            done = f" ({len(arrays)} array(s) already submitted)" if arrays else ""
-            raise EnvironmentProblem(f"Slurm refused the job array{done}: {_sbatch_words(e)}") \
-                from None
-        finally:
-            captured.close()
-            for link in set(folder.glob(".submission_file_*.sh")) - before:
-                with contextlib.suppress(OSError):
-                    link.unlink()
+        done = f" ({len(arrays)} array(s) already submitted)" if arrays else ""
+        send = functools.partial(executor.map_array, task, *zip(*group, strict=True))
+        jobs = submit_through_submitit(executor, folder, f"the job array{done}", send, clean=clean)
         task_jobs = [str(job.job_id) for job in jobs]
         array_id = task_jobs[0].split("_")[0]
         array = SubmittedArray(array_id, task_jobs, folder / f"{array_id}_submission.sh")
@@ -1436,26 +1781,43 @@ def _expand_tasks(array_id: str, tasks: str) -> list[str]:
 def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
     """The Slurm state of each task job id: accounting first (it remembers finished tasks),
     then the controller (current; scontrol, or squeue when scontrol is missing), so the freshest
-    word wins. Tasks no source knows are absent."""
+    word wins. Tasks no source knows are absent.
+
+    Tasks cancelled before they started have no record of their own: the array's record for its
+    unstarted tasks ('403' in sacct and squeue, ArrayTaskId=4294967294 in scontrol) gives them
+    its state; and a task missing from an array that the controller and accounting both still
+    know was taken out of it before it started (`scancel 403_[2-5]` with task 1 still pending)."""
     wanted = set(task_jobs)
     array_ids = sorted({j.split("_")[0] for j in task_jobs})
     states: dict[str, str] = {}
+    whole: dict[str, str] = {}  # array id → the state of its tasks that never had their own job
     if not array_ids:
         return states
+
+    def take(job: str, state: str) -> None:
+        if job in array_ids and job not in wanted:
+            whole[job] = _state_word(state)
+        else:
+            states[job] = _state_word(state)
+
     done = _run(["sacct", "-X", "-n", "-P", "-j", ",".join(array_ids), "-o", "JobID,State"])
     for line in done.stdout.splitlines() if done is not None else []:
         job, _, state = line.strip().partition("|")
         match = _TASK_RANGE.match(job)
         for task in _expand_tasks(match[1], match[2]) if match else [job]:
-            states[task] = _state_word(state)
+            take(task, state)
     # scontrol shows one job (with all its array tasks) per call.
     answers = [_run(["scontrol", "show", "job", "-o", array_id]) for array_id in array_ids]
     controller = [a for a in answers if a is not None]
+    known_arrays: set[str] = set()
     if controller or not have("squeue"):
         for line in (ln for a in controller for ln in a.stdout.splitlines()):
             rec = parse_scontrol_record(line)
             state = _state_word(rec.get("JobState", ""))
             if rec.get("ArrayJobId") and rec.get("ArrayTaskId"):
+                known_arrays.add(rec["ArrayJobId"])
+                if rec["ArrayTaskId"] == _NO_TASK:
+                    take(rec["ArrayJobId"], state)
                 for task in _expand_tasks(rec["ArrayJobId"], rec["ArrayTaskId"]):
                     states[task] = state
             elif rec.get("JobId"):
@@ -1465,7 +1827,13 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
                       "%i|%T"])
         for line in queue.stdout.splitlines() if queue is not None else []:
             job, _, state = line.strip().partition("|")
-            states[job] = _state_word(state)
+            take(job, state)
+    for job in wanted - states.keys():
+        array_id = job.split("_")[0]
+        if array_id in whole:
+            states[job] = whole[array_id]
+        elif array_id in known_arrays and done is not None and "_" in job:
+            states[job] = "CANCELLED"
     return {job: state for job, state in states.items() if job in wanted}
 
 
@@ -1532,3 +1900,54 @@ def watch_arrays(
             return progress
         sleep(max(0.0, min(interval, timeout - (now - start))))
         interval = min(interval * 1.5, POLL_MAX_S)
+
+
+def live_tasks(task_jobs: Sequence[str]) -> dict[str, str]:
+    """The tasks among `task_jobs` that Slurm says are still pending or running (job → state);
+    empty when neither scontrol nor sacct is here to ask."""
+    if not task_jobs or not (have("scontrol") or have("sacct") or have("squeue")):
+        return {}
+    return {job: state for job, state in array_states(task_jobs).items()
+            if state in ACTIVE_STATES and state != "UNKNOWN"}
+
+
+CANCEL_WAIT_S = 120.0
+"""How long `cancel_arrays` waits for cancelled tasks to end (Slurm's KillWait is 30 s)."""
+
+
+def cancel_arrays(
+    task_jobs: Sequence[str], timeout: float = CANCEL_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """scancel the arrays these tasks belong to, then wait until none of the tasks is active
+    any more (a cancelled task may still be writing a record until it is gone)."""
+    require_slurm("scancel")
+    arrays = sorted({j.split("_")[0] for j in task_jobs}, key=int)
+    try:
+        done = subprocess.run(["scancel", *arrays], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EnvironmentProblem(f"scancel {' '.join(arrays)} did not answer: {e}") from None
+    if done.returncode != 0:
+        words = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EnvironmentProblem(f"scancel {' '.join(arrays)} failed: {words}")
+    start = time.monotonic()
+    while (alive := live_tasks(task_jobs)):
+        if time.monotonic() - start > timeout:
+            raise EnvironmentProblem(
+                f"cancelled job array {', '.join(arrays)}, but {len(alive)} task(s) had not ended "
+                f"after {timeout:g} s ({', '.join(sorted(alive)[:5])}); run the sweep again once "
+                f"`squeue -j {','.join(arrays)}` lists none"
+            )
+        sleep(0.5)
+
+
+def array_blocked(opts: SlurmOptions, alloc: Allocation) -> str | None:
+    """For `sweep` inside an allocation: why its array could not start while the allocation
+    lives (the reason of `allocation_blocks_new_job`, without its advice for `submit`)."""
+    blocked = allocation_blocks_new_job(opts, alloc)
+    if blocked is None:
+        return None
+    # The reason is the first sentence; the advice after it speaks of submit's --new-job.
+    reason, marker, _ = blocked.partition(". Leave out --new-job")
+    return reason if marker else blocked

@@ -6,21 +6,27 @@ Layout of DIR (`--out`):
     DIR/records/<key>.json     one record per finished case: `run --json`'s document + "case"
     DIR/logs/                  Slurm logs of the array tasks (submitit's folder)
     DIR/superseded/            records moved aside by --rerun-failed (<key>.<time>.json)
+    DIR/.lock                  flock'd around every read-modify-write of the manifest
 
-Records are the truth: a case is done exactly when its record exists. A record is written to a
-temporary file in the same directory, flushed, fsync'd and renamed over its final name, so a
-reader (or a sweep killed at any moment) sees either no record or a whole one.
+Records are the truth: a case is done exactly when its record exists, reads as a record, and
+carries this sweep's grid id (`credited`); anything else (half a file, another grid's record)
+counts as missing everywhere. A record is written to a temporary file in the same directory,
+flushed, fsync'd and renamed over its final name, so a reader (or a sweep killed at any moment)
+sees either no record or a whole one. Files get mode 0666 less the umask (0644 usually), so that
+a group can read a shared results directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ MANIFEST = "manifest.json"
 RECORDS = "records"
 LOGS = "logs"
 SUPERSEDED = "superseded"
+LOCK = ".lock"
 KIND = "autograd-check sweep"
 DEFAULT_OUT = "sweep-results"
 """--out when not given: ./sweep-results, relative to where the sweep starts."""
@@ -41,10 +48,29 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows (no window in which
+    another thread would create files with a umask of 0)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that `path` is either its old self or the whole new text."""
+    """Write `text` to `path` so that `path` is either its old self or the whole new text.
+
+    The file gets the mode an ordinary open() would give it (0666 less the umask), not mkstemp's
+    0600: a results directory is meant to be read by others (`report DIR` from any shell)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -79,6 +105,22 @@ def outcome_of(doc: Mapping[str, Any]) -> str:
     return "passed" if doc.get("verdict", {}).get("passed") else "failed"
 
 
+def record_problem(doc: Any, grid_id: str) -> str | None:
+    """Why a record read from disk does not count for the sweep with `grid_id` (None: it does).
+
+    Half a record (no verdict and no error) and a record of another grid (a sweep into the same
+    DIR before a --force) are not credited: their case counts as missing and runs again."""
+    if not isinstance(doc, dict):
+        return "unreadable (not a JSON object)"
+    if not isinstance(doc.get("error"), dict) and not isinstance(doc.get("verdict"), dict):
+        return "not a whole record (no verdict and no error)"
+    case = doc.get("case")
+    theirs = case.get("grid_id") if isinstance(case, dict) else None
+    if theirs != grid_id:
+        return f"a record of another grid ({theirs or 'no grid id'}; this sweep is {grid_id})"
+    return None
+
+
 class Store:
     """A sweep's directory. Only the submitting process writes the manifest; tasks write records."""
 
@@ -87,6 +129,7 @@ class Store:
         self.records_dir = self.root / RECORDS
         self.logs_dir = self.root / LOGS
         self.manifest_path = self.root / MANIFEST
+        self._lock_depth = 0
 
     # -- records -------------------------------------------------------------------------------
     def record_path(self, key: str) -> Path:
@@ -96,8 +139,42 @@ class Store:
         self.records_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.record_path(key), dumps(doc) + "\n")
 
-    def has_record(self, key: str) -> bool:
-        return self.record_path(key).is_file()
+    def has_record(self, key: str, grid_id: str) -> bool:
+        """Whether `key` has a record that counts for this grid (see `record_problem`)."""
+        return self.problem_of(key, grid_id) is None
+
+    def problem_of(self, key: str, grid_id: str) -> str | None:
+        """None when `key` has a credited record, else why not ('no record', 'unreadable...')."""
+        path = self.record_path(key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "no record"
+        except OSError as e:
+            return f"{path} is unreadable: {e.strerror or e}"
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return f"{path} is unreadable: not JSON (cut short?)"
+        problem = record_problem(doc, grid_id)
+        return None if problem is None else f"{path} is {problem}"
+
+    def credited_records(
+        self, grid_id: str, keys: Iterable[str] | None = None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(credited records by key, problem by key for the files that are not credited)."""
+        wanted = self.recorded_keys() if keys is None else set(keys) & self.recorded_keys()
+        good: dict[str, dict[str, Any]] = {}
+        bad: dict[str, str] = {}
+        for key in sorted(wanted):
+            doc = self.read_record(key)
+            if doc is None:
+                bad[key] = f"{self.record_path(key)} is unreadable (not a JSON record)"
+            elif (reason := record_problem(doc, grid_id)) is not None:
+                bad[key] = f"{self.record_path(key)} is {reason}"
+            else:
+                good[key] = doc
+        return good, bad
 
     def recorded_keys(self) -> set[str]:
         """Keys with a record (temporary files, dot-prefixed, are never counted)."""
@@ -142,6 +219,49 @@ class Store:
                 count += 1
         return count
 
+    def clear_old_files(self) -> list[str]:
+        """--force: remove superseded/ and DIR/logs/ (old records moved aside, the Slurm logs of
+        arrays that no longer count); returns what was removed, as 'superseded/' etc."""
+        removed = []
+        for name in (SUPERSEDED, LOGS):
+            folder = self.root / name
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(f"{name}/")
+        return removed
+
+    # -- the lock ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold DIR/.lock (flock) while reading, changing and writing the manifest, so two sweeps
+        into one DIR cannot lose each other's submissions. `on_wait` runs once if another
+        process holds it (it is held for seconds at most: while arrays are submitted).
+        Re-entrant within one Store: a second flock on a new descriptor would wait for itself."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.ensure_writable()
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise BadInput(f"{self.root / LOCK} cannot be opened: {e.strerror or e}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            yield
+        finally:
+            self._lock_depth = 0
+            os.close(fd)  # closing the descriptor releases the lock
+
     # -- manifest ------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -167,17 +287,36 @@ class Store:
             raise BadInput(f"{self.root} holds no sweep ({MANIFEST} is missing)")
         return Grid.from_dict(manifest["grid"])
 
-    def add_submission(self, submission: Mapping[str, Any]) -> None:
-        manifest = self.read_manifest()
-        assert manifest is not None, "prepare() writes the manifest first"
-        manifest.setdefault("submissions", []).append(dict(submission))
-        self.write_manifest(manifest)
+    def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read, change (in place) and write the manifest under the lock; returns it."""
+        with self.locked():
+            manifest = self.read_manifest()
+            assert manifest is not None, "prepare() writes the manifest first"
+            change(manifest)
+            self.write_manifest(manifest)
+        return manifest
 
-    def update_last_submission(self, **fields: Any) -> None:
-        manifest = self.read_manifest()
-        assert manifest is not None and manifest.get("submissions")
-        manifest["submissions"][-1].update(fields)
-        self.write_manifest(manifest)
+    def add_submission(self, submission: Mapping[str, Any]) -> int:
+        """Append a submission; returns its index, for `update_submission`."""
+        where: list[int] = []
+
+        def add(manifest: dict[str, Any]) -> None:
+            submissions = manifest.setdefault("submissions", [])
+            submissions.append(dict(submission))
+            where.append(len(submissions) - 1)
+
+        self.update_manifest(add)
+        return where[0]
+
+    def update_submission(self, index: int, **fields: Any) -> None:
+        self.update_manifest(lambda manifest: manifest["submissions"][index].update(fields))
+
+    def add_array(self, index: int, array: Mapping[str, Any]) -> None:
+        """Record an array that Slurm accepted under submission `index`."""
+        self.update_manifest(
+            lambda manifest: manifest["submissions"][index].setdefault("arrays", [])
+            .append(dict(array))
+        )
 
     # -- set-up --------------------------------------------------------------------------------
     def ensure_writable(self) -> None:
@@ -192,12 +331,8 @@ class Store:
                 f"--out {str(self.root)!r} is not a writable directory: {e.strerror or e}"
             ) from None
 
-    def prepare(self, grid: Grid, *, force: bool) -> tuple[dict[str, Any], int]:
-        """Make DIR ready for this grid: (manifest, records removed by --force).
-
-        A DIR holding another grid's manifest is refused unless `force`; `force` also removes
-        every record so that the whole grid runs again.
-        """
+    def check_grid(self, grid: Grid, *, force: bool) -> dict[str, Any] | None:
+        """The manifest in DIR, if any; another grid's is refused (BadInput) unless `force`."""
         manifest = self.read_manifest() if self.root.exists() else None
         if manifest is not None and manifest.get("grid_id") != grid.grid_id() and not force:
             old = manifest.get("grid", {})
@@ -206,6 +341,16 @@ class Store:
                 f"this one is {_grid_line(grid.to_dict())}. Use another --out, or --force to "
                 "overwrite it"
             )
+        return manifest
+
+    def prepare(self, grid: Grid, *, force: bool) -> tuple[dict[str, Any], int]:
+        """Make DIR ready for this grid: (manifest, records removed by --force).
+
+        A DIR holding another grid's manifest is refused unless `force`; `force` also removes
+        every record so that the whole grid runs again. The caller holds `locked()` (or is alone),
+        and has made sure no earlier submission is still running (cli.sweep does).
+        """
+        manifest = self.check_grid(grid, force=force)
         self.ensure_writable()
         removed = self.clear_records() if force else 0
         if manifest is None or force:
@@ -229,24 +374,22 @@ def _grid_line(grid: Mapping[str, Any]) -> str:
 
 
 def select(
-    cases: Iterable[Case], store: Store, *, rerun_failed: bool = False
+    cases: Iterable[Case], store: Store, grid_id: str, *, rerun_failed: bool = False
 ) -> tuple[list[Case], int]:
-    """(cases to run, cases skipped because they have a record).
+    """(cases to run, cases skipped because they have a credited record).
 
-    A record means done, unless `rerun_failed` and the record is a mismatch or an error.
+    A credited record means done, unless `rerun_failed` and the record is a mismatch or an error.
+    A record that is unreadable, half written or of another grid does not count: its case runs.
     """
-    recorded = store.recorded_keys()
+    cases = list(cases)
+    credited, _ = store.credited_records(grid_id, [c.key for c in cases])
     todo: list[Case] = []
     skipped = 0
     for case in cases:
-        if case.key not in recorded:
+        doc = credited.get(case.key)
+        if doc is None or (rerun_failed and outcome_of(doc) != "passed"):
             todo.append(case)
             continue
-        if rerun_failed:
-            doc = store.read_record(case.key)
-            if doc is None or outcome_of(doc) != "passed":
-                todo.append(case)
-                continue
         skipped += 1
     return todo, skipped
 

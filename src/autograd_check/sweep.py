@@ -68,11 +68,13 @@ def run_cases(
     on_start: Callable[[Case], None] | None = None,
     on_done: Callable[[Case, dict[str, Any]], None] | None = None,
 ) -> Tally:
-    """Run cases one after another in this process; a case that already has a record is skipped
-    (so a requeued task, or a second sweep racing this one, never runs a case twice)."""
+    """Run cases one after another in this process; a case that already has a credited record
+    (readable, of this grid) is skipped, so a requeued task goes on from its first case without
+    one. Nothing here stops two processes that run the same case at once: the `sweep` command
+    refuses to start while an earlier submission into the same DIR is still pending or running."""
     tally = Tally()
     for case in cases:
-        if store.has_record(case.key):
+        if store.has_record(case.key, grid_id):
             tally.skipped.append(case.key)
             continue
         if on_start is not None:
@@ -89,7 +91,7 @@ def _chunk_cases(chunk: Sequence[tuple[str, int, dict[str, Any]]]) -> list[Case]
 
 
 class ArrayTask(Checkpointable):
-    """The body of one array task: run its cases in order, skipping those with a record.
+    """The body of one array task: run its cases in order, skipping those with a credited record.
 
     It is submitit-Checkpointable: on preemption or time-out (SIGUSR2) submitit requeues the same
     call, which starts again from the first case without a record; nothing is kept in memory or in

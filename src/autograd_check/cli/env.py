@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -38,16 +39,38 @@ def torch_facts() -> dict[str, Any]:
     }
 
 
+_ANSI = r"\x1b\[[0-9;]*m"
+_LINE_END = re.compile(rf"(?:{_ANSI}| )+$")
+
+
+def _rstrip(line: str) -> str:
+    """The line without its trailing spaces, also those among a styled line's closing codes."""
+    end = _LINE_END.search(line)
+    if end is None:
+        return line
+    return line[: end.start()] + "".join(re.findall(_ANSI, end.group(0)))
+
+
 def _yes(value: object) -> str:
     return "yes" if value else "no"
 
 
 def print_facts(facts: dict[str, Any]) -> None:
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
+    with console.capture() as captured:
+        _print_tables(console, facts)
+    # Rich pads every cell to its column's width, so each line would end in spaces up to the
+    # widest line: noise in logs and diffs.
+    lines = [_rstrip(line) for line in captured.get().splitlines()]
+    print("\n".join(lines).rstrip("\n"))
+
+
+def _print_tables(console: Any, facts: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
     t = facts["torch"]
     s = facts["slurm"]
     grid = Table.grid(padding=(0, 2))

@@ -182,6 +182,21 @@ def hint_flags(opts_dir: Path | None) -> str:
     return f" --log-dir {shlex.quote(str(opts_dir))}" if opts_dir is not None else ""
 
 
+EXIT_INTERRUPTED = 130
+"""What a shell reports for a command stopped by Ctrl-C (128 + SIGINT)."""
+
+
+def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
+    """Ctrl-C while waiting for a batch job: only the wait stops, so say where the job is."""
+    flags = hint_flags(log_dir)
+    note(
+        f"stopped waiting; Slurm job {job_id} keeps running: `autograd-check status {job_id}"
+        f"{flags}` shows its state, `autograd-check result {job_id}{flags} --wait` waits for "
+        f"its result, `scancel {job_id}` cancels it"
+    )
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
 def show_submitted(sub: Submitted, opts: SlurmOptions, json_output: bool) -> None:
     flags = hint_flags(opts.log_dir)
     if json_output:
@@ -238,8 +253,7 @@ def submit(
 
     if dry_run:
         if as_step:
-            assert alloc is not None
-            print(shlex.join(slurm.step_command(spec, opts, alloc)))
+            print(shlex.join(slurm.step_command(spec, opts)))
         else:
             print(slurm.sbatch_script(spec, opts), end="")
         raise typer.Exit(EXIT_PASS)
@@ -271,8 +285,11 @@ def submit(
             show_submitted(sub, opts, json_output)
             raise typer.Exit(EXIT_PASS)
         note(f"submitted Slurm job {sub.job_id}; logs in {sub.folder}")
-        with JobProgress(f"Slurm job {sub.job_id}") as progress:
-            info = slurm.wait_for_job(sub.job_id, sub.folder, opts.timeout, progress.update)
+        try:
+            with JobProgress(f"Slurm job {sub.job_id}") as progress:
+                info = slurm.wait_for_job(sub.job_id, sub.folder, opts.timeout, progress.update)
+        except KeyboardInterrupt:
+            stopped_waiting(sub.job_id, opts.log_dir)
         elapsed = progress.latest[1] if progress.latest else None
         result = slurm.collect(sub.job_id, sub.folder, info)
     except JobFailed as e:
@@ -300,6 +317,7 @@ def status(
     if not any(slurm.have(t) for t in ("scontrol", "squeue", "sacct")) and not folder.is_dir():
         slurm.require_slurm("scontrol")
     info = slurm.job_info(job_id)
+    never = slurm.never_starts(info) if info is not None else None
     paths = slurm.job_paths(folder, job_id)
     has_result = paths.result_pickle.exists()
     state = info.state if info else ("COMPLETED" if has_result else "UNKNOWN")
@@ -323,6 +341,7 @@ def status(
         "partition": info.partition if info else None,
         "elapsed": info.elapsed if info else None,
         "reason": info.reason if info else None,
+        "never_starts": never,
         "exit_code": info.exit_code if info else None,
         "result_available": has_result,
         "log_dir": str(folder),
@@ -341,6 +360,8 @@ def status(
     ):
         if doc[key] and (key != "exit_code" or finished):
             print(f"  {label:<10}{doc[key]}")
+    if never:
+        print(f"  {'hint':<10}Slurm will never start it: {never}; cancel it: scancel {job_id}")
     ready = f"ready: autograd-check result {job_id}{hint_flags(log_dir)}"
     print(f"  {'result':<10}{ready if has_result else 'none yet'}")
     for label, path in files.items():
@@ -369,8 +390,11 @@ def result(
     info = None
     try:
         if wait:
-            with JobProgress(f"Slurm job {job_id}") as progress:
-                info = slurm.wait_for_job(job_id, folder, bound, progress.update)
+            try:
+                with JobProgress(f"Slurm job {job_id}") as progress:
+                    info = slurm.wait_for_job(job_id, folder, bound, progress.update)
+            except KeyboardInterrupt:
+                stopped_waiting(job_id, log_dir)
         checked = slurm.collect(job_id, folder, info)
     except JobFailed as e:
         fail_job(e, json_output)

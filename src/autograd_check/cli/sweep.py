@@ -54,7 +54,8 @@ RerunFailed = Annotated[bool, typer.Option(
     "--rerun-failed", help="Also run again the cases whose record is a mismatch or an error.",
     rich_help_panel=SWEEP_PANEL)]
 Force = Annotated[bool, typer.Option(
-    "--force", help="Delete the records in --out (even another grid's) and run every case.",
+    "--force", help="Cancel the arrays of an earlier sweep into --out that still run, delete its "
+    "records (even another grid's), superseded/ and logs/, and run every case.",
     rich_help_panel=SWEEP_PANEL)]
 MaxCases = Annotated[int | None, typer.Option(
     "--max-cases", help="Refuse a grid with more cases than this.", min=1,
@@ -118,14 +119,13 @@ def _int_setting(settings: dict[str, Any], key: str, default: int | None) -> int
 
 def _mode(settings: dict[str, Any]) -> str:
     """'local' or 'slurm': as asked; else Slurm where sbatch is, unless this is a job step."""
-    import os
-    import shutil
-
     mode = settings.get("mode")
     if mode is None:
+        from autograd_check.slurm import current_allocation, have
+
         # A job step (srun inside salloc or sbatch) is already where the work should run.
-        in_step = bool(os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_STEP_ID"))
-        return "slurm" if shutil.which("sbatch") and not in_step else "local"
+        alloc = current_allocation()
+        return "slurm" if have("sbatch") and not (alloc is not None and alloc.in_step) else "local"
     if mode not in ("local", "slurm"):
         raise BadInput(f"[sweep] mode {mode!r} is not known; choose 'local' or 'slurm'")
     return str(mode)
@@ -195,6 +195,8 @@ def sweep(
     grid_values, settings, config_path = _sweep_values(check_values, axis_flags, sweep_flags)
     grid = build_grid(grid_values)
     check_size(grid, _int_setting(settings, "max_cases", DEFAULT_MAX_CASES) or DEFAULT_MAX_CASES)
+    for dropped in grid.dropped:
+        _progress_line(f"{dropped} given more than once; each value runs once")
     cases = list(grid.cases())
     mode = _mode(settings)
     per_task = _int_setting(settings, "cases_per_task", 1) or 1
@@ -217,33 +219,49 @@ def sweep(
         return
     if opts is not None:
         _check_slurm_here(opts)
-    _manifest, removed = store.prepare(grid, force=force)
-    if removed:
-        _progress_line(f"--force: removed {removed} record(s) from {store.root}")
+    store.check_grid(grid, force=force)  # another grid in --out: exit 2 before anything else
     from autograd_check.store import select
 
-    todo, skipped = select(cases, store, rerun_failed=rerun_failed)
-    if rerun_failed:
+    # The lock is held from the look at earlier submissions until this one is in the manifest
+    # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses.
+    with store.locked(on_wait=lambda: _progress_line(
+            f"waiting for another sweep into {store.root} to finish submitting")):
+        _stop_earlier(store, force)
+        _manifest, removed = store.prepare(grid, force=force)
+        if force:
+            gone = [f"{removed} record(s)"] + store.clear_old_files()
+            if removed or len(gone) > 1:
+                _progress_line(f"--force: removed {', '.join(gone)} from {store.root}")
+        todo, skipped = select(cases, store, grid.grid_id(), rerun_failed=rerun_failed)
         recorded = store.recorded_keys()
         again = [c.key for c in todo if c.key in recorded]
-        for key in again:
+        for key in again:  # a failed record (--rerun-failed), a half or another grid's one
             store.supersede(key)
         if again:
-            _progress_line(f"--rerun-failed: {len(again)} failed record(s) moved to "
-                           f"{store.root / 'superseded'}; running them again")
-    if skipped:
-        _progress_line(f"resuming: {skipped} of {len(cases)} cases already have a record "
-                       f"in {store.root}; running {len(todo)}")
-    states: dict[str, str] | None = None
-    if opts is None:
-        _sweep_local(store, grid, todo)
-    elif not todo:
-        _progress_line("nothing to submit: every case has a record")
-    else:
-        task_jobs = _submit(store, grid, todo, opts, per_task, parallel)
+            what = ("--rerun-failed: {} failed" if rerun_failed else
+                    "{} unusable (unreadable, or another grid's)").format(len(again))
+            _progress_line(f"{what} record(s) moved to {store.root / 'superseded'}; "
+                           "running them again")
+        if skipped:
+            _progress_line(f"resuming: {skipped} of {len(cases)} cases already have a record "
+                           f"in {store.root}; running {len(todo)}")
+        states: dict[str, str] | None = None
+        task_jobs: list[str] = []
+        local_index: int | None = None
+        if not todo:
+            _progress_line(f"nothing to {'run' if opts is None else 'submit'}: every case has a "
+                           "record")
+        elif opts is None:
+            local_index = _add_local_submission(store, len(todo))
+        else:
+            task_jobs = _submit(store, grid, todo, opts, per_task, parallel)
+    if local_index is not None:
+        _sweep_local(store, grid, todo, local_index)
+    elif task_jobs:
         if not wait:
             _submitted_message(store, task_jobs, len(todo), json_output)
             return
+        assert opts is not None
         states = _watch(store, grid, task_jobs, opts.timeout)
     report = _report_of(store, states)
     _show_report(report, json_output=json_output, markdown=False)
@@ -257,10 +275,9 @@ def _dry_run(store: Store, grid: Grid, cases: list[Case], mode: str, per_task: i
     from autograd_check.result import dumps
     from autograd_check.store import select
 
-    manifest = store.read_manifest() if store.root.exists() else None
-    if manifest is not None and manifest.get("grid_id") != grid.grid_id() and not force:
-        store.prepare(grid, force=False)  # raises: another grid lives there
-    todo, skipped = (cases, 0) if force else select(cases, store, rerun_failed=rerun_failed)
+    store.check_grid(grid, force=force)  # raises: another grid lives there
+    todo, skipped = (cases, 0) if force else select(cases, store, grid.grid_id(),
+                                                    rerun_failed=rerun_failed)
     script = None
     tasks = -(-len(todo) // per_task)
     if opts is not None and todo:
@@ -302,17 +319,80 @@ def _log_dir(store: Store, opts: SlurmOptions) -> Path:
 def _check_slurm_here(opts: SlurmOptions) -> None:
     """sbatch must be here; inside an allocation that would hold back the array, say so now."""
     from autograd_check.errors import EnvironmentProblem
-    from autograd_check.slurm import allocation_blocks_new_job, current_allocation, require_slurm
+    from autograd_check.slurm import array_blocked, current_allocation, require_slurm
 
     require_slurm("sbatch")
     alloc = current_allocation()
     if alloc is not None:
-        blocked = allocation_blocks_new_job(opts, alloc)
+        blocked = array_blocked(opts, alloc)
         if blocked:
             raise EnvironmentProblem(
-                blocked.split(". ")[0] + ". Run the sweep on the allocated node instead: "
+                f"{blocked.rstrip('.')}. Run the sweep on the allocated node instead: "
                 "`srun autograd-check sweep --local ...`, or ask for less with --mem"
             )
+
+
+def _stop_earlier(store: Store, force: bool) -> None:
+    """Refuse (exit 2) while an earlier submission into DIR still runs: its tasks would write
+    records beside this sweep's and cases would run twice. --force cancels its arrays first."""
+    import shlex
+
+    from autograd_check.slurm import cancel_arrays, live_tasks
+
+    manifest = store.read_manifest() if store.root.exists() else None
+    if manifest is None:
+        return
+    local = _live_local(manifest)
+    if local is not None:
+        raise BadInput(
+            f"a local sweep into --out {str(store.root)!r} is still running ({local}); wait for "
+            "it to end or stop it first (Ctrl-C there, or kill its pid)"
+        )
+    jobs = [job for submission in manifest.get("submissions", [])
+            for array in submission.get("arrays", []) for job in array.get("task_jobs", [])]
+    alive = live_tasks(jobs)
+    if not alive:
+        return
+    arrays = sorted({j.split("_")[0] for j in alive}, key=int)
+    listed = ", ".join(sorted(alive)[:5]) + (", ..." if len(alive) > 5 else "")
+    what = (f"job array {', '.join(arrays)} of an earlier sweep into --out {str(store.root)!r} "
+            f"still has {len(alive)} task(s) pending or running ({listed})")
+    if not force:
+        raise BadInput(
+            f"{what}. Wait for it to end (`autograd-check report {shlex.quote(str(store.root))}` "
+            f"shows what is done), cancel it (`scancel {' '.join(arrays)}`), or run with --force "
+            "to cancel it and start over"
+        )
+    _progress_line(f"--force: {what}; cancelling it")
+    cancel_arrays(list(alive))
+
+
+def _live_local(manifest: dict[str, Any]) -> str | None:
+    """'pid 123 on host' of a local sweep into this DIR whose process still lives, if any."""
+    import os
+    import socket
+
+    host = socket.gethostname()
+    for submission in manifest.get("submissions", []):
+        if submission.get("mode") != "local" or "ended" in submission:
+            continue
+        pid = submission.get("pid")
+        if submission.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue  # killed without a word (SIGKILL, a crash): it runs no more
+        except PermissionError:
+            pass  # alive, someone else's
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"autograd" not in f.read():
+                    continue  # the pid was reused by another program
+        except OSError:
+            pass
+        return f"pid {pid} on {host}"
+    return None
 
 
 def _submit(store: Store, grid: Grid, todo: list[Case], opts: SlurmOptions, per_task: int,
@@ -335,7 +415,7 @@ def _submit(store: Store, grid: Grid, todo: list[Case], opts: SlurmOptions, per_
     params = array_parameters(opts, cuda=_any_cuda(todo), tasks=len(packed),
                               max_parallel=parallel)
     out = str(store.root.resolve())
-    store.add_submission({
+    index = store.add_submission({
         "mode": "slurm", "started": now(), "host": socket.gethostname(), "cases": len(todo),
         "cases_per_task": per_task, "max_parallel": parallel, "tasks": len(packed),
         "log_dir": str(folder), "parameters": params, "arrays": [],
@@ -344,14 +424,11 @@ def _submit(store: Store, grid: Grid, todo: list[Case], opts: SlurmOptions, per_
 
     def record(array: SubmittedArray, first: int) -> None:
         group = packed[first : first + len(array.task_jobs)]
-        manifest = store.read_manifest()
-        assert manifest is not None
-        manifest["submissions"][-1]["arrays"].append({
+        store.add_array(index, {
             "job_id": array.job_id, "task_jobs": array.task_jobs, "log_dir": str(folder),
             "submission_file": str(array.submission_file),
             "tasks": [[key for key, _, _ in chunk] for chunk in group],
         })
-        store.write_manifest(manifest)
         task_jobs.extend(array.task_jobs)
         _progress_line(f"submitted job array {array.job_id}: {len(array.task_jobs)} task(s), "
                        f"{sum(len(c) for c in group)} case(s)")
@@ -420,11 +497,18 @@ def _watch(store: Store, grid: Grid, task_jobs: list[str], timeout: float) -> di
     return progress.states
 
 
-def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
-    """Run the cases here with a progress bar on stderr; Ctrl-C keeps every record written."""
+def _add_local_submission(store: Store, cases: int) -> int:
     import os
     import socket
 
+    from autograd_check.store import now
+
+    return store.add_submission({"mode": "local", "started": now(), "host": socket.gethostname(),
+                                 "pid": os.getpid(), "cases": cases})
+
+
+def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None:
+    """Run the cases here with a progress bar on stderr; Ctrl-C keeps every record written."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -438,8 +522,6 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
     from autograd_check.store import now
     from autograd_check.sweep import Tally, run_cases
 
-    store.add_submission({"mode": "local", "started": now(), "host": socket.gethostname(),
-                          "pid": os.getpid(), "cases": len(todo)})
     tally = Tally()
     console = Console(stderr=True, highlight=False)
     progress = Progress(
@@ -467,7 +549,7 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
             run_cases(store, todo, grid.grid_id(), on_done=done)
     except KeyboardInterrupt:
         recorded = len(store.recorded_keys() & {c.key for c in grid.cases()})
-        store.update_last_submission(ended=now(), status="interrupted", ran=tally.ran)
+        store.update_submission(index, ended=now(), status="interrupted", ran=tally.ran)
         _progress_line(
             f"interrupted: {recorded} of {grid.size} cases have a record in {store.root}; "
             "run the same command again to resume"
@@ -475,7 +557,7 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case]) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    store.update_last_submission(ended=now(), status="complete", ran=tally.ran)
+    store.update_submission(index, ended=now(), status="complete", ran=tally.ran)
     if not console.is_terminal:  # no bar was drawn: say what happened in one line
         _progress_line(f"ran {tally.ran} case(s) here in {time.monotonic() - start:.1f} s: "
                        f"{tally.passed} passed, {tally.failed} failed, {tally.error} error")
@@ -491,7 +573,7 @@ def _task_states(store: Store) -> dict[str, str] | None:
     if manifest is None or not (have("scontrol") or have("sacct")):
         return None
     owed = set(task_of_case(manifest).items())
-    recorded = store.recorded_keys()
+    recorded, _ = store.credited_records(str(manifest.get("grid_id", "")))
     jobs = sorted({job for key, (job, _) in owed if key not in recorded})
     return array_states(jobs) if jobs else None
 

@@ -18,7 +18,9 @@ from autograd_check.slurm import (
     JobInfo,
     Request,
     SlurmOptions,
+    commands,
     executor_parameters,
+    fit,
     fit_problem,
     never_starts,
     parse_scontrol_record,
@@ -26,6 +28,7 @@ from autograd_check.slurm import (
     request_of_job,
     request_of_params,
     wait_for_job,
+    watch,
 )
 from autograd_check.spec import CheckSpec
 
@@ -195,6 +198,19 @@ class FakeClock:
         self.t += seconds
 
 
+def patch_run(monkeypatch: pytest.MonkeyPatch, fake: FakeSlurm) -> None:
+    """The fake answers every Slurm command a wait runs: job_info and scancel (watch.py) and
+    never_starts (fit.py) each look `_run` up in their own module."""
+    for module in (watch, fit):
+        monkeypatch.setattr(module, "_run", fake)
+
+
+def patch_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """The wait (watch.py) and every command's budget (commands._budget) read the fake clock."""
+    for module in (watch, commands):
+        monkeypatch.setattr(module, "time", clock)
+
+
 PENDING = "JobId=7 JobState=PENDING Reason={reason} Partition=debug MinCPUsNode={cpus} " \
           "MinMemoryNode=500M"
 
@@ -206,7 +222,7 @@ class TestNeverStarts:
 
     def test_ordinary_waits(self, monkeypatch: pytest.MonkeyPatch) -> None:
         fake = FakeSlurm(PENDING.format(reason="Priority", cpus=64))
-        monkeypatch.setattr(slurm, "_run", fake)
+        monkeypatch.setattr(fit, "_run", fake)
         assert never_starts(JobInfo("7", "PENDING", "scontrol", reason="Priority")) is None
         assert never_starts(JobInfo("7", "RUNNING", "scontrol", reason="PartitionConfig")) is None
         assert not fake.calls, "an ordinary reason asks nothing more"
@@ -214,13 +230,13 @@ class TestNeverStarts:
     def test_partition_config_only_when_the_request_is_too_big(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(slurm, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
-                                                                    cpus=64)))
+        monkeypatch.setattr(fit, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
+                                                                  cpus=64)))
         info = JobInfo("7", "PENDING", "scontrol", reason="PartitionConfig")
         assert "64 CPUs" in str(never_starts(info))
         # An ordinary job may show PartitionConfig for a moment: it fits, so it is waited for.
-        monkeypatch.setattr(slurm, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
-                                                                    cpus=1)))
+        monkeypatch.setattr(fit, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
+                                                                  cpus=1)))
         assert never_starts(info) is None
 
     def test_reason_word(self) -> None:
@@ -233,7 +249,7 @@ class TestWaitForJob:
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
         fake = FakeSlurm(PENDING.format(reason="PartitionConfig", cpus=64))
-        monkeypatch.setattr(slurm, "_run", fake)
+        patch_run(monkeypatch, fake)
         with pytest.raises(EnvironmentProblem, match=r"will never start job 7: it is PENDING "
                            r"\(PartitionConfig\): it asks for 64 CPUs.*the job was cancelled"):
             wait_for_job("7", tmp_path, 30, sleep=lambda s: None)
@@ -247,8 +263,8 @@ class TestWaitForJob:
         of the one command asked at the deadline), not three 15 s timeouts later."""
         clock = FakeClock()
         fake = FakeSlurm("", clock=clock)
-        monkeypatch.setattr(slurm, "_run", fake)
-        monkeypatch.setattr(slurm, "time", clock)
+        patch_run(monkeypatch, fake)
+        patch_clock(monkeypatch, clock)
         start = clock.t
         with pytest.raises(JobFailed, match="gave up waiting after 20 s"):
             wait_for_job("7", tmp_path, 20, sleep=clock.sleep)
@@ -259,15 +275,15 @@ class TestWaitForJob:
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
         clock = FakeClock()
-        monkeypatch.setattr(slurm, "time", clock)
+        patch_clock(monkeypatch, clock)
         paths = slurm.job_paths(tmp_path, "7")
         done = JobInfo("7", "COMPLETED", "scontrol")
         start = clock.t
-        slurm._settle(done, paths, clock.sleep, deadline=start + 2)
+        watch._settle(done, paths, clock.sleep, deadline=start + 2)
         assert 2 <= clock.t - start <= 2.01
         start = clock.t  # the deadline has passed: only the floor
-        slurm._settle(done, paths, clock.sleep, deadline=start - 5)
+        watch._settle(done, paths, clock.sleep, deadline=start - 5)
         assert clock.t - start <= CALL_FLOOR_S + 0.01
         start = clock.t  # no deadline: the whole grace
-        slurm._settle(done, paths, clock.sleep)
+        watch._settle(done, paths, clock.sleep)
         assert clock.t - start >= slurm.RESULT_GRACE_S

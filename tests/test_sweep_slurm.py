@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from autograd_check import slurm
 from autograd_check.cli import app
+from autograd_check.slurm import arrays as slurm_arrays
+from autograd_check.slurm import commands
 from autograd_check.store import Store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -67,7 +69,9 @@ def test_array_of_24_packed_4_per_task_passes_and_reports(
 ) -> None:
     # A MaxArraySize of 4 here makes the 6 tasks go out as two arrays (4 + 2), as a grid larger
     # than the cluster's real limit would.
+    # (sweep's dry-run script reads it through the package, submit_arrays in arrays.py)
     monkeypatch.setattr(slurm, "max_array_size", lambda: 4)
+    monkeypatch.setattr(slurm_arrays, "max_array_size", lambda: 4)
     out = tmp_path / "s"
     code, stdout, stderr = sweep("--shapes", "3x8,4x4", "--dtypes", "float32,float64",
                                  "--seeds", "0-5", "--cases-per-task", "4", "--out", str(out),
@@ -309,13 +313,13 @@ def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
         # Every waiting task cancelled: only the array's own record (ArrayTaskId=4294967294
         # in scontrol) says so; without accounting it is the only word.
         subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True)
-        real_run = slurm._run
+        real_run = commands._run
 
         def no_accounting(cmd: Any, *args: Any, **kwargs: Any) -> Any:
             return None if cmd[0] == "sacct" else real_run(cmd, *args, **kwargs)
 
         with monkeypatch.context() as m:
-            m.setattr(slurm, "_run", no_accounting)
+            m.setattr(slurm_arrays, "_run", no_accounting)  # array_states looks it up there
             wait_for(lambda: {slurm.array_states(jobs).get(j) for j in jobs[1:3]}
                      == {"CANCELLED"}, 30, "tasks 1 and 2 to show as cancelled")
         code, stdout, _ = report(out, "--json")

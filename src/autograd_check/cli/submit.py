@@ -1,7 +1,7 @@
 """`submit`, `status` and `result`: the check on Slurm, and re-attaching to it later by job id.
 
 Thin commands over autograd_check.slurm: they parse, show progress on stderr and results on
-stdout; the Slurm work (and every wait's bound) is in slurm.py.
+stdout; the Slurm work (and every wait's bound) is in that package (src/autograd_check/slurm/).
 """
 
 from __future__ import annotations

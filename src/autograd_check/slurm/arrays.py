@@ -1,0 +1,290 @@
+"""Job arrays (`sweep --slurm`): one array of tasks, each running several cases and writing their
+records itself (autograd_check.sweep.ArrayTask); the results store, not submitit's pickles,
+holds the outcome."""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import EnvironmentProblem
+from autograd_check.slurm.batch import executor_parameters, submit_through_submitit, submitit_script
+from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
+from autograd_check.slurm.new_job import allocation_blocks_new_job
+from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
+from autograd_check.slurm.where import Allocation, have, prepare_log_dir, require_slurm
+from autograd_check.spec import CheckSpec
+
+DEFAULT_MAX_ARRAY_SIZE = 1001
+"""Slurm's own default MaxArraySize, used when `scontrol show config` does not answer."""
+_TASK_RANGE = re.compile(r"^(\d+)_\[?([0-9,\-]+)(?:%\d+)?\]?$")
+_NO_TASK = "4294967294"
+"""Slurm's NO_VAL as an ArrayTaskId: the array's record for tasks that never got their own job."""
+
+
+def max_array_size() -> int:
+    """How many tasks one array may hold here (task ids 0 to MaxArraySize - 1)."""
+    done = _run(["scontrol", "show", "config"])
+    if done is not None:
+        for line in done.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "MaxArraySize" and value.strip().isdigit():
+                return max(1, int(value.strip()))
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def array_parameters(
+    opts: SlurmOptions, *, cuda: bool, tasks: int, max_parallel: int | None
+) -> dict[str, Any]:
+    """executor_parameters for an array task (one GPU when a case is on CUDA, unless told
+    otherwise), plus the array's % limit."""
+    params = executor_parameters(CheckSpec(device="cuda" if cuda else "cpu"), opts)
+    params["array_parallelism"] = max(1, min(max_parallel or tasks, tasks))
+    return params
+
+
+def array_script(opts: SlurmOptions, params: Mapping[str, Any], folder: Path, tasks: int) -> str:
+    """The sbatch script of an array of `tasks` tasks, written by submitit itself (--dry-run)."""
+    if tasks == 1:  # submitit submits a single task as a plain job
+        single = {k: v for k, v in params.items() if k != "array_parallelism"}
+        return submitit_script(folder, single)
+    return submitit_script(folder, params, map_count=tasks)
+
+
+@dataclass
+class SubmittedArray:
+    """One submitted array: its id, and the job id of each task ('123_0', ...; '123' alone when
+    submitit sent a single task as a plain job)."""
+
+    job_id: str
+    task_jobs: list[str]
+    submission_file: Path
+
+
+def submit_arrays(
+    task: Callable[..., Any],
+    task_args: Sequence[tuple[Any, ...]],
+    opts: SlurmOptions,
+    params: Mapping[str, Any],
+    folder: Path,
+    *,
+    clean: bool = False,
+    on_submitted: Callable[[SubmittedArray, int], None] | None = None,
+) -> list[SubmittedArray]:
+    """Submit `task(*args)` for every args in `task_args` as job arrays of at most MaxArraySize
+    tasks each. `on_submitted(array, first)` runs after each array is accepted (first = index of
+    its first task), so a caller records it before the next sbatch can fail."""
+    require_slurm("sbatch")
+    prepare_log_dir(folder)
+    from submitit.slurm.slurm import SlurmExecutor
+
+    limit = max_array_size()
+    parallel = int(params.get("array_parallelism") or len(task_args))
+    executor = SlurmExecutor(folder=folder)
+    executor.update_parameters(**{k: v for k, v in params.items() if k != "array_parallelism"})
+    arrays: list[SubmittedArray] = []
+    for first in range(0, len(task_args), limit):
+        group = list(task_args[first : first + limit])
+        executor.update_parameters(array_parallelism=max(1, min(parallel, len(group))))
+        done = f" ({len(arrays)} array(s) already submitted)" if arrays else ""
+        send = functools.partial(executor.map_array, task, *zip(*group, strict=True))
+        jobs = submit_through_submitit(executor, folder, f"the job array{done}", send, clean=clean)
+        task_jobs = [str(job.job_id) for job in jobs]
+        array_id = task_jobs[0].split("_")[0]
+        array = SubmittedArray(array_id, task_jobs, folder / f"{array_id}_submission.sh")
+        arrays.append(array)
+        if on_submitted is not None:
+            on_submitted(array, first)
+    return arrays
+
+
+def _expand_tasks(array_id: str, tasks: str) -> list[str]:
+    """'3', '1-4%2', '1,3,5-6' → ['123_3', ...]."""
+    ids: list[str] = []
+    for part in tasks.split("%")[0].split(","):
+        lo, dash, hi = part.partition("-")
+        if lo.isdigit() and (not dash or hi.isdigit()):
+            ids.extend(f"{array_id}_{i}" for i in range(int(lo), int(hi if dash else lo) + 1))
+    return ids
+
+
+def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
+    """The Slurm state of each task job id: accounting first (it remembers finished tasks),
+    then the controller (current; scontrol, or squeue when scontrol is missing), so the freshest
+    word wins. Tasks no source knows are absent.
+
+    Tasks cancelled before they started have no record of their own: the array's record for its
+    unstarted tasks ('403' in sacct and squeue, ArrayTaskId=4294967294 in scontrol) gives them
+    its state; and a task missing from an array that the controller and accounting both still
+    know was taken out of it before it started (`scancel 403_[2-5]` with task 1 still pending)."""
+    wanted = set(task_jobs)
+    array_ids = sorted({j.split("_")[0] for j in task_jobs})
+    states: dict[str, str] = {}
+    whole: dict[str, str] = {}  # array id → the state of its tasks that never had their own job
+    if not array_ids:
+        return states
+
+    def take(job: str, state: str) -> None:
+        if job in array_ids and job not in wanted:
+            whole[job] = _state_word(state)
+        else:
+            states[job] = _state_word(state)
+
+    done = _run(["sacct", "-X", "-n", "-P", "-j", ",".join(array_ids), "-o", "JobID,State"])
+    for line in done.stdout.splitlines() if done is not None else []:
+        job, _, state = line.strip().partition("|")
+        match = _TASK_RANGE.match(job)
+        for task in _expand_tasks(match[1], match[2]) if match else [job]:
+            take(task, state)
+    # scontrol shows one job (with all its array tasks) per call.
+    answers = [_run(["scontrol", "show", "job", "-o", array_id]) for array_id in array_ids]
+    controller = [a for a in answers if a is not None]
+    known_arrays: set[str] = set()
+    if controller or not have("squeue"):
+        for line in (ln for a in controller for ln in a.stdout.splitlines()):
+            rec = parse_scontrol_record(line)
+            state = _state_word(rec.get("JobState", ""))
+            if rec.get("ArrayJobId") and rec.get("ArrayTaskId"):
+                known_arrays.add(rec["ArrayJobId"])
+                if rec["ArrayTaskId"] == _NO_TASK:
+                    take(rec["ArrayJobId"], state)
+                for task in _expand_tasks(rec["ArrayJobId"], rec["ArrayTaskId"]):
+                    states[task] = state
+            elif rec.get("JobId"):
+                states[rec["JobId"]] = state
+    else:
+        queue = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(array_ids), "-o",
+                      "%i|%T"])
+        for line in queue.stdout.splitlines() if queue is not None else []:
+            job, _, state = line.strip().partition("|")
+            take(job, state)
+    for job in wanted - states.keys():
+        array_id = job.split("_")[0]
+        if array_id in whole:
+            states[job] = whole[array_id]
+        elif array_id in known_arrays and done is not None and "_" in job:
+            states[job] = "CANCELLED"
+    return {job: state for job, state in states.items() if job in wanted}
+
+
+@dataclass
+class ArrayProgress:
+    """What `sweep --wait` shows: tasks by state, records written, time spent."""
+
+    pending: int
+    running: int
+    done: int
+    failed: int
+    recorded: int
+    cases: int
+    elapsed: float
+    states: dict[str, str]
+
+    @property
+    def finished(self) -> bool:
+        return self.pending == 0 and self.running == 0
+
+
+def watch_arrays(
+    task_jobs: Sequence[str],
+    recorded: Callable[[], int],
+    cases: int,
+    timeout: float,
+    on_update: Callable[[ArrayProgress], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ArrayProgress:
+    """Poll the tasks until every one has ended (or every case has its record), bounded by
+    `timeout` seconds. A task no source has known for VANISH_GRACE_S counts as ended (VANISHED):
+    without accounting, Slurm forgets finished tasks after MinJobAge."""
+    start = time.monotonic()
+    interval = POLL_FIRST_S
+    last_known: dict[str, float] = {}
+    while True:
+        seen = array_states(task_jobs)
+        now = time.monotonic()  # after asking: sacct and scontrol can take a moment
+        states: dict[str, str] = {}
+        for job in task_jobs:
+            if job in seen:
+                last_known[job] = now
+                states[job] = seen[job]
+            elif now - last_known.setdefault(job, start) > VANISH_GRACE_S:
+                states[job] = "VANISHED"
+            else:
+                states[job] = "PENDING"  # just submitted, not yet visible anywhere
+        written = recorded()
+        counts = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+        for state in states.values():
+            if state == "PENDING" or state in ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+                counts["pending"] += 1
+            elif state in ACTIVE_STATES:
+                counts["running"] += 1
+            elif state == "COMPLETED":
+                counts["done"] += 1
+            else:
+                counts["failed"] += 1
+        progress = ArrayProgress(**counts, recorded=written, cases=cases, elapsed=now - start,
+                                 states=states)
+        if on_update is not None:
+            on_update(progress)
+        if progress.finished or written >= cases or now - start >= timeout:
+            return progress
+        sleep(max(0.0, min(interval, timeout - (now - start))))
+        interval = min(interval * 1.5, POLL_MAX_S)
+
+
+def live_tasks(task_jobs: Sequence[str]) -> dict[str, str]:
+    """The tasks among `task_jobs` that Slurm says are still pending or running (job → state);
+    empty when neither scontrol nor sacct is here to ask."""
+    if not task_jobs or not (have("scontrol") or have("sacct") or have("squeue")):
+        return {}
+    return {job: state for job, state in array_states(task_jobs).items()
+            if state in ACTIVE_STATES and state != "UNKNOWN"}
+
+
+CANCEL_WAIT_S = 120.0
+"""How long `cancel_arrays` waits for cancelled tasks to end (Slurm's KillWait is 30 s)."""
+
+
+def cancel_arrays(
+    task_jobs: Sequence[str], timeout: float = CANCEL_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """scancel the arrays these tasks belong to, then wait until none of the tasks is active
+    any more (a cancelled task may still be writing a record until it is gone)."""
+    require_slurm("scancel")
+    arrays = sorted({j.split("_")[0] for j in task_jobs}, key=int)
+    try:
+        done = subprocess.run(["scancel", *arrays], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EnvironmentProblem(f"scancel {' '.join(arrays)} did not answer: {e}") from None
+    if done.returncode != 0:
+        words = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EnvironmentProblem(f"scancel {' '.join(arrays)} failed: {words}")
+    start = time.monotonic()
+    while (alive := live_tasks(task_jobs)):
+        if time.monotonic() - start > timeout:
+            raise EnvironmentProblem(
+                f"cancelled job array {', '.join(arrays)}, but {len(alive)} task(s) had not ended "
+                f"after {timeout:g} s ({', '.join(sorted(alive)[:5])}); run the sweep again once "
+                f"`squeue -j {','.join(arrays)}` lists none"
+            )
+        sleep(0.5)
+
+
+def array_blocked(opts: SlurmOptions, alloc: Allocation) -> str | None:
+    """For `sweep` inside an allocation: why its array could not start while the allocation
+    lives (the reason of `allocation_blocks_new_job`, without its advice for `submit`)."""
+    blocked = allocation_blocks_new_job(opts, alloc)
+    if blocked is None:
+        return None
+    # The reason is the first sentence; the advice after it speaks of submit's --new-job.
+    reason, marker, _ = blocked.partition(". Leave out --new-job")
+    return reason if marker else blocked

@@ -1,0 +1,161 @@
+"""Batch jobs through submitit: the executor's parameters, the sbatch script (--dry-run), and
+submitting `run_job(spec)` (refused first when Slurm would never start it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from autograd_check.errors import EnvironmentProblem
+from autograd_check.slurm.fit import never_fits
+from autograd_check.slurm.node import run_job
+from autograd_check.slurm.options import DEFAULT_TIME_MIN, GPU_SBATCH_KEYS, SlurmOptions
+from autograd_check.slurm.where import prepare_log_dir, require_slurm
+from autograd_check.spec import CheckSpec
+
+
+def executor_parameters(spec: CheckSpec, opts: SlurmOptions) -> dict[str, Any]:
+    """SlurmExecutor.update_parameters(...) for this check: sbatch's own option names."""
+    params: dict[str, Any] = {
+        "job_name": opts.job_name,
+        "time": opts.time_min or DEFAULT_TIME_MIN,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+    }
+    extra = dict(opts.sbatch_args)
+    gpus = opts.gpus
+    if gpus is None and spec.device.startswith("cuda") and not GPU_SBATCH_KEYS & set(extra):
+        gpus = 1  # --device cuda asks for one GPU unless told otherwise
+    if gpus:
+        params["gpus_per_node"] = gpus
+    for key, value in (
+        ("cpus_per_task", opts.cpus),
+        ("mem", opts.mem),
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("qos", opts.qos),
+        ("constraint", opts.constraint),
+    ):
+        if value is not None:
+            params[key] = value
+    if opts.setup:
+        params["setup"] = list(opts.setup)
+    if extra:
+        params["additional_parameters"] = {k: (v if v != "" else True) for k, v in extra.items()}
+    return params
+
+
+def submitit_script(folder: Path, params: Mapping[str, Any], map_count: int | None = None) -> str:
+    """The sbatch script submitit writes for these executor parameters (for --dry-run).
+
+    submitit shows its script only by submitting it: this is what SlurmExecutor itself calls
+    (`_make_submission_file_text`), with the command line of its `_submitit_command_str`. No
+    executor is built here, because SlurmExecutor insists on srun being on PATH and --dry-run
+    must work where there is no Slurm.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join(
+        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
+    )
+    given: dict[str, Any] = dict(params)
+    if map_count is not None:
+        given["map_count"] = map_count
+    text: str = _make_sbatch_string(command=command, folder=folder, **given)
+    return text
+
+
+def sbatch_script(spec: CheckSpec, opts: SlurmOptions) -> str:
+    """The sbatch script `submit` would send, written by submitit itself (for --dry-run)."""
+    return submitit_script(opts.folder(), executor_parameters(spec, opts))
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    folder: Path
+    stdout: Path
+    stderr: Path
+    submission_file: Path
+
+
+@contextlib.contextmanager
+def _clean_slurm_env() -> Iterator[None]:
+    """Hide the allocation's SLURM_* variables from a new job, but keep SLURM_CONF (which tells
+    sbatch which cluster to talk to)."""
+    from submitit.helpers import clean_env
+
+    conf = os.environ.get("SLURM_CONF")
+    with clean_env():
+        if conf is not None:
+            os.environ["SLURM_CONF"] = conf
+        yield
+
+
+def _sbatch_words(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+_T = TypeVar("_T")
+
+
+def submit_through_submitit(
+    executor: Any, folder: Path, what: str, send: Callable[[], _T], *, clean: bool = False
+) -> _T:
+    """One submission through submitit (`send()` calls executor.submit or map_array).
+
+    A request that no node of its partition can ever hold is refused first (EnvironmentProblem,
+    nothing queued): sbatch would accept it and it would pend forever. Slurm refusing the job is
+    EnvironmentProblem with sbatch's own words, said once: submitit prints them on stderr too,
+    so its stderr is captured and dropped. `clean` hides an allocation's SLURM_* variables.
+    """
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    problem = never_fits(executor.parameters)
+    if problem is not None:
+        raise EnvironmentProblem(f"Slurm would never start {what}: {problem}; nothing was queued")
+    before = set(folder.glob(".submission_file_*.sh"))
+    try:
+        with tempfile.TemporaryFile(mode="w+") as captured, contextlib.redirect_stderr(
+            captured
+        ), (_clean_slurm_env() if clean else contextlib.nullcontext()):
+            return send()
+    except (FailedJobError, FailedSubmissionError) as e:
+        raise EnvironmentProblem(f"Slurm refused {what}: {_sbatch_words(e)}") from None
+    finally:
+        # submitit leaves a .submission_file_<uuid>.sh link per submission next to the logs;
+        # the script itself is kept as <job id>_submission.sh.
+        for link in set(folder.glob(".submission_file_*.sh")) - before:
+            with contextlib.suppress(OSError):
+                link.unlink()
+
+
+def submit_job(spec: CheckSpec, opts: SlurmOptions, *, clean: bool = False) -> Submitted:
+    """Submit `run_job(spec)` as a batch job (see submit_through_submitit for refusals)."""
+    require_slurm("sbatch")
+    folder = opts.folder()
+    prepare_log_dir(folder)
+    from submitit.slurm.slurm import SlurmExecutor
+
+    executor = SlurmExecutor(folder=folder)
+    executor.update_parameters(**executor_parameters(spec, opts))
+    job = submit_through_submitit(
+        executor, folder, "the job", lambda: executor.submit(run_job, spec.to_dict()), clean=clean
+    )
+    paths = job.paths
+    return Submitted(
+        job_id=str(job.job_id),
+        folder=folder,
+        stdout=paths.stdout,
+        stderr=paths.stderr,
+        submission_file=paths.submission_file,
+    )

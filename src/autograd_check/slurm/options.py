@@ -1,0 +1,312 @@
+"""Slurm options: SlurmOptions, validated once (flags or a [slurm] table) before anything is sent
+to Slurm."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import BadInput
+from autograd_check.slurm.where import resolve_log_dir
+
+DEFAULT_JOB_NAME = "autograd-check"
+DEFAULT_TIME_MIN = 10
+DEFAULT_TIMEOUT_S = 3600.0
+
+# Options that the layer writes itself: letting --sbatch-arg change them would break how results
+# and logs are found (output, error, open-mode, array) or duplicate a dedicated option.
+MANAGED_SBATCH_KEYS = {
+    "output": "it is set by --log-dir",
+    "error": "it is set by --log-dir",
+    "open-mode": "logs are appended so that requeued jobs keep their history",
+    "array": "arrays are what `sweep` is for",
+    "wrap": "the job script is generated",
+    "partition": "use --partition",
+    "time": "use --time",
+    "cpus-per-task": "use --cpus",
+    "mem": "use --mem",
+    "account": "use --account",
+    "qos": "use --qos",
+    "constraint": "use --constraint",
+    "job-name": "use --job-name",
+}
+GPU_SBATCH_KEYS = frozenset({"gres", "gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"})
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME = re.compile(r"^[A-Za-z0-9_.@+-]+(,[A-Za-z0-9_.@+-]+)*$")
+_JOB_NAME = re.compile(r"^[A-Za-z0-9_.@+:-]{1,128}$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,&|*\[\]()!:=+-]+$")
+_SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+_MEM = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+_MEM_FACTOR_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What Slurm is asked for, validated once, before anything is sent to Slurm."""
+
+    partition: str | None = None
+    time_min: int | None = None
+    gpus: int | None = None
+    cpus: int | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    job_name: str = DEFAULT_JOB_NAME
+    setup: tuple[str, ...] = ()
+    sbatch_args: tuple[tuple[str, str], ...] = ()
+    log_dir: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def mem_mb(self) -> int | None:
+        return None if self.mem is None else mem_to_mb(self.mem)
+
+    def folder(self) -> Path:
+        """The log folder: --log-dir, else $AUTOGRAD_CHECK_LOG_DIR, else DEFAULT_LOG_DIR."""
+        return resolve_log_dir(self.log_dir)
+
+
+SLURM_KEYS = (
+    "partition", "time", "gpus", "cpus", "mem", "account", "qos", "constraint", "job_name",
+    "setup", "sbatch_args", "log_dir", "timeout",
+)
+"""Keys of the [slurm] table of a config file (the flags' names, with '_' for '-')."""
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise BadInput(f"{name} {value!r} is not allowed; expected a string")
+    if _CONTROL.search(value):
+        raise BadInput(f"{name} {value!r} contains a newline or control character")
+    return value.strip()
+
+
+def parse_time(value: object) -> int:
+    """Minutes, or Slurm's MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS → minutes (rounded up)."""
+    expected = "minutes (e.g. 10) or [D-]HH:MM:SS (e.g. 00:10:00, 1-00:00:00)"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BadInput(f"time {value!r} is not a time; expected {expected}")
+    text = str(value).strip()
+    days_text, dash, clock = text.partition("-")
+    if not dash:
+        days_text, clock = "", text
+    parts = clock.split(":")
+    if (dash and not days_text.isdigit()) or len(parts) > 3 or not all(p.isdigit() for p in parts):
+        raise BadInput(f"time {value!r} is not a time; expected {expected}")
+    numbers = [int(p) for p in parts]
+    if dash:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (numbers + [0, 0])[:3]
+        hours += 24 * int(days_text)
+    elif len(numbers) == 1:  # MM
+        hours, minutes, seconds = 0, numbers[0], 0
+    elif len(numbers) == 2:  # MM:SS
+        hours, minutes, seconds = 0, numbers[0], numbers[1]
+    else:  # HH:MM:SS
+        hours, minutes, seconds = numbers
+    if seconds > 59 or ((dash or len(numbers) == 3) and len(numbers) > 1 and minutes > 59):
+        raise BadInput(f"time {value!r} has minutes or seconds above 59; expected {expected}")
+    total = math.ceil((hours * 3600 + minutes * 60 + seconds) / 60)
+    if total < 1:
+        raise BadInput(f"time {value!r} is zero; give at least one minute")
+    return total
+
+
+def format_minutes(minutes: int) -> str:
+    """Minutes as Slurm's [D-]HH:MM:SS."""
+    days, rest = divmod(minutes, 24 * 60)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+def parse_count(name: str, value: object, minimum: int) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(
+        r"[+-]?\d+", text
+    ):
+        raise BadInput(f"{name} {value!r} is not a whole number")
+    number = int(text)
+    if number < minimum:
+        raise BadInput(f"{name} {value!r} is not allowed; it must be >= {minimum}")
+    return number
+
+
+def _mem_size(value: object) -> tuple[int, str]:
+    """500M, 1G, 1gb, 2048 (MB, as sbatch reads a bare number) → (number, unit letter)."""
+    match = _MEM.match(str(value).strip()) if isinstance(value, (int, str)) else None
+    if isinstance(value, bool) or not match:
+        raise BadInput(f"mem {value!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
+    return int(match.group(1)), (match.group(2) or "M").upper()
+
+
+def mem_to_mb(value: object) -> int:
+    number, unit = _mem_size(value)
+    return math.ceil(number * _MEM_FACTOR_MB[unit])
+
+
+def parse_mem(value: object) -> str:
+    """A memory size → sbatch's form (500M, 1G, 2048M)."""
+    number, unit = _mem_size(value)
+    if number == 0:
+        raise BadInput("mem 0 asks for all the memory of a node; give a size such as 1G")
+    return f"{number}{unit}"
+
+
+def parse_name(name: str, value: object) -> str:
+    text = _text(name, value)
+    if not _NAME.match(text):
+        raise BadInput(
+            f"{name} {value!r} is not a Slurm name; use letters, digits and _ . @ + - "
+            "(commas between several)"
+        )
+    return text
+
+
+def parse_job_name(value: object) -> str:
+    text = _text("job name", value)
+    if not _JOB_NAME.match(text):
+        raise BadInput(
+            f"job name {value!r} is not allowed; use 1 to 128 letters, digits and _ . @ + : - "
+            "(no spaces or shell characters)"
+        )
+    return text
+
+
+def parse_constraint(value: object) -> str:
+    text = _text("constraint", value)
+    if not _CONSTRAINT.match(text):
+        raise BadInput(
+            f"constraint {value!r} is not allowed; use feature names joined by & | , "
+            "with [ ] ( ) * : as Slurm does (no spaces, quotes or shell characters)"
+        )
+    return text
+
+
+def parse_setup(value: object) -> tuple[str, ...]:
+    """Shell lines run before the check (module load, source .venv/bin/activate): one line each."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise BadInput(f"setup {value!r} is not allowed; expected a list of shell lines")
+    lines: list[str] = []
+    for line in value:
+        text = _text("setup line", line)
+        if not text:
+            raise BadInput("setup line '' is empty")
+        lines.append(text)
+    return tuple(lines)
+
+
+def _sbatch_table_value(key: str, value: object) -> str:
+    # str(True) would write `--exclusive=True` and str(["END"]) a Python list: neither is what
+    # sbatch reads, so anything but a string or a whole number is refused.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kind = {bool: "a boolean", list: "a list", dict: "a table", float: "a fractional number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+    raise BadInput(
+        f"sbatch arg {key!r} = {value!r} is {kind}; expected a string (e.g. "
+        f'{key} = "VALUE"), or "" for a flag without a value'
+    )
+
+
+def parse_sbatch_args(value: object) -> tuple[tuple[str, str], ...]:
+    """KEY=VALUE strings (or a TOML table) → (key, value) pairs for '#SBATCH --key=value' lines.
+
+    An empty value (`exclusive=`, or `exclusive = ""` in a table) gives a flag without a value
+    (`#SBATCH --exclusive`). Table values are strings, or whole numbers (`nice = 5`).
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k), _sbatch_table_value(str(k), v)) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            text = _text("sbatch arg", item)
+            key, eq, val = text.partition("=")
+            if not eq:
+                raise BadInput(
+                    f"sbatch arg {item!r} has no '='; expected KEY=VALUE (e.g. mail-type=END), "
+                    "or KEY= for a flag"
+                )
+            items.append((key, val))
+    else:
+        raise BadInput(f"sbatch args {value!r} are not allowed; expected KEY=VALUE strings")
+    pairs: list[tuple[str, str]] = []
+    for raw_key, raw_val in items:
+        key = raw_key.strip().removeprefix("--").replace("_", "-")
+        if not _SBATCH_KEY.match(key):
+            raise BadInput(
+                f"sbatch arg key {raw_key!r} is not an sbatch option name "
+                "(lowercase letters, digits and -)"
+            )
+        if key in MANAGED_SBATCH_KEYS:
+            raise BadInput(f"sbatch arg {key!r} cannot be set this way: {MANAGED_SBATCH_KEYS[key]}")
+        pairs.append((key, _text(f"sbatch arg {key!r} value", raw_val)))
+    return tuple(pairs)
+
+
+def parse_log_dir(value: object) -> Path:
+    if not isinstance(value, (str, Path)):
+        raise BadInput(f"log dir {value!r} is not a path")
+    text = _text("log dir", str(value))
+    if not text:
+        raise BadInput("log dir '' is empty")
+    if "%" in text:
+        # Slurm expands %j, %u ... in --output paths; a literal % would point the logs elsewhere.
+        raise BadInput(f"log dir {text!r} contains '%', which Slurm reads as a pattern")
+    return Path(text).expanduser()
+
+
+def parse_timeout(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise BadInput(f"timeout {value!r} is not allowed; expected seconds > 0 (e.g. 600)")
+    return number
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "partition": lambda v: parse_name("partition", v),
+    "time": parse_time,
+    "gpus": lambda v: parse_count("gpus", v, 0),
+    "cpus": lambda v: parse_count("cpus", v, 1),
+    "mem": parse_mem,
+    "account": lambda v: parse_name("account", v),
+    "qos": lambda v: parse_name("qos", v),
+    "constraint": parse_constraint,
+    "job_name": parse_job_name,
+    "setup": parse_setup,
+    "sbatch_args": parse_sbatch_args,
+    "log_dir": parse_log_dir,
+    "timeout": parse_timeout,
+}
+_FIELD_OF = {"time": "time_min"}
+
+
+def build_slurm_options(values: Mapping[str, Any]) -> SlurmOptions:
+    """Validate raw values (flags, a [slurm] table) into SlurmOptions; None means the default."""
+    unknown = sorted(set(values) - set(SLURM_KEYS))
+    if unknown:
+        raise BadInput(f"unknown Slurm option {unknown[0]!r}; known: {', '.join(SLURM_KEYS)}")
+    parsed = {
+        _FIELD_OF.get(key, key): _PARSERS[key](values[key])
+        for key in SLURM_KEYS
+        if values.get(key) is not None
+    }
+    return SlurmOptions(**parsed)
+
+
+def parse_job_id(value: str) -> str:
+    text = value.strip()
+    if not _JOB_ID.match(text):
+        raise BadInput(f"job id {value!r} is not a Slurm job id (e.g. 1234 or 1234_5)")
+    return text

@@ -1,0 +1,289 @@
+"""Watching a job: scontrol/squeue while Slurm remembers it, sacct after, the log folder last;
+waiting for it (every wait bounded) and collecting its result."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import EnvironmentProblem, JobFailed
+from autograd_check.result import CheckResult
+from autograd_check.slurm.commands import (
+    CALL_FLOOR_S,
+    CALL_TIMEOUT_S,
+    JobInfo,
+    _array_id,
+    _budget,
+    _none,
+    _run,
+    _state_word,
+    parse_scontrol_record,
+)
+from autograd_check.slurm.fit import never_starts, reason_word
+from autograd_check.slurm.node import outcome_to_result
+from autograd_check.slurm.where import ensure_private, have, job_paths
+
+POLL_FIRST_S = 0.2
+POLL_MAX_S = 1.0
+"""Polls start fast (a small check on an idle cluster ends in seconds) and settle at one a second:
+a finished job is seen within about a second of its end, for one cheap scontrol call a second."""
+RESULT_GRACE_S = 10.0
+"""How long a finished job's result file may lag behind its state (shared filesystems cache)."""
+VANISH_GRACE_S = 15.0
+"""How long a job may be unknown to every source before it counts as vanished."""
+LOG_TAIL_LINES = 15
+
+
+def scontrol_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
+    done = _run(["scontrol", "show", "job", "-o", job_id], timeout)
+    if done is None:
+        return None
+    for line in done.stdout.splitlines():
+        rec = parse_scontrol_record(line)
+        if rec.get("JobId") == job_id.split("_")[0] or _array_id(rec) == job_id:
+            return JobInfo(
+                job_id=job_id,
+                state=_state_word(rec.get("JobState", "")),
+                source="scontrol",
+                node=_none(rec.get("NodeList")) or _none(rec.get("BatchHost")),
+                reason=_none(rec.get("Reason")),
+                elapsed=_none(rec.get("RunTime")),
+                exit_code=_none(rec.get("ExitCode")),
+                partition=_none(rec.get("Partition")),
+            )
+    return None
+
+
+def squeue_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
+    done = _run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T|%N|%r|%M|%P"], timeout)
+    if done is None:
+        return None
+    for line in done.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 6 and parts[0] == job_id:
+            return JobInfo(
+                job_id=job_id,
+                state=_state_word(parts[1]),
+                source="squeue",
+                node=_none(parts[2]),
+                reason=_none(parts[3]),
+                elapsed=_none(parts[4]),
+                partition=_none(parts[5]),
+            )
+    return None
+
+
+SACCT_FIELDS = "JobID,State,NodeList,Elapsed,ExitCode,Reason,Partition"
+
+
+def sacct_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
+    """From accounting; None when accounting is off or does not (yet) know the job."""
+    done = _run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", SACCT_FIELDS], timeout)
+    if done is None:
+        return None
+    for line in done.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 7 and parts[0] == job_id:
+            return JobInfo(
+                job_id=job_id,
+                state=_state_word(parts[1]),
+                source="sacct",
+                node=_none(parts[2]) if parts[2] != "None assigned" else None,
+                elapsed=_none(parts[3]),
+                exit_code=_none(parts[4]),
+                reason=_none(parts[5]),
+                partition=_none(parts[6]),
+            )
+    return None
+
+
+def job_info(job_id: str, deadline: float | None = None) -> JobInfo | None:
+    """The job's state: the controller first (it knows at once when a job ends; squeue when
+    scontrol is missing), then accounting (it remembers jobs the controller has forgotten).
+    Each command gets at most what is left until `deadline` (see _budget)."""
+    return (
+        scontrol_info(job_id, _budget(deadline))
+        or squeue_info(job_id, _budget(deadline))
+        or sacct_info(job_id, _budget(deadline))
+    )
+
+
+def accounting_status() -> tuple[bool, str]:
+    """(whether sacct answers, in a few words)."""
+    if not have("sacct"):
+        return False, "sacct not found"
+    try:
+        done = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID", "-S", "now-1minutes"],
+            capture_output=True, text=True, timeout=15, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"sacct did not answer ({e})"
+    if done.returncode == 0:
+        return True, "sacct works"
+    return False, (done.stderr.strip().splitlines() or ["sacct failed"])[-1]
+
+
+def log_tail(paths: Any, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of the job's stderr log, or of its stdout log when stderr is empty."""
+    for path in (paths.stderr, paths.stdout):
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        if text.strip():
+            tail = text.rstrip().splitlines()[-lines:]
+            return f"{path}:\n" + "\n".join(tail)
+    return ""
+
+
+ProgressFn = Callable[[JobInfo, float], None]
+
+
+def wait_for_job(
+    job_id: str,
+    folder: Path,
+    timeout: float,
+    on_update: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobInfo:
+    """Watch a job until it has a result or ends; every wait is bounded by `timeout` seconds.
+
+    Every Slurm command run while waiting gets at most what is left of `timeout` (at least
+    CALL_FLOOR_S), and so does the grace for the result file: the wait ends within a few seconds
+    of `timeout` even when Slurm's commands hang. Returns the last state seen (COMPLETED when the
+    result file is there). Raises EnvironmentProblem when the job can never start (it is then
+    cancelled); JobFailed when it vanished, or when the wait ran out while the job was still
+    queued or running (the job itself is left alone).
+    """
+    paths = job_paths(folder, job_id)
+    start = time.monotonic()
+    deadline = start + timeout
+    interval = POLL_FIRST_S
+    unknown_since: float | None = None
+    checked_reason: str | None = None
+    info = JobInfo(job_id, "PENDING", "submitted")
+    while True:
+        now = time.monotonic()
+        if paths.result_pickle.exists():
+            # The result is written (atomically, by a rename) when the check returns: no need
+            # to wait for Slurm to finish tidying up the job.
+            done = JobInfo(**{**vars(info), "state": "COMPLETED", "source": "result file"})
+            if on_update:
+                on_update(done, now - start)
+            return done
+        seen = job_info(job_id, deadline)
+        now = time.monotonic()  # after asking: a slow controller must not stretch the bound
+        if seen is not None:
+            info, unknown_since = seen, None
+            if info.state == "PENDING" and info.reason and info.reason != checked_reason:
+                # Asked again only when the reason changes: most reasons are an ordinary wait.
+                checked_reason = info.reason
+                why = never_starts(info, deadline)
+                if why is not None:
+                    _run(["scancel", job_id], _budget(deadline))
+                    raise EnvironmentProblem(
+                        f"Slurm will never start job {job_id}: it is PENDING "
+                        f"({reason_word(info.reason)}): {why}; the job was cancelled"
+                    )
+            if info.finished:
+                if on_update:
+                    on_update(info, now - start)
+                return _settle(info, paths, sleep, deadline)
+        elif unknown_since is None:
+            unknown_since = now
+        elif now - unknown_since > VANISH_GRACE_S:
+            raise JobFailed(
+                f"Slurm job {job_id} vanished: neither scontrol, squeue nor sacct knows it and it "
+                f"left no result in {folder}",
+                state="VANISHED",
+                log_tail=log_tail(paths),
+            )
+        if on_update:
+            on_update(info, now - start)
+        if now >= deadline:
+            raise JobFailed(
+                f"gave up waiting after {timeout:g} s: Slurm job {job_id} is still {info.state}"
+                + (f" ({info.reason})" if info.reason else "")
+                + f"; it was left alone: see `autograd-check result {job_id}` later",
+                state=info.state,
+            )
+        sleep(max(0.0, min(interval, deadline - now)))
+        interval = min(interval * 1.5, POLL_MAX_S)
+
+
+def _settle(
+    info: JobInfo, paths: Any, sleep: Callable[[float], None], deadline: float | None = None
+) -> JobInfo:
+    """A job Slurm says has ended: give its result file a moment to show up (shared filesystems
+    can lag), unless the job failed outright; RESULT_GRACE_S at most, and no later than
+    `deadline` (or CALL_FLOOR_S from now, when that is later)."""
+    if info.failed:
+        return info
+    now = time.monotonic()
+    until = now + RESULT_GRACE_S
+    if deadline is not None:
+        until = min(until, max(deadline, now + CALL_FLOOR_S))
+    while not paths.result_pickle.exists() and time.monotonic() < until:
+        sleep(max(0.0, min(0.2, until - time.monotonic())))
+    return info
+
+
+def load_outcome(folder: Path, job_id: str) -> tuple[str, Any] | None:
+    """submitit's ("success", answer) or ("error", traceback) for the job, or None if absent.
+
+    Only from a folder and file that no other user can write.
+    """
+    paths = job_paths(folder, job_id)
+    if not paths.result_pickle.exists():
+        return None
+    ensure_private(folder, "log dir")
+    ensure_private(paths.result_pickle, "result file")
+    with open(paths.result_pickle, "rb") as f:
+        outcome: tuple[str, Any] = pickle.load(f)
+    return outcome
+
+
+def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResult:
+    """The job's CheckResult, its domain error raised here, or JobFailed with state and log."""
+    paths = job_paths(folder, job_id)
+    where = f"Slurm job {job_id}"
+    outcome = load_outcome(folder, job_id)
+    if outcome is None:
+        info = info or job_info(job_id)
+        state = info.state if info else "UNKNOWN"
+        if info is not None and not info.finished:
+            raise JobFailed(
+                f"{where} is {state}" + (f" ({info.reason})" if info.reason else "")
+                + ": no result yet; wait for it with `autograd-check result "
+                + f"{job_id} --wait`",
+                state=state,
+                log_tail=log_tail(paths),
+            )
+        detail = {
+            "COMPLETED": f"completed without leaving a result in {folder} (is that folder on "
+            "a filesystem the node shares?)",
+            "CANCELLED": "was cancelled",
+            "TIMEOUT": "ran out of time (raise --time)",
+            "OUT_OF_MEMORY": "ran out of memory (raise --mem, or choose a smaller --shape)",
+            "NODE_FAIL": "lost its node",
+            "PREEMPTED": "was preempted",
+            "UNKNOWN": f"is unknown to Slurm and left no result in {folder}",
+        }.get(state, "failed")
+        exit_part = f", exit code {info.exit_code}" if info and info.exit_code else ""
+        raise JobFailed(
+            f"{where} {detail} (state {state}{exit_part})", state=state, log_tail=log_tail(paths)
+        )
+    status, answer = outcome
+    if status != "success":
+        last = [ln for ln in str(answer).strip().splitlines() if ln.strip()][-1:] or ["?"]
+        raise JobFailed(
+            f"{where} failed with an exception on the node: {last[0].strip()}",
+            state="FAILED",
+            log_tail=log_tail(paths) or str(answer)[-2000:],
+        )
+    return outcome_to_result(answer, where)

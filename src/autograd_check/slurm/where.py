@@ -1,0 +1,143 @@
+"""Where we are: which Slurm tools are on PATH, the allocation this shell is in, the log folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import EnvironmentProblem
+
+LOG_DIR_ENV = "AUTOGRAD_CHECK_LOG_DIR"
+DEFAULT_LOG_DIR = "~/.autograd-check/slurm"
+"""Where job scripts, pickles and logs go unless --log-dir or $AUTOGRAD_CHECK_LOG_DIR say otherwise.
+
+It must be on a filesystem the compute nodes share with this machine (home directories usually
+are; /tmp is not): the node writes the result there and this machine reads it back.
+"""
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+def require_slurm(*tools: str) -> None:
+    missing = [t for t in tools if not have(t)]
+    if missing:
+        raise EnvironmentProblem(
+            f"Slurm is not available here ({' and '.join(missing)} not found on PATH); "
+            "run the check on this machine with `autograd-check run`"
+        )
+
+
+def expand_nodelist(text: str) -> list[str]:
+    """vm, node[1-3,7] → host names (the syntax of SLURM_JOB_NODELIST)."""
+    from submitit.slurm.slurm import SlurmParseException, _parse_node_list
+
+    try:
+        return list(_parse_node_list(text))
+    except SlurmParseException:
+        return [text]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The Slurm job this process runs in (salloc shell, batch script or job step), if any."""
+
+    job_id: str
+    step_id: str | None
+    nodes: tuple[str, ...]
+    host: str
+
+    @property
+    def in_step(self) -> bool:
+        return self.step_id is not None
+
+    @property
+    def on_node(self) -> bool:
+        short = self.host.split(".")[0]
+        return not self.nodes or any(n.split(".")[0] == short for n in self.nodes)
+
+
+def current_allocation(environ: Mapping[str, str] | None = None) -> Allocation | None:
+    env = os.environ if environ is None else environ
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job_id:
+        return None
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+    return Allocation(
+        job_id=job_id,
+        step_id=env.get("SLURM_STEP_ID") or None,
+        nodes=tuple(expand_nodelist(nodelist)) if nodelist else (),
+        host=env.get("SLURMD_NODENAME") or socket.gethostname(),
+    )
+
+
+def run_outside_node_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """For `run`: one line when this shell holds an allocation but is not on its node(s)."""
+    alloc = current_allocation(environ)
+    if alloc is None or alloc.in_step or alloc.on_node:
+        return None
+    return (
+        f"this shell is inside Slurm allocation {alloc.job_id} but runs on {alloc.host}, not on "
+        f"its node {','.join(alloc.nodes)}; the check runs here. To run it on the allocated node "
+        "use `srun autograd-check run ...` or `autograd-check submit ...`"
+    )
+
+
+def resolve_log_dir(log_dir: Path | None) -> Path:
+    if log_dir is None:
+        log_dir = Path(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR)
+    return Path(os.path.abspath(log_dir.expanduser()))
+
+
+def _mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))[2:]
+
+
+def ensure_private(path: Path, what: str) -> None:
+    """Refuse a file or folder that another user owns or can write: results there are pickles,
+    and loading a pickle runs whatever its writer put in it."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise EnvironmentProblem(f"{what} {str(path)!r} cannot be read: {e.strerror}") from None
+    if st.st_uid != os.getuid():
+        raise EnvironmentProblem(
+            f"{what} {str(path)!r} belongs to another user (uid {st.st_uid}); results are pickles, "
+            "so they are only loaded from a folder you own"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise EnvironmentProblem(
+            f"{what} {str(path)!r} can be written by other users (mode {_mode(path)}); results "
+            f"are pickles, so they are only loaded from a private folder: chmod 700 {path}"
+        )
+
+
+def prepare_log_dir(folder: Path) -> None:
+    """Create the log folder readable by its owner only (0700), or check that an existing one is."""
+    try:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+    except OSError as e:
+        raise EnvironmentProblem(
+            f"log dir {str(folder)!r} cannot be created: {e.strerror or e}"
+        ) from None
+    if not folder.is_dir():
+        raise EnvironmentProblem(f"log dir {str(folder)!r} is not a folder")
+    ensure_private(folder, "log dir")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EnvironmentProblem(f"log dir {str(folder)!r} is not writable")
+
+
+def job_paths(folder: Path, job_id: str) -> Any:
+    """submitit's JobPaths for task 0 of a job in the (flat) log folder."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(folder, job_id=job_id, task_id=0)

@@ -133,7 +133,11 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
 
     def take(job: str, state: str) -> None:
         if job in array_ids and job not in wanted:
-            whole[job] = _state_word(state)
+            # The bare array id is the record of the tasks that never had a job of their own,
+            # until the last of them starts and takes it over (then it is that task, which may
+            # have COMPLETED): only a cancellation can speak for the tasks that never ran.
+            if _state_word(state) == "CANCELLED":
+                whole[job] = "CANCELLED"
         else:
             states[job] = _state_word(state)
 

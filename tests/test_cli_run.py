@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check import losses
+from autograd_check.losses import builtin as losses
 from autograd_check.cli import app
 
 runner = CliRunner()

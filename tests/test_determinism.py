@@ -14,17 +14,17 @@ import torch
 from typer.testing import CliRunner
 
 from autograd_check.cli import app
-from autograd_check.determinism import (
+from autograd_check.check.determinism import (
     CUBLAS_VARIABLE,
     bitwise_equal,
     deterministic_mode,
     repeat_gradients,
     repeat_passed,
 )
-from autograd_check.entry import execute
+from autograd_check.check.execute import execute
 from autograd_check.errors import EnvironmentProblem
-from autograd_check.result import CheckResult
-from autograd_check.spec import build_spec
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import build_spec
 
 runner = CliRunner()
 HAS_CUDA = torch.cuda.is_available()

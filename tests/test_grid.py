@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd_check.errors import BadInput
-from autograd_check.grid import DEFAULT_MAX_CASES, Grid, build_grid, case_key, expand, key_of
+from autograd_check.sweep.grid import DEFAULT_MAX_CASES, Grid, build_grid, case_key, expand, key_of
 
 
 def grid(**values: object) -> Grid:

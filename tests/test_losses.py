@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from autograd_check import losses, spec
+from autograd_check.check import spec
+from autograd_check.losses import builtin as losses
 from autograd_check.cli import app
-from autograd_check.compare import compare
-from autograd_check.engine import draw, run_check
+from autograd_check.check.compare import compare
+from autograd_check.check.plain import draw, run_check
 from autograd_check.errors import BadInput
-from autograd_check.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.check.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
 
 runner = CliRunner()
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check import model
+from autograd_check.check import model
 from autograd_check.cli import app
-from autograd_check.engine import run_check
-from autograd_check.entry import execute
-from autograd_check.memory import PEAK_TENSORS, needed_bytes
-from autograd_check.result import CheckResult
-from autograd_check.spec import DTYPES, LOSSES, build_spec
+from autograd_check.check.plain import run_check
+from autograd_check.check.execute import execute
+from autograd_check.check.budget import PEAK_TENSORS, needed_bytes
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import DTYPES, LOSSES, build_spec
 
 runner = CliRunner()
 CPU = torch.device("cpu")

@@ -20,14 +20,14 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autograd_check import reference
+from autograd_check.check import finite_diff as reference
 from autograd_check.cli import app
-from autograd_check.cli.progress import fd_progress
-from autograd_check.engine import draw
-from autograd_check.entry import execute
+from autograd_check.render.progress import fd_progress
+from autograd_check.check.plain import draw
+from autograd_check.check.execute import execute
 from autograd_check.errors import BadInput
-from autograd_check.losses import LOSSES, get_loss
-from autograd_check.reference import (
+from autograd_check.losses.builtin import LOSSES, get_loss
+from autograd_check.check.finite_diff import (
     FD_ATOL,
     FD_RTOL,
     FD_STEP,
@@ -37,8 +37,8 @@ from autograd_check.reference import (
     estimate,
     fd_tolerances,
 )
-from autograd_check.result import CheckResult
-from autograd_check.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
 
 runner = CliRunner()
 FD_NAMES = ["autograd vs finite-diff", "manual vs finite-diff"]

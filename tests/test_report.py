@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from autograd_check.cli import app
-from autograd_check.grid import Case, build_grid, expand
-from autograd_check.report import build_report
-from autograd_check.store import Store, case_record, error_record
+from autograd_check.sweep.grid import Case, build_grid, expand
+from autograd_check.sweep.report import build_report
+from autograd_check.sweep.store import Store, case_record, error_record
 
 runner = CliRunner()
 

@@ -30,7 +30,7 @@ from autograd_check.slurm import (
     wait_for_job,
     watch,
 )
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 # What `scontrol show ... -o` prints on the local test cluster (one 2-CPU, 8000 MB node), plus
 # a GPU partition.

@@ -30,7 +30,7 @@ from autograd_check.slurm import (
     step_main,
     wait_for_job,
 )
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 SMALL = CheckSpec(shape=(2, 3)).to_dict()
 

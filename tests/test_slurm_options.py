@@ -23,7 +23,7 @@ from autograd_check.slurm import (
     sbatch_script,
     step_command,
 )
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 
 class TestTime:

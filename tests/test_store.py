@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check import store as store_module
+from autograd_check.sweep import store as store_module
 from autograd_check.errors import BadInput
-from autograd_check.grid import Grid, build_grid, expand
-from autograd_check.store import Store, atomic_write_text, error_record, outcome_of, select
+from autograd_check.sweep.grid import Grid, build_grid, expand
+from autograd_check.sweep.store import Store, atomic_write_text, error_record, outcome_of, select
 
 
 def passed_doc(passed: bool = True, grid_id: str = "") -> dict[str, object]:

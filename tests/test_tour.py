@@ -11,11 +11,11 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autograd_check import tour
+from autograd_check.tour import steps as tour
 from autograd_check.cli import app
 from autograd_check.errors import BadInput
-from autograd_check.render_tour import steps_table, tour_renderable
-from autograd_check.tour import Evidence, Step, run_step, run_tour, select_steps, step_names
+from autograd_check.render.tour import steps_table, tour_renderable
+from autograd_check.tour.steps import Evidence, Step, run_step, run_tour, select_steps, step_names
 
 runner = CliRunner()
 NAMES = step_names()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.errors import BadInput
-from autograd_check.spec import SPEC_KEYS, CheckSpec, build_spec
+from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
 
 if TYPE_CHECKING:
     from autograd_check.slurm import SlurmOptions
@@ -79,7 +79,7 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     if spec.target is not None:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
-        from autograd_check.target import load_target
+        from autograd_check.losses.user import load_target
 
         load_target(spec.target)
     return spec

@@ -7,6 +7,8 @@ EXIT_MISMATCH = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_JOB_FAILED = 4
+EXIT_INTERRUPTED = 130
+"""What a shell reports for a command stopped by Ctrl-C (128 + SIGINT); SIGTERM is treated alike."""
 
 EXIT_CODES: dict[int, str] = {
     EXIT_PASS: "every check passed",
@@ -14,6 +16,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run)",
     EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
     EXIT_JOB_FAILED: "the Slurm job itself failed, was cancelled, timed out or vanished",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): records kept, a Slurm job keeps running",
 }
 
 
@@ -23,6 +26,7 @@ EXIT_CODE_SHORT: dict[int, str] = {
     EXIT_BAD_INPUT: "bad input (nothing ran)",
     EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
     EXIT_JOB_FAILED: "Slurm job failed/cancelled/timed out/vanished",
+    EXIT_INTERRUPTED: "interrupted",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from autograd_check.spec import (
+from autograd_check.check.spec import (
     DEFAULT_DELTA,
     DEFAULT_HIDDEN,
     DEFAULT_MAX_FD_ELEMENTS,

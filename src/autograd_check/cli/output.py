@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autograd_check.result import CheckResult
+from autograd_check.check.result import CheckResult
 
 
 def show_result(result: CheckResult, *, json_output: bool, show_tensors: bool | None) -> None:
@@ -11,6 +11,6 @@ def show_result(result: CheckResult, *, json_output: bool, show_tensors: bool | 
         return
     from rich.console import Console
 
-    from autograd_check.render import print_result
+    from autograd_check.render.result import print_result
 
     print_result(result, Console(highlight=False), show_tensors)

@@ -14,14 +14,14 @@ from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import check_options
 from autograd_check.cli.slurm_options import slurm_options
 from autograd_check.errors import BadInput
-from autograd_check.grid import DEFAULT_MAX_CASES
-from autograd_check.store import DEFAULT_OUT
+from autograd_check.sweep.grid import DEFAULT_MAX_CASES
+from autograd_check.sweep.store import DEFAULT_OUT
 
 if TYPE_CHECKING:
-    from autograd_check.grid import Case, Grid
-    from autograd_check.report import Report
+    from autograd_check.sweep.grid import Case, Grid
+    from autograd_check.sweep.report import Report
     from autograd_check.slurm import SlurmOptions
-    from autograd_check.store import Store
+    from autograd_check.sweep.store import Store
 
 GRID_PANEL = "Grid (comma-separated values)"
 SWEEP_PANEL = "Sweep"
@@ -82,8 +82,8 @@ def _sweep_values(
 ) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
     """(grid values, sweep settings, the --config path), flags over the config file."""
     from autograd_check.config import section_values
-    from autograd_check.grid import AXES, AXIS_OF
-    from autograd_check.spec import SPEC_KEYS, build_spec
+    from autograd_check.sweep.grid import AXES, AXIS_OF
+    from autograd_check.check.spec import SPEC_KEYS, build_spec
 
     flags = dict(check_values)
     path = flags.pop("config", None)
@@ -134,7 +134,7 @@ def _mode(settings: dict[str, Any]) -> str:
 def _check_local(cases: list[Case]) -> None:
     """A local sweep refuses, before anything runs, a shape that cannot fit on this host (exit 2)
     and a device that is not usable here (exit 3), instead of recording it case after case."""
-    from autograd_check.entry import check_memory
+    from autograd_check.check.execute import check_memory
 
     seen: set[tuple[tuple[int, ...], str]] = set()
     for case in cases:
@@ -143,7 +143,7 @@ def _check_local(cases: list[Case]) -> None:
             check_memory(case.spec)
     devices = {case.spec.device for case in cases} - {"cpu"}
     if devices:
-        from autograd_check.device import resolve_device
+        from autograd_check.check.device import resolve_device
 
         for device in sorted(devices):
             resolve_device(device)
@@ -183,8 +183,8 @@ def sweep(
     Cases with a record in --out are skipped: the same command again resumes a sweep.
     Ends with the report (see `autograd-check report`).
     """
-    from autograd_check.grid import build_grid, check_size
-    from autograd_check.store import Store
+    from autograd_check.sweep.grid import build_grid, check_size
+    from autograd_check.sweep.store import Store
 
     axis_flags = {"shapes": shapes, "dtypes": dtypes, "devices": devices, "losses": losses,
                   "seeds": seeds}
@@ -220,7 +220,7 @@ def sweep(
     if opts is not None:
         _check_slurm_here(opts)
     store.check_grid(grid, force=force)  # another grid in --out: exit 2 before anything else
-    from autograd_check.store import select
+    from autograd_check.sweep.store import select
 
     # The lock is held from the look at earlier submissions until this one is in the manifest
     # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses.
@@ -272,8 +272,8 @@ def _dry_run(store: Store, grid: Grid, cases: list[Case], mode: str, per_task: i
              parallel: int | None, opts: SlurmOptions | None, rerun_failed: bool, force: bool,
              json_output: bool) -> None:
     """The cases that would run (and, for Slurm, the sbatch script); nothing is written."""
-    from autograd_check.result import dumps
-    from autograd_check.store import select
+    from autograd_check.check.result import dumps
+    from autograd_check.sweep.store import select
 
     store.check_grid(grid, force=force)  # raises: another grid lives there
     todo, skipped = (cases, 0) if force else select(cases, store, grid.grid_id(),
@@ -407,8 +407,8 @@ def _submit(store: Store, grid: Grid, todo: list[Case], opts: SlurmOptions, per_
         current_allocation,
         submit_arrays,
     )
-    from autograd_check.store import now
-    from autograd_check.sweep import ArrayTask, chunks
+    from autograd_check.sweep.store import now
+    from autograd_check.sweep.runner import ArrayTask, chunks
 
     packed = chunks(todo, per_task)
     folder = _log_dir(store, opts)
@@ -446,7 +446,7 @@ def _submitted_message(store: Store, task_jobs: list[str], cases: int, json_outp
     arrays = sorted({j.split("_")[0] for j in task_jobs}, key=int)
     command = f"autograd-check report {shlex.quote(str(store.root))}"
     if json_output:
-        from autograd_check.result import dumps
+        from autograd_check.check.result import dumps
 
         print(dumps({"submitted": {"cases": cases, "arrays": arrays, "tasks": task_jobs},
                      "out": str(store.root), "report_command": command}))
@@ -501,7 +501,7 @@ def _add_local_submission(store: Store, cases: int) -> int:
     import os
     import socket
 
-    from autograd_check.store import now
+    from autograd_check.sweep.store import now
 
     return store.add_submission({"mode": "local", "started": now(), "host": socket.gethostname(),
                                  "pid": os.getpid(), "cases": cases})
@@ -519,8 +519,8 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None
         TimeRemainingColumn,
     )
 
-    from autograd_check.store import now
-    from autograd_check.sweep import Tally, run_cases
+    from autograd_check.sweep.store import now
+    from autograd_check.sweep.runner import Tally, run_cases
 
     tally = Tally()
     console = Console(stderr=True, highlight=False)
@@ -532,7 +532,7 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None
     task = progress.add_task("sweep", total=len(todo), status="")
 
     def done(case: Case, doc: dict[str, Any]) -> None:
-        from autograd_check.store import outcome_of
+        from autograd_check.sweep.store import outcome_of
 
         tally.add(outcome_of(doc))
         progress.update(task, advance=1, status=f"{tally.passed} passed, {tally.failed} failed, "
@@ -566,7 +566,7 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None
 def _task_states(store: Store) -> dict[str, str] | None:
     """Slurm's word on the tasks that owe records (pending, running, failed...), when Slurm is
     here to ask; the report is the same without it, with states UNKNOWN."""
-    from autograd_check.report import task_of_case
+    from autograd_check.sweep.report import task_of_case
     from autograd_check.slurm import array_states, have
 
     manifest = store.read_manifest()
@@ -579,25 +579,25 @@ def _task_states(store: Store) -> dict[str, str] | None:
 
 
 def _report_of(store: Store, states: dict[str, str] | None = None) -> Report:
-    from autograd_check.report import build_report
+    from autograd_check.sweep.report import build_report
 
     return build_report(store, states=states)
 
 
 def _show_report(report: Report, *, json_output: bool, markdown: bool) -> None:
     if json_output:
-        from autograd_check.result import dumps
+        from autograd_check.check.result import dumps
 
         print(dumps(report.to_dict()))
         return
     if markdown:
-        from autograd_check.render_report import markdown as to_markdown
+        from autograd_check.render.report import markdown as to_markdown
 
         print(to_markdown(report), end="")
         return
     from rich.console import Console
 
-    from autograd_check.render_report import report_renderable
+    from autograd_check.render.report import report_renderable
 
     Console(highlight=False).print(report_renderable(report))
 
@@ -622,7 +622,7 @@ def report(
 ) -> None:
     """Summarise a sweep: pass/fail by dtype, device, loss and shape; the worst cases; the failed
     and missing ones with their job ids and log tails."""
-    from autograd_check.store import Store
+    from autograd_check.sweep.store import Store
 
     if json_output and markdown:
         raise BadInput("choose one of --json and --markdown")
@@ -631,7 +631,7 @@ def report(
         raise BadInput(f"{str(directory)!r} is not a directory")
     result = _report_of(store, _task_states(store))
     if plot is not None:
-        from autograd_check.render_report import plot as draw
+        from autograd_check.render.report import plot as draw
 
         draw(result, plot)
         if not json_output:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.spec import DEFAULT_SEED
+from autograd_check.check.spec import DEFAULT_SEED
 
 if TYPE_CHECKING:
-    from autograd_check.tour import Step
+    from autograd_check.tour.steps import Step
 
 StepNames = Annotated[
     list[str] | None,
@@ -52,9 +52,9 @@ def tour(
 
     Exit 1 when a claim does not hold on this torch build: a finding worth reporting.
     """
-    from autograd_check import tour as tour_steps
-    from autograd_check.result import dumps
-    from autograd_check.spec import parse_seed
+    from autograd_check.tour import steps as tour_steps
+    from autograd_check.check.result import dumps
+    from autograd_check.check.spec import parse_seed
 
     chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
     seed_value = DEFAULT_SEED if seed is None else parse_seed(seed)
@@ -67,17 +67,17 @@ def tour(
     else:
         from rich.console import Console
 
-        from autograd_check.render_tour import print_tour
+        from autograd_check.render.tour import print_tour
 
         print_tour(result, Console(highlight=False))
     raise typer.Exit(result.exit_code)
 
 
 def _list(steps: Sequence[Step], json_output: bool) -> None:
-    from autograd_check.tour import TOUR_SCHEMA_VERSION
+    from autograd_check.tour.steps import TOUR_SCHEMA_VERSION
 
     if json_output:
-        from autograd_check.result import dumps
+        from autograd_check.check.result import dumps
 
         doc = {
             "schema_version": TOUR_SCHEMA_VERSION,
@@ -88,6 +88,6 @@ def _list(steps: Sequence[Step], json_output: bool) -> None:
         return
     from rich.console import Console
 
-    from autograd_check.render_tour import steps_table
+    from autograd_check.render.tour import steps_table
 
     Console(highlight=False).print(steps_table(steps))

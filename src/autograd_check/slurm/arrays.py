@@ -1,5 +1,5 @@
 """Job arrays (`sweep --slurm`): one array of tasks, each running several cases and writing their
-records itself (autograd_check.sweep.ArrayTask); the results store, not submitit's pickles,
+records itself (autograd_check.sweep.runner.ArrayTask); the results store, not submitit's pickles,
 holds the outcome."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from autograd_check.slurm.new_job import allocation_blocks_new_job
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
 from autograd_check.slurm.where import Allocation, have, prepare_log_dir, require_slurm
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's own default MaxArraySize, used when `scontrol show config` does not answer."""

@@ -16,12 +16,12 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
-from autograd_check.result import CheckResult
-from autograd_check.spec import build_spec
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import build_spec
 
 
 def error_envelope(error: CheckError) -> dict[str, Any]:
-    from autograd_check.environment import slurm_ids
+    from autograd_check.check.host import slurm_ids
 
     return {
         "outcome": "error",
@@ -51,7 +51,7 @@ def run_job(spec_data: dict[str, Any]) -> dict[str, Any]:
     data with their exit code rather than as a traceback; the result is a plain dict, so reading
     it back needs no matching class versions.
     """
-    from autograd_check.entry import execute
+    from autograd_check.check.execute import execute
 
     try:
         result = execute(build_spec(spec_data))

@@ -20,13 +20,13 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
-from autograd_check.result import CheckResult
+from autograd_check.check.result import CheckResult
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
 from autograd_check.slurm.options import GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.watch import LOG_TAIL_LINES, POLL_FIRST_S, POLL_MAX_S, ProgressFn
 from autograd_check.slurm.where import Allocation, require_slurm
-from autograd_check.spec import CheckSpec, build_spec
+from autograd_check.check.spec import CheckSpec, build_spec
 
 STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""
@@ -182,7 +182,7 @@ def step_main(spec_json: str) -> tuple[str, int]:
         return STEP_MARKER + json.dumps(answer), EXIT_BAD_INPUT
     except CheckError as e:
         return STEP_MARKER + json.dumps(error_envelope(e)), e.exit_code
-    from autograd_check.entry import execute
+    from autograd_check.check.execute import execute
 
     try:
         result = execute(spec)

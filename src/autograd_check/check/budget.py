@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from autograd_check.errors import BadInput
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 # Full-size tensors alive at the peak of the tutorial's check (real, predicted, the graph's saved
 # difference and backward temporaries: 6, measured), with one tensor of margin.
@@ -29,7 +29,7 @@ def peak_tensors(spec: CheckSpec) -> int:
 
 
 def needed_bytes(spec: CheckSpec) -> int:
-    from autograd_check.model import extra_elements  # --model's parameters and activations
+    from autograd_check.check.model import extra_elements  # --model's parameters and activations
 
     return (peak_tensors(spec) * spec.numel + extra_elements(spec)) * spec.itemsize
 

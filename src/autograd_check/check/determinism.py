@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import unravel, work_dtype
+from autograd_check.check.compare import unravel, work_dtype
 from autograd_check.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.losses import Loss
+    from autograd_check.losses.builtin import Loss
 
 CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
@@ -161,7 +161,7 @@ def plain_rerun(
 ) -> Callable[[], dict[str, Tensor]]:
     """Another autograd gradient of the loss at the same point: a new leaf sharing predicted's
     values (no copy), a new forward, a new backward."""
-    from autograd_check.target import backward
+    from autograd_check.losses.user import backward
 
     def rerun() -> dict[str, Tensor]:
         leaf = predicted.detach().requires_grad_()

@@ -14,9 +14,9 @@ from typing import Any
 from submitit.helpers import Checkpointable
 
 from autograd_check.errors import EXIT_ENVIRONMENT, CheckError
-from autograd_check.grid import Case
-from autograd_check.spec import build_spec
-from autograd_check.store import Store, case_record, error_record, outcome_of
+from autograd_check.sweep.grid import Case
+from autograd_check.check.spec import build_spec
+from autograd_check.sweep.store import Store, case_record, error_record, outcome_of
 
 
 @dataclass
@@ -43,8 +43,8 @@ def run_case(store: Store, case: Case, grid_id: str) -> dict[str, Any]:
     lacks for a dtype) gets an error record instead of ending the sweep. Ctrl-C and SystemExit are
     not caught: the case then simply has no record and runs again on resume.
     """
-    from autograd_check.entry import execute
-    from autograd_check.environment import slurm_ids
+    from autograd_check.check.execute import execute
+    from autograd_check.check.host import slurm_ids
 
     try:
         result = execute(case.spec)

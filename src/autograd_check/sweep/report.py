@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, EXIT_MISMATCH, EXIT_PASS
-from autograd_check.grid import AXES, Grid
-from autograd_check.store import Store, outcome_of
+from autograd_check.sweep.grid import AXES, Grid
+from autograd_check.sweep.store import Store, outcome_of
 
 OUTCOMES = ("passed", "failed", "error", "missing")
 GROUPS = ("dtype", "device", "loss", "shape")

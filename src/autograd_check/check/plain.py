@@ -11,13 +11,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import compare, difference
-from autograd_check.determinism import plain_rerun, repeat_gradients, repeat_passed
-from autograd_check.losses import TUTORIAL_DRAWS, Loss, resolve_loss
-from autograd_check.reference import Progress, plain_finite_diff
-from autograd_check.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
-from autograd_check.spec import CheckSpec
-from autograd_check.target import TargetRaised, backward
+from autograd_check.check.compare import compare, difference
+from autograd_check.check.determinism import plain_rerun, repeat_gradients, repeat_passed
+from autograd_check.losses.builtin import TUTORIAL_DRAWS, Loss, resolve_loss
+from autograd_check.check.finite_diff import Progress, plain_finite_diff
+from autograd_check.check.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
+from autograd_check.check.spec import CheckSpec
+from autograd_check.losses.user import TargetRaised, backward
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +119,7 @@ def run_check(
     loss_def = resolve_loss(spec)
     try:
         if spec.model is not None:
-            from autograd_check.model import run_model_check
+            from autograd_check.check.model import run_model_check
 
             return run_model_check(spec, device, loss_def, progress)
         return _run_plain(spec, device, loss_def, progress)

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from autograd_check.errors import BadInput, EnvironmentProblem
-from autograd_check.render import fmt
-from autograd_check.report import GROUPS, CaseRow, Report
+from autograd_check.render.result import fmt
+from autograd_check.sweep.report import GROUPS, CaseRow, Report
 
 LIST_LIMIT = 20
 """At most this many failed / errored / missing cases are listed (all are in --json)."""

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import BadInput
-from autograd_check.grid import Case, Grid
-from autograd_check.result import SCHEMA_VERSION, dumps
+from autograd_check.sweep.grid import Case, Grid
+from autograd_check.check.result import SCHEMA_VERSION, dumps
 
 MANIFEST = "manifest.json"
 RECORDS = "records"

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
 from autograd_check.errors import BadInput
-from autograd_check.spec import DEFAULT_DELTA
+from autograd_check.check.spec import DEFAULT_DELTA
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from autograd_check.spec import CheckSpec
+    from autograd_check.check.spec import CheckSpec
 
 TUTORIAL_DRAWS = "real = torch.rand(shape), then predicted = torch.rand(shape)"
 
@@ -285,7 +285,7 @@ def resolve_loss(spec: CheckSpec) -> Loss:
     """The spec's loss: its --target (imported now, so a bad one fails before any work), else the
     built-in one with its options."""
     if spec.target is not None:
-        from autograd_check.target import load_target
+        from autograd_check.losses.user import load_target
 
         return load_target(spec.target)
     return get_loss(spec.loss, spec.delta)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from autograd_check.memory import available_host_bytes, ensure_fits
-from autograd_check.result import CheckResult
-from autograd_check.spec import CheckSpec
+from autograd_check.check.budget import available_host_bytes, ensure_fits
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import CheckSpec
 
 if TYPE_CHECKING:
-    from autograd_check.reference import Progress
+    from autograd_check.check.finite_diff import Progress
 
 
 def check_memory(spec: CheckSpec) -> None:
@@ -25,10 +25,10 @@ def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
     the CLI passes a progress bar's update there, the engine itself never prints.
     """
     from autograd_check._torch import import_torch
-    from autograd_check.determinism import deterministic_mode
-    from autograd_check.device import resolve_device
-    from autograd_check.engine import run_check
-    from autograd_check.environment import collect_environment
+    from autograd_check.check.determinism import deterministic_mode
+    from autograd_check.check.device import resolve_device
+    from autograd_check.check.plain import run_check
+    from autograd_check.check.host import collect_environment
 
     check_memory(spec)
     torch = import_torch()

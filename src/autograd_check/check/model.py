@@ -39,19 +39,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import compare, difference
-from autograd_check.determinism import repeat_gradients, repeat_passed
-from autograd_check.engine import Clock, draw_notes, grad_fn_chain, tensor_view
-from autograd_check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
-from autograd_check.spec import DEFAULT_HIDDEN, CheckSpec
-from autograd_check.target import backward
+from autograd_check.check.compare import compare, difference
+from autograd_check.check.determinism import repeat_gradients, repeat_passed
+from autograd_check.check.plain import Clock, draw_notes, grad_fn_chain, tensor_view
+from autograd_check.check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.check.spec import DEFAULT_HIDDEN, CheckSpec
+from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from autograd_check.losses import Loss
-    from autograd_check.reference import FiniteDiffOutcome, Progress
+    from autograd_check.losses.builtin import Loss
+    from autograd_check.check.finite_diff import FiniteDiffOutcome, Progress
 
 LINEAR_FORMULA = "∂W = gᵀ·x,  ∂b = Σ_rows g,  ∂x = g·W"
 MLP_FORMULA = (
@@ -183,7 +183,7 @@ def _finite_diff(
     """--reference finite-diff through the model: the loss as a float64 function of each compared
     tensor in turn (the output, every parameter, the input), the others held fixed."""
     torch = import_torch()
-    from autograd_check.reference import _to64, check_against_fd, evaluator
+    from autograd_check.check.finite_diff import _to64, check_against_fd, evaluator
 
     loss = evaluator(loss_def)
     real64, x64 = _to64(real), _to64(x.detach())

@@ -289,7 +289,7 @@ def build_spec(values: Mapping[str, Any]) -> CheckSpec:
     if spec.reference == "finite-diff":
         # Imported here: reference.py reads the spec's neighbours (memory, model), which import
         # this module. It refuses a finite-difference check that would run for hours (exit 2).
-        from autograd_check.reference import ensure_affordable
+        from autograd_check.check.finite_diff import ensure_affordable
 
         ensure_affordable(spec)
     return spec

@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.compare import compare
+from autograd_check.check.compare import compare
 from autograd_check.errors import BadInput
-from autograd_check.result import Comparison
+from autograd_check.check.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.losses import Loss
-    from autograd_check.spec import CheckSpec
+    from autograd_check.losses.builtin import Loss
+    from autograd_check.check.spec import CheckSpec
 
 FD_STEP = 1e-6
 """h: torch.autograd.gradcheck's eps."""
@@ -94,7 +94,7 @@ def fd_tensors(spec: CheckSpec) -> dict[str, int]:
     the output, every parameter and the input (in the order of the check's comparisons)."""
     if spec.model is None:
         return {"predicted": spec.numel}
-    from autograd_check.model import layer_shapes
+    from autograd_check.check.model import layer_shapes
 
     sizes = {"predicted": spec.numel}
     for name, out, inp in reversed(layer_shapes(spec)):
@@ -108,7 +108,7 @@ def _evaluation_elements(spec: CheckSpec) -> int:
     """Elements one loss evaluation touches (the loss alone, or the model's forward too)."""
     if spec.model is None:
         return spec.numel
-    from autograd_check.model import layer_shapes
+    from autograd_check.check.model import layer_shapes
 
     rows = spec.numel // spec.shape[-1]
     return spec.numel + sum(rows * out * (inp + 1) for _, out, inp in layer_shapes(spec))
@@ -155,7 +155,7 @@ def duration(seconds: float) -> str:
 def ensure_affordable(spec: CheckSpec) -> None:
     """Refuse (BadInput, exit 2) finite differences on more than --max-fd-elements elements,
     saying what they would cost."""
-    from autograd_check.memory import human
+    from autograd_check.check.budget import human
 
     cost = estimate(spec)
     if cost.elements <= spec.max_fd_elements:

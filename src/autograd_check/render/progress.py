@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from autograd_check.spec import CheckSpec
+from autograd_check.check.spec import CheckSpec
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from autograd_check.reference import Progress
+    from autograd_check.check.finite_diff import Progress
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""The check itself: spec → execute(spec) → CheckResult; torch is loaded only when a check runs."""

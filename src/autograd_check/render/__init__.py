@@ -1,0 +1,1 @@
+"""Rich views: the one stderr console and its messages, results, reports, the tour, progress."""

@@ -1,0 +1,1 @@
+"""Sweeps: the grid of cases, the results store, the runner (resume, lock), report data."""

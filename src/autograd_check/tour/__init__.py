@@ -1,0 +1,1 @@
+"""The tutorial's ideas as live, checked steps."""

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autograd_check.cli import app
-from autograd_check.store import Store
+from autograd_check.sweep.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -21,7 +21,7 @@ from autograd_check import slurm
 from autograd_check.cli import app
 from autograd_check.slurm import arrays as slurm_arrays
 from autograd_check.slurm import commands
-from autograd_check.store import Store
+from autograd_check.sweep.store import Store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 runner = CliRunner()

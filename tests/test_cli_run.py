@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check.losses import builtin as losses
 from autograd_check.cli import app
+from autograd_check.losses import builtin as losses
 
 runner = CliRunner()
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from autograd_check.losses import builtin as losses
 from autograd_check.check.compare import compare, unravel
 from autograd_check.check.execute import execute
 from autograd_check.check.spec import DTYPES, build_spec
+from autograd_check.losses import builtin as losses
 
 
 def tutorial(seed: int) -> dict[str, torch.Tensor]:

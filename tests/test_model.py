@@ -11,12 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from autograd_check.check import model
-from autograd_check.cli import app
-from autograd_check.check.plain import run_check
-from autograd_check.check.execute import execute
-from autograd_check.check.budget import PEAK_TENSORS, needed_bytes
+from autograd_check.check.budget import PEAK_TENSORS, layer_shapes, needed_bytes
+from autograd_check.check.execute import execute, run_check
 from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import DTYPES, LOSSES, build_spec
+from autograd_check.check.spec import DTYPES, build_spec
+from autograd_check.cli import app
+from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -65,8 +65,8 @@ def test_manual_backward_equals_autograd_without_using_it(
 
 
 def test_layer_shapes_map_the_last_dimension_and_hidden() -> None:
-    assert model.layer_shapes(build_spec({"model": "linear", "shape": "4x6"})) == [("linear", 6, 6)]
-    assert model.layer_shapes(build_spec({"model": "mlp", "shape": "2x3x5", "hidden": 7})) == [
+    assert layer_shapes(build_spec({"model": "linear", "shape": "4x6"})) == [("linear", 6, 6)]
+    assert layer_shapes(build_spec({"model": "mlp", "shape": "2x3x5", "hidden": 7})) == [
         ("fc1", 7, 5),
         ("fc2", 5, 7),
     ]

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autograd_check.check.compare import compare, unravel
-from autograd_check.check.plain import run_check
-from autograd_check.check.spec import DEFAULT_TOLERANCES, DTYPES, LOSSES, build_spec
+from autograd_check.check.execute import run_check
+from autograd_check.check.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
 
 CPU = torch.device("cpu")
 SEEDS = st.integers(min_value=0, max_value=2**63 - 1)

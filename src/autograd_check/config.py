@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autograd_check.errors import BadInput
 from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
+from autograd_check.errors import BadInput
 
 if TYPE_CHECKING:
     from autograd_check.slurm import SlurmOptions

@@ -31,7 +31,7 @@ from autograd_check.errors import EnvironmentProblem
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.losses.builtin import Loss
+    from autograd_check.losses.base import Loss
 
 CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")

@@ -3,13 +3,22 @@ sweeps all call."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from autograd_check.check.budget import available_host_bytes, ensure_fits
-from autograd_check.check.result import CheckResult
+from autograd_check.check.model import run_model_check
+from autograd_check.check.plain import run_plain
+from autograd_check.check.result import CheckResult, TensorView
 from autograd_check.check.spec import CheckSpec
+from autograd_check.check.tensors import draw, tensor_view
+from autograd_check.losses.base import Loss
+from autograd_check.losses.resolve import resolve_loss
+from autograd_check.losses.user import TargetRaised
 
 if TYPE_CHECKING:
+    import torch
+
     from autograd_check.check.finite_diff import Progress
 
 
@@ -27,7 +36,6 @@ def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
     from autograd_check._torch import import_torch
     from autograd_check.check.determinism import deterministic_mode
     from autograd_check.check.device import resolve_device
-    from autograd_check.check.plain import run_check
     from autograd_check.check.host import collect_environment
 
     check_memory(spec)
@@ -43,3 +51,44 @@ def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
         result.environment = collect_environment(device)
     result.notes.extend(notes)
     return result
+
+
+def run_check(
+    spec: CheckSpec, device: torch.device, progress: Progress | None = None
+) -> CheckResult:
+    """The check for this spec: plain (predicted drawn) or through --model; a --target is
+    imported first, and its own errors make a failed result rather than a crash."""
+    loss_def = resolve_loss(spec)
+    try:
+        if spec.model is not None:
+            return run_model_check(spec, device, loss_def, progress)
+        return run_plain(spec, device, loss_def, progress)
+    except TargetRaised as e:
+        return user_code_failed(spec, device, loss_def, e)
+
+
+def user_code_failed(
+    spec: CheckSpec, device: torch.device, loss_def: Loss, error: TargetRaised
+) -> CheckResult:
+    """A failed check whose result carries the user's own error (type, message, line)."""
+    tensors: dict[str, TensorView] = {}
+    if spec.model is None:  # with a model, predicted is the model's output: never finished
+        real, predicted = draw(spec, device, loss_def)
+        tensors["real"] = tensor_view("real", real)
+        tensors["predicted"] = tensor_view("predicted", predicted)
+    return CheckResult(
+        spec=spec.to_dict(),
+        passed=False,
+        bit_exact=False,
+        criterion="exact" if spec.exact else "tolerance",
+        loss_name=loss_def.name,
+        loss_value=math.nan,
+        loss_formula=loss_def.formula,
+        gradient_formula=loss_def.gradient_formula,
+        grad_fn_chain=[],
+        comparisons=[],
+        tensors=tensors,
+        environment={},
+        timings={},
+        error=str(error),
+    )

@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.check.budget import batch_pairs
 from autograd_check.check.compare import compare
-from autograd_check.errors import BadInput
 from autograd_check.check.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.losses.builtin import Loss
     from autograd_check.check.spec import CheckSpec
+    from autograd_check.losses.base import Loss
 
 FD_STEP = 1e-6
 """h: torch.autograd.gradcheck's eps."""
@@ -61,11 +61,6 @@ FD_ATOL = 1e-5
 FD_NOISE = 8.0
 """Safety factor on ε·|L|/h, the rounding error of the difference of two float64 evaluations."""
 FLOAT64_EPS = 2.0**-52
-BATCH_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
-"""Size of the reused batch buffer: on a CPU, a batch and the loss's temporaries fit in cache;
-fresh large temporaries for every batch would cost more than the arithmetic."""
-ELEMENT_RATE = {"cpu": 1e9, "cuda": 5e10}
-"""Rough element-evaluations per second (an mse-like loss), for the cost estimate in refusals."""
 CPU_THREADS = 1
 """torch threads while finite differences run on a CPU. They are thousands of short batches, each a
 few ops: with more threads every op ends in an OpenMP barrier, and when the cores are shared (a
@@ -84,90 +79,6 @@ VMAP_PROBE_RTOL = 1e-9
 Progress = Callable[[int, int], None]
 """progress(done, total): finite-difference elements evaluated so far, out of total."""
 LossFn = Callable[["Tensor"], "Tensor"]
-
-
-# --- cost -------------------------------------------------------------------------------------
-
-
-def fd_tensors(spec: CheckSpec) -> dict[str, int]:
-    """The tensors finite differences perturb, with their sizes: predicted, or with --model
-    the output, every parameter and the input (in the order of the check's comparisons)."""
-    if spec.model is None:
-        return {"predicted": spec.numel}
-    from autograd_check.check.model import layer_shapes
-
-    sizes = {"predicted": spec.numel}
-    for name, out, inp in reversed(layer_shapes(spec)):
-        sizes[f"{name}.weight"] = out * inp
-        sizes[f"{name}.bias"] = out
-    sizes["input"] = spec.numel
-    return sizes
-
-
-def _evaluation_elements(spec: CheckSpec) -> int:
-    """Elements one loss evaluation touches (the loss alone, or the model's forward too)."""
-    if spec.model is None:
-        return spec.numel
-    from autograd_check.check.model import layer_shapes
-
-    rows = spec.numel // spec.shape[-1]
-    return spec.numel + sum(rows * out * (inp + 1) for _, out, inp in layer_shapes(spec))
-
-
-def batch_pairs(numel: int, device_type: str) -> int:
-    """B: perturbation pairs per batch, so that the 2·B float64 copies fit BATCH_BYTES."""
-    budget = BATCH_BYTES.get(device_type, BATCH_BYTES["cuda"])
-    return max(1, min(numel, budget // (2 * numel * 8)))
-
-
-@dataclass(frozen=True)
-class Cost:
-    elements: int
-    evaluations: int
-    element_operations: int
-    buffer_bytes: int
-    seconds: float
-
-
-def estimate(spec: CheckSpec) -> Cost:
-    device_type = "cpu" if spec.device == "cpu" else "cuda"
-    sizes = fd_tensors(spec)
-    elements = sum(sizes.values())
-    per_evaluation = _evaluation_elements(spec)
-    operations = 2 * elements * per_evaluation
-    largest = max(sizes.values())
-    buffer = 2 * batch_pairs(largest, device_type) * largest * 8
-    # with "auto" the device is not known yet: estimate as on a CPU, the slower
-    rate = ELEMENT_RATE["cpu" if spec.device in ("cpu", "auto") else "cuda"]
-    return Cost(elements, 2 * elements, operations, buffer, operations / rate)
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 1 else "under a second"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 86400 * 2:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
-def ensure_affordable(spec: CheckSpec) -> None:
-    """Refuse (BadInput, exit 2) finite differences on more than --max-fd-elements elements,
-    saying what they would cost."""
-    from autograd_check.check.budget import human
-
-    cost = estimate(spec)
-    if cost.elements <= spec.max_fd_elements:
-        return
-    where = "this CPU" if spec.device in ("cpu", "auto") else "a GPU"
-    raise BadInput(
-        f"reference finite-diff on {cost.elements} elements needs {cost.evaluations} loss "
-        f"evaluations ({cost.element_operations:.2g} element operations, roughly "
-        f"{duration(cost.seconds)} on {where}; batch buffers about {human(cost.buffer_bytes)}), "
-        f"but max_fd_elements is {spec.max_fd_elements}; choose a smaller --shape, or raise "
-        f"--max-fd-elements to {cost.elements} to run it anyway"
-    )
 
 
 def fd_tolerances(spec: CheckSpec, loss_value: float) -> tuple[float, float]:
@@ -384,7 +295,7 @@ class FiniteDiffOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _to64(t: Tensor) -> Tensor:
+def to64(t: Tensor) -> Tensor:
     torch = import_torch()
     return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
 
@@ -451,12 +362,12 @@ def plain_finite_diff(
 ) -> FiniteDiffOutcome:
     """The plain check: the loss as a function of predicted, real held fixed."""
     loss = evaluator(loss_def)
-    real64 = _to64(real)
+    real64 = to64(real)
 
     def fn(p: Tensor) -> Tensor:
         return loss(p, real64)
 
     torch = import_torch()
     with torch.no_grad():
-        loss64 = float(fn(_to64(predicted)))
+        loss64 = float(fn(to64(predicted)))
     return check_against_fd(spec, {"predicted": (fn, predicted, gradients)}, loss64, progress)

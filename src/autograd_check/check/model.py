@@ -39,47 +39,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
+from autograd_check.check.budget import layer_shapes
 from autograd_check.check.compare import compare, difference
 from autograd_check.check.determinism import repeat_gradients, repeat_passed
-from autograd_check.check.plain import Clock, draw_notes, grad_fn_chain, tensor_view
+from autograd_check.check.finite_diff import check_against_fd, evaluator, to64
 from autograd_check.check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
 from autograd_check.check.spec import DEFAULT_HIDDEN, CheckSpec
+from autograd_check.check.tensors import Clock, draw_notes, grad_fn_chain, tensor_view
 from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from autograd_check.losses.builtin import Loss
     from autograd_check.check.finite_diff import FiniteDiffOutcome, Progress
+    from autograd_check.losses.base import Loss
 
 LINEAR_FORMULA = "∂W = gᵀ·x,  ∂b = Σ_rows g,  ∂x = g·W"
 MLP_FORMULA = (
     "∂W₂ = gᵀ·a,  ∂b₂ = Σ_rows g,  ∂a = g·W₂,  ∂h = ∂a ⊙ (1 − a²),  "
     "∂W₁ = ∂hᵀ·x,  ∂b₁ = Σ_rows ∂h,  ∂x = ∂h·W₁"
 )
-
-
-def layer_shapes(spec: CheckSpec) -> list[tuple[str, int, int]]:
-    """(name, out_features, in_features) of each layer, in forward order."""
-    features = spec.shape[-1]
-    if spec.model == "linear":
-        return [("linear", features, features)]
-    hidden = spec.hidden or DEFAULT_HIDDEN
-    return [("fc1", hidden, features), ("fc2", features, hidden)]
-
-
-def extra_elements(spec: CheckSpec) -> int:
-    """Elements the model adds to the check's peak, beyond the plain check's tensors: each
-    parameter with its .grad and its manual gradient, and for the mlp the hidden activations
-    (h, a, their gradients and the manual path's temporaries)."""
-    if spec.model is None:
-        return 0
-    layers = layer_shapes(spec)
-    params = sum(out * (inp + 1) for _, out, inp in layers)
-    rows = spec.numel // spec.shape[-1]
-    hidden = 5 * rows * layers[0][1] if spec.model == "mlp" else 0
-    return 3 * params + hidden
 
 
 @dataclass
@@ -183,12 +163,11 @@ def _finite_diff(
     """--reference finite-diff through the model: the loss as a float64 function of each compared
     tensor in turn (the output, every parameter, the input), the others held fixed."""
     torch = import_torch()
-    from autograd_check.check.finite_diff import _to64, check_against_fd, evaluator
 
     loss = evaluator(loss_def)
-    real64, x64 = _to64(real), _to64(x.detach())
+    real64, x64 = to64(real), to64(x.detach())
     params64 = {
-        f"{la.name}.{p}": _to64(getattr(la, p)) for la in layers for p in ("weight", "bias")
+        f"{la.name}.{p}": to64(getattr(la, p)) for la in layers for p in ("weight", "bias")
     }
 
     def net(values: dict[str, Tensor]) -> list[Layer]:

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from autograd_check.check.budget import ensure_affordable
 from autograd_check.errors import BadInput
+from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
 
 MAX_RANK = 8
 DEFAULT_SEED = 0
@@ -28,9 +30,6 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1.3e-6, 1e-5),
     "float64": (1e-7, 1e-7),
 }
-LOSSES = ("mse-sum", "mse-mean", "l1", "huber", "bce-logits", "cross-entropy")
-"""The built-in losses (losses.LOSSES holds their forward and hand-derived gradient)."""
-DEFAULT_DELTA = 1.0
 MODELS = ("linear", "mlp")
 DEFAULT_HIDDEN = 16
 MAX_HIDDEN = 1 << 16
@@ -179,9 +178,9 @@ def parse_bool(name: str, value: object) -> bool:
 
 
 def parse_loss(value: object) -> str:
-    if isinstance(value, str) and value.strip().lower() in LOSSES:
+    if isinstance(value, str) and value.strip().lower() in LOSS_NAMES:
         return value.strip().lower()
-    raise BadInput(f"loss {value!r} is not known; choose one of {', '.join(LOSSES)}")
+    raise BadInput(f"loss {value!r} is not known; choose one of {', '.join(LOSS_NAMES)}")
 
 
 def parse_delta(value: object) -> float:
@@ -287,11 +286,7 @@ def build_spec(values: Mapping[str, Any]) -> CheckSpec:
             parsed[key] = _PARSERS[key](raw)
     spec = CheckSpec(**_combine(parsed))
     if spec.reference == "finite-diff":
-        # Imported here: reference.py reads the spec's neighbours (memory, model), which import
-        # this module. It refuses a finite-difference check that would run for hours (exit 2).
-        from autograd_check.check.finite_diff import ensure_affordable
-
-        ensure_affordable(spec)
+        ensure_affordable(spec)  # refuse a finite-difference check that would run for hours
     return spec
 
 

@@ -15,13 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from autograd_check.check.spec import (
-    DEFAULT_DELTA,
-    DEFAULT_HIDDEN,
-    DEFAULT_MAX_FD_ELEMENTS,
-    DEFAULT_SEED,
-    LOSSES,
-)
+from autograd_check.check.spec import DEFAULT_HIDDEN, DEFAULT_MAX_FD_ELEMENTS, DEFAULT_SEED
+from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
 
 PANEL = "Check options"
 
@@ -51,7 +46,7 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
         help="Verdict by bit-exact equality (the tutorial's eq().all()) instead of tolerances.",
         show_default="--no-exact", rich_help_panel=PANEL)]),
     _P("loss", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
-        help=f"The loss: {', '.join(LOSSES)}; each with its gradient derived by hand.",
+        help=f"The loss: {', '.join(LOSS_NAMES)}; each with its gradient derived by hand.",
         metavar="NAME", show_default="mse-sum", rich_help_panel=PANEL)]),
     _P("delta", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="Huber's delta (--loss huber only).", metavar="FLOAT",

@@ -36,10 +36,10 @@ def run(
     check_values: dict[str, Any],
 ) -> None:
     """Run the real-vs-predicted gradient check here: manual gradient against autograd."""
-    from autograd_check.cli.output import show_result
-    from autograd_check.render.progress import fd_progress
-    from autograd_check.config import spec_from
     from autograd_check.check.execute import execute
+    from autograd_check.cli.output import show_result
+    from autograd_check.config import spec_from
+    from autograd_check.render.progress import fd_progress
     from autograd_check.slurm import run_outside_node_warning
 
     # With --json, stdout holds the document only: what a user's --target prints goes to stderr.

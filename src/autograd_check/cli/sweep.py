@@ -18,9 +18,9 @@ from autograd_check.sweep.grid import DEFAULT_MAX_CASES
 from autograd_check.sweep.store import DEFAULT_OUT
 
 if TYPE_CHECKING:
+    from autograd_check.slurm import SlurmOptions
     from autograd_check.sweep.grid import Case, Grid
     from autograd_check.sweep.report import Report
-    from autograd_check.slurm import SlurmOptions
     from autograd_check.sweep.store import Store
 
 GRID_PANEL = "Grid (comma-separated values)"
@@ -81,9 +81,9 @@ def _sweep_values(
     check_values: dict[str, Any], axis_flags: dict[str, Any], sweep_flags: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
     """(grid values, sweep settings, the --config path), flags over the config file."""
+    from autograd_check.check.spec import SPEC_KEYS, build_spec
     from autograd_check.config import section_values
     from autograd_check.sweep.grid import AXES, AXIS_OF
-    from autograd_check.check.spec import SPEC_KEYS, build_spec
 
     flags = dict(check_values)
     path = flags.pop("config", None)
@@ -407,8 +407,8 @@ def _submit(store: Store, grid: Grid, todo: list[Case], opts: SlurmOptions, per_
         current_allocation,
         submit_arrays,
     )
-    from autograd_check.sweep.store import now
     from autograd_check.sweep.runner import ArrayTask, chunks
+    from autograd_check.sweep.store import now
 
     packed = chunks(todo, per_task)
     folder = _log_dir(store, opts)
@@ -519,8 +519,8 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None
         TimeRemainingColumn,
     )
 
-    from autograd_check.sweep.store import now
     from autograd_check.sweep.runner import Tally, run_cases
+    from autograd_check.sweep.store import now
 
     tally = Tally()
     console = Console(stderr=True, highlight=False)
@@ -566,8 +566,8 @@ def _sweep_local(store: Store, grid: Grid, todo: list[Case], index: int) -> None
 def _task_states(store: Store) -> dict[str, str] | None:
     """Slurm's word on the tasks that owe records (pending, running, failed...), when Slurm is
     here to ask; the report is the same without it, with states UNKNOWN."""
-    from autograd_check.sweep.report import task_of_case
     from autograd_check.slurm import array_states, have
+    from autograd_check.sweep.report import task_of_case
 
     manifest = store.read_manifest()
     if manifest is None or not (have("scontrol") or have("sacct")):

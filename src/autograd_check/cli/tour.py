@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.check.spec import DEFAULT_SEED
+from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 
 if TYPE_CHECKING:
     from autograd_check.tour.steps import Step
@@ -52,9 +52,9 @@ def tour(
 
     Exit 1 when a claim does not hold on this torch build: a finding worth reporting.
     """
-    from autograd_check.tour import steps as tour_steps
     from autograd_check.check.result import dumps
     from autograd_check.check.spec import parse_seed
+    from autograd_check.tour import steps as tour_steps
 
     chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
     seed_value = DEFAULT_SEED if seed is None else parse_seed(seed)

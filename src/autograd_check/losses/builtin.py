@@ -21,60 +21,17 @@ Conventions the derivations share:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
 from autograd_check.errors import BadInput
-from autograd_check.check.spec import DEFAULT_DELTA
+from autograd_check.losses.base import Loss, draw_classes, draw_randn
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
-    from autograd_check.check.spec import CheckSpec
-
-TUTORIAL_DRAWS = "real = torch.rand(shape), then predicted = torch.rand(shape)"
-
-Draw = Callable[["torch.Generator", "tuple[int, ...]", "torch.dtype"], "Tensor"]
-
-
-def draw_rand(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """torch.rand(shape): uniform in [0, 1), the tutorial's draw for both tensors."""
-    drawn: Tensor = import_torch().rand(shape, generator=gen, dtype=dtype)
-    return drawn
-
-
-def draw_randn(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """torch.randn(shape): standard normal, for logits and for crossing Huber's δ."""
-    drawn: Tensor = import_torch().randn(shape, generator=gen, dtype=dtype)
-    return drawn
-
-
-def draw_classes(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Class indices in [0, C) of shape[:-1] (int64), C = shape[-1]: cross-entropy's targets."""
-    drawn: Tensor = import_torch().randint(0, shape[-1], shape[:-1], generator=gen)
-    return drawn
-
-
-@dataclass(frozen=True)
-class Loss:
-    name: str
-    formula: str
-    gradient_formula: str
-    forward: Callable[[Tensor, Tensor], Tensor]
-    manual_grad: Callable[[Tensor, Tensor], Tensor]
-    """Called under torch.no_grad(); must not use autograd."""
-    draw_real: Draw = field(default=draw_rand)
-    draw_predicted: Draw = field(default=draw_rand)
-    draws: str = TUTORIAL_DRAWS
-    """How the seed's generator fills real, then predicted (in that order: the tutorial's)."""
-    user_code: bool = False
-    """A --target: its errors are the user's (a failed check), not this package's."""
-    evaluate: Callable[[Tensor, Tensor], Tensor] | None = None
-    """The loss as a plain function, for numerical evaluation (--reference finite-diff, under
-    torch.no_grad() and torch.func.vmap); None: forward is that function."""
-
+DEFAULT_DELTA = 1.0
+"""Huber's δ when none is given."""
 
 def _wide(t: Tensor) -> Tensor:
     """float16/bfloat16 → float32 (see the module docstring); other dtypes unchanged."""
@@ -279,16 +236,6 @@ LOSSES: dict[str, Loss] = {
     ),
 }
 LOSS_NAMES = tuple(LOSSES)
-
-
-def resolve_loss(spec: CheckSpec) -> Loss:
-    """The spec's loss: its --target (imported now, so a bad one fails before any work), else the
-    built-in one with its options."""
-    if spec.target is not None:
-        from autograd_check.losses.user import load_target
-
-        return load_target(spec.target)
-    return get_loss(spec.loss, spec.delta)
 
 
 def get_loss(name: str, delta: float | None = None) -> Loss:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
 from autograd_check.errors import BadInput
-from autograd_check.losses.builtin import Loss
+from autograd_check.losses.base import Loss
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.slurm.batch import executor_parameters, submit_through_submitit, submitit_script
 from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
@@ -20,7 +21,6 @@ from autograd_check.slurm.new_job import allocation_blocks_new_job
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
 from autograd_check.slurm.where import Allocation, have, prepare_log_dir, require_slurm
-from autograd_check.check.spec import CheckSpec
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's own default MaxArraySize, used when `scontrol show config` does not answer."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.slurm.fit import never_fits
 from autograd_check.slurm.node import run_job
 from autograd_check.slurm.options import DEFAULT_TIME_MIN, GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.where import prepare_log_dir, require_slurm
-from autograd_check.check.spec import CheckSpec
 
 
 def executor_parameters(spec: CheckSpec, opts: SlurmOptions) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import build_spec
 from autograd_check.errors import (
     EXIT_BAD_INPUT,
     BadInput,
@@ -16,8 +18,6 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import build_spec
 
 
 def error_envelope(error: CheckError) -> dict[str, Any]:

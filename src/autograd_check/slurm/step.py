@@ -13,6 +13,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from autograd_check.check.result import CheckResult
+from autograd_check.check.spec import CheckSpec, build_spec
 from autograd_check.errors import (
     EXIT_BAD_INPUT,
     BadInput,
@@ -20,13 +22,11 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
-from autograd_check.check.result import CheckResult
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
 from autograd_check.slurm.options import GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.watch import LOG_TAIL_LINES, POLL_FIRST_S, POLL_MAX_S, ProgressFn
 from autograd_check.slurm.where import Allocation, require_slurm
-from autograd_check.check.spec import CheckSpec, build_spec
 
 STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""

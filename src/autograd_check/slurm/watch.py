@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autograd_check.errors import EnvironmentProblem, JobFailed
 from autograd_check.check.result import CheckResult
+from autograd_check.errors import EnvironmentProblem, JobFailed
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,
     CALL_TIMEOUT_S,

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check.errors import BadInput
 from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
+from autograd_check.errors import BadInput
 
 DEFAULT_MAX_CASES = 10_000
 """A grid with more cases than this is refused unless --max-cases says otherwise."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from autograd_check.check.spec import build_spec
 from autograd_check.errors import EXIT_ENVIRONMENT, CheckError
 from autograd_check.sweep.grid import Case
-from autograd_check.check.spec import build_spec
 from autograd_check.sweep.store import Store, case_record, error_record, outcome_of
 
 

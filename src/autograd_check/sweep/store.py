@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from autograd_check.check.result import SCHEMA_VERSION, dumps
 from autograd_check.errors import BadInput
 from autograd_check.sweep.grid import Case, Grid
-from autograd_check.check.result import SCHEMA_VERSION, dumps
 
 MANIFEST = "manifest.json"
 RECORDS = "records"

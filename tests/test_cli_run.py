@@ -174,7 +174,7 @@ class TestCuda:
 
 
 class TestJsonContract:
-    TOP = {"schema_version", "tool", "spec", "verdict", "loss", "statistics", "tensors",
+    TOP = {"schema_version", "tool", "kind", "spec", "verdict", "loss", "statistics", "tensors",
            "environment", "timings", "notes"}
 
     def test_keys_are_pinned(self) -> None:

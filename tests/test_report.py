@@ -178,7 +178,7 @@ class TestViews:
         code, out, err = report_cli(str(failing.root), "--json")
         assert code == 4 and err == ""
         doc = json.loads(out)
-        assert doc["kind"] == "autograd-check sweep report"
+        assert doc["kind"] == "report"
         assert doc["counts"] == {"passed": 6, "failed": 1, "error": 0, "missing": 1}
         assert doc["verdict"] == {"exit_code": 4, "summary": "incomplete"}
         assert len(doc["cases"]) == 8 and doc["failed"][0]["max_rel_diff"] == 0.5

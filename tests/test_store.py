@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.sweep import store as store_module
 from autograd_check.errors import BadInput
+from autograd_check.sweep import store as store_module
 from autograd_check.sweep.grid import Grid, build_grid, expand
 from autograd_check.sweep.store import Store, atomic_write_text, error_record, outcome_of, select
 
@@ -95,7 +95,7 @@ class TestPrepare:
         on_disk = json.loads(store.manifest_path.read_text())
         assert on_disk == manifest
         assert on_disk["grid_id"] == grid3.grid_id() and on_disk["cases"] == 3
-        assert on_disk["kind"] == "autograd-check sweep" and on_disk["submissions"] == []
+        assert on_disk["kind"] == "manifest" and on_disk["submissions"] == []
         assert store.grid() == grid3
 
     def test_same_grid_keeps_manifest_and_records(self, tmp_path: Path, grid3: Grid) -> None:

@@ -11,10 +11,10 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autograd_check.tour import steps as tour
 from autograd_check.cli import app
 from autograd_check.errors import BadInput
 from autograd_check.render.tour import steps_table, tour_renderable
+from autograd_check.tour import steps as tour
 from autograd_check.tour.steps import Evidence, Step, run_step, run_tour, select_steps, step_names
 
 runner = CliRunner()
@@ -180,7 +180,7 @@ class TestCli:
         result = runner.invoke(app, ["tour", "--list", "--json"])
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
-        assert doc["schema_version"] == tour.TOUR_SCHEMA_VERSION
+        assert doc["schema_version"] == 1 and doc["kind"] == "tour-steps"
         assert [s["name"] for s in doc["steps"]] == NAMES
         assert set(doc["steps"][0]) == {"name", "title", "claim"}
 
@@ -205,7 +205,7 @@ class TestCli:
         assert result.exit_code == 0, result.output
         assert result.stderr == ""
         doc = json.loads(result.stdout)
-        assert doc["schema_version"] == tour.TOUR_SCHEMA_VERSION
+        assert doc["schema_version"] == 1 and doc["kind"] == "tour"
         assert doc["seed"] == 3 and doc["passed"] is True and doc["exit_code"] == 0
         assert doc["torch"] == str(torch.__version__)
         assert [s["name"] for s in doc["steps"]] == NAMES

@@ -1,3 +1,5 @@
 """autograd-check: verify PyTorch autograd against hand-derived gradients."""
 
-__version__ = "0.1.0"
+from autograd_check._version import __version__
+
+__all__ = ["__version__"]

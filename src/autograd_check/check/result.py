@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+from autograd_check.document import dumps, envelope, unplain
+
 TENSOR_DATA_LIMIT = 4096
 """Tensors with at most this many elements carry their values (nested lists) in the result."""
 
@@ -61,7 +60,6 @@ class CheckResult:
     tensors: dict[str, TensorView]
     environment: dict[str, Any]
     timings: dict[str, float]
-    schema_version: int = SCHEMA_VERSION
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     """The user's own code (--target) raised: the check failed with this message, unfinished."""
@@ -75,12 +73,8 @@ class CheckResult:
         return 0 if self.passed else 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document: a versioned envelope, the same for run, submit and sweep records."""
-        from autograd_check import __version__
-
-        doc: dict[str, Any] = {
-            "schema_version": self.schema_version,
-            "tool": {"name": "autograd-check", "version": __version__},
+        """The JSON document (kind "check"), the same for run, submit and sweep records."""
+        doc = envelope("check", {
             "spec": self.spec,
             "verdict": {
                 "passed": self.passed,
@@ -102,7 +96,7 @@ class CheckResult:
             "environment": self.environment,
             "timings": self.timings,
             "notes": self.notes,
-        }
+        })
         # Present only when asked for (--reference finite-diff, --repeat N > 1).
         if self.finite_diff is not None:
             doc["finite_diff"] = self.finite_diff
@@ -119,48 +113,19 @@ class CheckResult:
             bit_exact=verdict["bit_exact"],
             criterion=verdict["criterion"],
             loss_name=loss["name"],
-            loss_value=_unplain(loss["value"]),
+            loss_value=unplain(loss["value"]),
             loss_formula=loss["formula"],
             gradient_formula=loss["gradient_formula"],
             grad_fn_chain=list(loss["grad_fn_chain"]),
-            comparisons=[Comparison(**_unplain(c)) for c in doc["statistics"]],
-            tensors={k: TensorView(**_unplain(v)) for k, v in doc["tensors"].items()},
+            comparisons=[Comparison(**unplain(c)) for c in doc["statistics"]],
+            tensors={k: TensorView(**unplain(v)) for k, v in doc["tensors"].items()},
             environment=dict(doc["environment"]),
             timings=dict(doc["timings"]),
-            schema_version=doc["schema_version"],
             notes=list(doc.get("notes", [])),
             error=verdict.get("error"),
-            finite_diff=_unplain(doc["finite_diff"]) if doc.get("finite_diff") else None,
-            repeat=_unplain(doc["repeat"]) if doc.get("repeat") else None,
+            finite_diff=unplain(doc["finite_diff"]) if doc.get("finite_diff") else None,
+            repeat=unplain(doc["repeat"]) if doc.get("repeat") else None,
         )
 
     def to_json(self, indent: int | None = 2) -> str:
         return dumps(self.to_dict(), indent=indent)
-
-
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _plain(obj: Any) -> Any:
-    """Strict JSON has no NaN or infinity: spell them as strings, as JavaScript names them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _unplain(obj: Any) -> Any:
-    if isinstance(obj, str) and obj in _NONFINITE:
-        return _NONFINITE[obj]
-    if isinstance(obj, dict):
-        return {k: _unplain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_unplain(v) for v in obj]
-    return obj
-
-
-def dumps(doc: Any, indent: int | None = 2) -> str:
-    return json.dumps(_plain(doc), indent=indent, sort_keys=True, allow_nan=False)

@@ -26,7 +26,7 @@ def error_line(message: str) -> None:
 
 def json_error(code: int, message: str) -> None:
     """When JSON was asked, stdout still gets a (plain JSON) document for an error."""
-    from autograd_check.check.result import SCHEMA_VERSION, dumps
+    from autograd_check.document import SCHEMA_VERSION, dumps
 
     error = {"exit_code": code, "message": message}
     print(dumps({"schema_version": SCHEMA_VERSION, "error": error}))

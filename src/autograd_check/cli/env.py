@@ -129,7 +129,7 @@ def env(*, json_output: JsonOutput = False) -> None:
 
     facts = {"python": platform.python_version(), "torch": torch_facts(), "slurm": slurm_facts()}
     if json_output:
-        from autograd_check.check.result import SCHEMA_VERSION, dumps
+        from autograd_check.document import SCHEMA_VERSION, dumps
 
         print(dumps({"schema_version": SCHEMA_VERSION, **facts}))
         return

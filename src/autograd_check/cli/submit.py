@@ -137,7 +137,7 @@ def fail_job(error: JobFailed, json_output: bool) -> NoReturn:
         for line in error.log_tail.splitlines():
             print(f"  {line}", file=sys.stderr)
     if json_output:
-        from autograd_check.check.result import SCHEMA_VERSION, dumps
+        from autograd_check.document import SCHEMA_VERSION, dumps
 
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -200,7 +200,7 @@ def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
 def show_submitted(sub: Submitted, opts: SlurmOptions, json_output: bool) -> None:
     flags = hint_flags(opts.log_dir)
     if json_output:
-        from autograd_check.check.result import SCHEMA_VERSION, dumps
+        from autograd_check.document import SCHEMA_VERSION, dumps
 
         print(
             dumps(
@@ -348,7 +348,7 @@ def status(
         "logs": files,
     }
     if json_output:
-        from autograd_check.check.result import SCHEMA_VERSION, dumps
+        from autograd_check.document import SCHEMA_VERSION, dumps
 
         print(dumps({"schema_version": SCHEMA_VERSION, "job": doc}))
         return

@@ -272,7 +272,7 @@ def _dry_run(store: Store, grid: Grid, cases: list[Case], mode: str, per_task: i
              parallel: int | None, opts: SlurmOptions | None, rerun_failed: bool, force: bool,
              json_output: bool) -> None:
     """The cases that would run (and, for Slurm, the sbatch script); nothing is written."""
-    from autograd_check.check.result import dumps
+    from autograd_check.document import dumps
     from autograd_check.sweep.store import select
 
     store.check_grid(grid, force=force)  # raises: another grid lives there
@@ -446,7 +446,7 @@ def _submitted_message(store: Store, task_jobs: list[str], cases: int, json_outp
     arrays = sorted({j.split("_")[0] for j in task_jobs}, key=int)
     command = f"autograd-check report {shlex.quote(str(store.root))}"
     if json_output:
-        from autograd_check.check.result import dumps
+        from autograd_check.document import dumps
 
         print(dumps({"submitted": {"cases": cases, "arrays": arrays, "tasks": task_jobs},
                      "out": str(store.root), "report_command": command}))
@@ -586,7 +586,7 @@ def _report_of(store: Store, states: dict[str, str] | None = None) -> Report:
 
 def _show_report(report: Report, *, json_output: bool, markdown: bool) -> None:
     if json_output:
-        from autograd_check.check.result import dumps
+        from autograd_check.document import dumps
 
         print(dumps(report.to_dict()))
         return

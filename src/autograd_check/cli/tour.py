@@ -52,8 +52,8 @@ def tour(
 
     Exit 1 when a claim does not hold on this torch build: a finding worth reporting.
     """
-    from autograd_check.check.result import dumps
     from autograd_check.check.spec import parse_seed
+    from autograd_check.document import dumps
     from autograd_check.tour import steps as tour_steps
 
     chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
@@ -74,17 +74,11 @@ def tour(
 
 
 def _list(steps: Sequence[Step], json_output: bool) -> None:
-    from autograd_check.tour.steps import TOUR_SCHEMA_VERSION
-
     if json_output:
-        from autograd_check.check.result import dumps
+        from autograd_check.document import dumps, envelope
 
-        doc = {
-            "schema_version": TOUR_SCHEMA_VERSION,
-            "kind": "tour-steps",
-            "steps": [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps],
-        }
-        print(dumps(doc))
+        steps_doc = [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps]
+        print(dumps(envelope("tour-steps", {"steps": steps_doc})))
         return
     from rich.console import Console
 

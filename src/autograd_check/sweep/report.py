@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograd_check.document import envelope
 from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, EXIT_MISMATCH, EXIT_PASS
 from autograd_check.sweep.grid import AXES, Grid
 from autograd_check.sweep.store import Store, outcome_of
@@ -21,7 +22,6 @@ OUTCOMES = ("passed", "failed", "error", "missing")
 GROUPS = ("dtype", "device", "loss", "shape")
 WORST = 10
 LOG_TAIL_LINES = 15
-REPORT_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -105,9 +105,7 @@ class Report:
                 EXIT_JOB_FAILED: "incomplete"}[self.exit_code]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "kind": "autograd-check sweep report",
+        return envelope("report", {
             "out": self.out,
             "grid": self.grid,
             "grid_id": self.grid_id,
@@ -123,7 +121,7 @@ class Report:
             "submissions": self.submissions,
             "ignored_records": self.ignored,
             "cases": [asdict(c) for c in self.cases],
-        }
+        })
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:

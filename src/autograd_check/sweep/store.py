@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.check.result import SCHEMA_VERSION, dumps
+from autograd_check.document import dumps, envelope
 from autograd_check.errors import BadInput
 from autograd_check.sweep.grid import Case, Grid
 
@@ -39,7 +39,8 @@ RECORDS = "records"
 LOGS = "logs"
 SUPERSEDED = "superseded"
 LOCK = ".lock"
-KIND = "autograd-check sweep"
+KIND = "manifest"
+"""The manifest's document kind (autograd_check.document)."""
 DEFAULT_OUT = "sweep-results"
 """--out when not given: ./sweep-results, relative to where the sweep starts."""
 
@@ -354,15 +355,13 @@ class Store:
         self.ensure_writable()
         removed = self.clear_records() if force else 0
         if manifest is None or force:
-            manifest = {
-                "kind": KIND,
-                "schema_version": SCHEMA_VERSION,
+            manifest = envelope(KIND, {
                 "created": now(),
                 "grid": grid.to_dict(),
                 "grid_id": grid.grid_id(),
                 "cases": grid.size,
                 "submissions": [],
-            }
+            })
             self.write_manifest(manifest)
         return manifest, removed
 
@@ -402,12 +401,8 @@ def case_record(case: Case, doc: Mapping[str, Any], grid_id: str) -> dict[str, A
 
 def error_record(case: Case, exit_code: int, message: str, grid_id: str) -> dict[str, Any]:
     """A case whose check could not run (CUDA not usable there, not enough memory...)."""
-    from autograd_check import __version__
-
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "autograd-check", "version": __version__},
+    doc = envelope("check", {
         "spec": case.spec.to_dict(),
         "error": {"exit_code": exit_code, "message": message},
-    }
+    })
     return case_record(case, doc, grid_id)

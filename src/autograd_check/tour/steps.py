@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autograd_check._torch import import_torch
+from autograd_check.document import envelope
 from autograd_check.errors import BadInput
-
-TOUR_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -64,19 +63,14 @@ class TourResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: versioned, plain data."""
-        from autograd_check import __version__
-
-        return {
-            "schema_version": TOUR_SCHEMA_VERSION,
-            "kind": "tour",
-            "tool": {"name": "autograd-check", "version": __version__},
+        return envelope("tour", {
             "torch": self.torch_version,
             "seed": self.seed,
             "preamble": self.preamble,
             "passed": self.passed,
             "exit_code": self.exit_code,
             "steps": [asdict(s) for s in self.steps],
-        }
+        })
 
 
 class Evidence:

@@ -13,7 +13,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check.cli import app
 from autograd_check.check.determinism import (
     CUBLAS_VARIABLE,
     bitwise_equal,
@@ -22,9 +21,10 @@ from autograd_check.check.determinism import (
     repeat_passed,
 )
 from autograd_check.check.execute import execute
-from autograd_check.errors import EnvironmentProblem
 from autograd_check.check.result import CheckResult
 from autograd_check.check.spec import build_spec
+from autograd_check.cli import app
+from autograd_check.errors import EnvironmentProblem
 
 runner = CliRunner()
 HAS_CUDA = torch.cuda.is_available()

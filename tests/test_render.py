@@ -7,9 +7,9 @@ import json
 from rich.console import Console
 
 from autograd_check.check.execute import execute
-from autograd_check.render.result import print_result
 from autograd_check.check.result import CheckResult
 from autograd_check.check.spec import build_spec
+from autograd_check.render.result import print_result
 
 
 def text_of(result: CheckResult, show_tensors: bool | None = None) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from autograd_check import slurm
+from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem, JobFailed
 from autograd_check.slurm import (
     CALL_FLOOR_S,
@@ -30,7 +31,6 @@ from autograd_check.slurm import (
     wait_for_job,
     watch,
 )
-from autograd_check.check.spec import CheckSpec
 
 # What `scontrol show ... -o` prints on the local test cluster (one 2-CPU, 8000 MB node), plus
 # a GPU partition.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import BadInput, EnvironmentProblem, JobFailed
 from autograd_check.slurm import (
     STEP_MARKER,
@@ -30,7 +31,6 @@ from autograd_check.slurm import (
     step_main,
     wait_for_job,
 )
-from autograd_check.check.spec import CheckSpec
 
 SMALL = CheckSpec(shape=(2, 3)).to_dict()
 

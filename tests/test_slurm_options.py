@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import BadInput
 from autograd_check.slurm import (
     DEFAULT_TIME_MIN,
@@ -23,7 +24,6 @@ from autograd_check.slurm import (
     sbatch_script,
     step_command,
 )
-from autograd_check.check.spec import CheckSpec
 
 
 class TestTime:

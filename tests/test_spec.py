@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from autograd_check.errors import BadInput
 from autograd_check.check.budget import ensure_fits, needed_bytes
 from autograd_check.check.spec import CheckSpec, build_spec, parse_shape
+from autograd_check.errors import BadInput
 
 
 def test_defaults_reproduce_the_tutorial() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from autograd_check.check.spec import CheckSpec
 from autograd_check.cli import app
 from autograd_check.slurm import STEP_MARKER, job_paths, run_job
-from autograd_check.check.spec import CheckSpec
 
 runner = CliRunner()
 

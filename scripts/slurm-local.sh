@@ -19,6 +19,11 @@
 # Notes:
 #  * `up` always (re)establishes accounting ON; `accounting off` is the explicit opt-out.
 #  * Daemons are started directly (no systemd needed); pid files live in /run.
+#  * `up` makes the RUNNING slurmctld and slurmd use the slurm.conf it writes: when they were
+#    started from another configuration (another single-node Slurm already running, a file
+#    changed under them), it restarts them. It knows what they loaded from a stamp it writes
+#    when it starts them (/run/slurm-local.<daemon>.loaded: pid and sha256 of slurm.conf), and
+#    from slurmctld's own comparison (`scontrol show config` HASH_VAL = Match).
 #  * Logs: /var/log/slurm/{slurmctld,slurmd,slurmdbd,mariadb,munged}.log
 set -euo pipefail
 
@@ -230,6 +235,35 @@ write_if_changed() {
   return 0
 }
 
+# ---------------------------------------------------------------- loaded configuration
+# What the running slurmctld/slurmd read at start-up: a stamp "PID SHA256" written right after
+# this script starts one. A daemon started by anything else has no stamp of its own pid.
+conf_sha() { sha256sum "$SLURM_CONF_FILE" 2>/dev/null | cut -d' ' -f1; }
+stamp_file() { echo "/run/slurm-local.$1.loaded"; }
+
+record_loaded() { # record_loaded COMM PIDFILE (just after starting it from $SLURM_CONF_FILE)
+  local comm=$1 pidfile=$2 pid
+  wait_for 15 "$comm pid" find_daemon "$pidfile" "$comm"
+  pid=$(find_daemon "$pidfile" "$comm")
+  printf '%s %s\n' "$pid" "$(conf_sha)" > "$(stamp_file "$comm")"
+}
+
+loaded_ok() { # loaded_ok COMM PIDFILE -> rc 0 if the running daemon was started from slurm.conf as it is now
+  local comm=$1 pidfile=$2 pid stamp
+  pid=$(find_daemon "$pidfile" "$comm") || return 1
+  stamp=$(cat "$(stamp_file "$comm")" 2>/dev/null) || return 1
+  [[ "$stamp" == "$pid $(conf_sha)" ]]
+}
+
+ctld_hash_ok() { # slurmctld's own check: the hash of the slurm.conf it loaded equals ours
+  [[ "$(timeout 5 scontrol show config 2>/dev/null | awk -F' = ' '/^HASH_VAL/ {print $2}')" == Match ]]
+}
+
+# running_conf_ok -> rc 0 if slurmctld and slurmd both run the configuration in $SLURM_CONF_FILE
+running_conf_ok() {
+  loaded_ok slurmctld "$CTLD_PID" && loaded_ok slurmd "$SLURMD_PID" && ctld_hash_ok
+}
+
 current_mode() { # mode recorded in the live slurm.conf
   if grep -q '^AccountingStorageType=accounting_storage/none' "$SLURM_CONF_FILE" 2>/dev/null; then echo off; else echo on; fi
 }
@@ -330,12 +364,14 @@ start_slurm() {
     rm -f "$CTLD_PID"
     log "starting slurmctld"
     slurmctld 9>&- || die "slurmctld failed to start"
+    record_loaded slurmctld "$CTLD_PID"
   fi
   wait_for 30 "slurmctld responding (scontrol ping)" ctld_ok
   if ! find_daemon "$SLURMD_PID" slurmd >/dev/null; then
     rm -f "$SLURMD_PID"
     log "starting slurmd"
     slurmd 9>&- || die "slurmd failed to start"
+    record_loaded slurmd "$SLURMD_PID"
   fi
 }
 
@@ -361,6 +397,8 @@ fast_ok() { # everything already in the wanted state? (must stay cheap)
   [[ -f "$SLURM_CONF_FILE" && "$(cat "$SLURM_CONF_FILE")" == "$(gen_slurm_conf "$mode")" ]] || return 1
   pid_alive "$SLURMD_PID" slurmd >/dev/null && pid_alive "$CTLD_PID" slurmctld >/dev/null || return 1
   munge_ok || return 1
+  # ... and the daemons must run that file, not a configuration they were started with before
+  running_conf_ok || return 1
   if [[ $mode == on ]]; then
     [[ -f "$DBD_CONF_FILE" && "$(cat "$DBD_CONF_FILE")" == "$(gen_dbd_conf)" ]] || return 1
     pid_alive "$DBD_PID" slurmdbd >/dev/null && pid_alive "$MYSQL_PID" mariadbd >/dev/null || return 1
@@ -387,18 +425,23 @@ ensure_cluster() { # $1 = on|off
     ensure_mariadb
     if ((dbd_changed)); then ensure_slurmdbd restart; else ensure_slurmdbd; fi
   fi
-  # restart slurmctld/slurmd if the config changed or the live plugin differs
+  # restart slurmctld/slurmd if the config changed, the live plugin differs, or the running
+  # daemons were started from another configuration than the one just written. (A restart,
+  # not `scontrol reconfigure`: changes to nodes need one in 22.05.)
   if find_daemon "$CTLD_PID" slurmctld >/dev/null && ctld_ok; then
     live=$(timeout 5 scontrol show config 2>/dev/null | awk -F' = ' '/^AccountingStorageType/ {print $2}')
     local want=accounting_storage/none; [[ $mode == on ]] && want=accounting_storage/slurmdbd
     if ((conf_changed)) || [[ "$live" != "$want" ]]; then
       log "slurm.conf changed; restarting slurmctld and slurmd"
       restart_slurm
+    elif ! running_conf_ok; then
+      log "slurmctld/slurmd are not running slurm.conf as written (started from another configuration or by another tool); restarting them"
+      restart_slurm
     fi
   else
     # stale/unresponsive controller: kill leftovers so a clean start happens
     stop_daemon "$CTLD_PID" slurmctld
-    ((conf_changed)) && stop_daemon "$SLURMD_PID" slurmd
+    if ((conf_changed)) || ! loaded_ok slurmd "$SLURMD_PID"; then stop_daemon "$SLURMD_PID" slurmd; fi
   fi
   start_slurm
   wait_node
@@ -435,6 +478,10 @@ do_status() {
   done
   if ctld_ok; then st=$(node_state); else st="unreachable"; fi
   line node "$NODE: ${st:-unknown}"; [[ "$st" =~ ^(idle|mix|alloc|comp)$ ]] || ok=1
+  if [[ "$st" != unreachable ]]; then
+    if running_conf_ok; then line config "slurmctld and slurmd run $SLURM_CONF_FILE"
+    else line config "slurmctld/slurmd may run another configuration than $SLURM_CONF_FILE (run: $0 up)"; ok=1; fi
+  fi
   if [[ $mode == on ]]; then
     if sacct_ok; then line accounting "on (sacct OK)"; else line accounting "on (sacct FAILING)"; ok=1; fi
   else

@@ -1,0 +1,56 @@
+"""The README's and docs/' console blocks are what the code prints now (scripts/docs.py --check)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _check(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "docs.py"), "--check", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (
+        "console blocks differ from what the code prints now; regenerate them with "
+        f"`python scripts/docs.py{' --slurm' if '--only-slurm' in args else ''}`:\n"
+        f"{proc.stdout}\n{proc.stderr}"
+    )
+
+
+def test_console_blocks_match_the_code() -> None:
+    _check()
+
+
+@pytest.mark.slurm
+def test_slurm_console_blocks_match_the_code(slurm_cluster: None) -> None:
+    _check("--only-slurm")
+
+
+LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_point_to_files(page: Path) -> None:
+    missing = []
+    for target in LINK.findall(page.read_text()):
+        path = target.split("#", 1)[0]
+        if path and not (page.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{page.relative_to(ROOT)}: links to missing files: {missing}"
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES[1:]:
+        assert f"(docs/{page.name})" in readme, page.name

@@ -155,6 +155,43 @@ class TestPlantedMismatch:
         assert c.mismatched == 1 and c.max_abs_diff == 0.5
 
 
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-5, 1.0 + 1e-6, 1e-40, 3.4e38, -3.4e38, 1e308, math.inf,
+           -math.inf, math.nan]
+"""Zeros of both signs, values just inside and outside the tolerances, a subnormal (float32),
+float32's extremes, one past them (inf in float32), both infinities and NaN."""
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("rtol", "atol"), [(1.3e-6, 1e-5), (0.0, 0.0), (10.0, 1.0)])
+def test_every_pair_of_special_values_is_judged_as_torch_isclose_judges_it(
+    dtype: torch.dtype, rtol: float, atol: float
+) -> None:
+    """The verdict is torch.isclose's, element by element, at the work precision."""
+    pairs = [(m, a) for m in SPECIAL for a in SPECIAL]
+    manual = torch.tensor([m for m, _ in pairs], dtype=dtype)
+    auto = torch.tensor([a for _, a in pairs], dtype=dtype)
+    c = compare("p", manual, auto, rtol, atol, exact=False)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    close = torch.isclose(manual.to(work), auto.to(work), rtol=rtol, atol=atol, equal_nan=False)
+    assert c.mismatched == int((~close).sum()) > 0 and not c.passed
+    for i in range(len(pairs)):  # one pair at a time: the same verdict
+        one = compare("p", manual[i : i + 1], auto[i : i + 1], rtol, atol, exact=False)
+        assert one.passed == bool(close[i]), (pairs[i], manual[i], auto[i])
+
+
+def test_statistics_are_those_of_the_difference() -> None:
+    """The greatest absolute and relative differences, NaN counted as the greatest, equal
+    elements (infinities included) as 0."""
+    auto = torch.tensor([math.inf, 0.0, 2.0, -4.0, 1.0], dtype=torch.float64)
+    manual = torch.tensor([math.inf, 0.0, 2.5, -5.0, 1.0], dtype=torch.float64)
+    c = compare("p", manual, auto, 0.0, 0.0, exact=False)
+    assert (c.max_abs_diff, c.max_abs_index, c.max_rel_diff, c.max_rel_index) == (
+        1.0, [3], 0.25, [2])  # 0.5 / 2 at [2] ties 1.0 / 4 at [3]: the first is reported
+    manual[1] = math.nan
+    c = compare("p", manual, auto, 0.0, 0.0, exact=False)
+    assert c.max_abs_index == c.max_rel_index == [1] and math.isnan(c.max_rel_diff)
+
+
 def test_a_wrong_manual_gradient_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     mse = losses.LOSSES["mse-sum"]
     buggy = type(mse)(**{**vars(mse), "manual_grad": lambda p, r: 2.0 * (p - r) + (p > 0.9)})

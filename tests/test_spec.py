@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from autograd_check.check.budget import ensure_fits, needed_bytes
@@ -61,11 +63,31 @@ def test_bad_shapes_name_the_value(text: str, message: str) -> None:
         ("loss", "hinge", "loss 'hinge' is not known"),
         ("exact", "yes", "exact 'yes' is not allowed; expected true or false"),
         ("colour", "red", "unknown check option 'colour'"),
+        ("seed", True, "seed True is not a non-negative integer"),
+        ("rtol", 10**400, "is not allowed; expected a finite number >= 0"),  # past float's range
+        ("rtol", True, "rtol True is not allowed; expected a finite number >= 0"),
+        ("delta", "0", "delta '0' is not allowed; Huber's delta is a finite number > 0"),
+        ("delta", "inf", "delta 'inf' is not allowed; Huber's delta is a finite number > 0"),
+        ("hidden", "0", "hidden '0' is not allowed; expected an integer, 1 to 65536"),
+        ("hidden", "16.0", "hidden '16.0' is not allowed; expected an integer, 1 to 65536"),
+        ("hidden", "65537", "hidden '65537' is not allowed; expected an integer, 1 to 65536"),
+        ("repeat", "0", "repeat '0' is not allowed; expected an integer from 1 to 10000"),
+        ("repeat", False, "repeat False is not allowed; expected an integer from 1 to 10000"),
+        ("max_fd_elements", "1e3", "max_fd_elements '1e3' is not allowed; expected an integer"),
     ],
 )
-def test_bad_values(key: str, value: str, message: str) -> None:
+def test_bad_values(key: str, value: object, message: str) -> None:
+    extra = {"delta": {"loss": "huber"}, "hidden": {"model": "mlp"}}.get(key, {})
     with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
-        build_spec({key: value})
+        build_spec({key: value, **extra})
+
+
+def test_whole_numbers_arrive_as_ints_or_their_text() -> None:
+    spec = build_spec({"seed": " 7 ", "model": "mlp", "hidden": "32", "repeat": "1_000",
+                       "max_fd_elements": 4096})
+    assert (spec.seed, spec.hidden, spec.repeat, spec.max_fd_elements) == (7, 32, 1000, 4096)
+    spec = build_spec({"loss": "huber", "delta": "0.25", "rtol": 0, "atol": "1e-3"})
+    assert (spec.delta, spec.rtol, spec.atol) == (0.25, 0.0, 1e-3)
 
 
 def test_the_largest_seed_torch_takes() -> None:
@@ -83,9 +105,18 @@ def test_one_tolerance_keeps_the_dtype_default_for_the_other() -> None:
     assert build_spec({"dtype": "bfloat16", "atol": "0.5"}).tolerances() == (1.6e-2, 0.5)
 
 
-def test_spec_round_trips_through_a_dict() -> None:
-    spec = build_spec({"shape": "2x3x4", "dtype": "float16", "seed": 7, "rtol": 0.1})
-    assert CheckSpec.from_dict(spec.to_dict()) == spec
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"shape": "2x3x4", "dtype": "float16", "seed": 7, "rtol": 0.1},
+        {"loss": "huber", "delta": "0.5", "model": "mlp", "hidden": "8", "repeat": 3},
+        {"reference": "finite-diff", "exact": True, "deterministic": True, "atol": 0},
+    ],
+)
+def test_spec_round_trips_through_json(values: dict[str, object]) -> None:
+    """What a Slurm node and a sweep's records do: to_dict, JSON, build_spec."""
+    spec = build_spec(values)
+    assert build_spec(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def test_memory_estimate_refuses_what_does_not_fit() -> None:

@@ -15,10 +15,11 @@ from autograd_check.cli import app
 from autograd_check.errors import BadInput
 from autograd_check.render.tour import steps_table, tour_renderable
 from autograd_check.tour import steps as tour
-from autograd_check.tour.steps import Evidence, Step, run_step, run_tour, select_steps, step_names
+from autograd_check.tour.runner import run_step, run_tour
+from autograd_check.tour.steps import Evidence, Step, select_steps
 
 runner = CliRunner()
-NAMES = step_names()
+NAMES = [s.name for s in tour.STEPS]
 
 
 def _step(name: str) -> Step:

@@ -39,9 +39,9 @@ def difference(manual: Tensor, auto: Tensor) -> Tensor:
 def compare(
     name: str, manual: Tensor, auto: Tensor, rtol: float, atol: float, exact: bool
 ) -> Comparison:
-    """Compare like torch.testing.assert_close: |m - a| <= atol + rtol |a|, NaN never close, an
-    infinity close only to the same infinity. With `exact`, every element that is not equal
-    mismatches."""
+    """Compare like torch.testing.assert_close: torch.isclose(m, a, rtol, atol), so |m - a| <= atol
+    + rtol |a|, NaN never close, an infinity close only to the same infinity. With `exact`, every
+    element that is not equal mismatches."""
     torch = import_torch()
     shape = list(manual.shape)
     numel = manual.numel()
@@ -55,19 +55,17 @@ def compare(
     same = m == a
     diff = torch.sub(m, a).abs_().masked_fill_(same, 0.0)  # inf - inf is NaN, but they are equal
     i_abs = int(torch.argmax(diff))  # NaN counts as the greatest
-    abs_a = a.abs()
-    rel = torch.div(diff, abs_a)
-    rel.masked_fill_(diff == 0, 0.0)  # 0/0: equal elements differ by nothing
+    max_abs = float(diff[i_abs])
+    rel = diff.div_(a.abs())  # in place: one full-size temporary fewer
+    rel.masked_fill_(same, 0.0)  # 0/0 and inf/inf: equal elements differ by nothing
     i_rel = int(torch.argmax(rel))
-    max_abs, max_rel = float(diff[i_abs]), float(rel[i_rel])
-    del rel
+    max_rel = float(rel[i_rel])
+    del diff, rel
     if exact:
         mismatched = numel - int(same.sum())
     else:
-        # An infinite autograd value makes the tolerance infinite too: only an equal value (in
-        # `same`) is close to it, as in torch.isclose.
-        close = (diff <= abs_a.mul_(rtol).add_(atol)) & torch.isfinite(a)
-        close |= same
+        del same  # torch.isclose makes its own, with the temporaries just freed
+        close = torch.isclose(m, a, rtol=rtol, atol=atol, equal_nan=False)
         mismatched = numel - int(close.sum())
     passed = mismatched == 0
     return Comparison(

@@ -42,7 +42,13 @@ def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
     torch = import_torch()
     # --deterministic: set before CUDA is first used here (cuBLAS reads its workspace setting
     # then), and still in force when the environment records it.
-    with deterministic_mode(spec.deterministic) as notes:
+    # Grad mode on (and inference mode off) for the check, whatever the caller's: a test that
+    # calls check() under torch.no_grad() still gets autograd's gradient; both restored after.
+    with (
+        deterministic_mode(spec.deterministic) as notes,
+        torch.inference_mode(False),
+        torch.enable_grad(),
+    ):
         device = resolve_device(spec.device)
         if device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(device)

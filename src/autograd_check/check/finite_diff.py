@@ -33,9 +33,7 @@ to a kink without being on it can differ (probability about 2h per element for u
 
 from __future__ import annotations
 
-import ctypes
 import math
-import platform
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,12 +65,10 @@ few ops: with more threads every op ends in an OpenMP barrier, and when the core
 busy workstation, a Slurm job given fewer CPUs than the node has, where torch still starts one
 thread per core) each barrier waits for a descheduled thread. Measured on a shared 2-core machine,
 128x128: 1-2 s on one thread, 8-24 s on two."""
-GLIBC_THRESHOLD = 128 << 10
-"""glibc's default M_MMAP_THRESHOLD and M_TRIM_THRESHOLD."""
-GLIBC_MMAP_MAX = 32 << 20
-"""The largest M_MMAP_THRESHOLD glibc accepts on 64-bit."""
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-"""mallopt()'s parameter numbers (glibc's malloc.h)."""
+HEAP_HEADROOM = 4
+"""The block freed before the batches is this many batches large (see _heap_headroom)."""
+DYNAMIC_THRESHOLD_MAX = 32 << 20
+"""The largest block whose free raises glibc's dynamic mmap threshold (64-bit)."""
 VMAP_PROBE_RTOL = 1e-9
 """vmap's first value must match a direct evaluation this closely, or the loop is used."""
 
@@ -136,7 +132,9 @@ def central_differences(
     start = tracker.done
     device_type = x64.device.type
     batch_bytes = 2 * pairs * x64.numel() * 8
-    with torch.no_grad(), _threads(torch, device_type), _keep_pages(device_type, batch_bytes):
+    if device_type == "cpu":
+        _heap_headroom(torch, batch_bytes)
+    with torch.no_grad(), _threads(torch, device_type):
         try:
             return _batched(torch, fn, x64, step, pairs, tracker)
         except Exception as e:  # vmap could not trace fn: anything fn raised under it
@@ -160,41 +158,25 @@ def _threads(torch: Any, device_type: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        fn: Callable[[int, int], int] = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
-@contextmanager
-def _keep_pages(device_type: str, batch_bytes: int) -> Iterator[None]:
-    """Keep freed batch-sized blocks in the process while the batches run (glibc, CPU only).
+def _heap_headroom(torch: Any, batch_bytes: int) -> None:
+    """Let the loss's per-batch temporaries be reused from the heap rather than fetched from the
+    kernel on every batch (CPU).
 
     Our own buffer is allocated once, but the loss makes its own temporaries, each as large as a
     batch, on every call. glibc serves blocks this large with mmap, or from the top of the heap and
     trims that back to the kernel as soon as two of them are free: every batch then faults its
-    pages in again, zero-filled, which costs more than the arithmetic (128x128 mse-sum: 4-8 s
-    against about 1 s). Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for the duration makes
-    free() keep them for the next batch; both are put back to glibc's defaults afterwards.
+    pages in again, zero-filled, which costs more than the arithmetic (128x128 mse-sum: 3-5 s
+    against under 1 s, two million page faults). glibc's dynamic mmap threshold is what avoids
+    this: freeing an mmapped block raises the threshold to its size (at most 32 MiB), and the trim
+    threshold to twice that. So one block of HEAP_HEADROOM batches is allocated and freed here:
+    afterwards blocks up to that size come from the heap, and up to twice that stays there when
+    freed. No setting is changed (mallopt would turn the dynamic threshold off for good): glibc
+    adapts as it does whenever a large tensor is freed, and keeps adapting afterwards. Another
+    allocator sees one large block come and go. The block is never written: no page is touched.
     """
-    mallopt = _mallopt() if device_type == "cpu" else None
-    if mallopt is None:
-        yield
-        return
-    threshold = min(max(4 * batch_bytes, GLIBC_THRESHOLD), GLIBC_MMAP_MAX)
-    changed = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(
-        mallopt(M_TRIM_THRESHOLD, 8 * threshold)
-    )
-    try:
-        yield
-    finally:
-        if changed:
-            mallopt(M_TRIM_THRESHOLD, GLIBC_THRESHOLD)
-            mallopt(M_MMAP_THRESHOLD, GLIBC_THRESHOLD)
+    size = min(HEAP_HEADROOM * batch_bytes, DYNAMIC_THRESHOLD_MAX - (1 << 16))
+    block = torch.empty(size, dtype=torch.uint8)
+    del block
 
 
 class VmapMismatch(Exception):

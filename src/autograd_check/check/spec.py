@@ -91,9 +91,23 @@ class CheckSpec:
         data["shape"] = list(self.shape)
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CheckSpec:
-        return build_spec(data)
+
+def _whole(value: object) -> int | None:
+    """An int, or its decimal text (flags arrive as text; '_' separators and a sign allowed);
+    None for anything else, a bool included."""
+    text = str(value).strip().replace("_", "")
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
+        return None
+    return int(text)
+
+
+def _finite(value: object) -> float | None:
+    """A finite float, from a number or its text; None for anything else, a bool included."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
+        return None
+    return None if isinstance(value, bool) or not math.isfinite(number) else number
 
 
 def parse_shape(value: object) -> tuple[int, ...]:
@@ -148,10 +162,9 @@ def parse_device(value: object) -> str:
 
 
 def parse_seed(value: object) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
+    seed = _whole(value)
+    if seed is None or seed < 0:
         raise BadInput(f"seed {value!r} is not a non-negative integer")
-    seed = int(text)
     if seed >= 2**64:  # what torch.manual_seed accepts
         raise BadInput(f"seed {value!r} is too large; seeds go from 0 to 2**64 - 1")
     return seed
@@ -160,11 +173,8 @@ def parse_seed(value: object) -> int:
 def parse_tolerance(name: str, value: object) -> float | None:
     if value is None:
         return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+    number = _finite(value)
+    if number is None or number < 0:
         raise BadInput(
             f"{name} {value!r} is not allowed; expected a finite number >= 0 (e.g. 1e-5)"
         )
@@ -184,11 +194,8 @@ def parse_loss(value: object) -> str:
 
 
 def parse_delta(value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+    number = _finite(value)
+    if number is None or number <= 0:
         raise BadInput(f"delta {value!r} is not allowed; Huber's delta is a finite number > 0")
     return number
 
@@ -203,9 +210,8 @@ def parse_model(value: object) -> str | None:
 
 
 def parse_hidden(value: object) -> int:
-    text = str(value).strip()
-    width = int(text) if not isinstance(value, bool) and re.fullmatch(r"\d+", text) else 0
-    if not 1 <= width <= MAX_HIDDEN:
+    width = _whole(value)
+    if width is None or not 1 <= width <= MAX_HIDDEN:
         raise BadInput(f"hidden {value!r} is not allowed; expected an integer, 1 to {MAX_HIDDEN}")
     return width
 
@@ -244,13 +250,11 @@ def parse_reference(value: object) -> str:
 
 
 def parse_count(name: str, value: object, low: int, high: int) -> int:
-    """A whole number in [low, high], from an int or its decimal text (flags arrive as text)."""
-    text = str(value).strip().replace("_", "")
-    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text) or not (
-        low <= int(text) <= high
-    ):
+    """A whole number in [low, high], from an int or its decimal text."""
+    number = _whole(value)
+    if number is None or not low <= number <= high:
         raise BadInput(f"{name} {value!r} is not allowed; expected an integer from {low} to {high}")
-    return int(text)
+    return number
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {

@@ -70,6 +70,8 @@ def _short(text: str) -> str:
 
 
 _modules: dict[tuple[str, int], ModuleType] = {}
+"""File targets loaded so far, by (path, mtime): a sweep runs the same target many times in one
+process. They are kept here, not in sys.modules."""
 
 
 def _import_file(text: str, path: Path) -> ModuleType:
@@ -78,7 +80,7 @@ def _import_file(text: str, path: Path) -> ModuleType:
     except OSError as e:
         raise BadInput(f"target {text!r}: cannot read {str(path)!r}: {e.strerror or e}") from None
     key = (str(path), stamp)
-    if key in _modules:  # a sweep runs the same target many times in one process
+    if key in _modules:
         return _modules[key]
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
     module_name = f"autograd_check_target_{path.stem}_{digest}"
@@ -86,26 +88,50 @@ def _import_file(text: str, path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise BadInput(f"target {text!r}: {str(path)!r} cannot be loaded as a Python file")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look their module up here
-    # As `python FILE.py` would, let the file import the modules beside it, for this import only.
+    before = set(sys.modules)
+    # While it runs, the module is in sys.modules (dataclasses look their module up there) and, as
+    # `python FILE.py` would, the file can import the modules beside it. Afterwards neither is
+    # left behind: the module lives on in _modules and in what load_target returns.
+    sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
-        sys.modules.pop(module_name, None)
         raise BadInput(
             f"target {text!r}: {path.name}:{e.lineno}: SyntaxError: {e.msg}"
         ) from None
     except (Exception, SystemExit) as e:
-        sys.modules.pop(module_name, None)
         raise BadInput(
             f"target {text!r}: importing {path.name} raised {type(e).__name__}: {e}"
             + (f" (at {at})" if (at := _where(e, str(path))) else "")
         ) from None
     finally:
         sys.path.remove(str(path.parent))
+        _forget(module_name, before, path.parent.resolve())
     _modules[key] = module
     return module
+
+
+def _forget(module_name: str, before: set[str], folder: Path) -> None:
+    """Take the target out of sys.modules, with the modules it imported from beside it (a
+    `helper.py` or `helpers/` package in its folder, importable only while the folder was on
+    sys.path). Anything else it imported for the first time (torch's submodules, installed
+    packages) stays, as any import would."""
+    sys.modules.pop(module_name, None)
+    new = set(sys.modules) - before
+    beside = {top for top in new if "." not in top and _in_folder(sys.modules.get(top), folder)}
+    for name in new:
+        if name.partition(".")[0] in beside:
+            del sys.modules[name]
+
+
+def _in_folder(module: ModuleType | None, folder: Path) -> bool:
+    """A top-level module that is a file in folder, or a package directory in it."""
+    file = getattr(module, "__file__", None)
+    if file and Path(file).name != "__init__.py":
+        return Path(file).resolve().parent == folder
+    places = [str(Path(file).parent)] if file else list(getattr(module, "__path__", []))
+    return any(Path(place).resolve().parent == folder for place in places)
 
 
 def _import_module(text: str, name: str) -> ModuleType:

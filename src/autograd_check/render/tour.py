@@ -11,7 +11,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from autograd_check.tour.steps import Step, StepResult, TourResult
+from autograd_check.tour.runner import StepResult, TourResult
+from autograd_check.tour.steps import Step
 
 
 def _verdict(passed: bool) -> Text:

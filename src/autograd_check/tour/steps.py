@@ -1,26 +1,18 @@
-"""The tour: the tutorial's ideas on live tensors, one step at a time, each with a checked claim.
+"""The tour's steps, as data: the tutorial's ideas, each a short piece of Python and a claim.
 
-Each step is a short piece of Python, run as written (so the code shown is the code that ran) in a
-fresh namespace holding `torch`, right after `torch.manual_seed(seed)`. What it prints, the warnings
-torch raises and the exception it ends with (for the steps whose lesson is an error) are captured
-as the step's output; then the step's claim is checked on the objects the code left behind.
-
-Pure torch and plain data: nothing here prints, exits or reads flags. A claim that does not hold on
-this torch build is a finding (the step is marked failed, the tour exits 1), never a crash.
+Each step's code is run as written (by tour/runner.py, in a fresh namespace holding `torch`, right
+after `torch.manual_seed(seed)`), so the code shown is the code that ran; its claim is then checked
+on the objects the code left behind (Evidence), by the step's `verify`. Nothing here runs a step:
+listing and choosing steps needs no torch.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-import traceback
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autograd_check._torch import import_torch
-from autograd_check.document import envelope
 from autograd_check.errors import BadInput
 
 
@@ -30,47 +22,6 @@ class Check:
 
     what: str
     passed: bool
-
-
-@dataclass
-class StepResult:
-    name: str
-    title: str
-    code: str
-    output: str
-    claim: str
-    passed: bool
-    checks: list[Check] = field(default_factory=list)
-
-
-@dataclass
-class TourResult:
-    seed: int
-    torch_version: str
-    steps: list[StepResult]
-
-    @property
-    def passed(self) -> bool:
-        return all(s.passed for s in self.steps)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else 1
-
-    @property
-    def preamble(self) -> str:
-        return f"import torch\ntorch.manual_seed({self.seed})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document: versioned, plain data."""
-        return envelope("tour", {
-            "torch": self.torch_version,
-            "seed": self.seed,
-            "preamble": self.preamble,
-            "passed": self.passed,
-            "exit_code": self.exit_code,
-            "steps": [asdict(s) for s in self.steps],
-        })
 
 
 class Evidence:
@@ -398,10 +349,6 @@ STEPS: list[Step] = [
 ]
 
 
-def step_names(steps: Sequence[Step] | None = None) -> list[str]:
-    return [s.name for s in (STEPS if steps is None else steps)]
-
-
 def select_steps(names: Sequence[str] | None, steps: Sequence[Step] | None = None) -> list[Step]:
     """The steps asked for, in the order asked (all of them when none); an unknown name is
     BadInput listing the valid ones. No torch is needed to answer."""
@@ -416,76 +363,3 @@ def select_steps(names: Sequence[str] | None, steps: Sequence[Step] | None = Non
             raise BadInput(f"unknown step {raw!r}; valid steps: {', '.join(by_name)}")
         chosen.append(by_name[name])
     return chosen
-
-
-def run_step(step: Step, seed: int) -> StepResult:
-    """Run one step's code after torch.manual_seed(seed), then check its claim.
-
-    The global RNG is restored afterwards, and every warning raised by the code goes into the
-    step's output (in the order it happened), never to stderr.
-    """
-    torch = import_torch()
-    out = io.StringIO()
-    warned: list[str] = []
-
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: Any = None, line: str | None = None) -> None:
-        text = f"{category.__name__}: {message}"
-        warned.append(text)
-        out.write(text + "\n")
-
-    namespace: dict[str, Any] = {
-        "__name__": "__tour__",
-        "torch": torch,
-        "print": functools.partial(print, file=out),
-    }
-    raised: Exception | None = None
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
-        torch.manual_seed(seed)
-        try:
-            # Grad mode on whatever the caller's mode, so the lessons are about the code shown.
-            with torch.enable_grad():
-                exec(compile(step.code, f"<tour step {step.name}>", "exec"), namespace)
-        except Exception as exc:  # the lesson of some steps, a finding for the others
-            raised = exc
-            out.write("".join(traceback.format_exception_only(type(exc), exc)))
-
-        evidence = Evidence(namespace, raised, warned)
-        if step.raises is None:
-            evidence.check("the code runs without raising", raised is None)
-        else:
-            evidence.check(f"the last line raises {step.raises.__name__}",
-                           isinstance(raised, step.raises))
-        # Looking at the tensors to check the claim (e.g. a non-leaf's .grad) may warn again;
-        # those warnings are ours, not the lesson.
-        warnings.simplefilter("ignore")
-        try:
-            step.verify(evidence)
-        except Exception as exc:  # a claim that cannot even be checked is a failed claim
-            evidence.check(f"the claim could be checked ({type(exc).__name__}: {exc})", False)
-
-    return StepResult(
-        name=step.name,
-        title=step.title,
-        code=step.code,
-        output=out.getvalue().rstrip("\n"),
-        claim=step.claim,
-        passed=all(c.passed for c in evidence.checks),
-        checks=evidence.checks,
-    )
-
-
-def run_tour(
-    names: Sequence[str] | None = None,
-    seed: int = 0,
-    steps: Sequence[Step] | None = None,
-) -> TourResult:
-    """Run the chosen steps (all by default, or from `steps`) in order."""
-    chosen = select_steps(names, steps)
-    torch = import_torch()
-    results: list[StepResult] = []
-    for step in chosen:
-        results.append(run_step(step, seed))
-    return TourResult(seed=seed, torch_version=str(torch.__version__), steps=results)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd_check.errors import BadInput
-from autograd_check.sweep.grid import DEFAULT_MAX_CASES, Grid, build_grid, case_key, expand, key_of
+from autograd_check.sweep.grid import DEFAULT_MAX_CASES, Grid, build_grid, case_key, check_size
 
 
 def grid(**values: object) -> Grid:
@@ -18,7 +18,7 @@ class TestAxes:
     def test_defaults_are_the_tutorial_case(self) -> None:
         g = grid()
         assert g.size == 1
-        (case,) = expand(g)
+        (case,) = list(g.cases())
         assert case.key == "3x8_float32_cpu_mse-sum_seed0"
         assert case.spec.shape == (3, 8) and case.spec.dtype == "float32"
 
@@ -28,7 +28,7 @@ class TestAxes:
         assert g.shapes == ((3, 8), (64, 64), (1024, 1024))
         assert g.devices == ("cpu", "cuda")
         assert g.size == 3 * 3 * 2 * 10
-        cases = expand(g)
+        cases = list(g.cases())
         assert len(cases) == 180 and len({c.key for c in cases}) == 180
         assert [c.index for c in cases] == list(range(180))
         # seeds vary fastest, shapes slowest
@@ -48,10 +48,10 @@ class TestAxes:
     def test_shared_check_options_reach_every_case(self) -> None:
         g = grid(seeds="0-2", rtol="0.5", atol=0, exact=True)
         assert dict(g.common) == {"atol": 0.0, "exact": True, "rtol": 0.5}
-        assert all(c.spec.rtol == 0.5 and c.spec.exact for c in expand(g))
+        assert all(c.spec.rtol == 0.5 and c.spec.exact for c in g.cases())
 
     def test_delta_reaches_the_huber_cases_only(self) -> None:
-        cases = expand(grid(losses="mse-sum,huber", delta="0.5"))
+        cases = list(grid(losses="mse-sum,huber", delta="0.5").cases())
         assert [(c.spec.loss, c.spec.delta) for c in cases] == [("mse-sum", None), ("huber", 0.5)]
         with pytest.raises(BadInput, match="delta applies only to loss huber, and the grid's"):
             grid(losses="mse-sum,l1", delta="0.5")
@@ -59,7 +59,7 @@ class TestAxes:
             grid(losses="huber", delta="-1")
 
     def test_hidden_reaches_every_case_of_an_mlp_grid(self) -> None:
-        cases = expand(grid(losses="mse-sum,huber", model="mlp", hidden="4"))
+        cases = list(grid(losses="mse-sum,huber", model="mlp", hidden="4").cases())
         assert {(c.spec.model, c.spec.hidden) for c in cases} == {("mlp", 4)}
 
     def test_seed_ranges_mix_and_deduplicate(self) -> None:
@@ -67,9 +67,10 @@ class TestAxes:
         assert grid(seeds="7-7").seeds == (7,)
 
     def test_cuda_index_key_is_file_name_safe(self) -> None:
-        (case,) = expand(grid(devices="cuda:1"))
+        (case,) = list(grid(devices="cuda:1").cases())
         assert case.key == "3x8_float32_cuda1_mse-sum_seed0" and ":" not in case.key
-        assert key_of(case.spec) == case.key
+        spec = case.spec
+        assert case_key(spec.shape, spec.dtype, spec.device, spec.loss, spec.seed) == case.key
 
 
 class TestBadInput:
@@ -100,11 +101,12 @@ class TestBadInput:
         g = grid(shapes="1,2,3,4,5,6,7,8,9,10", seeds=f"0-{DEFAULT_MAX_CASES // 10}")
         assert g.size > DEFAULT_MAX_CASES
         with pytest.raises(BadInput, match=r"above --max-cases 10000; narrow the grid"):
-            expand(g)
-        assert len(expand(grid(seeds="0-19"), max_cases=20)) == 20
+            check_size(g, DEFAULT_MAX_CASES)
+        check_size(grid(seeds="0-19"), 20)
+        assert len(list(grid(seeds="0-19").cases())) == 20
         with pytest.raises(BadInput, match=r"20 cases \(1 shape × 1 dtype × 1 device × 1 loss × "
                                            r"20 seeds\), above --max-cases 19"):
-            expand(grid(seeds="0-19"), max_cases=19)
+            check_size(grid(seeds="0-19"), 19)
 
 
 class TestIdentity:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autograd_check.cli import app
-from autograd_check.sweep.grid import Case, build_grid, expand
+from autograd_check.sweep.grid import Case, build_grid
 from autograd_check.sweep.report import build_report
 from autograd_check.sweep.store import Store, case_record, error_record
 
@@ -48,7 +48,7 @@ def make_sweep(root: Path, seeds: str = "0-3", dtypes: str = "float32,float64") 
     grid = build_grid({"seeds": seeds, "dtypes": dtypes, "shapes": "3x8,4x4"})
     store = Store(root)
     store.prepare(grid, force=False)
-    return store, expand(grid)
+    return store, list(grid.cases())
 
 
 def report_cli(*args: str) -> tuple[int, str, str]:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -27,8 +28,11 @@ def sweep(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def records(out: Path) -> dict[str, dict[str, object]]:
-    return Store(out).read_records()
+def records(out: Path) -> dict[str, dict[str, Any]]:
+    """Every record in OUT that reads as one, by key."""
+    store = Store(out)
+    docs = {key: store.read_record(key) for key in store.recorded_keys()}
+    return {key: doc for key, doc in docs.items() if doc is not None}
 
 
 class TestLocalSweep:
@@ -188,7 +192,7 @@ class TestStoreProblems:
                 assert f"still running (pid {alive.pid} on" in stderr
         finally:
             alive.kill()
-            alive.wait()
+            alive.wait(timeout=30)
         code, _, stderr = sweep("--seeds", "0-1", "--out", str(out))
         assert code == 0, stderr  # its process is gone: nothing holds the directory
 
@@ -252,11 +256,21 @@ def test_ctrl_c_loses_nothing_and_resume_completes(tmp_path: Path, signum: int) 
     env = {**os.environ, "COLUMNS": "100"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     store = Store(out)
-    deadline = time.monotonic() + 120
-    while len(store.recorded_keys()) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while len(store.recorded_keys()) < 5:  # mid-sweep: some records, most cases to go
+            if proc.poll() is not None:
+                said = proc.communicate(timeout=30)[1].decode()
+                pytest.fail(f"the sweep ended (exit {proc.returncode}) before 5 records:\n{said}")
+            if time.monotonic() > deadline:
+                pytest.fail("the sweep wrote no 5 records within 120 s")
+            time.sleep(0.01)
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()
     assert b"interrupted: " in stderr and b"run the same command again to resume" in stderr
     assert b"Traceback" not in stderr
@@ -290,20 +304,19 @@ def test_default_mode_follows_where_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No sbatch: local. sbatch here: Slurm. Inside a job step: local (it is the node's work)."""
-    from autograd_check.cli.sweep import _mode
+    from autograd_check.sweep.settings import default_mode
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("SLURM_STEP_ID", raising=False)
-    assert _mode({}) == "local"
+    assert default_mode() == "local"
     sbatch = bin_dir / "sbatch"
     sbatch.write_text("#!/bin/sh\n")
     sbatch.chmod(0o755)
-    assert _mode({}) == "slurm"
+    assert default_mode() == "slurm"
     monkeypatch.setenv("SLURM_JOB_ID", "12")
-    assert _mode({}) == "slurm"  # an salloc shell: the array is submitted from it
+    assert default_mode() == "slurm"  # an salloc shell: the array is submitted from it
     monkeypatch.setenv("SLURM_STEP_ID", "0")
-    assert _mode({}) == "local"
-    assert _mode({"mode": "slurm"}) == "slurm"
+    assert default_mode() == "local"

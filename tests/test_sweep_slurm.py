@@ -44,6 +44,13 @@ def manifest(out: Path) -> dict[str, Any]:
     return doc
 
 
+def records(out: Path) -> dict[str, dict[str, Any]]:
+    """Every record in OUT that reads as one, by key."""
+    store = Store(out)
+    docs = {key: store.read_record(key) for key in store.recorded_keys()}
+    return {key: doc for key, doc in docs.items() if doc is not None}
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -69,9 +76,7 @@ def test_array_of_24_packed_4_per_task_passes_and_reports(
 ) -> None:
     # A MaxArraySize of 4 here makes the 6 tasks go out as two arrays (4 + 2), as a grid larger
     # than the cluster's real limit would.
-    # (sweep's dry-run script reads it through the package, submit_arrays in arrays.py)
-    monkeypatch.setattr(slurm, "max_array_size", lambda: 4)
-    monkeypatch.setattr(slurm_arrays, "max_array_size", lambda: 4)
+    monkeypatch.setattr(slurm_arrays, "max_array_size", lambda: 4)  # submit_arrays reads it
     out = tmp_path / "s"
     code, stdout, stderr = sweep("--shapes", "3x8,4x4", "--dtypes", "float32,float64",
                                  "--seeds", "0-5", "--cases-per-task", "4", "--out", str(out),
@@ -84,8 +89,7 @@ def test_array_of_24_packed_4_per_task_passes_and_reports(
     assert [len(a["task_jobs"]) for a in arrays] == [4, 2]
     assert all(len(keys) == 4 for a in arrays for keys in a["tasks"])
     assert "#SBATCH --array=0-3%4" in Path(arrays[0]["submission_file"]).read_text()
-    store = Store(out)
-    docs = store.read_records()
+    docs = records(out)
     assert len(docs) == 24
     # every case ran in the task the manifest says it was given to
     for array in arrays:
@@ -113,21 +117,28 @@ def test_scancel_some_tasks_then_resume_completes_once(tmp_path: Path) -> None:
     assert len(jobs) == 6
     array_id = jobs[0].split("_")[0]
     assert "#SBATCH --array=0-5%1" in (out / "logs" / f"{array_id}_submission.sh").read_text()
+    (array,) = manifest(out)["submissions"][0]["arrays"]
+    given = {key: job for job, keys in zip(array["task_jobs"], array["tasks"], strict=True)
+             for key in keys}  # case → the task it was given to
     store = Store(out)
     wait_for(lambda: len(store.recorded_keys()) >= 4, 120, "the first task's records")
-    subprocess.run(["scancel", f"{array_id}_[2-5]"], check=True)
+    subprocess.run(["scancel", f"{array_id}_[2-5]"], check=True, timeout=30)
     wait_for(lambda: all_ended(jobs), 120, "the array to end")
 
+    # One task at a time (%1): task 0 had just finished when tasks 2-5 were cancelled, so they
+    # never started, and task 1 (running or next) was left to finish.
     first = {k: store.record_path(k).read_bytes() for k in store.recorded_keys()}
-    assert 4 <= len(first) <= 8
+    assert set(first) == {key for key, job in given.items() if job in jobs[:2]}
     code, stdout, _ = report(out)
     assert code == 4 and "missing" in stdout
     code, stdout, _ = report(out, "--json")
     doc = json.loads(stdout)
     missing = {row["key"] for row in doc["missing"]}
-    assert len(missing) == 24 - len(first)
+    # each missing case is reported with the cancelled task it was given to
+    assert {row["key"]: row["job"] for row in doc["missing"]} == {
+        key: job for key, job in given.items() if job in jobs[2:]}
+    assert {t["job"] for t in doc["tasks"]} == set(jobs[2:])
     assert {t["state"] for t in doc["tasks"]} <= {"CANCELLED", "UNKNOWN"}
-    assert all(row["job"] in jobs[2:] or row["job"] in jobs[:2] for row in doc["missing"])
 
     code, stdout, stderr = sweep(*grid, "--wait")
     assert code == 0, stderr
@@ -168,12 +179,12 @@ def test_killed_task_is_missing_with_exit_4_and_its_log_tail(tmp_path: Path) -> 
 
     def step_started() -> bool:
         shown = subprocess.run(["scontrol", "show", "job", "-o", victim], capture_output=True,
-                               text=True).stdout
+                               text=True, timeout=30).stdout
         own_id = re.search(r"\bJobId=(\d+)", shown)  # listpids wants the task's own job id
         if own_id is None or "JobState=RUNNING" not in shown:
             return False
         done = subprocess.run(["scontrol", "listpids", own_id[1]], capture_output=True,
-                              text=True)
+                              text=True, timeout=30)
         rows = [line.split() for line in done.stdout.splitlines()[1:]]
         pids[:] = [int(r[0]) for r in rows if len(r) >= 3 and r[2] == "0"]
         return bool(pids)
@@ -205,23 +216,35 @@ def test_preempted_task_requeues_and_continues_from_its_first_missing_case(
     (job,) = task_jobs(out)
     store = Store(out)
     wait_for(lambda: len(store.recorded_keys()) >= 1, 120, "the first record")
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what Slurm sends at time-out
+    # what Slurm sends at time-out
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+
+    requeued_at: list[float] = []  # the requeue's second: the requeued job's SubmitTime
 
     def requeued() -> bool:
         done = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True,
-                              text=True)
-        return "Restarts=1" in done.stdout and "JobState=PENDING" in done.stdout
+                              text=True, timeout=30)
+        submitted = re.search(r"\bSubmitTime=(\S+)", done.stdout)
+        if "Restarts=1" in done.stdout and "JobState=PENDING" in done.stdout and submitted:
+            requeued_at[:] = [time.mktime(time.strptime(submitted[1], "%Y-%m-%dT%H:%M:%S"))]
+            return True
+        return False
 
     wait_for(requeued, 60, "submitit to requeue the task")
     before = {k: store.record_path(k).read_bytes() for k in store.recorded_keys()}
     # Slurm holds a requeued job back for a while (BeginTime); let it start now. Not within the
-    # second of the requeue: slurmd refuses a credential as old as the revocation of the last one.
-    time.sleep(2.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-    wait_for(lambda: len(store.recorded_keys()) == 8, 120, "the requeued task to finish")
+    # second of the requeue: slurmd refuses a credential as old as the revocation of the last one
+    # (both in whole seconds), so wait until a whole second after the requeue's has begun.
+    wait_for(lambda: time.time() >= requeued_at[0] + 2, 10, "the second after the requeue's")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
+                   timeout=30)
+    wait_for(lambda: len(store.recorded_keys()) == 8, 120, "the requeued task's records")
     assert all(store.record_path(k).read_bytes() == v for k, v in before.items())
+    # its summary line comes after its last record: wait for the task to end before reading it
+    wait_for(lambda: all_ended([job]), 60, "the requeued task to end")
     log = (out / "logs" / f"{job}_0_log.out").read_text()
-    assert f"'skipped': {len(before)}" in log
+    summary = {"passed": 8 - len(before), "failed": 0, "error": 0, "skipped": len(before)}
+    assert f"autograd-check array task: {summary}\n" in log, log
     assert report(out)[0] == 0
 
 
@@ -239,7 +262,8 @@ def cancel_and_wait(out: Path) -> None:
     jobs = [job for s in manifest(out)["submissions"] for a in s.get("arrays", [])
             for job in a["task_jobs"]]
     if jobs:
-        subprocess.run(["scancel", *sorted({j.split("_")[0] for j in jobs})], check=False)
+        subprocess.run(["scancel", *sorted({j.split("_")[0] for j in jobs})], check=False,
+                       timeout=30)
         wait_for(lambda: all_ended(jobs), 120, "the cancelled arrays to end")
 
 
@@ -283,7 +307,7 @@ def test_force_cancels_the_running_array_and_only_the_new_grid_counts(tmp_path: 
         doc = manifest(out)
         new_array = task_jobs(out)[0].split("_")[0]
         assert new_array != old_array and len(doc["submissions"]) == 1
-        for record in Store(out).read_records().values():
+        for record in records(out).values():
             assert record["case"]["grid_id"] == doc["grid_id"]
             assert record["environment"]["slurm"]["array_job_id"] == new_array
             assert record["spec"]["rtol"] is None
@@ -306,13 +330,13 @@ def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
         wait_for(lambda: slurm.array_states(jobs[:1]).get(jobs[0]) == "RUNNING", 60,
                  "the first task to start")
         # Task 3 leaves the array while 1 and 2 still wait: no record anywhere names it.
-        subprocess.run(["scancel", f"{array_id}_3"], check=True)
+        subprocess.run(["scancel", f"{array_id}_3"], check=True, timeout=30)
         wait_for(lambda: slurm.array_states(jobs).get(jobs[3]) == "CANCELLED", 30,
                  "task 3 to show as cancelled")
         assert slurm.array_states(jobs)[jobs[1]] == "PENDING"
         # Every waiting task cancelled: only the array's own record (ArrayTaskId=4294967294
         # in scontrol) says so; without accounting it is the only word.
-        subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True)
+        subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True, timeout=30)
         real_run = commands._run
 
         def no_accounting(cmd: Any, *args: Any, **kwargs: Any) -> Any:

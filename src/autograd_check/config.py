@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,7 @@ from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
 
 if TYPE_CHECKING:
-    from autograd_check.slurm import SlurmOptions
+    from autograd_check.slurm.options import SlurmOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,27 @@ def section_values(
     return values, profile
 
 
+def checked_table(
+    path: Path | None,
+    section: str,
+    known: tuple[str, ...],
+    validate: Callable[[dict[str, Any]], object],
+) -> dict[str, Any]:
+    """A table of --config, its keys checked against `known` and its values by `validate` (which
+    raises BadInput); a problem names the file and the table: `config 'FILE' [check]: ...`."""
+    values, _ = section_values(path, section, known)
+    try:
+        validate(values)
+    except BadInput as e:
+        raise BadInput(f"config {str(path)!r} [{section}]: {e}") from None
+    return values
+
+
+def check_table(path: Path | None) -> dict[str, Any]:
+    """The [check] table of --config, validated as check options (every command reads it so)."""
+    return checked_table(path, "check", SPEC_KEYS, build_spec)
+
+
 def merge(flags: Mapping[str, Any], file_values: Mapping[str, Any]) -> dict[str, Any]:
     """Flags that were given (not None) override the file."""
     merged = dict(file_values)
@@ -70,12 +91,7 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     """Build the CheckSpec from the check flags and the [check] table of --config, flags first."""
     values = dict(check_values)
     path = values.pop("config", None)
-    file_values, _ = section_values(path, "check", SPEC_KEYS)
-    try:
-        build_spec(file_values)
-    except BadInput as e:
-        raise BadInput(f"config {str(path)!r} [check]: {e}") from None
-    spec = build_spec(merge(values, file_values))
+    spec = build_spec(merge(values, check_table(path)))
     if spec.target is not None:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
@@ -87,11 +103,7 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
 
 def slurm_from(slurm_values: Mapping[str, Any], path: Path | None) -> SlurmOptions:
     """Build SlurmOptions from the Slurm flags and the [slurm] table of --config, flags first."""
-    from autograd_check.slurm import SLURM_KEYS, build_slurm_options
+    from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
-    file_values, _ = section_values(path, "slurm", SLURM_KEYS)
-    try:
-        build_slurm_options(file_values)
-    except BadInput as e:
-        raise BadInput(f"config {str(path)!r} [slurm]: {e}") from None
+    file_values = checked_table(path, "slurm", SLURM_KEYS, build_slurm_options)
     return build_slurm_options(merge(slurm_values, file_values))

@@ -1,20 +1,27 @@
-"""Views of a sweep report: Rich (terminal), Markdown (papers, bug reports), a matplotlib plot."""
+"""Views of a sweep: its plan (--dry-run), the arrays it submitted, and its report as Rich
+(terminal), Markdown (papers, bug reports) or a matplotlib plot."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from autograd_check.document import dumps
 from autograd_check.errors import BadInput, EnvironmentProblem
 from autograd_check.render.result import fmt
 from autograd_check.sweep.report import GROUPS, CaseRow, Report
+
+if TYPE_CHECKING:
+    from autograd_check.sweep.launch import Submission
+    from autograd_check.sweep.plan import Preview
 
 LIST_LIMIT = 20
 """At most this many failed / errored / missing cases are listed (all are in --json)."""
@@ -25,6 +32,29 @@ PLOT_FLOOR = 1e-12
 
 def _num(x: float | None) -> str:
     return "–" if x is None else fmt(x)
+
+
+def preview_text(preview: Preview) -> str:
+    """`sweep --dry-run`: the count, where they would run, each case, and the sbatch script."""
+    plan = preview.plan
+    where = "here" if plan.mode == "local" else (
+        f"on Slurm as {preview.tasks} array task(s) of up to {plan.cases_per_task} case(s)")
+    skipped = f", {preview.skipped} already recorded" if preview.skipped else ""
+    lines = [f"{plan.grid.size_text()}; {len(preview.todo)} to run {where}{skipped} → "
+             f"{plan.store.root}"]
+    lines += [f"  {case.index:>5}  {case.key}" for case in preview.todo]
+    if preview.script is not None:
+        lines += ["", "sbatch script (nothing was submitted):", "", preview.script]
+    return "\n".join(lines) + "\n"
+
+
+def submitted_text(submission: Submission) -> str:
+    """`sweep --slurm` without --wait: the arrays, and how to watch them and read the report."""
+    arrays = submission.arrays
+    return (f"submitted {submission.cases} case(s) as Slurm job array {', '.join(arrays)} "
+            f"({len(submission.task_jobs)} task(s)); records go to {submission.out}\n"
+            f"watch it:   squeue -j {','.join(arrays)}\n"
+            f"report:     {submission.report_command}\n")
 
 
 def summary_line(report: Report) -> str:
@@ -250,3 +280,13 @@ def plot(report: Report, path: Path) -> None:
             from None
     finally:
         plt.close(fig)
+
+
+def print_report(report: Report, *, json_output: bool = False, as_markdown: bool = False) -> None:
+    """The report on stdout: one plain JSON document, Markdown, or Rich tables."""
+    if json_output:
+        print(dumps(report.to_dict()))
+    elif as_markdown:
+        print(markdown(report), end="")
+    else:
+        Console(highlight=False).print(report_renderable(report))

@@ -118,10 +118,6 @@ def case_key(shape: tuple[int, ...], dtype: str, device: str, loss: str, seed: i
     return f"{shape_text}_{dtype}_{device.replace(':', '')}_{loss}_seed{seed}"
 
 
-def key_of(spec: CheckSpec) -> str:
-    return case_key(spec.shape, spec.dtype, spec.device, spec.loss, spec.seed)
-
-
 def _items(axis: str, raw: object) -> list[object]:
     """Split a flag value ('a,b'), or take a TOML list / a single TOML value, into raw items."""
     if isinstance(raw, str):
@@ -236,8 +232,3 @@ def check_size(grid: Grid, max_cases: int) -> None:
             "narrow the grid or raise --max-cases"
         )
 
-
-def expand(grid: Grid, max_cases: int = DEFAULT_MAX_CASES) -> list[Case]:
-    """The grid's cases, refused (BadInput) when there are more than `max_cases`."""
-    check_size(grid, max_cases)
-    return list(grid.cases())

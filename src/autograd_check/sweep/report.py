@@ -2,7 +2,8 @@
 failed, errored and missing cases with their Slurm job/task ids and log tails; an exit code.
 
 Built from the store alone (records + manifest), plus optional Slurm states passed in by the
-caller, so it can be computed anywhere the results directory is readable.
+caller, so it can be computed anywhere the results directory is readable; `load_report` also asks
+Slurm, when it is here, about the tasks that still owe records.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.document import envelope
-from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, EXIT_MISMATCH, EXIT_PASS
+from autograd_check.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_JOB_FAILED,
+    EXIT_MISMATCH,
+    EXIT_PASS,
+    BadInput,
+)
+from autograd_check.slurm.arrays import array_states
+from autograd_check.slurm.where import have, job_paths
 from autograd_check.sweep.grid import AXES, Grid
 from autograd_check.sweep.store import Store, outcome_of
 
@@ -138,8 +147,9 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) ->
 
 
 def task_log_paths(log_dir: str, job: str) -> list[Path]:
-    """submitit's log names for array task `job` (ARRAY_TASK): stderr first, then stdout."""
-    return [Path(log_dir) / f"{job}_0_log.err", Path(log_dir) / f"{job}_0_log.out"]
+    """submitit's log files of array task `job` (ARRAY_TASK): stderr first, then stdout."""
+    paths = job_paths(Path(log_dir), job)
+    return [Path(paths.stderr), Path(paths.stdout)]
 
 
 def task_of_case(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
@@ -216,8 +226,6 @@ def build_report(
     """Aggregate a sweep directory. `states` maps array task ids ('123_4') to Slurm states."""
     manifest = store.read_manifest()
     if manifest is None:
-        from autograd_check.errors import BadInput
-
         raise BadInput(f"{str(store.root)!r} holds no sweep: {store.manifest_path} is missing")
     grid = Grid.from_dict(manifest["grid"])
     grid_id = str(manifest.get("grid_id", grid.grid_id()))
@@ -279,3 +287,24 @@ def build_report(
         submissions=list(manifest.get("submissions", [])),
         ignored={k: v for k, v in ignored.items() if k in {r.key for r in rows}},
     )
+
+
+def slurm_states(store: Store) -> dict[str, str] | None:
+    """Slurm's word on the array tasks that owe records (pending, running, failed...), when Slurm
+    is here to ask; None otherwise (the report is the same without it, with states UNKNOWN)."""
+    manifest = store.read_manifest()
+    if manifest is None or not (have("scontrol") or have("sacct")):
+        return None
+    owed = set(task_of_case(manifest).items())
+    recorded, _ = store.credited_records(str(manifest.get("grid_id", "")))
+    jobs = sorted({job for key, (job, _) in owed if key not in recorded})
+    return array_states(jobs) if jobs else None
+
+
+def load_report(directory: Path) -> Report:
+    """`report DIR`: the report of the sweep in `directory`, with Slurm's states of the tasks that
+    still owe records; BadInput when it is not a directory or holds no sweep."""
+    store = Store(directory)
+    if not store.root.is_dir():
+        raise BadInput(f"{str(directory)!r} is not a directory")
+    return build_report(store, states=slurm_states(store))

@@ -193,15 +193,6 @@ class Store:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def read_records(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-        wanted = self.recorded_keys() if keys is None else set(keys) & self.recorded_keys()
-        out = {}
-        for key in sorted(wanted):
-            doc = self.read_record(key)
-            if doc is not None:
-                out[key] = doc
-        return out
-
     def supersede(self, key: str) -> None:
         """Move a record aside (--rerun-failed) into superseded/, so the case runs again while
         its old result is kept for comparison."""
@@ -349,7 +340,7 @@ class Store:
 
         A DIR holding another grid's manifest is refused unless `force`; `force` also removes
         every record so that the whole grid runs again. The caller holds `locked()` (or is alone),
-        and has made sure no earlier submission is still running (cli.sweep does).
+        and has made sure no earlier submission is still running (sweep.launch does).
         """
         manifest = self.check_grid(grid, force=force)
         self.ensure_writable()

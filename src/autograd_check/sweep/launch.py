@@ -1,0 +1,343 @@
+"""Starting a planned sweep, and seeing it through: the lock on DIR, the refusal while an earlier
+submission into DIR still runs (or its cancelling, with --force), resume (only cases without a
+credited record run), records moved aside to run again, the manifest's bookkeeping of every
+submission; then the cases run here (`run_local`) or the arrays are watched (`watch_sweep`).
+
+Nothing here prints or exits: notes and progress go to callbacks, failures are raised as BadInput
+(2) or EnvironmentProblem (3), and an interrupted local sweep raises SweepInterrupted (130).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograd_check.document import envelope
+from autograd_check.errors import EXIT_INTERRUPTED, BadInput, EnvironmentProblem
+from autograd_check.slurm.arrays import (
+    ArrayProgress,
+    SubmittedArray,
+    array_blocked,
+    array_parameters,
+    cancel_arrays,
+    live_tasks,
+    submit_arrays,
+    watch_arrays,
+)
+from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.where import current_allocation, require_slurm
+from autograd_check.sweep.grid import Case
+from autograd_check.sweep.plan import Plan, any_cuda
+from autograd_check.sweep.runner import ArrayTask, Tally, chunks, run_cases
+from autograd_check.sweep.store import Store, now, outcome_of, select
+
+Note = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """The default `on_note`: say nothing."""
+
+
+class SweepInterrupted(Exception):
+    """A local sweep stopped by Ctrl-C or SIGTERM; every record written so far is kept."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, recorded: int, cases: int, root: Path) -> None:
+        super().__init__(f"interrupted: {recorded} of {cases} cases have a record in {root}; "
+                         "run the same command again to resume")
+        self.recorded = recorded
+        self.cases = cases
+
+
+# -- an earlier submission into DIR ---------------------------------------------------------------
+def _cmdline(pid: int) -> bytes | None:
+    """The process's command line, or None when /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a living process of this tool (a reused pid of another program is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # killed without a word (SIGKILL, a crash): it runs no more
+    except PermissionError:
+        pass  # alive, someone else's
+    cmdline = _cmdline(pid)
+    return cmdline is None or b"autograd" in cmdline
+
+
+def live_local(manifest: Mapping[str, Any], host: str | None = None) -> str | None:
+    """'pid 123 on host' of a local sweep into this DIR, started on this host, that has not ended
+    and whose process still lives; None when there is none (this process itself never counts)."""
+    host = host if host is not None else socket.gethostname()
+    for submission in manifest.get("submissions", []):
+        if submission.get("mode") != "local" or "ended" in submission:
+            continue
+        pid = submission.get("pid")
+        if submission.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        if pid_alive(pid):
+            return f"pid {pid} on {host}"
+    return None
+
+
+def slurm_jobs(manifest: Mapping[str, Any]) -> list[str]:
+    """Every array task job id the manifest's submissions hold, in order."""
+    return [job for submission in manifest.get("submissions", [])
+            for array in submission.get("arrays", []) for job in array.get("task_jobs", [])]
+
+
+def stop_earlier(store: Store, *, force: bool, on_note: Note = _quiet) -> None:
+    """Refuse (BadInput) while an earlier submission into DIR still runs: its tasks would write
+    records beside this sweep's and cases would run twice. With `force` an earlier job array is
+    cancelled first (and waited for); a local sweep still running is always refused."""
+    manifest = store.read_manifest() if store.root.exists() else None
+    if manifest is None:
+        return
+    local = live_local(manifest)
+    if local is not None:
+        raise BadInput(
+            f"a local sweep into --out {str(store.root)!r} is still running ({local}); wait for "
+            "it to end or stop it first (Ctrl-C there, or kill its pid)"
+        )
+    jobs = slurm_jobs(manifest)
+    alive = live_tasks(jobs)
+    if not alive:
+        return
+    arrays = sorted({j.split("_")[0] for j in alive}, key=int)
+    listed = ", ".join(sorted(alive)[:5]) + (", ..." if len(alive) > 5 else "")
+    what = (f"job array {', '.join(arrays)} of an earlier sweep into --out {str(store.root)!r} "
+            f"still has {len(alive)} task(s) pending or running ({listed})")
+    if not force:
+        raise BadInput(
+            f"{what}. Wait for it to end (`autograd-check report {shlex.quote(str(store.root))}` "
+            f"shows what is done), cancel it (`scancel {' '.join(arrays)}`), or run with --force "
+            "to cancel it and start over"
+        )
+    on_note(f"--force: {what}; cancelling it")
+    cancel_arrays(list(alive))
+
+
+def check_slurm_here(opts: SlurmOptions) -> None:
+    """sbatch must be here; inside an allocation that would hold back the array, say so now."""
+    require_slurm("sbatch")
+    alloc = current_allocation()
+    if alloc is not None:
+        blocked = array_blocked(opts, alloc)
+        if blocked:
+            raise EnvironmentProblem(
+                f"{blocked.rstrip('.')}. Run the sweep on the allocated node instead: "
+                "`srun autograd-check sweep --local ...`, or ask for less with --mem"
+            )
+
+
+# -- the manifest's bookkeeping ------------------------------------------------------------------
+def add_local_submission(store: Store, cases: int) -> int:
+    """Record a local run of `cases` cases by this process; returns its index in the manifest."""
+    return store.add_submission({"mode": "local", "started": now(), "host": socket.gethostname(),
+                                 "pid": os.getpid(), "cases": cases})
+
+
+def end_local_submission(store: Store, index: int, *, status: str, ran: int) -> None:
+    """Mark the local run at `index` as ended ('complete' or 'interrupted')."""
+    store.update_submission(index, ended=now(), status=status, ran=ran)
+
+
+def submit(plan: Plan, todo: list[Case], *, on_note: Note = _quiet) -> list[str]:
+    """Submit the cases as job array(s), recording each array in the manifest as soon as Slurm
+    accepts it (so that a failure of the next sbatch loses nothing); returns the task job ids."""
+    assert plan.slurm is not None, "a Slurm plan"
+    store = plan.store
+    packed = chunks(todo, plan.cases_per_task)
+    folder = plan.log_dir()
+    params = array_parameters(plan.slurm, cuda=any_cuda(todo), tasks=len(packed),
+                              max_parallel=plan.max_parallel)
+    index = store.add_submission({
+        "mode": "slurm", "started": now(), "host": socket.gethostname(), "cases": len(todo),
+        "cases_per_task": plan.cases_per_task, "max_parallel": plan.max_parallel,
+        "tasks": len(packed), "log_dir": str(folder), "parameters": params, "arrays": [],
+    })
+    task_jobs: list[str] = []
+
+    def record(array: SubmittedArray, first: int) -> None:
+        group = packed[first : first + len(array.task_jobs)]
+        store.add_array(index, {
+            "job_id": array.job_id, "task_jobs": array.task_jobs, "log_dir": str(folder),
+            "submission_file": str(array.submission_file),
+            "tasks": [[key for key, _, _ in chunk] for chunk in group],
+        })
+        task_jobs.extend(array.task_jobs)
+        on_note(f"submitted job array {array.job_id}: {len(array.task_jobs)} task(s), "
+                f"{sum(len(c) for c in group)} case(s)")
+
+    # submitit's Checkpointable.__new__ has no annotations.
+    task = ArrayTask()  # type: ignore[no-untyped-call]
+    out = str(store.root.resolve())
+    submit_arrays(task, [(out, plan.grid_id, chunk) for chunk in packed], plan.slurm, params,
+                  folder, clean=current_allocation() is not None, on_submitted=record)
+    return task_jobs
+
+
+# -- starting ------------------------------------------------------------------------------------
+@dataclass
+class Submission:
+    """Job arrays submitted for a sweep (what `sweep --slurm` without --wait prints)."""
+
+    out: Path
+    cases: int
+    task_jobs: list[str]
+
+    @property
+    def arrays(self) -> list[str]:
+        return sorted({j.split("_")[0] for j in self.task_jobs}, key=int)
+
+    @property
+    def report_command(self) -> str:
+        return f"autograd-check report {shlex.quote(str(self.out))}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return envelope("sweep-submitted", {
+            "submitted": {"cases": self.cases, "arrays": self.arrays, "tasks": self.task_jobs},
+            "out": str(self.out), "report_command": self.report_command,
+        })
+
+
+@dataclass
+class Started:
+    """A started sweep: the cases to run, and the local run or the arrays that run them."""
+
+    todo: list[Case]
+    skipped: int
+    local_index: int | None = None
+    """The local run's index among the manifest's submissions (for `run_local`)."""
+    task_jobs: list[str] = field(default_factory=list)
+
+    def submission(self, plan: Plan) -> Submission:
+        return Submission(plan.store.root, len(self.todo), list(self.task_jobs))
+
+
+def start_sweep(plan: Plan, *, rerun_failed: bool, force: bool, on_note: Note = _quiet) -> Started:
+    """Make DIR ready and start the sweep: refuse another grid (unless `force`) and an earlier
+    submission still running, clear DIR on `force`, select the cases without a credited record
+    (and failed ones on `rerun_failed`), move their unusable records aside, and record the new
+    submission; for Slurm, submit the arrays. Nothing runs here yet for a local sweep."""
+    store = plan.store
+    if plan.slurm is not None:
+        check_slurm_here(plan.slurm)
+    store.check_grid(plan.grid, force=force)  # another grid in --out: refused before anything
+    # The lock is held from the look at earlier submissions until this one is in the manifest
+    # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses.
+    with store.locked(on_wait=lambda: on_note(
+            f"waiting for another sweep into {store.root} to finish submitting")):
+        stop_earlier(store, force=force, on_note=on_note)
+        _manifest, removed = store.prepare(plan.grid, force=force)
+        if force:
+            gone = [f"{removed} record(s)"] + store.clear_old_files()
+            if removed or len(gone) > 1:
+                on_note(f"--force: removed {', '.join(gone)} from {store.root}")
+        todo, skipped = select(plan.cases, store, plan.grid_id, rerun_failed=rerun_failed)
+        recorded = store.recorded_keys()
+        again = [c.key for c in todo if c.key in recorded]
+        for key in again:  # a failed record (--rerun-failed), a half or another grid's one
+            store.supersede(key)
+        if again:
+            what = ("--rerun-failed: {} failed" if rerun_failed else
+                    "{} unusable (unreadable, or another grid's)").format(len(again))
+            on_note(f"{what} record(s) moved to {store.root / 'superseded'}; running them again")
+        if skipped:
+            on_note(f"resuming: {skipped} of {len(plan.cases)} cases already have a record in "
+                    f"{store.root}; running {len(todo)}")
+        started = Started(todo, skipped)
+        if not todo:
+            on_note(f"nothing to {'run' if plan.slurm is None else 'submit'}: every case has a "
+                    "record")
+        elif plan.slurm is None:
+            started.local_index = add_local_submission(store, len(todo))
+        else:
+            started.task_jobs = submit(plan, todo, on_note=on_note)
+    return started
+
+
+# -- running here --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalRun:
+    """What a local run did, and how long it took."""
+
+    tally: Tally
+    seconds: float
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` (SIGTERM) ends a sweep as cleanly as Ctrl-C; the old handler is back afterwards."""
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local(
+    plan: Plan, started: Started, *, on_done: Callable[[Case, Tally], None] | None = None
+) -> LocalRun:
+    """Run the started sweep's cases here, one after another; `on_done(case, tally)` after each.
+    Ctrl-C (or SIGTERM) keeps every record written, marks the run interrupted in the manifest
+    and raises SweepInterrupted."""
+    assert started.local_index is not None, "start_sweep recorded a local run"
+    store = plan.store
+    tally = Tally()
+
+    def done(case: Case, doc: dict[str, Any]) -> None:
+        tally.add(outcome_of(doc))
+        if on_done is not None:
+            on_done(case, tally)
+
+    start = time.monotonic()
+    try:
+        with _sigterm_as_interrupt():
+            run_cases(store, started.todo, plan.grid_id, on_done=done)
+    except KeyboardInterrupt:
+        end_local_submission(store, started.local_index, status="interrupted", ran=tally.ran)
+        recorded = len(store.recorded_keys() & {c.key for c in plan.cases})
+        raise SweepInterrupted(recorded, plan.grid.size, store.root) from None
+    end_local_submission(store, started.local_index, status="complete", ran=tally.ran)
+    return LocalRun(tally, time.monotonic() - start)
+
+
+# -- watching the arrays -------------------------------------------------------------------------
+def watch_sweep(
+    plan: Plan,
+    task_jobs: list[str],
+    *,
+    on_update: Callable[[ArrayProgress], None] | None = None,
+    on_note: Note = _quiet,
+) -> dict[str, str]:
+    """Watch the arrays until every task has ended or every case has its record, bounded by
+    --timeout; returns Slurm's state of each task (for the report)."""
+    assert plan.slurm is not None, "a Slurm plan"
+    keys = {c.key for c in plan.cases}
+    timeout = plan.slurm.timeout
+    progress = watch_arrays(task_jobs, lambda: len(plan.store.recorded_keys() & keys), len(keys),
+                            timeout, on_update=on_update)
+    if not progress.finished and progress.recorded < progress.cases:
+        on_note(f"gave up waiting after {timeout:g} s (--timeout); the array goes on: "
+                f"run `autograd-check report {plan.store.root}` later")
+    return progress.states

@@ -1,0 +1,133 @@
+"""A sweep's plan: its grid and cases, where they run (here or as Slurm job arrays), its results
+directory; refused (BadInput, EnvironmentProblem) before anything is written. `preview` is what
+`--dry-run` shows: the cases that would run and, for Slurm, the sbatch script."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograd_check.config import slurm_from
+from autograd_check.document import envelope
+from autograd_check.slurm.arrays import array_parameters, array_script, max_array_size
+from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.where import resolve_log_dir
+from autograd_check.sweep.grid import Case, Grid, build_grid, check_size
+from autograd_check.sweep.settings import SweepFlags, default_mode, read_request
+from autograd_check.sweep.store import Store, select
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a sweep needs to run: the grid, its cases, the mode and the store."""
+
+    grid: Grid
+    cases: list[Case]
+    mode: str
+    """'local' (one case after another in this process) or 'slurm' (job arrays)."""
+    store: Store
+    cases_per_task: int = 1
+    max_parallel: int | None = None
+    slurm: SlurmOptions | None = None
+    """The Slurm options; set exactly when the mode is 'slurm'."""
+
+    @property
+    def grid_id(self) -> str:
+        return self.grid.grid_id()
+
+    def log_dir(self) -> Path:
+        """--log-dir when given, else DIR/logs: the tasks' logs live with the sweep's records."""
+        given = self.slurm.log_dir if self.slurm is not None else None
+        return resolve_log_dir(given if given is not None else self.store.logs_dir)
+
+    def tasks(self, cases: int) -> int:
+        """How many array tasks `cases` cases take, `cases_per_task` to a task."""
+        return -(-cases // self.cases_per_task)
+
+
+def any_cuda(cases: list[Case]) -> bool:
+    return any(c.spec.device.startswith("cuda") for c in cases)
+
+
+def check_local(cases: list[Case]) -> None:
+    """A local sweep refuses, before anything runs, a shape that cannot fit on this host (exit 2)
+    and a device that is not usable here (exit 3), instead of recording it case after case."""
+    from autograd_check.check.device import resolve_device  # imports torch
+    from autograd_check.check.execute import check_memory  # imports torch
+
+    seen: set[tuple[tuple[int, ...], str]] = set()
+    for case in cases:
+        if (case.spec.shape, case.spec.dtype) not in seen:
+            seen.add((case.spec.shape, case.spec.dtype))
+            check_memory(case.spec)
+    for device in sorted({case.spec.device for case in cases} - {"cpu"}):
+        resolve_device(device)
+
+
+def plan_sweep(
+    check_values: Mapping[str, Any],
+    axis_values: Mapping[str, Any],
+    flags: SweepFlags,
+    slurm_values: Mapping[str, Any],
+    *,
+    on_note: Callable[[str], None] | None = None,
+) -> Plan:
+    """The plan from the flags and --config: the grid (at most max_cases cases), the mode, the
+    Slurm options (for Slurm) or this host's memory and devices checked (for a local sweep).
+    `on_note` hears of values given more than once."""
+    request = read_request(check_values, axis_values, flags)
+    settings = request.settings
+    grid = build_grid(request.grid_values)
+    check_size(grid, settings.max_cases)
+    for dropped in grid.dropped:
+        if on_note is not None:
+            on_note(f"{dropped} given more than once; each value runs once")
+    cases = list(grid.cases())
+    mode = settings.mode or default_mode()
+    opts = None
+    if mode == "slurm":
+        opts = slurm_from(slurm_values, request.config)
+    else:
+        check_local(cases)
+    return Plan(grid, cases, mode, Store(settings.out), settings.cases_per_task,
+                settings.max_parallel, opts)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What `--dry-run` shows: the cases that would run, and the sbatch script for Slurm."""
+
+    plan: Plan
+    todo: list[Case]
+    skipped: int
+    script: str | None
+
+    @property
+    def tasks(self) -> int:
+        return self.plan.tasks(len(self.todo))
+
+    def to_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        return envelope("sweep-plan", {
+            "grid": plan.grid.to_dict(), "grid_id": plan.grid_id, "mode": plan.mode,
+            "out": str(plan.store.root), "skipped": self.skipped, "tasks": self.tasks,
+            "cases_per_task": plan.cases_per_task, "sbatch_script": self.script,
+            "cases": [{"key": c.key, "index": c.index, "spec": c.spec.to_dict()}
+                      for c in self.todo],
+        })
+
+
+def preview(plan: Plan, *, rerun_failed: bool, force: bool) -> Preview:
+    """The cases that would run (and, for Slurm, the sbatch script); nothing is written."""
+    plan.store.check_grid(plan.grid, force=force)  # raises: another grid lives there
+    todo, skipped = (plan.cases, 0) if force else select(plan.cases, plan.store, plan.grid_id,
+                                                         rerun_failed=rerun_failed)
+    script = None
+    if plan.slurm is not None and todo:
+        first = min(plan.tasks(len(todo)), max_array_size())
+        params = array_parameters(plan.slurm, cuda=any_cuda(todo), tasks=first,
+                                  max_parallel=plan.max_parallel)
+        script = array_script(plan.slurm, params, plan.log_dir(), first)
+    return Preview(plan, todo, skipped, script)

@@ -126,3 +126,7 @@ def test_snippet_is_the_tutorials_code(tmp_path: Path) -> None:
         "print(manual_gradient_predicted.eq(auto_gradient_predicted).all())",
     ):
         assert line in text.splitlines()
+
+
+def test_help_is_held_to_a_tenth_of_import_torch() -> None:
+    assert bench.HELP_LIMIT == 0.10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -269,3 +270,75 @@ class TestHelpAndVersion:
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stderr == ""
         assert json.loads(done.stdout)["verdict"]["passed"] is True
+
+
+class TestHelp:
+    """The app's --help: the command table, drawn as typer draws it, and the exit codes."""
+
+    def test_each_command_is_listed_with_its_own_first_paragraph(self) -> None:
+        import importlib
+        import inspect
+
+        from autograd_check.cli.app import COMMANDS, load_command
+
+        for name, (module, short) in COMMANDS.items():
+            importlib.import_module(module)
+            command = load_command(name)
+            assert command is not None, f"{module} registers no command {name!r}"
+            first = inspect.cleandoc(command.help or "").split("\n\n")[0]
+            assert short == first, name
+            assert command.hidden == name.startswith("_")
+
+    @pytest.mark.parametrize(
+        "env",
+        [{"TERMINAL_WIDTH": "120"}, {"TERMINAL_WIDTH": "60"},
+         {"TERMINAL_WIDTH": "100", "FORCE_COLOR": "1"}],
+    )
+    def test_the_app_help_is_typers_own(self, env: dict[str, str]) -> None:
+        """cli/app.py draws the app's help without typer.rich_utils (start-up); it must draw
+        exactly what typer would, plain and in colour."""
+        code = (
+            "import contextlib, io\n"
+            "import typer.main\n"
+            "from typer.core import TyperGroup\n"
+            "from autograd_check.cli.app import app\n"
+            "group = typer.main.get_command(app)\n"
+            "ctx = group.make_context('autograd-check', [], resilient_parsing=True)\n"
+            "ours, typers = io.StringIO(), io.StringIO()\n"
+            "with contextlib.redirect_stdout(ours):\n"
+            "    group.format_help(ctx, ctx.make_formatter())\n"
+            "group._listing = True  # the command names from the table, as in format_help\n"
+            "with contextlib.redirect_stdout(typers):\n"
+            "    TyperGroup.format_help(group, ctx, ctx.make_formatter())\n"
+            "assert ours.getvalue() == typers.getvalue(), (ours.getvalue(), typers.getvalue())\n"
+            "print(ours.getvalue())\n"
+        )
+        environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env={**environ, **env})
+        assert done.returncode == 0, done.stderr
+        assert "Commands" in done.stdout and "tour" in done.stdout
+        assert ("\x1b[" in done.stdout) == ("FORCE_COLOR" in env)
+
+    @pytest.mark.parametrize(
+        "command", [[], ["run"], ["tour"], ["submit"], ["status"], ["result"], ["env"],
+                    ["sweep"], ["report"]],
+    )
+    def test_help_ends_with_the_exit_codes(self, command: list[str]) -> None:
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, result.stderr
+        flat = " ".join(result.stdout.split())
+        for code in ("Exit codes: 0 pass · 1 ", " · 2 bad input (nothing ran) · 3 environment",
+                     " · 4 Slurm job failed", " · 130 interrupted"):
+            assert code in flat
+
+    def test_no_arguments_print_the_help_once(self) -> None:
+        result = runner.invoke(app, [])
+        assert result.exit_code == 0
+        assert result.stdout.count("Usage: autograd-check") == 1 and result.stderr == ""
+
+    def test_an_unknown_command_is_one_line(self) -> None:
+        result = runner.invoke(app, ["rnu"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr == ("autograd-check: error: No such command 'rnu'. Did you mean "
+                                 "'run'? (see 'autograd-check --help')\n")

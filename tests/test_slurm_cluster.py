@@ -57,6 +57,87 @@ def salloc(*command: str, timeout: float = 300) -> tuple[subprocess.CompletedPro
     return done, granted.group(1)
 
 
+class Background:
+    """The CLI running in the background, its stderr read as it comes: every wait is bounded and
+    fails at once, with what the process said, when the process has ended."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=clean_env())
+        assert self.proc.stderr is not None
+        self._fd = self.proc.stderr.fileno()
+        os.set_blocking(self._fd, False)
+        self.said = b""  # stderr so far
+        self._looked_at = 0  # whole lines of it already matched against
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=30)
+
+    def _read(self) -> bool:
+        """Take what stderr has now; False at its end (the process has ended)."""
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.said += chunk
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The next whole line of stderr with `pattern` in it, within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = not self._read() or self.proc.poll() is not None
+            if ended:
+                self._read()  # the last it wrote
+            said = self.said.decode(errors="replace")
+            lines = said.split("\n")[:-1]
+            for index in range(self._looked_at, len(lines)):
+                if found := re.search(pattern, lines[index]):
+                    self._looked_at = index + 1
+                    return found
+            self._looked_at = len(lines)
+            if ended:
+                pytest.fail(f"the process ended (exit {self.proc.wait(timeout=30)}) before "
+                            f"printing a line with {pattern!r}; its stderr:\n{said}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no line with {pattern!r} within {timeout} s; stderr so far:\n{said}")
+            time.sleep(0.05)
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait (at most `timeout` s) for the process to end: its stdout, its whole stderr."""
+        stdout, rest = self.proc.communicate(timeout=timeout)
+        return stdout.decode(), (self.said + rest).decode()
+
+
+PROGRESS = r"autograd-check: Slurm job {job}: (?P<state>{states})(?: on (?P<node>\S+))?" \
+           r"(?: \((?P<reason>[^)]*)\))?, (?P<elapsed>\d+\.\d) s"
+"""One line of `submit --wait`'s progress when stderr is not a terminal."""
+LIFECYCLE = ["PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "COMPLETED", "CANCELLED"]
+
+
+def progress_lines(lines: list[str], job_id: str) -> list[re.Match[str]]:
+    """`lines` as progress lines of job `job_id`: each one the format, the states in the order of
+    a job's life and the elapsed seconds never going back (fails on any other line)."""
+    pattern = PROGRESS.format(job=job_id, states="|".join(LIFECYCLE))
+    found = [re.fullmatch(pattern, line) for line in lines]
+    assert found and all(found), lines
+    matches = [m for m in found if m is not None]
+    for m in matches:  # a node once the job has left the queue; a reason only while queued
+        assert m["node"] is None if m["state"] == "PENDING" else m["reason"] is None, m[0]
+    states = [LIFECYCLE.index(m["state"]) for m in matches]
+    assert states == sorted(states), lines
+    elapsed = [float(m["elapsed"]) for m in matches]
+    assert elapsed == sorted(elapsed), lines
+    return matches
+
+
 def submitted_id(stderr: str) -> str:
     match = re.search(r"submitted Slurm job (\d+)", stderr)
     assert match, stderr
@@ -83,10 +164,18 @@ class TestSubmit:
         assert done.returncode == 0, done.stderr
         job_id = submitted_id(done.stderr)
         header = done.stdout.splitlines()[0]
-        expected = rf"Slurm job {job_id} step 0 · node \S+ · partition \S+ · COMPLETED"
-        assert re.match(expected, header)
+        expected = rf"Slurm job {job_id} step 0 · node (\S+) · partition \S+ · COMPLETED"
+        on = re.match(expected, header)
+        assert on, header
         assert "PASS" in done.stdout and f"Slurm job {job_id}" in done.stdout
-        assert f"Slurm job {job_id}: RUNNING" in done.stderr or "COMPLETED" in done.stderr
+        # stderr: where the job and its logs went, then a line each time its state changed: it
+        # was seen running (it runs for seconds, the wait asks at least every second) and ended
+        # COMPLETED on the node the header names.
+        lines = done.stderr.splitlines()
+        assert lines[0] == f"autograd-check: submitted Slurm job {job_id}; logs in {log_dir}"
+        progress = progress_lines(lines[1:], job_id)
+        assert "RUNNING" in [m["state"] for m in progress], done.stderr
+        assert progress[-1]["state"] == "COMPLETED" and progress[-1]["node"] == on[1], done.stderr
         # The log folder: private, no leftover submission links, the result there.
         assert log_dir.stat().st_mode & 0o777 == 0o700
         assert not list(log_dir.glob(".submission_file_*"))
@@ -135,19 +224,28 @@ class TestSubmit:
     def test_cancelled_job_exits_4_with_its_state(
         self, log_dir: Path, cancel_later: list[str]
     ) -> None:
-        proc = subprocess.Popen(
-            [*CLI, "submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir), *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
-        )
-        assert proc.stderr is not None
-        first = proc.stderr.readline()
-        job_id = submitted_id(first)
-        cancel_later.append(job_id)
-        subprocess.run(["scancel", job_id], check=True, timeout=30)
-        stdout, rest = proc.communicate(timeout=120)
-        assert proc.returncode == 4, first + rest
-        assert f"Slurm job {job_id} was cancelled (state CANCELLED" in rest
-        assert "CANCELLED" in rest.split("last lines of the job's log:")[-1] or "state" in rest
+        """Cancelled while it runs (its set-up sleeps): the last progress line, the error with
+        Slurm's state and exit code, and the log's tail, which is slurmstepd's cancel line."""
+        with Background("submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir),
+                        *SMALL) as submit:
+            job_id = submit.wait_for_line(r"submitted Slurm job (\d+)", 120)[1]
+            cancel_later.append(job_id)
+            node = submit.wait_for_line(rf"Slurm job {job_id}: RUNNING on (\S+),", 120)[1]
+            subprocess.run(["scancel", job_id], check=True, timeout=30)
+            stdout, stderr = submit.finish(120)
+        assert submit.proc.returncode == 4, stderr
+        lines = stderr.splitlines()
+        error = f"autograd-check: error: Slurm job {job_id} was cancelled (state CANCELLED, " \
+                "exit code 0:15)"
+        assert error in lines, stderr
+        at = lines.index(error)
+        progress = progress_lines(lines[1:at], job_id)
+        assert progress[-1]["state"] == "CANCELLED" and progress[-1]["node"] == node, stderr
+        assert lines[at + 1:at + 3] == ["last lines of the job's log:",
+                                        f"  {log_dir}/{job_id}_0_log.err:"], stderr
+        assert len(lines) == at + 4, stderr  # the set-up printed nothing: one line of log
+        cancelled = rf"  slurmstepd-\S+: error: \*\*\* JOB {job_id} ON {node} CANCELLED AT \S+ "
+        assert re.fullmatch(cancelled + r"\*\*\*", lines[-1]), stderr
         assert stdout == ""
 
     def test_timeout_bounds_the_wait(self, log_dir: Path, cancel_later: list[str]) -> None:
@@ -239,22 +337,18 @@ class TestSubmit:
     def test_ctrl_c_while_waiting_leaves_the_job_running(
         self, log_dir: Path, cancel_later: list[str]
     ) -> None:
-        proc = subprocess.Popen(
-            [*CLI, "submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir), *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
-        )
-        assert proc.stderr is not None
-        first = proc.stderr.readline()
-        job_id = submitted_id(first)
-        cancel_later.append(job_id)
-        proc.send_signal(signal.SIGINT)
-        stdout, rest = proc.communicate(timeout=60)
-        assert proc.returncode == 130, first + rest
-        last = rest.strip().splitlines()[-1]
+        with Background("submit", "--wait", "--setup", "sleep 120", "--log-dir", str(log_dir),
+                        *SMALL) as submit:
+            job_id = submit.wait_for_line(r"submitted Slurm job (\d+)", 120)[1]
+            cancel_later.append(job_id)
+            submit.proc.send_signal(signal.SIGINT)
+            stdout, stderr = submit.finish(60)
+        assert submit.proc.returncode == 130, stderr
+        last = stderr.strip().splitlines()[-1]
         assert last.startswith(f"autograd-check: stopped waiting; Slurm job {job_id} keeps "
-                               "running"), rest
+                               "running"), stderr
         assert f"autograd-check result {job_id} --log-dir {log_dir} --wait" in last
-        assert "Traceback" not in rest and stdout == ""
+        assert "Traceback" not in stderr and stdout == ""
         queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
                                text=True, timeout=30)
         assert queue.stdout.strip() in ("PENDING", "CONFIGURING", "RUNNING"), queue.stdout
@@ -343,7 +437,7 @@ class TestJobScripts:
         common = ["--gpus=0", "--mem=1G", "--cpus-per-task=1"]
         code, log = self.sbatch(tmp_path, *common, script, "--shape", "4x4")
         cuda = subprocess.run([*CLI, "env", "--json"], capture_output=True, text=True,
-                              env=clean_env()).stdout
+                              env=clean_env(), timeout=120).stdout
         if json.loads(cuda)["torch"]["cuda_available"]:
             assert code == 0, log
         else:

@@ -113,3 +113,55 @@ class TestRunStartUp:
         loaded = set(done.stdout.splitlines()[-1].split()[2:])
         assert "typer" in loaded
         assert "pydantic" not in loaded
+
+
+HELP_AND_LIST = """\
+import sys
+from autograd_check.cli import main
+sys.argv = ["autograd-check", *{args!r}]
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+print("LOADED", code, " ".join(sorted(sys.modules)))
+"""
+
+COMMAND_MODULES = {
+    "autograd_check.cli.run", "autograd_check.cli.env", "autograd_check.cli.submit",
+    "autograd_check.cli.jobs", "autograd_check.cli.sweep", "autograd_check.cli.report",
+    "autograd_check.cli.tour",
+}
+
+
+def loaded_by(*args: str) -> tuple[int, set[str]]:
+    done = python(HELP_AND_LIST.format(args=list(args)))
+    assert done.stderr == "", done.stderr
+    last = done.stdout.splitlines()[-1].split()
+    assert last[0] == "LOADED"
+    return int(last[1]), set(last[2:])
+
+
+class TestHelpStartUp:
+    """`--help` imports the app and the command names only: a command loads when it runs."""
+
+    @pytest.mark.parametrize("args", [["--help"], [], ["--version"]])
+    def test_app_help_loads_no_command(self, args: list[str]) -> None:
+        code, loaded = loaded_by(*args)
+        assert code == 0
+        tops = {m.split(".")[0] for m in loaded}
+        assert "typer" in tops  # the listing works
+        assert not tops & {"torch", "submitit", "cloudpickle", "numpy", "pydantic"}
+        assert not loaded & COMMAND_MODULES
+        # typer's help module pulls in Markdown, tracebacks and syntax highlighting
+        assert "typer.rich_utils" not in loaded and "rich.markdown" not in loaded
+
+    @pytest.mark.parametrize(
+        ("command", "module"),
+        [("run", "autograd_check.cli.run"), ("status", "autograd_check.cli.jobs"),
+         ("tour", "autograd_check.cli.tour")],
+    )
+    def test_a_command_loads_its_own_module_only(self, command: str, module: str) -> None:
+        code, loaded = loaded_by(command, "--help")
+        assert code == 0
+        assert loaded & COMMAND_MODULES == {module}
+        assert "torch" not in {m.split(".")[0] for m in loaded}

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from autograd_check.check.spec import CheckSpec
 from autograd_check.cli import app
-from autograd_check.slurm import STEP_MARKER, job_paths, run_job
+from autograd_check.slurm.node import run_job
+from autograd_check.slurm.step import STEP_MARKER
+from autograd_check.slurm.where import job_paths
 
 runner = CliRunner()
 
@@ -138,6 +140,15 @@ class TestNoSlurm:
         assert job["state"] == "COMPLETED" and job["source"] == "result file"
         assert job["result_available"] is True
 
+    def test_log_dir_from_the_environment(self, finished_job: tuple[Path, str]) -> None:
+        """--log-dir's envvar (typer's envvar=, shown in --help)."""
+        folder, job_id = finished_job
+        result = runner.invoke(app, ["status", job_id, "--json"],
+                               env={"AUTOGRAD_CHECK_LOG_DIR": str(folder)})
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["job"]["log_dir"] == str(folder)
+        assert "AUTOGRAD_CHECK_LOG_DIR" in runner.invoke(app, ["status", "--help"]).stdout
+
     def test_unknown_job(self, tmp_path: Path) -> None:
         result = runner.invoke(app, ["status", "999999", "--log-dir", str(tmp_path)])
         assert result.exit_code in (3, 4)
@@ -212,16 +223,16 @@ class TestCtrlC:
 
     @pytest.fixture
     def interrupted_wait(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-        from autograd_check import slurm
+        from autograd_check.slurm import batch, watch, where
 
         def interrupt(*args: object, **kwargs: object) -> None:
             raise KeyboardInterrupt
 
         log_dir = tmp_path / "logs"
-        submitted = slurm.Submitted("77", log_dir, log_dir / "o", log_dir / "e", log_dir / "s")
-        monkeypatch.setattr(slurm, "require_slurm", lambda *tools: None)
-        monkeypatch.setattr(slurm, "submit_job", lambda *a, **k: submitted)
-        monkeypatch.setattr(slurm, "wait_for_job", interrupt)
+        submitted = batch.Submitted("77", log_dir, log_dir / "o", log_dir / "e", log_dir / "s")
+        monkeypatch.setattr(where, "require_slurm", lambda *tools: None)
+        monkeypatch.setattr(batch, "submit_job", lambda *a, **k: submitted)
+        monkeypatch.setattr(watch, "wait_for_job", interrupt)
         return log_dir
 
     def test_submit_wait(self, interrupted_wait: Path) -> None:
@@ -246,11 +257,11 @@ class TestCtrlC:
 def test_status_says_when_a_job_will_never_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from autograd_check import slurm
+    from autograd_check.slurm import watch
+    from autograd_check.slurm.commands import JobInfo
 
-    pending = slurm.JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit",
-                            partition="debug")
-    monkeypatch.setattr(slurm, "job_info", lambda job_id: pending)
+    pending = JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit", partition="debug")
+    monkeypatch.setattr(watch, "job_info", lambda job_id: pending)
     result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
     hint = next(ln for ln in result.stdout.splitlines() if ln.startswith("  hint"))
@@ -260,7 +271,7 @@ def test_status_says_when_a_job_will_never_start(
                                          "--json"]).stdout)
     assert doc["job"]["never_starts"].startswith("--time is above")
     # A job that waits for an ordinary reason gets no hint.
-    monkeypatch.setattr(slurm, "job_info", lambda job_id: slurm.JobInfo(
+    monkeypatch.setattr(watch, "job_info", lambda job_id: JobInfo(
         "55", "PENDING", "scontrol", reason="Priority"))
     result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
     assert "hint" not in result.stdout and "never" not in result.stdout
@@ -268,9 +279,9 @@ def test_status_says_when_a_job_will_never_start(
 
 def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich pads table cells to the width of their column; env must not end lines in spaces."""
-    from autograd_check import slurm
+    from autograd_check.slurm import facts as slurm_facts_module
 
-    facts = slurm.slurm_facts()
+    facts = slurm_facts_module.slurm_facts()
     facts["partitions"] = [
         {"name": "debug", "default": True, "available": "up", "time_limit": "1:00:00",
          "nodes": 1, "state": "idle", "gres": None, "node_list": "vm", "cpus_per_node": "2",
@@ -279,9 +290,58 @@ def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> N
          "nodes": 12, "state": "mix", "gres": "gpu:a100:4", "node_list": "g[01-12]",
          "cpus_per_node": "64", "memory_mb_per_node": "512000"},
     ]
-    monkeypatch.setattr(slurm, "slurm_facts", lambda: facts)
+    monkeypatch.setattr(slurm_facts_module, "slurm_facts", lambda: facts)
     result = runner.invoke(app, ["env"])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "gpu-long-name" in result.stdout and lines and lines[-1].strip()
     assert [ln for ln in lines if ln != ln.rstrip()] == []
+
+
+class TestJobStatus:
+    """slurm.watch.job_status, the state `status` shows, without the CLI."""
+
+    def test_a_finished_job_known_only_by_its_files(
+        self, monkeypatch: pytest.MonkeyPatch, finished_job: tuple[Path, str]
+    ) -> None:
+        from autograd_check.slurm import watch
+
+        folder, job_id = finished_job
+        monkeypatch.setattr(watch, "job_info", lambda job_id: None)
+        found = watch.job_status(job_id, folder)
+        assert (found.state, found.source, found.result_available) == (
+            "COMPLETED", "result file", True)
+        assert found.logs == {"stdout": None, "stderr": None, "script": None}
+        assert found.to_dict()["log_dir"] == str(folder) and found.never_starts is None
+
+    def test_a_pending_job_that_will_never_start(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        from autograd_check.slurm import watch
+        from autograd_check.slurm.commands import JobInfo
+
+        pending = JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit",
+                          partition="debug")
+        monkeypatch.setattr(watch, "job_info", lambda job_id: pending)
+        found = watch.job_status("55", tmp_path)
+        assert (found.state, found.source, found.partition) == ("PENDING", "scontrol", "debug")
+        assert found.finished is False and found.result_available is False
+        assert found.never_starts is not None
+        assert found.never_starts.startswith("--time is above the partition's limit")
+
+    def test_a_job_nobody_knows(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        from autograd_check.errors import JobFailed
+        from autograd_check.slurm import watch
+
+        monkeypatch.setattr(watch, "job_info", lambda job_id: None)
+        with pytest.raises(JobFailed, match="Slurm job 77 is unknown") as caught:
+            watch.job_status("77", tmp_path)
+        assert caught.value.state == "UNKNOWN" and caught.value.exit_code == 4
+
+    @pytest.mark.usefixtures("no_slurm_tools")
+    def test_no_slurm_and_no_folder(self, tmp_path: Path) -> None:
+        from autograd_check.errors import EnvironmentProblem
+        from autograd_check.slurm import watch
+
+        with pytest.raises(EnvironmentProblem, match="Slurm is not available here"):
+            watch.job_status("77", tmp_path / "missing")

@@ -1,12 +1,11 @@
-"""The command line: thin Typer commands over execute(spec) and the Slurm layer."""
+"""The command line: one thin Typer module per command, loaded when its command runs.
+
+Importing this package loads only the app (cli/app.py) and typer: `autograd-check --help` lists
+the commands from a static table without importing them (see cli/app.py).
+"""
 
 from __future__ import annotations
 
-from autograd_check.cli import env as _env  # noqa: F401  (registers the command)
-from autograd_check.cli import run as _run  # noqa: F401  (registers the command)
-from autograd_check.cli import submit as _submit  # noqa: F401  (registers submit, status, result)
-from autograd_check.cli import sweep as _sweep  # noqa: F401  (registers sweep and report)
-from autograd_check.cli import tour as _tour  # noqa: F401  (registers the command)
 from autograd_check.cli.app import app
 
 

@@ -1,40 +1,141 @@
-"""The Typer app, and the edge where domain errors become one line on stderr and an exit code."""
+"""The Typer app, its lazily loaded commands, and the edge where errors become one line on stderr
+and an exit code.
+
+Start-up: `autograd-check --help` imports this module and typer, nothing else of ours. The command
+names and their one-line help come from the static table `COMMANDS`; a command's module is
+imported when that command runs (or its own --help is asked), and registers the command on `app`
+as usual (`@app.command(...)`). `LazyGroup.get_command` then builds the click command from that
+registration with typer's public `typer.main.get_command`.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable, Sequence
+from difflib import get_close_matches
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from autograd_check import __version__
-from autograd_check.errors import EXIT_CODE_SHORT, CheckError
+from autograd_check.errors import EXIT_CODE_SHORT, EXIT_PASS, CheckError, JobFailed
+from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODE_HELP = "Exit codes: " + " · ".join(f"{c} {text}" for c, text in EXIT_CODE_SHORT.items())
-PROG = "autograd-check"
+"""The epilog of `--help`, of the app and of each command: the one exit-code table, in short."""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": (
+        "autograd_check.cli.run",
+        "Run the real-vs-predicted gradient check here: manual gradient against autograd.",
+    ),
+    "env": (
+        "autograd_check.cli.env",
+        "What is here: torch and CUDA devices, Slurm tools, partitions, accounting, the allocation"
+        "\nthis shell is in, and what `submit` would do.",
+    ),
+    "submit": (
+        "autograd_check.cli.submit",
+        "Run the check on Slurm: an sbatch job through submitit, or, inside an salloc allocation,"
+        "\na job step of it (srun). Same check, same result view as `run`.",
+    ),
+    "status": (
+        "autograd_check.cli.jobs",
+        "State, node, elapsed time and log paths of a job `submit` queued.",
+    ),
+    "result": (
+        "autograd_check.cli.jobs",
+        "The result of a job `submit` queued (the view of `run`), or its state and log tail.",
+    ),
+    "sweep": (
+        "autograd_check.cli.sweep",
+        "Check every combination of shapes, dtypes, devices, losses and seeds; one record per "
+        "case.",
+    ),
+    "report": (
+        "autograd_check.cli.report",
+        "Summarise a sweep: pass/fail by dtype, device, loss and shape; the worst cases; the failed"
+        "\nand missing ones with their job ids and log tails.",
+    ),
+    "tour": (
+        "autograd_check.cli.tour",
+        "Walk the tutorial's autograd ideas on live tensors; each step's claim is checked "
+        "(PASS/FAIL).",
+    ),
+    "_step": ("autograd_check.cli.jobs", "Inside a job step: run the check, answer with one marked "
+              "JSON line (see slurm.run_step)."),
+}
+"""Every command, in the order `--help` lists them: the module that registers it, and its help's
+first paragraph (a test checks that it is the command's own). Names starting with _ are hidden."""
 
 
-def error_line(message: str) -> None:
-    """Errors and progress go to stderr, plain: a user's value is never read as markup."""
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+def json_asked(args: Sequence[str] | None) -> bool:
+    return "--json" in (sys.argv[1:] if args is None else args)
 
 
-def json_error(code: int, message: str) -> None:
-    """When JSON was asked, stdout still gets a (plain JSON) document for an error."""
-    from autograd_check.document import SCHEMA_VERSION, dumps
+def print_json_error(code: int, message: str, **extra: Any) -> None:
+    """When JSON was asked, stdout still gets a (plain JSON) error document."""
+    from autograd_check.document import dumps, error_document
 
-    error = {"exit_code": code, "message": message}
-    print(dumps({"schema_version": SCHEMA_VERSION, "error": error}))
+    print(dumps(error_document(code, message, **extra)), flush=True)
 
 
-class OneLineErrors(TyperGroup):
-    """Usage errors (unknown option, a value of the wrong type) as one line on stderr, exit 2,
-    instead of a multi-line panel."""
+class LazyGroup(TyperGroup):
+    """The app's command group: commands load on demand (see the module's docstring).
+
+    Also the edge for usage errors (unknown option, a value of the wrong type): one line on
+    stderr, exit 2, instead of a multi-line panel; no arguments at all print the help, exit 0.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.suggest_commands = False  # done in resolve_command, from the static table
+        self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        built = self.commands.get(cmd_name)
+        if built is not None or cmd_name not in COMMANDS:
+            return built
+        module, short = COMMANDS[cmd_name]
+        if self._listing:  # the app's --help: the name and its line, no import
+            return TyperCommand(name=cmd_name, help=short, hidden=cmd_name.startswith("_"))
+        importlib.import_module(module)
+        built = load_command(cmd_name)
+        if built is not None:
+            self.commands[cmd_name] = built
+        return built
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            print_app_help(self, ctx)
+        finally:
+            self._listing = False
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            print(ctx.get_help())
+            raise typer.Exit(EXIT_PASS)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as e:  # click's UsageError: "No such command 'rnu'."
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches and "Did you mean" not in e.message:
+                suggestions = ", ".join(f"{m!r}" for m in matches)
+                e.message = f"{e.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
 
     def main(  # type: ignore[override]
         self,
@@ -44,29 +145,144 @@ class OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
-
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except NoArgsIsHelpError as e:
-            print(e.ctx.get_help() if e.ctx else "", file=sys.stdout)
-            code = 0
-        except ClickException as e:
+        except typer.TyperException as e:  # click's UsageError and its kin
             ctx = getattr(e, "ctx", None)
-            where = ctx.command_path if ctx else PROG
+            where = ctx.command_path if ctx is not None else PROG
             message = f"{e.format_message()} (see '{where} --help')"
-            error_line(message)
+            error(message)
             code = e.exit_code
-            if "--json" in (sys.argv[1:] if args is None else args):
-                json_error(code, message)
+            if json_asked(args):
+                print_json_error(code, message)
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
         return code
 
 
+_HELP_STYLES = {
+    "option": "bold cyan",
+    "switch": "bold green",
+    "negative_option": "bold magenta",
+    "negative_switch": "bold red",
+    "types": "bold yellow",
+    "types_sep": "dim",
+    "usage": "yellow",
+}
+_OPTION_PATTERNS = (
+    r"(^|\W)(?P<switch>\-\w+)(?![a-zA-Z0-9])",
+    r"(^|\W)(?P<option>\-\-[\w\-]+)(?![a-zA-Z0-9])",
+    r"(?P<types>\<[^\>]+\>)",
+    r"(?P<usage>Usage: )",
+)
+
+
+def print_app_help(group: TyperGroup, ctx: Any) -> None:
+    """The app's --help, drawn as typer draws it (its rich_utils), with Rich's basic pieces only.
+
+    typer.rich_utils imports Markdown, tracebacks and syntax highlighting at the top, about half
+    of what `--help` would cost; the app's help needs none of them. A test checks that this draws
+    exactly what typer draws (plain and in colour), so a typer release that changes the look is
+    caught. Each command's own --help is typer's.
+    """
+    import inspect
+    import os
+
+    from rich.align import Align
+    from rich.columns import Columns
+    from rich.console import Console, Group
+    from rich.highlighter import RegexHighlighter
+    from rich.padding import Padding
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+    from rich.theme import Theme
+
+    class OptionHighlighter(RegexHighlighter):
+        highlights = list(_OPTION_PATTERNS)
+
+    highlight = OptionHighlighter()
+    width = os.environ.get("TERMINAL_WIDTH")
+    force: bool | None = None
+    if os.environ.get("GITHUB_ACTIONS") or os.environ.get("FORCE_COLOR") or os.environ.get(
+        "PY_COLORS"
+    ):
+        force = True
+    if os.environ.get("_TYPER_FORCE_DISABLE_TERMINAL"):
+        force = False
+    console = Console(
+        theme=Theme(_HELP_STYLES), highlighter=highlight, color_system="auto",
+        force_terminal=force, width=int(width) if width else None,
+    )
+
+    def markup(text: str, style: str = "") -> Text:
+        return highlight(Text.from_markup(inspect.cleandoc(text), style=style))
+
+    console.print(Padding(highlight(group.get_usage(ctx)), 1), style="bold")
+    if group.help:
+        first, *rest = inspect.cleandoc(group.help).partition("\f")[0].split("\n\n")
+        parts = [markup(first.replace("\n", " ").strip())]
+        if rest:
+            parts += [Text(""), markup("\n\n".join(rest), style="dim")]
+        console.print(Padding(Align(Group(*parts), pad=False), (0, 1, 1, 1)))
+
+    def table(**extra: Any) -> Table:
+        return Table(show_header=False, expand=True, box=None, show_lines=False, leading=0,
+                     border_style=None, row_styles=None, pad_edge=False, padding=(0, 1),
+                     **extra)
+
+    options = table(highlight=True)
+    for param in group.get_params(ctx):
+        if getattr(param, "hidden", False):
+            continue
+        opts, secondary = list(param.opts), list(param.secondary_opts)
+        types = Text(style="bold yellow", overflow="fold")  # the app has flags only: no type
+        if not getattr(param, "is_flag", False):
+            types.append(str(param.metavar or param.type.name.upper()))
+        paragraphs = (getattr(param, "help", None) or "").split("\n\n")
+        help_text = "\n".join(p.replace("\n", " ").strip() for p in paragraphs).strip()
+        options.add_row(
+            highlight(",".join(o for o in opts if "--" in o)),
+            highlight(",".join(o for o in opts if "--" not in o)),
+            Text(",".join(o for o in secondary if "--" in o), style="bold magenta"),
+            Text(",".join(o for o in secondary if "--" not in o), style="bold red"),
+            types,
+            Columns([markup(help_text)] if help_text else []),
+        )
+    if options.row_count:
+        console.print(Panel(options, border_style="dim", title="Options", title_align="left"))
+
+    shown = [name for name in COMMANDS if not name.startswith("_")]
+    commands = table(highlight=False)
+    commands.add_column(style="bold cyan", no_wrap=True, width=max(map(len, shown)))
+    commands.add_column("Description", justify="left", no_wrap=False, ratio=10)
+    for name in shown:
+        commands.add_row(Text(name), markup(COMMANDS[name][1].split("\n\n")[0].strip()))
+    console.print(Panel(commands, border_style="dim", title="Commands", title_align="left"))
+
+    if group.epilog:
+        console.print(Padding(Align(markup(group.epilog), pad=False), 1))
+
+
+def load_command(name: str) -> Any:
+    """The click command of `name`, built from its registration on `app` (None if none)."""
+    for info in app.registered_commands:
+        callback = info.callback
+        own = info.name or (callback.__name__.lower().replace("_", "-") if callback else None)
+        if own == name:
+            single = typer.Typer(
+                add_completion=False,
+                rich_markup_mode=app.rich_markup_mode,
+                pretty_exceptions_enable=False,
+            )
+            single.registered_commands.append(info)
+            return typer.main.get_command(single)
+    return None
+
+
 app = typer.Typer(
-    cls=OneLineErrors,
+    cls=LazyGroup,
     name=PROG,
     no_args_is_help=True,
     add_completion=False,
@@ -99,7 +315,8 @@ def _root(
 def edge(func: F) -> F:
     """Catch domain errors where the CLI meets the work: one line on stderr, the right exit code.
 
-    When JSON was asked, stdout still gets a (plain JSON) error envelope.
+    A failed Slurm job adds its log tail on stderr. When JSON was asked, stdout still gets a
+    (plain JSON) error document, with the job's state and log tail for a failed job.
     """
 
     @functools.wraps(func)
@@ -107,9 +324,14 @@ def edge(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CheckError as e:
-            error_line(str(e))
+            error(str(e))
+            extra: dict[str, Any] = {}
+            if isinstance(e, JobFailed):
+                if e.log_tail:
+                    detail("last lines of the job's log", e.log_tail)
+                extra["job"] = {"state": e.state, "log_tail": e.log_tail}
             if kwargs.get("json_output"):
-                json_error(e.exit_code, str(e))
+                print_json_error(e.exit_code, str(e), **extra)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.cli.run import JsonOutput
+from autograd_check.cli.options import JsonOutput
 
 
 def torch_facts() -> dict[str, Any]:
@@ -125,13 +125,13 @@ def env(*, json_output: JsonOutput = False) -> None:
     this shell is in, and what `submit` would do."""
     import platform
 
-    from autograd_check.slurm import slurm_facts
+    from autograd_check.slurm.facts import slurm_facts
 
     facts = {"python": platform.python_version(), "torch": torch_facts(), "slurm": slurm_facts()}
     if json_output:
-        from autograd_check.document import SCHEMA_VERSION, dumps
+        from autograd_check.cli.output import print_document
 
-        print(dumps({"schema_version": SCHEMA_VERSION, **facts}))
+        print_document("environment", facts)
         return
     print_facts(facts)
     raise typer.Exit(0)

@@ -1,8 +1,9 @@
-"""The check options shared by every command that runs checks (run, submit, sweep).
+"""Options declared once for every command that has them: the check options (run, submit, sweep),
+`--json` (every command) and `--show-tensors` (run, submit, result).
 
-They are declared once here and added to a command's signature by `check_options`, so the flags,
-their help and their validation cannot drift apart between commands. Every default is None:
-`None` means "not given", so a config file can fill it and flags override the file.
+The check options are added to a command's signature by `check_options`, so the flags, their help
+and their validation cannot drift apart between commands. Every default is None: `None` means "not
+given", so a config file can fill it and flags override the file.
 """
 
 from __future__ import annotations
@@ -85,7 +86,22 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
         help="TOML profile (see configs/); flags override it.", metavar="FILE",
         rich_help_panel=PANEL)]),
 ]
-CHECK_NAMES = [p.name for p in CHECK_PARAMETERS]
+
+JsonOutput = Annotated[
+    bool,
+    typer.Option("--json", help="Print one plain JSON document on stdout, nothing else."),
+]
+"""`--json`, the same on every command: the parameter is named `json_output`."""
+
+ShowTensors = Annotated[
+    bool | None,
+    typer.Option(
+        "--show-tensors/--no-show-tensors",
+        help="Whole tensors (up to 4096 elements), or none (default: whole when at most 256 "
+        "elements, else a summary).",
+        show_default=False,
+    ),
+]
 
 
 def option_group(

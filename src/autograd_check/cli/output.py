@@ -1,8 +1,19 @@
-"""Printing a result: Rich on stdout for people, plain JSON for programs."""
+"""Printing on stdout: a document as plain JSON for programs, a result as Rich for people."""
 
 from __future__ import annotations
 
-from autograd_check.check.result import CheckResult
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autograd_check.check.result import CheckResult
+
+
+def print_document(kind: str, payload: Mapping[str, Any]) -> None:
+    """One JSON document of this kind (autograd_check.document's envelope) on stdout."""
+    from autograd_check.document import dumps, envelope
+
+    print(dumps(envelope(kind, payload)), flush=True)
 
 
 def show_result(result: CheckResult, *, json_output: bool, show_tensors: bool | None) -> None:

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.cli.options import check_options
-
-ShowTensors = Annotated[
-    bool | None,
-    typer.Option(
-        "--show-tensors/--no-show-tensors",
-        help="Whole tensors (up to 4096 elements), or none (default: whole when at most 256 "
-        "elements, else a summary).",
-        show_default=False,
-    ),
-]
-JsonOutput = Annotated[
-    bool,
-    typer.Option("--json", help="Print one plain JSON document on stdout, nothing else."),
-]
+from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -39,15 +25,16 @@ def run(
     from autograd_check.check.execute import execute
     from autograd_check.cli.output import show_result
     from autograd_check.config import spec_from
+    from autograd_check.render.console import warning
     from autograd_check.render.progress import fd_progress
-    from autograd_check.slurm import run_outside_node_warning
+    from autograd_check.slurm.where import run_outside_node_warning
 
     # With --json, stdout holds the document only: what a user's --target prints goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
         spec = spec_from(check_values)
-        warning = run_outside_node_warning()
-        if warning:  # warn and go on: a login node may be exactly where the user wants it
-            print(f"autograd-check: warning: {warning}", file=sys.stderr, flush=True)
+        outside = run_outside_node_warning()
+        if outside:  # warn and go on: a login node may be exactly where the user wants it
+            warning(outside)
         with fd_progress(spec) as progress:
             result = execute(spec, progress)
     show_result(result, json_output=json_output, show_tensors=show_tensors)

@@ -3,7 +3,11 @@
 Declared once and added to a command by `slurm_options`, like `check_options`: every default is
 None ("not given"), so the [slurm] table of a --config file can fill it and flags override it.
 The command receives them as one dict, `slurm_values`, whose keys are the [slurm] table's keys
-(autograd_check.slurm.SLURM_KEYS); `config.slurm_from(slurm_values, config_path)` validates them.
+(autograd_check.slurm.options.SLURM_KEYS); `config.slurm_from(slurm_values, config_path)`
+validates them.
+
+`submit` reads --log-dir also from $AUTOGRAD_CHECK_LOG_DIR (typer's envvar=, so the flag, then the
+variable, then the config file); `sweep` does not: its logs default to its own DIR/logs.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Annotated
 import typer
 
 from autograd_check.cli.options import option_group
-from autograd_check.slurm import DEFAULT_JOB_NAME, DEFAULT_LOG_DIR, DEFAULT_TIME_MIN, LOG_DIR_ENV
+from autograd_check.slurm.options import DEFAULT_JOB_NAME, DEFAULT_TIME_MIN
+from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV
 
 PANEL = "Slurm options"
 
@@ -64,8 +69,22 @@ SLURM_PARAMETERS: list[inspect.Parameter] = [
         help="Bound on every wait, in seconds (queueing included).", metavar="SECONDS",
         show_default="3600", rich_help_panel=PANEL)]),
 ]
-SLURM_NAMES = [p.name for p in SLURM_PARAMETERS]
+
+
+def _log_dir_from_env(p: inspect.Parameter) -> inspect.Parameter:
+    """The same --log-dir, also read from $AUTOGRAD_CHECK_LOG_DIR (shown in --help)."""
+    return p.replace(annotation=Annotated[Path | None, typer.Option(
+        "--log-dir", metavar="DIR", envvar=LOG_DIR_ENV,
+        help="Job scripts, logs and results (mode 0700). Must be on a filesystem the nodes "
+        "share, not /tmp.", show_default=DEFAULT_LOG_DIR, rich_help_panel=PANEL)])
 
 
 slurm_options = option_group(SLURM_PARAMETERS, "slurm_values", empty_to_none=True)
 """Add the Slurm options to a command; it receives them as one dict, `slurm_values`."""
+
+submit_slurm_options = option_group(
+    [_log_dir_from_env(p) if p.name == "log_dir" else p for p in SLURM_PARAMETERS],
+    "slurm_values",
+    empty_to_none=True,
+)
+"""The Slurm options of `submit`: --log-dir also from $AUTOGRAD_CHECK_LOG_DIR."""

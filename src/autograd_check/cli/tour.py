@@ -9,6 +9,7 @@ import typer
 
 from autograd_check.check.spec import DEFAULT_SEED
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.options import JsonOutput
 
 if TYPE_CHECKING:
     from autograd_check.tour.steps import Step
@@ -33,10 +34,6 @@ Seed = Annotated[
         show_default=str(DEFAULT_SEED),
     ),
 ]
-JsonOutput = Annotated[
-    bool,
-    typer.Option("--json", help="Print one plain JSON document on stdout, nothing else."),
-]
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -55,13 +52,14 @@ def tour(
     from autograd_check.check.spec import parse_seed
     from autograd_check.document import dumps
     from autograd_check.tour import steps as tour_steps
+    from autograd_check.tour.runner import run_tour
 
     chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
     seed_value = DEFAULT_SEED if seed is None else parse_seed(seed)
     if list_steps:
         _list(chosen, json_output)
         return
-    result = tour_steps.run_tour([s.name for s in chosen], seed=seed_value, steps=chosen)
+    result = run_tour([s.name for s in chosen], seed=seed_value, steps=chosen)
     if json_output:
         print(dumps(result.to_dict()))
     else:
@@ -75,10 +73,10 @@ def tour(
 
 def _list(steps: Sequence[Step], json_output: bool) -> None:
     if json_output:
-        from autograd_check.document import dumps, envelope
+        from autograd_check.cli.output import print_document
 
         steps_doc = [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps]
-        print(dumps(envelope("tour-steps", {"steps": steps_doc})))
+        print_document("tour-steps", {"steps": steps_doc})
         return
     from rich.console import Console
 

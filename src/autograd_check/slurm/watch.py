@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from autograd_check.slurm.commands import (
 )
 from autograd_check.slurm.fit import never_starts, reason_word
 from autograd_check.slurm.node import outcome_to_result
-from autograd_check.slurm.where import ensure_private, have, job_paths
+from autograd_check.slurm.where import ensure_private, have, job_paths, require_slurm
 
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
@@ -287,3 +288,76 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
             log_tail=log_tail(paths) or str(answer)[-2000:],
         )
     return outcome_to_result(answer, where)
+
+
+@dataclass
+class JobStatus:
+    """Where a job is, as `autograd-check status` shows it: its state from the best source that
+    knows it (scontrol, squeue, sacct; else the result file in the log folder), and its files."""
+
+    job_id: str
+    state: str
+    source: str
+    """scontrol, squeue, sacct, "result file", or "nothing"."""
+    log_dir: str
+    result_available: bool
+    logs: dict[str, str | None] = field(default_factory=dict)
+    """stdout, stderr and script: the path when the file exists, else None."""
+    node: str | None = None
+    partition: str | None = None
+    elapsed: str | None = None
+    reason: str | None = None
+    exit_code: str | None = None
+    never_starts: str | None = None
+    """Why Slurm will never start this pending job (see fit.never_starts), else None."""
+    finished: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `job` block of `status --json`."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "source": self.source,
+            "node": self.node,
+            "partition": self.partition,
+            "elapsed": self.elapsed,
+            "reason": self.reason,
+            "never_starts": self.never_starts,
+            "exit_code": self.exit_code,
+            "result_available": self.result_available,
+            "log_dir": self.log_dir,
+            "logs": dict(self.logs),
+        }
+
+
+def job_status(job_id: str, folder: Path) -> JobStatus:
+    """The job's status: Slurm's word first, the log folder's files when Slurm has forgotten it.
+
+    Raises EnvironmentProblem when no Slurm command is here and the folder does not exist, and
+    JobFailed (state UNKNOWN) when neither Slurm nor the folder knows the job."""
+    if not any(have(t) for t in ("scontrol", "squeue", "sacct")) and not folder.is_dir():
+        require_slurm("scontrol")
+    info = job_info(job_id)
+    paths = job_paths(folder, job_id)
+    has_result = paths.result_pickle.exists()
+    logs = {
+        "stdout": str(paths.stdout) if paths.stdout.exists() else None,
+        "stderr": str(paths.stderr) if paths.stderr.exists() else None,
+        "script": str(paths.submission_file) if paths.submission_file.exists() else None,
+    }
+    if info is None:
+        if not has_result and not any(logs.values()):
+            raise JobFailed(
+                f"Slurm job {job_id} is unknown: not in the queue, not in accounting, and nothing "
+                f"in {folder} (another --log-dir?)",
+                state="UNKNOWN",
+            )
+        return JobStatus(
+            job_id, "COMPLETED" if has_result else "UNKNOWN",
+            "result file" if has_result else "nothing", str(folder), has_result, logs,
+        )
+    return JobStatus(
+        job_id, info.state, info.source, str(folder), has_result, logs,
+        node=info.node, partition=info.partition, elapsed=info.elapsed, reason=info.reason,
+        exit_code=info.exit_code, never_starts=never_starts(info), finished=info.finished,
+    )

@@ -1,0 +1,165 @@
+"""The package's imports form a one-way graph, and typer and rich stay where they belong.
+
+Every import counts: at the top of a module, inside a function (kept there only to spare start-up
+torch, rich or submitit) and under TYPE_CHECKING. Read with ast: nothing is imported here.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "autograd_check"
+
+
+def module_files() -> dict[str, Path]:
+    """Module name → file, for every module of the package (a package is its __init__.py)."""
+    out: dict[str, Path] = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = module_files()
+
+
+def imported_names(name: str, path: Path) -> Iterator[tuple[str, int]]:
+    """(dotted name, line) of everything `name` imports, anywhere in its file. A `from X import
+    y` yields X and X.y (y may be a submodule); relative imports are made absolute."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package[: len(package) - node.level + 1]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            yield base, node.lineno
+            for alias in node.names:
+                yield f"{base}.{alias.name}", node.lineno
+
+
+def own_module(dotted: str) -> str | None:
+    """The package's module a dotted name lies in (its longest prefix that is one), else None."""
+    while dotted and dotted not in MODULES:
+        dotted = dotted.rpartition(".")[0]
+    return dotted or None
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module → {module it imports: line}; a module's own packages (its parents) are left out:
+    Python runs them first anyway, and they may import what they hold."""
+    graph: dict[str, dict[str, int]] = {m: {} for m in MODULES}
+    for name, path in MODULES.items():
+        for dotted, line in imported_names(name, path):
+            target = own_module(dotted)
+            if target and target != name and not name.startswith(target + "."):
+                graph[name].setdefault(target, line)
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def describe(component: list[str], graph: dict[str, dict[str, int]]) -> str:
+    members = set(component)
+    edges = [
+        f"{a} → {b} (line {line})"
+        for a in component
+        for b, line in sorted(graph[a].items())
+        if b in members
+    ]
+    return "; ".join(edges)
+
+
+class TestTheWalkerItself:
+    def test_it_sees_the_whole_package(self) -> None:
+        assert {"autograd_check", "autograd_check.cli.app", "autograd_check.slurm.watch",
+                "autograd_check.check.spec"} <= set(MODULES)
+
+    def test_it_sees_imports_inside_functions_and_under_type_checking(self) -> None:
+        graph = import_graph()
+        # cli/run.py imports execute only inside the command (it loads torch)
+        assert "autograd_check.check.execute" in graph["autograd_check.cli.run"]
+        # render/progress.py names JobInfo under TYPE_CHECKING only
+        assert "autograd_check.slurm.commands" in graph["autograd_check.render.progress"]
+
+    def test_it_finds_a_cycle(self) -> None:
+        graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
+        assert cycles(graph) == [["a", "b", "c"]]
+        assert cycles({"a": {"b": 1}, "b": {}}) == []
+
+
+def test_no_import_cycle() -> None:
+    graph = import_graph()
+    found = cycles(graph)
+    assert found == [], "import cycles: " + " | ".join(describe(c, graph) for c in found)
+
+
+def lines_importing(top: str) -> list[str]:
+    """'module:line' for every import of the top-level package `top` in the package."""
+    hits = []
+    for name, path in MODULES.items():
+        for dotted, line in imported_names(name, path):
+            if dotted == top or dotted.startswith(top + "."):
+                hits.append(f"{name}:{line}")
+    return sorted(set(hits))
+
+
+@pytest.mark.parametrize(
+    ("library", "allowed"),
+    [
+        ("typer", ("autograd_check.cli",)),
+        ("rich", ("autograd_check.cli", "autograd_check.render")),
+    ],
+)
+def test_libraries_stay_in_their_layer(library: str, allowed: tuple[str, ...]) -> None:
+    """typer belongs to the command line; rich to it and the views (render/)."""
+    outside = [
+        hit for hit in lines_importing(library)
+        if not any(hit == a or hit.startswith((a + ".", a + ":")) for a in allowed)
+    ]
+    assert outside == []
+    assert lines_importing(library), f"the walker found no import of {library} at all"

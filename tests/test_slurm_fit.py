@@ -10,27 +10,23 @@ from typing import Any
 
 import pytest
 
-from autograd_check import slurm
 from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem, JobFailed
-from autograd_check.slurm import (
-    CALL_FLOOR_S,
+from autograd_check.slurm import commands, fit, watch
+from autograd_check.slurm import where as slurm_where
+from autograd_check.slurm.batch import executor_parameters
+from autograd_check.slurm.commands import CALL_FLOOR_S, JobInfo, parse_scontrol_record
+from autograd_check.slurm.fit import (
     NEVER_STARTS,
-    JobInfo,
     Request,
-    SlurmOptions,
-    commands,
-    executor_parameters,
-    fit,
     fit_problem,
     never_starts,
-    parse_scontrol_record,
     reason_word,
     request_of_job,
     request_of_params,
-    wait_for_job,
-    watch,
 )
+from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.watch import wait_for_job
 
 # What `scontrol show ... -o` prints on the local test cluster (one 2-CPU, 8000 MB node), plus
 # a GPU partition.
@@ -276,7 +272,7 @@ class TestWaitForJob:
     ) -> None:
         clock = FakeClock()
         patch_clock(monkeypatch, clock)
-        paths = slurm.job_paths(tmp_path, "7")
+        paths = slurm_where.job_paths(tmp_path, "7")
         done = JobInfo("7", "COMPLETED", "scontrol")
         start = clock.t
         watch._settle(done, paths, clock.sleep, deadline=start + 2)
@@ -286,4 +282,4 @@ class TestWaitForJob:
         assert clock.t - start <= CALL_FLOOR_S + 0.01
         start = clock.t  # no deadline: the whole grace
         watch._settle(done, paths, clock.sleep)
-        assert clock.t - start >= slurm.RESULT_GRACE_S
+        assert clock.t - start >= watch.RESULT_GRACE_S

@@ -12,24 +12,18 @@ import pytest
 
 from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import BadInput, EnvironmentProblem, JobFailed
-from autograd_check.slurm import (
-    STEP_MARKER,
-    JobInfo,
-    SlurmOptions,
-    collect,
+from autograd_check.slurm.commands import JobInfo, parse_scontrol_record
+from autograd_check.slurm.node import outcome_to_result, run_job
+from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.step import STEP_MARKER, step_answer, step_main
+from autograd_check.slurm.watch import collect, load_outcome, wait_for_job
+from autograd_check.slurm.where import (
     current_allocation,
     ensure_private,
     job_paths,
-    load_outcome,
-    outcome_to_result,
-    parse_scontrol_record,
     prepare_log_dir,
     resolve_log_dir,
-    run_job,
     run_outside_node_warning,
-    step_answer,
-    step_main,
-    wait_for_job,
 )
 
 SMALL = CheckSpec(shape=(2, 3)).to_dict()

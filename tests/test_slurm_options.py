@@ -10,20 +10,19 @@ import pytest
 
 from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import BadInput
-from autograd_check.slurm import (
+from autograd_check.slurm.batch import executor_parameters, sbatch_script
+from autograd_check.slurm.options import (
     DEFAULT_TIME_MIN,
     SlurmOptions,
     build_slurm_options,
-    executor_parameters,
     format_minutes,
     mem_to_mb,
     parse_job_id,
     parse_mem,
     parse_sbatch_args,
     parse_time,
-    sbatch_script,
-    step_command,
 )
+from autograd_check.slurm.step import step_command
 
 
 class TestTime:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from autograd_check import slurm
 from autograd_check.cli import app
 from autograd_check.slurm import arrays as slurm_arrays
 from autograd_check.slurm import commands
@@ -67,8 +66,8 @@ def task_jobs(out: Path, submission: int = -1) -> list[str]:
 def all_ended(jobs: list[str]) -> bool:
     """No task pending or running. Without accounting (another test may switch it off), Slurm
     forgets cancelled tasks at once: a task nobody knows has ended."""
-    states = slurm.array_states(jobs)
-    return not any(s in slurm.ACTIVE_STATES for s in states.values())
+    states = slurm_arrays.array_states(jobs)
+    return not any(s in commands.ACTIVE_STATES for s in states.values())
 
 
 def test_array_of_24_packed_4_per_task_passes_and_reports(
@@ -303,7 +302,8 @@ def test_force_cancels_the_running_array_and_only_the_new_grid_counts(tmp_path: 
         assert code == 0, stderr + stdout
         assert f"--force: job array {old_array} of an earlier sweep" in stderr
         assert "cancelling it" in stderr
-        assert not any(s in slurm.ACTIVE_STATES for s in slurm.array_states(old_jobs).values())
+        old_states = slurm_arrays.array_states(old_jobs).values()
+        assert not any(s in commands.ACTIVE_STATES for s in old_states)
         doc = manifest(out)
         new_array = task_jobs(out)[0].split("_")[0]
         assert new_array != old_array and len(doc["submissions"]) == 1
@@ -327,13 +327,13 @@ def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
     jobs = task_jobs(out)
     array_id = jobs[0].split("_")[0]
     try:
-        wait_for(lambda: slurm.array_states(jobs[:1]).get(jobs[0]) == "RUNNING", 60,
+        wait_for(lambda: slurm_arrays.array_states(jobs[:1]).get(jobs[0]) == "RUNNING", 60,
                  "the first task to start")
         # Task 3 leaves the array while 1 and 2 still wait: no record anywhere names it.
         subprocess.run(["scancel", f"{array_id}_3"], check=True, timeout=30)
-        wait_for(lambda: slurm.array_states(jobs).get(jobs[3]) == "CANCELLED", 30,
+        wait_for(lambda: slurm_arrays.array_states(jobs).get(jobs[3]) == "CANCELLED", 30,
                  "task 3 to show as cancelled")
-        assert slurm.array_states(jobs)[jobs[1]] == "PENDING"
+        assert slurm_arrays.array_states(jobs)[jobs[1]] == "PENDING"
         # Every waiting task cancelled: only the array's own record (ArrayTaskId=4294967294
         # in scontrol) says so; without accounting it is the only word.
         subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True, timeout=30)
@@ -344,7 +344,7 @@ def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
 
         with monkeypatch.context() as m:
             m.setattr(slurm_arrays, "_run", no_accounting)  # array_states looks it up there
-            wait_for(lambda: {slurm.array_states(jobs).get(j) for j in jobs[1:3]}
+            wait_for(lambda: {slurm_arrays.array_states(jobs).get(j) for j in jobs[1:3]}
                      == {"CANCELLED"}, 30, "tasks 1 and 2 to show as cancelled")
         code, stdout, _ = report(out, "--json")
         states = {t["job"]: t["state"] for t in json.loads(stdout)["tasks"]}

@@ -163,3 +163,72 @@ def test_libraries_stay_in_their_layer(library: str, allowed: tuple[str, ...]) -
     ]
     assert outside == []
     assert lines_importing(library), f"the walker found no import of {library} at all"
+
+
+HEAVY = ("torch", "rich", "submitit", "typer", "matplotlib")
+"""What an import inside a function may spare start-up: these libraries take 50 ms to seconds."""
+
+
+def top_level_imports(name: str, path: Path) -> set[str]:
+    """The dotted names a module imports at its top (not in functions, not under TYPE_CHECKING)."""
+    out: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            if isinstance(node, ast.Import):
+                out.update(alias.name for alias in node.names)
+            elif node.level:
+                out.add(".".join(package[: len(package) - node.level + 1]
+                                 + ([node.module] if node.module else [])))
+            else:
+                out.add(node.module or "")
+    return out
+
+
+def loads_heavy(dotted: str, seen: set[str] | None = None) -> bool:
+    """Whether importing `dotted` imports one of HEAVY (at once, or through the package)."""
+    if dotted.split(".")[0] in HEAVY:
+        return True
+    module = own_module(dotted)
+    seen = set() if seen is None else seen
+    if module is None or module in seen:
+        return False
+    seen.add(module)
+    return any(loads_heavy(x, seen) for x in top_level_imports(module, MODULES[module]))
+
+
+def says_why(line: str) -> bool:
+    """A comment on the line that is more than a linter's or type checker's pragma."""
+    comment = line.partition("#")[2].strip()
+    return bool(comment) and not comment.startswith(("noqa", "type:"))
+
+
+def test_an_import_inside_a_function_spares_start_up_a_library_and_says_so() -> None:
+    """An import in a function is there only to keep torch, rich, submitit (...) out of start-up,
+    with a comment saying so on the line, or above the block of imports it starts."""
+    found = []
+    for name, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        tree = ast.parse(path.read_text(), str(path))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                targets = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                    node.module or "" if not node.level else name]
+                if isinstance(node, ast.ImportFrom) and not node.level:
+                    targets += [f"{node.module}.{a.name}" for a in node.names]
+                if not any(loads_heavy(t) for t in targets):
+                    found.append(f"{path.name}:{node.lineno} imports nothing heavy: move it up")
+                    continue
+                i = node.lineno - 1
+                while i > 0 and lines[i - 1].lstrip().startswith(("from ", "import ", ")")) \
+                        or (i > 0 and lines[i - 1].startswith(" " * 8) and lines[i - 1].strip()
+                            and lines[i - 1].strip().endswith(",")):
+                    i -= 1
+                above = lines[i - 1].lstrip()
+                if not says_why(lines[node.lineno - 1]) and not above.startswith("#"):
+                    found.append(f"{path.name}:{node.lineno} does not say why it is lazy")
+    assert not found, "\n".join(found)

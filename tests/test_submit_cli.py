@@ -290,7 +290,7 @@ def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> N
          "nodes": 12, "state": "mix", "gres": "gpu:a100:4", "node_list": "g[01-12]",
          "cpus_per_node": "64", "memory_mb_per_node": "512000"},
     ]
-    monkeypatch.setattr(slurm_facts_module, "slurm_facts", lambda: facts)
+    monkeypatch.setattr("autograd_check.cli.env.slurm_facts", lambda: facts)
     result = runner.invoke(app, ["env"])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -23,6 +23,7 @@ def import_torch() -> ModuleType:
         # belongs to our own messages.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Failed to initialize NumPy")
+            # torch loads only when a check runs: --help and bad input never pay for it
             import torch
         gc.freeze()
     finally:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
+from autograd_check.losses.user import load_target
+from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
 if TYPE_CHECKING:
     from autograd_check.slurm.options import SlurmOptions
@@ -95,7 +97,6 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     if spec.target is not None:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
-        from autograd_check.losses.user import load_target
 
         load_target(spec.target)
     return spec
@@ -103,7 +104,6 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
 
 def slurm_from(slurm_values: Mapping[str, Any], path: Path | None) -> SlurmOptions:
     """Build SlurmOptions from the Slurm flags and the [slurm] table of --config, flags first."""
-    from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
     file_values = checked_table(path, "slurm", SLURM_KEYS, build_slurm_options)
     return build_slurm_options(merge(slurm_values, file_values))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from autograd_check._torch import import_torch
 from autograd_check.check.compare import unravel, work_dtype
 from autograd_check.errors import EnvironmentProblem
+from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -161,7 +162,6 @@ def plain_rerun(
 ) -> Callable[[], dict[str, Tensor]]:
     """Another autograd gradient of the loss at the same point: a new leaf sharing predicted's
     values (no copy), a new forward, a new backward."""
-    from autograd_check.losses.user import backward
 
     def rerun() -> dict[str, Tensor]:
         leaf = predicted.detach().requires_grad_()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from autograd_check._torch import import_torch
 from autograd_check.check.budget import available_host_bytes, ensure_fits
+from autograd_check.check.determinism import deterministic_mode
+from autograd_check.check.device import resolve_device
+from autograd_check.check.host import collect_environment
 from autograd_check.check.model import run_model_check
 from autograd_check.check.plain import run_plain
 from autograd_check.check.result import CheckResult, TensorView
@@ -33,10 +37,6 @@ def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
     `progress(done, total)` is called as finite differences advance (--reference finite-diff);
     the CLI passes a progress bar's update there, the engine itself never prints.
     """
-    from autograd_check._torch import import_torch
-    from autograd_check.check.determinism import deterministic_mode
-    from autograd_check.check.device import resolve_device
-    from autograd_check.check.host import collect_environment
 
     check_memory(spec)
     torch = import_torch()

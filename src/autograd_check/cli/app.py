@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from difflib import get_close_matches
@@ -22,6 +24,7 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from autograd_check import __version__
+from autograd_check.document import dumps, error_document
 from autograd_check.errors import EXIT_CODE_SHORT, EXIT_PASS, CheckError, JobFailed
 from autograd_check.render.console import PROG, detail, error
 
@@ -81,7 +84,6 @@ def json_asked(args: Sequence[str] | None) -> bool:
 
 def print_json_error(code: int, message: str, **extra: Any) -> None:
     """When JSON was asked, stdout still gets a (plain JSON) error document."""
-    from autograd_check.document import dumps, error_document
 
     print(dumps(error_document(code, message, **extra)), flush=True)
 
@@ -186,9 +188,8 @@ def print_app_help(group: TyperGroup, ctx: Any) -> None:
     exactly what typer draws (plain and in colour), so a typer release that changes the look is
     caught. Each command's own --help is typer's.
     """
-    import inspect
-    import os
 
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.align import Align
     from rich.columns import Columns
     from rich.console import Console, Group

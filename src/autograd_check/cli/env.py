@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import sys
 from typing import Any
 
 import typer
 
+from autograd_check._torch import import_torch
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput
+from autograd_check.cli.output import print_document
+from autograd_check.slurm.facts import slurm_facts
 
 
 def torch_facts() -> dict[str, Any]:
     """torch's version and build, and the CUDA devices it can see (names, memory)."""
-    from autograd_check._torch import import_torch
 
     torch = import_torch()
     cuda_ok = bool(torch.cuda.is_available())
@@ -56,6 +59,7 @@ def _yes(value: object) -> str:
 
 
 def print_facts(facts: dict[str, Any]) -> None:
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -68,6 +72,7 @@ def print_facts(facts: dict[str, Any]) -> None:
 
 
 def _print_tables(console: Any, facts: dict[str, Any]) -> None:
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich import box
     from rich.table import Table
 
@@ -123,13 +128,10 @@ def _print_tables(console: Any, facts: dict[str, Any]) -> None:
 def env(*, json_output: JsonOutput = False) -> None:
     """What is here: torch and CUDA devices, Slurm tools, partitions, accounting, the allocation
     this shell is in, and what `submit` would do."""
-    import platform
 
-    from autograd_check.slurm.facts import slurm_facts
 
     facts = {"python": platform.python_version(), "torch": torch_facts(), "slurm": slurm_facts()}
     if json_output:
-        from autograd_check.cli.output import print_document
 
         print_document("environment", facts)
         return

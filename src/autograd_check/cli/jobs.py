@@ -16,8 +16,20 @@ import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors
+from autograd_check.cli.output import print_document, show_result
 from autograd_check.errors import EXIT_INTERRUPTED
-from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV
+from autograd_check.render.console import note
+from autograd_check.render.progress import JobProgress
+from autograd_check.slurm import watch
+from autograd_check.slurm.options import (
+    DEFAULT_TIMEOUT_S,
+    parse_job_id,
+    parse_log_dir,
+    parse_timeout,
+)
+from autograd_check.slurm.step import step_main
+from autograd_check.slurm.watch import job_status
+from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 
 if TYPE_CHECKING:
     from autograd_check.check.result import CheckResult
@@ -64,7 +76,6 @@ def show_job_result(
     elapsed: float | None = None,
 ) -> None:
     """The view of `run` under a line naming the job; with --json, the same document as `run`."""
-    from autograd_check.cli.output import show_result
 
     if not json_output:
         print(job_header(result, state, elapsed), flush=True)
@@ -77,7 +88,6 @@ def hint_flags(log_dir: Path | None) -> str:
 
 def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
     """Ctrl-C while waiting for a batch job: only the wait stops, so say where the job is."""
-    from autograd_check.render.console import note
 
     flags = hint_flags(log_dir)
     note(
@@ -89,8 +99,6 @@ def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
 
 
 def _folder(log_dir: Path | None) -> Path:
-    from autograd_check.slurm.options import parse_log_dir
-    from autograd_check.slurm.where import resolve_log_dir
 
     return resolve_log_dir(parse_log_dir(log_dir) if log_dir else None)
 
@@ -104,13 +112,10 @@ def status(
     json_output: JsonOutput = False,
 ) -> None:
     """State, node, elapsed time and log paths of a job `submit` queued."""
-    from autograd_check.slurm.options import parse_job_id
-    from autograd_check.slurm.watch import job_status
 
     job_id = parse_job_id(job_id)
     found = job_status(job_id, _folder(log_dir))
     if json_output:
-        from autograd_check.cli.output import print_document
 
         print_document("job", {"job": found.to_dict()})
         return
@@ -152,9 +157,6 @@ def result(
     json_output: JsonOutput = False,
 ) -> None:
     """The result of a job `submit` queued (the view of `run`), or its state and log tail."""
-    from autograd_check.render.progress import JobProgress
-    from autograd_check.slurm import watch
-    from autograd_check.slurm.options import DEFAULT_TIMEOUT_S, parse_job_id, parse_timeout
 
     job_id = parse_job_id(job_id)
     folder = _folder(log_dir)
@@ -177,7 +179,6 @@ def result(
 @app.command("_step", hidden=True)
 def step(spec: Annotated[str, typer.Option("--spec", help="The CheckSpec as JSON.")]) -> None:
     """Inside a job step: run the check, answer with one marked JSON line (see slurm.run_step)."""
-    from autograd_check.slurm.step import step_main
 
     line, code = step_main(spec)
     print(line, flush=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from autograd_check.document import dumps, envelope
+
 if TYPE_CHECKING:
     from autograd_check.check.result import CheckResult
 
 
 def print_document(kind: str, payload: Mapping[str, Any]) -> None:
     """One JSON document of this kind (autograd_check.document's envelope) on stdout."""
-    from autograd_check.document import dumps, envelope
 
     print(dumps(envelope(kind, payload)), flush=True)
 
@@ -20,8 +21,10 @@ def show_result(result: CheckResult, *, json_output: bool, show_tensors: bool | 
     if json_output:
         print(result.to_json())
         return
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.console import Console
 
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from autograd_check.render.result import print_result
 
     print_result(result, Console(highlight=False), show_tensors)

@@ -10,6 +10,8 @@ import typer
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.errors import BadInput
+from autograd_check.render.console import note
+from autograd_check.sweep.report import load_report
 
 ReportDir = Annotated[Path, typer.Argument(help="The sweep's --out directory.", metavar="DIR",
                                            show_default=False)]
@@ -31,14 +33,14 @@ def report(
 ) -> None:
     """Summarise a sweep: pass/fail by dtype, device, loss and shape; the worst cases; the failed
     and missing ones with their job ids and log tails."""
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from autograd_check.render.report import print_report
-    from autograd_check.sweep.report import load_report
 
     if json_output and markdown:
         raise BadInput("choose one of --json and --markdown")
     result = load_report(directory)
     if plot is not None:
-        from autograd_check.render.console import note
+        # rich loads only when this view is drawn: --help and --json never pay for it
         from autograd_check.render.report import plot as draw
 
         draw(result, plot)

@@ -8,8 +8,14 @@ from typing import Any
 
 import typer
 
+from autograd_check.check.execute import execute
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
+from autograd_check.cli.output import show_result
+from autograd_check.config import spec_from
+from autograd_check.render.console import warning
+from autograd_check.render.progress import fd_progress
+from autograd_check.slurm.where import run_outside_node_warning
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -22,12 +28,6 @@ def run(
     check_values: dict[str, Any],
 ) -> None:
     """Run the real-vs-predicted gradient check here: manual gradient against autograd."""
-    from autograd_check.check.execute import execute
-    from autograd_check.cli.output import show_result
-    from autograd_check.config import spec_from
-    from autograd_check.render.console import warning
-    from autograd_check.render.progress import fd_progress
-    from autograd_check.slurm.where import run_outside_node_warning
 
     # With --json, stdout holds the document only: what a user's --target prints goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():

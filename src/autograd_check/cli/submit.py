@@ -16,8 +16,14 @@ import typer
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.jobs import hint_flags, show_job_result, stopped_waiting
 from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
+from autograd_check.cli.output import print_document
 from autograd_check.cli.slurm_options import submit_slurm_options
-from autograd_check.errors import EXIT_PASS
+from autograd_check.config import slurm_from, spec_from
+from autograd_check.errors import EXIT_PASS, EnvironmentProblem
+from autograd_check.render.console import note
+from autograd_check.render.progress import JobProgress
+from autograd_check.slurm import batch, step, watch, where
+from autograd_check.slurm.new_job import allocation_blocks_new_job
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted
@@ -50,7 +56,6 @@ DryRun = Annotated[
 def show_submitted(sub: Submitted, opts: SlurmOptions, json_output: bool) -> None:
     flags = hint_flags(opts.log_dir)
     if json_output:
-        from autograd_check.cli.output import print_document
 
         print_document("submitted", {
             "job": {
@@ -88,11 +93,6 @@ def submit(
 ) -> None:
     """Run the check on Slurm: an sbatch job through submitit, or, inside an salloc allocation,
     a job step of it (srun). Same check, same result view as `run`."""
-    from autograd_check.config import slurm_from, spec_from
-    from autograd_check.render.console import note
-    from autograd_check.render.progress import JobProgress
-    from autograd_check.slurm import batch, step, watch, where
-    from autograd_check.slurm.new_job import allocation_blocks_new_job
 
     spec = spec_from(check_values)
     opts = slurm_from(slurm_values, check_values.get("config"))
@@ -124,7 +124,6 @@ def submit(
     if alloc is not None:
         blocked = allocation_blocks_new_job(opts, alloc)
         if blocked:
-            from autograd_check.errors import EnvironmentProblem
 
             raise EnvironmentProblem(blocked)
     sub = batch.submit_job(spec, opts, clean=alloc is not None)

@@ -11,8 +11,14 @@ import typer
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, check_options
 from autograd_check.cli.slurm_options import slurm_options
+from autograd_check.document import dumps
 from autograd_check.errors import EXIT_INTERRUPTED
+from autograd_check.render.console import note
+from autograd_check.render.progress import SweepBar, array_progress
 from autograd_check.sweep.grid import DEFAULT_MAX_CASES
+from autograd_check.sweep.plan import plan_sweep, preview
+from autograd_check.sweep.report import build_report
+from autograd_check.sweep.settings import SweepFlags
 from autograd_check.sweep.store import DEFAULT_OUT
 
 if TYPE_CHECKING:
@@ -96,9 +102,6 @@ def sweep(
     Cases with a record in --out are skipped: the same command again resumes a sweep.
     Ends with the report (see `autograd-check report`).
     """
-    from autograd_check.render.console import note
-    from autograd_check.sweep.plan import plan_sweep
-    from autograd_check.sweep.settings import SweepFlags
 
     axes = {"shapes": shapes, "dtypes": dtypes, "devices": devices, "losses": losses,
             "seeds": seeds}
@@ -109,9 +112,9 @@ def sweep(
     if dry_run:
         _show_preview(plan, rerun_failed=rerun_failed, force=force, json_output=json_output)
         return
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from autograd_check.render.report import print_report
     from autograd_check.sweep.launch import start_sweep
-    from autograd_check.sweep.report import build_report
 
     started = start_sweep(plan, rerun_failed=rerun_failed, force=force, on_note=note)
     states: dict[str, str] | None = None
@@ -129,14 +132,13 @@ def sweep(
 
 def _show_preview(plan: Plan, *, rerun_failed: bool, force: bool, json_output: bool) -> None:
     """--dry-run: the cases that would run (and the sbatch script); nothing is written."""
-    from autograd_check.sweep.plan import preview
 
     shown = preview(plan, rerun_failed=rerun_failed, force=force)
     if json_output:
-        from autograd_check.document import dumps
 
         print(dumps(shown.to_dict()))
     else:
+        # rich loads only when this view is drawn: --help and --json never pay for it
         from autograd_check.render.report import preview_text
 
         print(preview_text(shown), end="")
@@ -144,10 +146,10 @@ def _show_preview(plan: Plan, *, rerun_failed: bool, force: bool, json_output: b
 
 def _show_submitted(submission: Submission, *, json_output: bool) -> None:
     if json_output:
-        from autograd_check.document import dumps
 
         print(dumps(submission.to_dict()))
     else:
+        # rich loads only when this view is drawn: --help and --json never pay for it
         from autograd_check.render.report import submitted_text
 
         print(submitted_text(submission), end="")
@@ -155,8 +157,7 @@ def _show_submitted(submission: Submission, *, json_output: bool) -> None:
 
 def _run_here(plan: Plan, started: Started) -> None:
     """The cases, here, under a progress bar; Ctrl-C is exit 130 with every record kept."""
-    from autograd_check.render.console import note
-    from autograd_check.render.progress import SweepBar
+    # submitit loads only when Slurm is used
     from autograd_check.sweep.launch import SweepInterrupted, run_local
 
     try:
@@ -170,8 +171,7 @@ def _run_here(plan: Plan, started: Started) -> None:
 
 def _watch(plan: Plan, task_jobs: list[str]) -> dict[str, str]:
     """--wait: the arrays' live line on stderr until they end; their tasks' states."""
-    from autograd_check.render.console import note
-    from autograd_check.render.progress import array_progress
+    # submitit loads only when Slurm is used
     from autograd_check.sweep.launch import watch_sweep
 
     with array_progress() as on_update:

@@ -7,9 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autograd_check.check.spec import DEFAULT_SEED
+from autograd_check.check.spec import DEFAULT_SEED, parse_seed
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput
+from autograd_check.cli.output import print_document
+from autograd_check.document import dumps
+from autograd_check.tour import steps as tour_steps
+from autograd_check.tour.runner import run_tour
 
 if TYPE_CHECKING:
     from autograd_check.tour.steps import Step
@@ -49,10 +53,6 @@ def tour(
 
     Exit 1 when a claim does not hold on this torch build: a finding worth reporting.
     """
-    from autograd_check.check.spec import parse_seed
-    from autograd_check.document import dumps
-    from autograd_check.tour import steps as tour_steps
-    from autograd_check.tour.runner import run_tour
 
     chosen = tour_steps.select_steps(step)  # unknown names: exit 2 before torch is loaded
     seed_value = DEFAULT_SEED if seed is None else parse_seed(seed)
@@ -63,8 +63,10 @@ def tour(
     if json_output:
         print(dumps(result.to_dict()))
     else:
+        # rich loads only when this view is drawn: --help and --json never pay for it
         from rich.console import Console
 
+        # rich loads only when this view is drawn: --help and --json never pay for it
         from autograd_check.render.tour import print_tour
 
         print_tour(result, Console(highlight=False))
@@ -73,13 +75,14 @@ def tour(
 
 def _list(steps: Sequence[Step], json_output: bool) -> None:
     if json_output:
-        from autograd_check.cli.output import print_document
 
         steps_doc = [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps]
         print_document("tour-steps", {"steps": steps_doc})
         return
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.console import Console
 
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from autograd_check.render.tour import steps_table
 
     Console(highlight=False).print(steps_table(steps))

@@ -42,6 +42,7 @@ def stderr_console() -> Console:
     """The Rich console on stderr, for live lines and progress bars (only drawn on a terminal).
 
     Made anew on each call: it reads the terminal's width and NO_COLOR when it is made."""
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)

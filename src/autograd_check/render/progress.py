@@ -9,6 +9,7 @@ output. stdout stays for the result (and --json stays plain JSON).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -42,6 +43,7 @@ def progress_bar(
 ) -> rich.progress.Progress:
     """The one bar: LABEL, the bar, done/total [UNIT], elapsed, [ETA word] time left, [status]
     (a task field). Disabled (draws nothing) when the console is not a terminal."""
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -120,6 +122,7 @@ class SweepBar:
 
 def array_line(p: ArrayProgress) -> Text:
     """A Slurm sweep's progress: tasks by state, records written, time spent."""
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.text import Text
 
     minutes, seconds = divmod(int(p.elapsed), 60)
@@ -131,6 +134,7 @@ def array_line(p: ArrayProgress) -> Text:
 @contextmanager
 def array_live(console: Console) -> Iterator[Callable[[ArrayProgress], None]]:
     """On a terminal: one line, redrawn as the array goes (it stays when the watch ends)."""
+    # rich loads only when this view is drawn: --help and --json never pay for it
     from rich.live import Live
     from rich.text import Text
 
@@ -175,7 +179,6 @@ class JobProgress:
     (nothing fancy for logs and pipes). `update` is the watcher's callback."""
 
     def __init__(self, label: str) -> None:
-        import sys
 
         self.label = label
         self.tty = sys.stderr.isatty()
@@ -185,6 +188,7 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if self.tty:
+            # rich loads only when this view is drawn: --help and --json never pay for it
             from rich.live import Live
 
             self.live = Live(console=stderr_console(), transient=True, refresh_per_second=8)
@@ -216,6 +220,7 @@ class JobProgress:
     def update(self, info: JobInfo, elapsed: float) -> None:
         self.latest = (info, elapsed)
         if self.live is not None:
+            # rich loads only when this view is drawn: --help and --json never pay for it
             from rich.spinner import Spinner
             from rich.text import Text
 

@@ -235,9 +235,11 @@ def plot(report: Report, path: Path) -> None:
     """Greatest relative difference against element count, one line per dtype and device, with
     each line's rtol drawn dashed in the same colour."""
     try:
+        # matplotlib (the [plot] extra) loads only for --plot
         import matplotlib
 
         matplotlib.use("Agg")  # files only: never needs a display (compute nodes have none)
+        # matplotlib (the [plot] extra) loads only for --plot
         import matplotlib.pyplot as plt
     except ImportError:
         raise EnvironmentProblem(

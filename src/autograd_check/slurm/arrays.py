@@ -83,6 +83,7 @@ def submit_arrays(
     its first task), so a caller records it before the next sbatch can fail."""
     require_slurm("sbatch")
     prepare_log_dir(folder)
+    # submitit loads only when Slurm is used
     from submitit.slurm.slurm import SlurmExecutor
 
     limit = max_array_size()

@@ -60,6 +60,7 @@ def submitit_script(folder: Path, params: Mapping[str, Any], map_count: int | No
     executor is built here, because SlurmExecutor insists on srun being on PATH and --dry-run
     must work where there is no Slurm.
     """
+    # submitit loads only when Slurm is used
     from submitit.slurm.slurm import _make_sbatch_string
 
     command = " ".join(
@@ -90,6 +91,7 @@ class Submitted:
 def _clean_slurm_env() -> Iterator[None]:
     """Hide the allocation's SLURM_* variables from a new job, but keep SLURM_CONF (which tells
     sbatch which cluster to talk to)."""
+    # submitit loads only when Slurm is used
     from submitit.helpers import clean_env
 
     conf = os.environ.get("SLURM_CONF")
@@ -118,6 +120,7 @@ def submit_through_submitit(
     EnvironmentProblem with sbatch's own words, said once: submitit prints them on stderr too,
     so its stderr is captured and dropped. `clean` hides an allocation's SLURM_* variables.
     """
+    # submitit loads only when Slurm is used
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
     problem = never_fits(executor.parameters)
@@ -144,6 +147,7 @@ def submit_job(spec: CheckSpec, opts: SlurmOptions, *, clean: bool = False) -> S
     require_slurm("sbatch")
     folder = opts.folder()
     prepare_log_dir(folder)
+    # submitit loads only when Slurm is used
     from submitit.slurm.slurm import SlurmExecutor
 
     executor = SlurmExecutor(folder=folder)

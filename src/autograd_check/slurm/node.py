@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from autograd_check.check.execute import execute
+from autograd_check.check.host import slurm_ids
 from autograd_check.check.result import CheckResult
 from autograd_check.check.spec import build_spec
 from autograd_check.errors import (
@@ -21,7 +23,6 @@ from autograd_check.errors import (
 
 
 def error_envelope(error: CheckError) -> dict[str, Any]:
-    from autograd_check.check.host import slurm_ids
 
     return {
         "outcome": "error",
@@ -51,7 +52,6 @@ def run_job(spec_data: dict[str, Any]) -> dict[str, Any]:
     data with their exit code rather than as a traceback; the result is a plain dict, so reading
     it back needs no matching class versions.
     """
-    from autograd_check.check.execute import execute
 
     try:
         result = execute(build_spec(spec_data))

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from autograd_check.check.execute import execute
 from autograd_check.check.result import CheckResult
 from autograd_check.check.spec import CheckSpec, build_spec
 from autograd_check.errors import (
@@ -182,7 +183,6 @@ def step_main(spec_json: str) -> tuple[str, int]:
         return STEP_MARKER + json.dumps(answer), EXIT_BAD_INPUT
     except CheckError as e:
         return STEP_MARKER + json.dumps(error_envelope(e)), e.exit_code
-    from autograd_check.check.execute import execute
 
     try:
         result = execute(spec)

@@ -37,6 +37,7 @@ def require_slurm(*tools: str) -> None:
 
 def expand_nodelist(text: str) -> list[str]:
     """vm, node[1-3,7] → host names (the syntax of SLURM_JOB_NODELIST)."""
+    # submitit loads only when Slurm is used
     from submitit.slurm.slurm import SlurmParseException, _parse_node_list
 
     try:
@@ -138,6 +139,7 @@ def prepare_log_dir(folder: Path) -> None:
 
 def job_paths(folder: Path, job_id: str) -> Any:
     """submitit's JobPaths for task 0 of a job in the (flat) log folder."""
+    # submitit loads only when Slurm is used
     from submitit.core.utils import JobPaths
 
     return JobPaths(folder, job_id=job_id, task_id=0)

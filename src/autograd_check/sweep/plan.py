@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograd_check.check.device import resolve_device
+from autograd_check.check.execute import check_memory
 from autograd_check.config import slurm_from
 from autograd_check.document import envelope
 from autograd_check.slurm.arrays import array_parameters, array_script, max_array_size
@@ -54,8 +56,6 @@ def any_cuda(cases: list[Case]) -> bool:
 def check_local(cases: list[Case]) -> None:
     """A local sweep refuses, before anything runs, a shape that cannot fit on this host (exit 2)
     and a device that is not usable here (exit 3), instead of recording it case after case."""
-    from autograd_check.check.device import resolve_device  # imports torch
-    from autograd_check.check.execute import check_memory  # imports torch
 
     seen: set[tuple[tuple[int, ...], str]] = set()
     for case in cases:

@@ -13,6 +13,8 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from autograd_check.check.execute import execute
+from autograd_check.check.host import slurm_ids
 from autograd_check.check.spec import build_spec
 from autograd_check.errors import EXIT_ENVIRONMENT, CheckError
 from autograd_check.sweep.grid import Case
@@ -43,8 +45,6 @@ def run_case(store: Store, case: Case, grid_id: str) -> dict[str, Any]:
     lacks for a dtype) gets an error record instead of ending the sweep. Ctrl-C and SystemExit are
     not caught: the case then simply has no record and runs again on resume.
     """
-    from autograd_check.check.execute import execute
-    from autograd_check.check.host import slurm_ids
 
     try:
         result = execute(case.spec)

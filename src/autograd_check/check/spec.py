@@ -17,6 +17,7 @@ from typing import Any
 from autograd_check.check.budget import ensure_affordable
 from autograd_check.errors import BadInput
 from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
+from autograd_check.numbers import finite, whole
 
 MAX_RANK = 8
 DEFAULT_SEED = 0
@@ -92,24 +93,6 @@ class CheckSpec:
         return data
 
 
-def _whole(value: object) -> int | None:
-    """An int, or its decimal text (flags arrive as text; '_' separators and a sign allowed);
-    None for anything else, a bool included."""
-    text = str(value).strip().replace("_", "")
-    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
-        return None
-    return int(text)
-
-
-def _finite(value: object) -> float | None:
-    """A finite float, from a number or its text; None for anything else, a bool included."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
-        return None
-    return None if isinstance(value, bool) or not math.isfinite(number) else number
-
-
 def parse_shape(value: object) -> tuple[int, ...]:
     """'3x8', '3,8', [3, 8] or 24 → a tuple of 1 to 8 positive dimensions."""
     allowed = f"1 to {MAX_RANK} positive integers separated by 'x' or ',' (e.g. 3x8)"
@@ -162,7 +145,7 @@ def parse_device(value: object) -> str:
 
 
 def parse_seed(value: object) -> int:
-    seed = _whole(value)
+    seed = whole(value)
     if seed is None or seed < 0:
         raise BadInput(f"seed {value!r} is not a non-negative integer")
     if seed >= 2**64:  # what torch.manual_seed accepts
@@ -173,7 +156,7 @@ def parse_seed(value: object) -> int:
 def parse_tolerance(name: str, value: object) -> float | None:
     if value is None:
         return None
-    number = _finite(value)
+    number = finite(value)
     if number is None or number < 0:
         raise BadInput(
             f"{name} {value!r} is not allowed; expected a finite number >= 0 (e.g. 1e-5)"
@@ -194,7 +177,7 @@ def parse_loss(value: object) -> str:
 
 
 def parse_delta(value: object) -> float:
-    number = _finite(value)
+    number = finite(value)
     if number is None or number <= 0:
         raise BadInput(f"delta {value!r} is not allowed; Huber's delta is a finite number > 0")
     return number
@@ -210,7 +193,7 @@ def parse_model(value: object) -> str | None:
 
 
 def parse_hidden(value: object) -> int:
-    width = _whole(value)
+    width = whole(value)
     if width is None or not 1 <= width <= MAX_HIDDEN:
         raise BadInput(f"hidden {value!r} is not allowed; expected an integer, 1 to {MAX_HIDDEN}")
     return width
@@ -251,7 +234,7 @@ def parse_reference(value: object) -> str:
 
 def parse_count(name: str, value: object, low: int, high: int) -> int:
     """A whole number in [low, high], from an int or its decimal text."""
-    number = _whole(value)
+    number = whole(value)
     if number is None or not low <= number <= high:
         raise BadInput(f"{name} {value!r} is not allowed; expected an integer from {low} to {high}")
     return number

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import BadInput
+from autograd_check.numbers import finite, whole
 from autograd_check.slurm.where import resolve_log_dir
 
 DEFAULT_JOB_NAME = "autograd-check"
@@ -126,12 +127,9 @@ def format_minutes(minutes: int) -> str:
 
 
 def parse_count(name: str, value: object, minimum: int) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(
-        r"[+-]?\d+", text
-    ):
+    number = whole(value)
+    if number is None:
         raise BadInput(f"{name} {value!r} is not a whole number")
-    number = int(text)
     if number < minimum:
         raise BadInput(f"{name} {value!r} is not allowed; it must be >= {minimum}")
     return number
@@ -265,11 +263,8 @@ def parse_log_dir(value: object) -> Path:
 
 
 def parse_timeout(value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+    number = finite(value)
+    if number is None or number <= 0:
         raise BadInput(f"timeout {value!r} is not allowed; expected seconds > 0 (e.g. 600)")
     return number
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograd_check.document import envelope
+from autograd_check.document import envelope, unplain
 from autograd_check.errors import (
     EXIT_ENVIRONMENT,
     EXIT_JOB_FAILED,
@@ -201,11 +201,11 @@ def _row(case_key: str, index: int, spec: Mapping[str, Any], doc: Mapping[str, A
 
 
 def _float(value: Any) -> float | None:
-    if value is None:
+    """A record's number ("NaN" and "Infinity" as document.dumps writes them); None if absent."""
+    number = unplain(value)
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
         return None
-    if isinstance(value, str):
-        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(value)
-    return float(value)
+    return float(number)
 
 
 def _sort_value(value: Any) -> float:

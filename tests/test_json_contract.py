@@ -29,7 +29,7 @@ CLI = [sys.executable, "-m", "autograd_check"]
 SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]
 COVERED = {
     "check", "error", "tour", "tour-steps", "environment", "job", "report", "manifest",
-    "sweep-plan", "submitted", "sweep-submitted",
+    "sweep-plan", "submit-plan", "submitted", "sweep-submitted",
 }
 """The kinds the cases below check: all of them (test_every_kind_has_a_case)."""
 
@@ -139,6 +139,12 @@ class TestHere:
     def test_sweep_dry_run(self, tmp_path: Path) -> None:
         expect(cli("sweep", "--local", "--seeds", "0-2", "--out", str(tmp_path / "s"),
                    "--dry-run", "--json"), 0, "sweep-plan")
+
+    def test_submit_dry_run(self, tmp_path: Path) -> None:
+        doc = expect(cli("submit", "--dry-run", "--json", "--log-dir", str(tmp_path / "logs")),
+                     0, "submit-plan")
+        assert doc["mode"] == "batch-job" and doc["srun_command"] is None
+        assert doc["sbatch_script"].startswith("#!/bin/bash") and doc["spec"]["shape"] == [3, 8]
 
     def test_sweep_dry_run_on_slurm(self, tmp_path: Path) -> None:
         expect(cli("sweep", "--slurm", "--seeds", "0-2", "--out", str(tmp_path / "s"),

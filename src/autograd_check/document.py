@@ -20,6 +20,7 @@ TOOL = {"name": "autograd-check", "version": __version__}
 KINDS = (
     "check",  # run, submit, result, and each sweep record
     "error",  # any command that failed with --json (the error block, the job's state if any)
+    "submit-plan",  # submit --dry-run: the sbatch script, or the srun line inside an allocation
     "submitted",  # submit --no-wait: the job id and where its files are
     "job",  # status: a job's state
     "tour",

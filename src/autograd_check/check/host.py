@@ -58,3 +58,28 @@ def collect_environment(device: torch.device) -> dict[str, Any]:
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "slurm": slurm_ids(),
     }
+
+
+def torch_facts() -> dict[str, Any]:
+    """torch's version and build, and the CUDA devices it can see (names, memory)."""
+    torch = import_torch()
+    cuda_ok = bool(torch.cuda.is_available())
+    devices = []
+    if cuda_ok:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            devices.append(
+                {
+                    "index": index,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 1024**3, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+    return {
+        "version": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": cuda_ok,
+        "devices": devices,
+        "threads": torch.get_num_threads(),
+    }

@@ -3,124 +3,15 @@
 from __future__ import annotations
 
 import platform
-import re
-import sys
-from typing import Any
 
 import typer
 
-from autograd_check._torch import import_torch
+from autograd_check.check.host import torch_facts
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
+from autograd_check.render.env import print_facts
 from autograd_check.slurm.facts import slurm_facts
-
-
-def torch_facts() -> dict[str, Any]:
-    """torch's version and build, and the CUDA devices it can see (names, memory)."""
-
-    torch = import_torch()
-    cuda_ok = bool(torch.cuda.is_available())
-    devices = []
-    if cuda_ok:
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            devices.append(
-                {
-                    "index": index,
-                    "name": props.name,
-                    "memory_gib": round(props.total_memory / 1024**3, 1),
-                    "capability": f"{props.major}.{props.minor}",
-                }
-            )
-    return {
-        "version": torch.__version__,
-        "cuda_build": torch.version.cuda,
-        "cuda_available": cuda_ok,
-        "devices": devices,
-        "threads": torch.get_num_threads(),
-    }
-
-
-_ANSI = r"\x1b\[[0-9;]*m"
-_LINE_END = re.compile(rf"(?:{_ANSI}| )+$")
-
-
-def _rstrip(line: str) -> str:
-    """The line without its trailing spaces, also those among a styled line's closing codes."""
-    end = _LINE_END.search(line)
-    if end is None:
-        return line
-    return line[: end.start()] + "".join(re.findall(_ANSI, end.group(0)))
-
-
-def _yes(value: object) -> str:
-    return "yes" if value else "no"
-
-
-def print_facts(facts: dict[str, Any]) -> None:
-    # rich loads only when this view is drawn: --help and --json never pay for it
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    with console.capture() as captured:
-        _print_tables(console, facts)
-    # Rich pads every cell to its column's width, so each line would end in spaces up to the
-    # widest line: noise in logs and diffs.
-    lines = [_rstrip(line) for line in captured.get().splitlines()]
-    print("\n".join(lines).rstrip("\n"))
-
-
-def _print_tables(console: Any, facts: dict[str, Any]) -> None:
-    # rich loads only when this view is drawn: --help and --json never pay for it
-    from rich import box
-    from rich.table import Table
-
-    t = facts["torch"]
-    s = facts["slurm"]
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("python", f"{facts['python']} ({sys.executable})")
-    grid.add_row("torch", f"{t['version']} (CUDA build: {t['cuda_build'] or 'none'}, "
-                          f"{t['threads']} CPU threads)")
-    if t["devices"]:
-        for d in t["devices"]:
-            grid.add_row(f"cuda:{d['index']}",
-                         f"{d['name']}, {d['memory_gib']} GiB, capability {d['capability']}")
-    else:
-        grid.add_row("CUDA", "no usable device" if t["cuda_build"] else "not in this torch build")
-    for tool, path in s["tools"].items():
-        grid.add_row(tool, path or "not found")
-    acct = s["accounting"]
-    grid.add_row("accounting", f"{_yes(acct['works'])} ({acct['detail']})"
-                 + ("" if acct["works"] else "; states come from scontrol/squeue"))
-    alloc = s["allocation"]
-    if alloc is None:
-        grid.add_row("allocation", "none (not inside salloc or a job)")
-    else:
-        step = f", step {alloc['step_id']}" if alloc["step_id"] else " (not in a step)"
-        where = "on its node" if alloc["on_allocated_node"] else f"on {alloc['host']}, not its node"
-        grid.add_row("allocation", f"job {alloc['job_id']}{step}, nodes "
-                                   f"{','.join(alloc['nodes']) or '?'}, {where}")
-    log = s["log_dir"]
-    grid.add_row("log dir", f"{log['path']} ({log['from']}; "
-                            f"{'exists' if log['exists'] else 'created on first submit'}; "
-                            "must be on a filesystem the nodes share)")
-    grid.add_row("submit would", s["submit_would"])
-    console.print(grid)
-    if s["partitions"]:
-        table = Table(title="partitions (sinfo; * = default)", box=box.SIMPLE_HEAVY,
-                      title_justify="left")
-        for column in ("partition", "state", "time limit", "nodes", "CPUs", "MB", "GRES",
-                       "node list"):
-            table.add_column(column, no_wrap=column != "node list")
-        for p in s["partitions"]:
-            table.add_row(p["name"] + ("*" if p["default"] else ""),
-                          f"{p['available']}/{p['state']}", p["time_limit"], str(p["nodes"]),
-                          p["cpus_per_node"], p["memory_mb_per_node"], p["gres"] or "-",
-                          p["node_list"])
-        console.print(table)
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -128,11 +19,8 @@ def _print_tables(console: Any, facts: dict[str, Any]) -> None:
 def env(*, json_output: JsonOutput = False) -> None:
     """What is here: torch and CUDA devices, Slurm tools, partitions, accounting, the allocation
     this shell is in, and what `submit` would do."""
-
-
     facts = {"python": platform.python_version(), "torch": torch_facts(), "slurm": slurm_facts()}
     if json_output:
-
         print_document("environment", facts)
         return
     print_facts(facts)

@@ -99,7 +99,6 @@ def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
 
 
 def _folder(log_dir: Path | None) -> Path:
-
     return resolve_log_dir(parse_log_dir(log_dir) if log_dir else None)
 
 
@@ -116,7 +115,6 @@ def status(
     job_id = parse_job_id(job_id)
     found = job_status(job_id, _folder(log_dir))
     if json_output:
-
         print_document("job", {"job": found.to_dict()})
         return
     print_status(found, log_dir)

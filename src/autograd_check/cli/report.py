@@ -21,8 +21,8 @@ Plot = Annotated[Path | None, typer.Option(
     "(needs the [plot] extra: matplotlib).", metavar="FILE.png")]
 
 
-@app.command(epilog=EXIT_CODE_HELP.replace("1 gradient mismatch", "1 any mismatch")
-             + " (report: 4 when cases are missing or their jobs failed)")
+@app.command(epilog=EXIT_CODE_HELP + " (report: 1 when any case mismatched, 3 when a case could "
+             "not run, 4 when cases are missing or their jobs failed)")
 @edge
 def report(
     directory: ReportDir,

@@ -62,9 +62,9 @@ SLURM_PARAMETERS: list[inspect.Parameter] = [
                      "Repeatable.", show_default=False, rich_help_panel=PANEL)]),
     _P("log_dir", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None,
         typer.Option("--log-dir", metavar="DIR",
-                     help=f"Job scripts, logs and results (mode 0700). Must be on a filesystem the "
-                     f"nodes share, not /tmp. Else ${LOG_DIR_ENV}.",
-                     show_default=DEFAULT_LOG_DIR, rich_help_panel=PANEL)]),
+                     help="The array's job scripts and logs (mode 0700). Must be on a filesystem "
+                     "the nodes share, not /tmp.",
+                     show_default="--out DIR/logs", rich_help_panel=PANEL)]),
     _P("timeout", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="Bound on every wait, in seconds (queueing included).", metavar="SECONDS",
         show_default="3600", rich_help_panel=PANEL)]),
@@ -80,7 +80,7 @@ def _log_dir_from_env(p: inspect.Parameter) -> inspect.Parameter:
 
 
 slurm_options = option_group(SLURM_PARAMETERS, "slurm_values", empty_to_none=True)
-"""Add the Slurm options to a command; it receives them as one dict, `slurm_values`."""
+"""Add the Slurm options to a command (sweep); it receives them as one dict, `slurm_values`."""
 
 submit_slurm_options = option_group(
     [_log_dir_from_env(p) if p.name == "log_dir" else p for p in SLURM_PARAMETERS],

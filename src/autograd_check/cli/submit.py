@@ -56,7 +56,6 @@ DryRun = Annotated[
 def show_submitted(sub: Submitted, opts: SlurmOptions, json_output: bool) -> None:
     flags = hint_flags(opts.log_dir)
     if json_output:
-
         print_document("submitted", {
             "job": {
                 "job_id": sub.job_id,
@@ -100,10 +99,17 @@ def submit(
     as_step = alloc is not None and not alloc.in_step and not new_job
 
     if dry_run:
-        if as_step:
-            print(shlex.join(step.step_command(spec, opts)))
+        command = step.step_command(spec, opts) if as_step else None
+        script = None if as_step else batch.sbatch_script(spec, opts)
+        if json_output:
+            print_document("submit-plan", {
+                "mode": "job-step" if as_step else "batch-job",
+                "srun_command": command, "sbatch_script": script, "spec": spec.to_dict(),
+            })
+        elif command is not None:
+            print(shlex.join(command))
         else:
-            print(batch.sbatch_script(spec, opts), end="")
+            print(script, end="")
         raise typer.Exit(EXIT_PASS)
 
     if as_step:
@@ -124,7 +130,6 @@ def submit(
     if alloc is not None:
         blocked = allocation_blocks_new_job(opts, alloc)
         if blocked:
-
             raise EnvironmentProblem(blocked)
     sub = batch.submit_job(spec, opts, clean=alloc is not None)
     if not (sys.stdout.isatty() if wait is None else wait):

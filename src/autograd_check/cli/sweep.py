@@ -135,7 +135,6 @@ def _show_preview(plan: Plan, *, rerun_failed: bool, force: bool, json_output: b
 
     shown = preview(plan, rerun_failed=rerun_failed, force=force)
     if json_output:
-
         print(dumps(shown.to_dict()))
     else:
         # rich loads only when this view is drawn: --help and --json never pay for it
@@ -146,7 +145,6 @@ def _show_preview(plan: Plan, *, rerun_failed: bool, force: bool, json_output: b
 
 def _show_submitted(submission: Submission, *, json_output: bool) -> None:
     if json_output:
-
         print(dumps(submission.to_dict()))
     else:
         # rich loads only when this view is drawn: --help and --json never pay for it

@@ -75,7 +75,6 @@ def tour(
 
 def _list(steps: Sequence[Step], json_output: bool) -> None:
     if json_output:
-
         steps_doc = [{"name": s.name, "title": s.title, "claim": s.claim} for s in steps]
         print_document("tour-steps", {"steps": steps_doc})
         return

@@ -179,7 +179,6 @@ class JobProgress:
     (nothing fancy for logs and pipes). `update` is the watcher's callback."""
 
     def __init__(self, label: str) -> None:
-
         self.label = label
         self.tty = sys.stderr.isatty()
         self.live: rich.live.Live | None = None

@@ -23,7 +23,6 @@ from autograd_check.errors import (
 
 
 def error_envelope(error: CheckError) -> dict[str, Any]:
-
     return {
         "outcome": "error",
         "kind": type(error).__name__,

@@ -7,6 +7,7 @@ Every test that needs Slurm carries the `slurm` marker (checked at collection be
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -70,3 +71,18 @@ def slurm_cluster() -> Iterator[None]:
             pytest.fail(f"CI=true and Slurm is not usable: {reason}")
         pytest.skip(reason)
     yield
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A log folder holding the answer of a finished job, as the node leaves it."""
+    from autograd_check.check.spec import CheckSpec
+    from autograd_check.slurm.node import run_job
+    from autograd_check.slurm.where import job_paths
+
+    folder = tmp_path_factory.mktemp("logs")
+    folder.chmod(0o700)
+    job_id = "4242"
+    with open(job_paths(folder, job_id).result_pickle, "wb") as f:
+        pickle.dump(("success", run_job(CheckSpec(shape=(2, 2)).to_dict())), f)
+    return folder, job_id

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +19,7 @@ from typing import Any
 import pytest
 
 from autograd_check import __version__
-from autograd_check.check.spec import CheckSpec
 from autograd_check.document import KINDS
-from autograd_check.slurm.node import run_job
-from autograd_check.slurm.where import job_paths
 
 CLI = [sys.executable, "-m", "autograd_check"]
 SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]
@@ -71,15 +67,6 @@ def expect(done: subprocess.CompletedProcess[str], code: int, kind: str) -> dict
     return document(done.stdout, kind)
 
 
-@pytest.fixture(scope="module")
-def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A log folder holding the answer of a finished job, as the node leaves it."""
-    folder = tmp_path_factory.mktemp("logs")
-    folder.chmod(0o700)
-    job_id = "4242"
-    with open(job_paths(folder, job_id).result_pickle, "wb") as f:
-        pickle.dump(("success", run_job(CheckSpec(shape=(2, 2)).to_dict())), f)
-    return folder, job_id
 
 
 class TestHere:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import socket
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from typer.testing import CliRunner
 
 from autograd_check.check.spec import CheckSpec
 from autograd_check.cli import app
-from autograd_check.slurm.node import run_job
 from autograd_check.slurm.step import STEP_MARKER
 from autograd_check.slurm.where import job_paths
 
@@ -35,15 +33,6 @@ def no_slurm_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(empty))
 
 
-@pytest.fixture(scope="module")
-def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A log folder holding the answer of a finished job, as the node leaves it."""
-    folder = tmp_path_factory.mktemp("logs")
-    folder.chmod(0o700)
-    job_id = "4242"
-    with open(job_paths(folder, job_id).result_pickle, "wb") as f:
-        pickle.dump(("success", run_job(CheckSpec(shape=(2, 2)).to_dict())), f)
-    return folder, job_id
 
 
 def one_error_line(stderr: str) -> str:

@@ -171,3 +171,8 @@ class TestOnSlurm:
 
 def test_every_kind_has_a_case() -> None:
     assert COVERED == set(KINDS)
+
+
+def test_every_kind_is_documented() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "json.md").read_text()
+    assert [k for k in KINDS if f"| `{k}` |" not in page] == []

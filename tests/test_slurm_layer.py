@@ -97,7 +97,7 @@ class TestPrivateFolder:
         folder = tmp_path / "shared"
         folder.mkdir()
         folder.chmod(0o777)
-        with pytest.raises(EnvironmentProblem, match="can be written by other users"):
+        with pytest.raises(BadInput, match="can be written by other users"):
             prepare_log_dir(folder)
 
     def test_results_not_loaded_from_a_writable_folder(

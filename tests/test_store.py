@@ -178,19 +178,25 @@ class TestSelect:
 
 
 class TestModes:
-    @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
-    def test_records_and_manifest_follow_the_umask(
-        self, tmp_path: Path, grid3: Grid, umask: int, mode: int
+    @pytest.mark.parametrize("umask", [0o000, 0o002, 0o022, 0o077])
+    def test_everything_is_the_users_only_whatever_the_umask(
+        self, tmp_path: Path, grid3: Grid, umask: int
     ) -> None:
         old = os.umask(umask)
         try:
-            store = Store(tmp_path / "out")
+            store = Store(tmp_path / "grp" / "out")
             store.prepare(grid3, force=False)
             store.write_record("k", passed_doc())
+            store.supersede("k")
+            store.write_record("k", passed_doc())
+            with store.locked():
+                pass
         finally:
             os.umask(old)
-        assert stat.S_IMODE(store.record_path("k").stat().st_mode) == mode
-        assert stat.S_IMODE(store.manifest_path.stat().st_mode) == mode
+        made = [tmp_path / "grp", *(tmp_path / "grp").rglob("*")]
+        assert {store.manifest_path, store.record_path("k"), store.root / "superseded"} < set(made)
+        for path in made:
+            assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
 
 def _add_many(root: str, tag: str, count: int) -> None:

@@ -250,7 +250,7 @@ def test_status_says_when_a_job_will_never_start(
     from autograd_check.slurm.commands import JobInfo
 
     pending = JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit", partition="debug")
-    monkeypatch.setattr(watch, "job_info", lambda job_id: pending)
+    monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: pending)
     result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
     hint = next(ln for ln in result.stdout.splitlines() if ln.startswith("  hint"))
@@ -260,7 +260,7 @@ def test_status_says_when_a_job_will_never_start(
                                          "--json"]).stdout)
     assert doc["job"]["never_starts"].startswith("--time is above")
     # A job that waits for an ordinary reason gets no hint.
-    monkeypatch.setattr(watch, "job_info", lambda job_id: JobInfo(
+    monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: JobInfo(
         "55", "PENDING", "scontrol", reason="Priority"))
     result = runner.invoke(app, ["status", "55", "--log-dir", str(tmp_path)])
     assert "hint" not in result.stdout and "never" not in result.stdout
@@ -296,7 +296,7 @@ class TestJobStatus:
         from autograd_check.slurm import watch
 
         folder, job_id = finished_job
-        monkeypatch.setattr(watch, "job_info", lambda job_id: None)
+        monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: None)
         found = watch.job_status(job_id, folder)
         assert (found.state, found.source, found.result_available) == (
             "COMPLETED", "result file", True)
@@ -311,7 +311,7 @@ class TestJobStatus:
 
         pending = JobInfo("55", "PENDING", "scontrol", reason="PartitionTimeLimit",
                           partition="debug")
-        monkeypatch.setattr(watch, "job_info", lambda job_id: pending)
+        monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: pending)
         found = watch.job_status("55", tmp_path)
         assert (found.state, found.source, found.partition) == ("PENDING", "scontrol", "debug")
         assert found.finished is False and found.result_available is False
@@ -322,7 +322,7 @@ class TestJobStatus:
         from autograd_check.errors import JobFailed
         from autograd_check.slurm import watch
 
-        monkeypatch.setattr(watch, "job_info", lambda job_id: None)
+        monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: None)
         with pytest.raises(JobFailed, match="Slurm job 77 is unknown") as caught:
             watch.job_status("77", tmp_path)
         assert caught.value.state == "UNKNOWN" and caught.value.exit_code == 4

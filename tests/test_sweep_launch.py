@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from autograd_check.errors import EXIT_INTERRUPTED, BadInput
-from autograd_check.slurm.arrays import ArrayProgress, SubmittedArray
+from autograd_check.slurm.arrays import ArrayProgress, JobIdentity, SubmittedArray
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.sweep import launch
 from autograd_check.sweep.grid import Case, build_grid
@@ -305,7 +305,9 @@ class TestEarlierSubmission:
     ) -> None:
         store = Store(tmp_path)
         store.prepare(build_grid({}), force=False)
-        store.add_submission({"mode": "slurm", "arrays": [{"task_jobs": ["12_0", "12_1"]}]})
+        store.add_submission({"mode": "slurm", "parameters": {"job_name": "autograd-check"},
+                              "arrays": [{"task_jobs": ["12_0", "12_1"],
+                                          "log_dir": str(tmp_path / "logs")}]})
         asked: list[list[str]] = []
         cancelled: list[list[str]] = []
 
@@ -314,6 +316,10 @@ class TestEarlierSubmission:
             return {"12_1": "RUNNING"}
 
         monkeypatch.setattr(launch, "live_tasks", live_tasks)
+        # the controller confirms array 12 is this sweep's (see test_slurm_stops for the rule)
+        monkeypatch.setattr(launch, "job_identities", lambda ids: {i: JobIdentity(
+            i, "autograd-check", str(tmp_path / "logs" / f"{i}_1_0_log.out"), None, None)
+            for i in ids})
         monkeypatch.setattr(launch, "cancel_arrays", cancelled.append)
         with pytest.raises(BadInput) as e:
             stop_earlier(store, force=False)
@@ -351,8 +357,9 @@ class TestBookkeeping:
         said, on_note = notes()
         jobs = submit(plan, plan.cases, on_note=on_note)
         assert jobs == ["7_0", "7_1", "8"]
-        assert [len(chunk) for _, _, chunk in sent] == [2, 2, 1]
-        assert {out for out, _, _ in sent} == {str(plan.store.root.resolve())}
+        assert [len(chunk) for _, _, chunk, _ in sent] == [2, 2, 1]
+        assert {timeout for *_, timeout in sent} == {plan.case_timeout}
+        assert {out for out, _, _, _ in sent} == {str(plan.store.root.resolve())}
         assert said == ["submitted job array 7: 2 task(s), 4 case(s)",
                         "submitted job array 8: 1 task(s), 1 case(s)"]
         manifest = plan.store.read_manifest()

@@ -33,6 +33,11 @@ def load_profile(path: Path) -> dict[str, dict[str, Any]]:
         raise BadInput(f"config {str(path)!r} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"config {str(path)!r} is not valid TOML: {e}") from None
+    except ValueError:  # an integer past Python's int-from-text limit (4300 digits)
+        raise BadInput(
+            f"config {str(path)!r} is not valid TOML: a number has more than "
+            f"{sys.get_int_max_str_digits()} digits"
+        ) from None
     for section, body in data.items():
         if section not in SECTIONS:
             raise BadInput(
@@ -82,6 +87,13 @@ def check_table(path: Path | None) -> dict[str, Any]:
     return checked_table(path, "check", SPEC_KEYS, build_spec)
 
 
+def slurm_table(path: Path | None) -> dict[str, Any]:
+    """The [slurm] table of --config, validated as Slurm options: also by the commands that do
+    not use it (`run`, `sweep --local`), so that a misspelled key is exit 2 everywhere, as in
+    [check], rather than a setting silently ignored until the day the file is used for Slurm."""
+    return checked_table(path, "slurm", SLURM_KEYS, build_slurm_options)
+
+
 def merge(flags: Mapping[str, Any], file_values: Mapping[str, Any]) -> dict[str, Any]:
     """Flags that were given (not None) override the file."""
     merged = dict(file_values)
@@ -94,6 +106,7 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     values = dict(check_values)
     path = values.pop("config", None)
     spec = build_spec(merge(values, check_table(path)))
+    slurm_table(path)
     if spec.target is not None:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
@@ -105,5 +118,4 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
 def slurm_from(slurm_values: Mapping[str, Any], path: Path | None) -> SlurmOptions:
     """Build SlurmOptions from the Slurm flags and the [slurm] table of --config, flags first."""
 
-    file_values = checked_table(path, "slurm", SLURM_KEYS, build_slurm_options)
-    return build_slurm_options(merge(slurm_values, file_values))
+    return build_slurm_options(merge(slurm_values, slurm_table(path)))

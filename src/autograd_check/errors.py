@@ -8,7 +8,11 @@ EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_JOB_FAILED = 4
 EXIT_INTERRUPTED = 130
-"""What a shell reports for a command stopped by Ctrl-C (128 + SIGINT); SIGTERM is treated alike."""
+"""What a shell reports for a command stopped by Ctrl-C (128 + SIGINT); SIGTERM and SIGHUP are
+treated alike."""
+EXIT_BROKEN_PIPE = 141
+"""stdout was closed before everything was written (`... | head`): what a shell reports for a
+program killed by SIGPIPE (128 + 13). Never 1, which means a gradient mismatch."""
 
 EXIT_CODES: dict[int, str] = {
     EXIT_PASS: "every check passed",
@@ -16,7 +20,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run)",
     EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
     EXIT_JOB_FAILED: "the Slurm job itself failed, was cancelled, timed out or vanished",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): records kept, a Slurm job keeps running",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP): records kept, a Slurm job keeps "
+    "running",
+    EXIT_BROKEN_PIPE: "stdout was closed early (its reader, `head` say, stopped), as for a "
+    "program killed by SIGPIPE",
 }
 
 

@@ -32,3 +32,15 @@ def finite(value: object) -> float | None:
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         return None
     return number if math.isfinite(number) else None
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """repr(value) for a message, its middle cut out when it is long: a 5,000-digit flag stays a
+    readable line (repr of an int past the int-to-text limit would even raise)."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"an integer of about {int(value.bit_length() * math.log10(2))} digits"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...{text[-half:]} ({len(text)} characters)"

@@ -17,7 +17,7 @@ from typing import Any
 from autograd_check.check.budget import ensure_affordable
 from autograd_check.errors import BadInput
 from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
-from autograd_check.numbers import finite, whole
+from autograd_check.numbers import finite, shown, whole
 
 MAX_RANK = 8
 DEFAULT_SEED = 0
@@ -104,27 +104,36 @@ def parse_shape(value: object) -> tuple[int, ...]:
         text = value.strip().lower()
         parts = [p.strip() for p in re.split(r"[x,]", text)] if text else []
     else:
-        raise BadInput(f"shape {value!r} is not a shape; expected {allowed}")
+        raise BadInput(f"shape {shown(value)} is not a shape; expected {allowed}")
     if not parts:
-        raise BadInput(f"shape {value!r} is empty; expected {allowed}")
+        raise BadInput(f"shape {shown(value)} is empty; expected {allowed}")
     if len(parts) > MAX_RANK:
-        raise BadInput(f"shape {value!r} has {len(parts)} dimensions; at most {MAX_RANK} allowed")
+        raise BadInput(
+            f"shape {shown(value)} has {len(parts)} dimensions; at most {MAX_RANK} allowed"
+        )
     dims: list[int] = []
     for i, part in enumerate(parts, start=1):
         if isinstance(part, bool):
-            raise BadInput(f"shape {value!r}: dimension {i} is {part!r}; expected {allowed}")
+            raise BadInput(
+                f"shape {shown(value)}: dimension {i} is {shown(part)}; expected {allowed}"
+            )
         if isinstance(part, int):
             dim = part
         elif isinstance(part, str) and re.fullmatch(r"[+-]?\d+", part):
-            dim = int(part)
+            number = whole(part)
+            if number is None:  # past Python's int-from-text limit: no tensor is that large
+                raise BadInput(f"shape {shown(value)}: dimension {i} is {shown(part)}, far too "
+                               "large")
+            dim = number
         elif part == "":
-            raise BadInput(f"shape {value!r}: dimension {i} is missing; expected {allowed}")
+            raise BadInput(f"shape {shown(value)}: dimension {i} is missing; expected {allowed}")
         else:
             raise BadInput(
-                f"shape {value!r}: dimension {i} is {part!r}, not an integer; expected {allowed}"
+                f"shape {shown(value)}: dimension {i} is {shown(part)}, not an integer; "
+                f"expected {allowed}"
             )
         if dim <= 0:
-            raise BadInput(f"shape {value!r}: dimension {i} is {dim}; dimensions must be >= 1")
+            raise BadInput(f"shape {shown(value)}: dimension {i} is {dim}; dimensions must be >= 1")
         dims.append(dim)
     return tuple(dims)
 
@@ -134,22 +143,22 @@ def parse_dtype(value: object) -> str:
         name = value.strip().lower().removeprefix("torch.")
         if name in DTYPES:
             return name
-    raise BadInput(f"dtype {value!r} is not supported; choose one of {', '.join(DTYPES)}")
+    raise BadInput(f"dtype {shown(value)} is not supported; choose one of {', '.join(DTYPES)}")
 
 
 def parse_device(value: object) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if _DEVICE_RE.match(text):
         return text
-    raise BadInput(f"device {value!r} is not known; choose cpu, cuda, cuda:N (N >= 0) or auto")
+    raise BadInput(f"device {shown(value)} is not known; choose cpu, cuda, cuda:N (N >= 0) or auto")
 
 
 def parse_seed(value: object) -> int:
     seed = whole(value)
     if seed is None or seed < 0:
-        raise BadInput(f"seed {value!r} is not a non-negative integer")
+        raise BadInput(f"seed {shown(value)} is not a non-negative integer")
     if seed >= 2**64:  # what torch.manual_seed accepts
-        raise BadInput(f"seed {value!r} is too large; seeds go from 0 to 2**64 - 1")
+        raise BadInput(f"seed {shown(value)} is too large; seeds go from 0 to 2**64 - 1")
     return seed
 
 
@@ -159,7 +168,7 @@ def parse_tolerance(name: str, value: object) -> float | None:
     number = finite(value)
     if number is None or number < 0:
         raise BadInput(
-            f"{name} {value!r} is not allowed; expected a finite number >= 0 (e.g. 1e-5)"
+            f"{name} {shown(value)} is not allowed; expected a finite number >= 0 (e.g. 1e-5)"
         )
     return number
 
@@ -167,19 +176,19 @@ def parse_tolerance(name: str, value: object) -> float | None:
 def parse_bool(name: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
-    raise BadInput(f"{name} {value!r} is not allowed; expected true or false")
+    raise BadInput(f"{name} {shown(value)} is not allowed; expected true or false")
 
 
 def parse_loss(value: object) -> str:
     if isinstance(value, str) and value.strip().lower() in LOSS_NAMES:
         return value.strip().lower()
-    raise BadInput(f"loss {value!r} is not known; choose one of {', '.join(LOSS_NAMES)}")
+    raise BadInput(f"loss {shown(value)} is not known; choose one of {', '.join(LOSS_NAMES)}")
 
 
 def parse_delta(value: object) -> float:
     number = finite(value)
     if number is None or number <= 0:
-        raise BadInput(f"delta {value!r} is not allowed; Huber's delta is a finite number > 0")
+        raise BadInput(f"delta {shown(value)} is not allowed; Huber's delta is a finite number > 0")
     return number
 
 
@@ -189,17 +198,29 @@ def parse_model(value: object) -> str | None:
         return None
     if text in MODELS:
         return text
-    raise BadInput(f"model {value!r} is not known; choose linear, mlp (or none)")
+    raise BadInput(f"model {shown(value)} is not known; choose linear, mlp (or none)")
 
 
 def parse_hidden(value: object) -> int:
     width = whole(value)
     if width is None or not 1 <= width <= MAX_HIDDEN:
-        raise BadInput(f"hidden {value!r} is not allowed; expected an integer, 1 to {MAX_HIDDEN}")
+        raise BadInput(
+            f"hidden {shown(value)} is not allowed; expected an integer, 1 to {MAX_HIDDEN}"
+        )
     return width
 
 
 _IDENTIFIERS = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text that holds bytes no UTF-8 decoding gave (a file name's, as os.fsdecode
+    keeps them: lone surrogates), which cannot be written as UTF-8 or JSON text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_target(value: object) -> str:
@@ -211,16 +232,19 @@ def parse_target(value: object) -> str:
     if not colon:
         where, name = text, ""
     if not where or (colon and not _IDENTIFIERS.fullmatch(name)):
-        raise BadInput(f"target {value!r} is not {form}")
+        raise BadInput(f"target {shown(value)} is not {form}")
     if where.endswith(".py") or "/" in where or os.sep in where:
         path = Path(where).expanduser()
         if path.suffix != ".py":
-            raise BadInput(f"target {value!r}: {where!r} is not a .py file; expected {form}")
+            raise BadInput(f"target {shown(value)}: {where!r} is not a .py file; expected {form}")
         if not path.is_file():
-            raise BadInput(f"target {value!r}: file {where!r} does not exist")
+            raise BadInput(f"target {shown(value)}: file {where!r} does not exist")
         where = str(path.resolve())
+        if not _is_utf8(where):  # a byte-named file (or folder): a spec travels as JSON text
+            raise BadInput(f"target {shown(value)}: the path {where!r} is not valid UTF-8; rename "
+                           "the file (or its folder) to a UTF-8 name")
     elif not _IDENTIFIERS.fullmatch(where):
-        raise BadInput(f"target {value!r}: {where!r} is neither a .py file nor a module; "
+        raise BadInput(f"target {shown(value)}: {where!r} is neither a .py file nor a module; "
                        f"expected {form}")
     return f"{where}:{name}" if name else where
 
@@ -229,14 +253,16 @@ def parse_reference(value: object) -> str:
     text = value.strip().lower().replace("_", "-") if isinstance(value, str) else ""
     if text in REFERENCES:
         return text
-    raise BadInput(f"reference {value!r} is not known; choose one of {', '.join(REFERENCES)}")
+    raise BadInput(f"reference {shown(value)} is not known; choose one of {', '.join(REFERENCES)}")
 
 
 def parse_count(name: str, value: object, low: int, high: int) -> int:
     """A whole number in [low, high], from an int or its decimal text."""
     number = whole(value)
     if number is None or not low <= number <= high:
-        raise BadInput(f"{name} {value!r} is not allowed; expected an integer from {low} to {high}")
+        raise BadInput(
+            f"{name} {shown(value)} is not allowed; expected an integer from {low} to {high}"
+        )
     return number
 
 

@@ -10,12 +10,16 @@ registration with typer's public `typer.main.get_command`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import importlib
 import inspect
 import os
+import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from difflib import get_close_matches
 from typing import Annotated, Any, TypeVar
 
@@ -25,7 +29,14 @@ from typer.core import TyperCommand, TyperGroup
 
 from autograd_check import __version__
 from autograd_check.document import dumps, error_document
-from autograd_check.errors import EXIT_CODE_SHORT, EXIT_PASS, CheckError, JobFailed
+from autograd_check.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CODE_SHORT,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    CheckError,
+    JobFailed,
+)
 from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +99,75 @@ def print_json_error(code: int, message: str, **extra: Any) -> None:
     print(dumps(error_document(code, message, **extra)), flush=True)
 
 
+_STOPPED_BY: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+_stopped_by: list[str] = []
+"""The signal that stopped this command, when not Ctrl-C (see _stop_on_signals)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    _stopped_by.append(_STOPPED_BY.get(signum, f"signal {signum}"))
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler) and SIGHUP (a closed terminal or ssh session) stop a command
+    as Ctrl-C does, so that each command's own handling of Ctrl-C (a wait's hint, a sweep's kept
+    records) and the edge's one line with exit 130 hold for them too. A signal ignored when the
+    process started (`nohup`) stays ignored; the previous handlers are back afterwards."""
+    previous: dict[int, Any] = {}
+    for signum in _STOPPED_BY:
+        try:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue
+            previous[signum] = signal.signal(signum, _stop)
+        except ValueError:  # not the main thread (an embedding program): leave signals alone
+            break
+    _stopped_by.clear()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _process_edge(json_output: bool) -> Iterator[None]:
+    """What ends a command from outside its work, caught once for every command:
+
+    - Ctrl-C, SIGTERM or SIGHUP that no command handled: one line, exit 130 (never a traceback);
+    - stdout closed by its reader (`| head`): nothing more is written, no message, exit 141 as for
+      a program killed by SIGPIPE (128 + 13; what `set -o pipefail` sees from any shell tool),
+      never 1, which means a gradient mismatch. Python's advice: point stdout at /dev/null, so
+      that the final flush at exit does not fail again.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        how = _stopped_by[-1] if _stopped_by else "Ctrl-C"
+        error(f"interrupted by {how}")
+        if json_output:
+            with contextlib.suppress(OSError):
+                print_json_error(EXIT_INTERRUPTED, f"interrupted by {how}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (OSError, SystemExit) as e:
+        # Rich answers a broken pipe with its own SystemExit(1), raised while handling it
+        cause = e.__context__ if isinstance(e, SystemExit) else e
+        if not isinstance(cause, OSError) or cause.errno != errno.EPIPE:
+            raise
+        with contextlib.suppress(OSError, ValueError):  # not a real descriptor (CliRunner)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+
+def _cut_long_words(text: str, limit: int = 60) -> str:
+    """A usage error echoes the value it refused: a 5,000-digit one is cut to its ends."""
+    return re.sub(rf"\S{{{limit},}}",
+                  lambda m: f"{m[0][:20]}...{m[0][-20:]} ({len(m[0])} characters)", text)
+
+
 class LazyGroup(TyperGroup):
     """The app's command group: commands load on demand (see the module's docstring).
 
@@ -99,6 +179,7 @@ class LazyGroup(TyperGroup):
         super().__init__(**attrs)
         self.suggest_commands = False  # done in resolve_command, from the static table
         self._listing = False
+        self._json = False
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
@@ -122,6 +203,20 @@ class LazyGroup(TyperGroup):
             print_app_help(self, ctx)
         finally:
             self._listing = False
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _process_edge(self._json):  # the app's --help and --version print here
+            try:
+                return super().make_context(*args, **kwargs)
+            finally:
+                sys.stdout.flush()
+
+    def invoke(self, ctx: Any) -> Any:
+        with _process_edge(self._json):
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # here, where a closed pipe can still be told apart
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:
@@ -147,12 +242,18 @@ class LazyGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        self._json = json_asked(args)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _stop_on_signals():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                    **extra)
+        except typer.Abort:  # Ctrl-C where click saw it first (completion, say)
+            error("interrupted by Ctrl-C")
+            code = EXIT_INTERRUPTED
         except typer.TyperException as e:  # click's UsageError and its kin
             ctx = getattr(e, "ctx", None)
             where = ctx.command_path if ctx is not None else PROG
-            message = f"{e.format_message()} (see '{where} --help')"
+            message = f"{_cut_long_words(e.format_message())} (see '{where} --help')"
             error(message)
             code = e.exit_code
             if json_asked(args):

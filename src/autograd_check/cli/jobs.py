@@ -17,7 +17,7 @@ import typer
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors
 from autograd_check.cli.output import print_document, show_result
-from autograd_check.errors import EXIT_INTERRUPTED
+from autograd_check.errors import EXIT_INTERRUPTED, EnvironmentProblem
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import watch
@@ -161,6 +161,10 @@ def result(
     bound = parse_timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT_S
     info = None
     if wait:
+        try:
+            job_status(job_id, folder)  # a job Slurm and the folder never knew: JobFailed, at once
+        except EnvironmentProblem:
+            pass  # Slurm slow to answer (or not here): the wait says what it sees, within bound
         try:
             with JobProgress(f"Slurm job {job_id}") as progress:
                 info = watch.wait_for_job(job_id, folder, bound, progress.update)

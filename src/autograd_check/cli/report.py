@@ -34,10 +34,12 @@ def report(
     """Summarise a sweep: pass/fail by dtype, device, loss and shape; the worst cases; the failed
     and missing ones with their job ids and log tails."""
     # rich loads only when this view is drawn: --help and --json never pay for it
-    from autograd_check.render.report import print_report
+    from autograd_check.render.report import check_plot_path, print_report
 
     if json_output and markdown:
         raise BadInput("choose one of --json and --markdown")
+    if plot is not None:
+        check_plot_path(plot)  # before anything is read or written
     result = load_report(directory)
     if plot is not None:
         # rich loads only when this view is drawn: --help and --json never pay for it

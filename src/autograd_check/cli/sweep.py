@@ -18,10 +18,11 @@ from autograd_check.render.progress import SweepBar, array_progress
 from autograd_check.sweep.grid import DEFAULT_MAX_CASES
 from autograd_check.sweep.plan import plan_sweep, preview
 from autograd_check.sweep.report import build_report
-from autograd_check.sweep.settings import SweepFlags
+from autograd_check.sweep.settings import DEFAULT_CASE_TIMEOUT_S, SweepFlags
 from autograd_check.sweep.store import DEFAULT_OUT
 
 if TYPE_CHECKING:
+    from autograd_check.sweep.grid import Case
     from autograd_check.sweep.launch import Started, Submission
     from autograd_check.sweep.plan import Plan
 
@@ -64,6 +65,10 @@ CasesPerTask = Annotated[int | None, typer.Option(
 MaxParallel = Annotated[int | None, typer.Option(
     "--max-parallel", help="Slurm: at most N array tasks running at once (the array's %N).",
     min=1, metavar="N", show_default="no limit", rich_help_panel=SWEEP_PANEL)]
+CaseTimeout = Annotated[float | None, typer.Option(
+    "--case-timeout", help="Stop a case still running after this many seconds and record it as "
+    "an error (timed out; not a mismatch); the sweep goes on. 0: no limit.", min=0,
+    metavar="SECONDS", show_default=f"{DEFAULT_CASE_TIMEOUT_S:g}", rich_help_panel=SWEEP_PANEL)]
 Wait = Annotated[bool, typer.Option(
     "--wait/--no-wait", help="Slurm: watch the array live, then print the report; without it, "
     "print the job ids and the report command.", rich_help_panel=SWEEP_PANEL)]
@@ -91,6 +96,7 @@ def sweep(
     max_cases: MaxCases = None,
     cases_per_task: CasesPerTask = None,
     max_parallel: MaxParallel = None,
+    case_timeout: CaseTimeout = None,
     wait: Wait = False,
     dry_run: DryRun = False,
     json_output: JsonOutput = False,
@@ -107,7 +113,7 @@ def sweep(
             "seeds": seeds}
     flags = SweepFlags(out=out, mode=None if local is None else ("local" if local else "slurm"),
                        max_cases=max_cases, cases_per_task=cases_per_task,
-                       max_parallel=max_parallel)
+                       max_parallel=max_parallel, case_timeout=case_timeout)
     plan = plan_sweep(check_values, axes, flags, slurm_values, on_note=note)
     if dry_run:
         _show_preview(plan, rerun_failed=rerun_failed, force=force, json_output=json_output)
@@ -158,9 +164,13 @@ def _run_here(plan: Plan, started: Started) -> None:
     # submitit loads only when Slurm is used
     from autograd_check.sweep.launch import SweepInterrupted, run_local
 
+    def hung(case: Case, doc: dict[str, Any]) -> None:
+        note(f"case {case.key}: {doc['error']['message']}. Its record says so; run the same "
+             "command again to go on with the other cases")
+
     try:
         with SweepBar(len(started.todo)) as bar:
-            ran = run_local(plan, started, on_done=bar.advance)
+            ran = run_local(plan, started, on_done=bar.advance, on_hang=hung)
     except SweepInterrupted as e:
         note(str(e))
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -180,7 +180,7 @@ def _resolve(text: str, module: ModuleType, name: str) -> Any:
     if isinstance(obj, type):
         try:
             obj = obj()
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise BadInput(
                 f"target {text!r}: {name}() (a class, called with no arguments) raised "
                 f"{type(e).__name__}: {e}"
@@ -215,7 +215,10 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
     def call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
+            # The user's sys.exit() fails their check, as any exception of theirs does. Ctrl-C,
+            # a sweep's --case-timeout and a Slurm job being stopped are BaseExceptions that are
+            # not SystemExit: they pass through (node.JobStopping, runner.CaseTimedOut).
             raise TargetRaised(what, e, _where(e, filename)) from None
 
     def tensor_from(what: str, fn: Callable[..., Any], *args: Any) -> Tensor:
@@ -286,5 +289,5 @@ def backward(loss_def: Loss, loss: Tensor) -> None:
         return
     try:
         loss.backward()  # type: ignore[no-untyped-call]
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise TargetRaised("loss.backward()", e, None) from None

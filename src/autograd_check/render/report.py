@@ -28,6 +28,9 @@ LIST_LIMIT = 20
 TASK_LIMIT = 5
 PLOT_FLOOR = 1e-12
 """Bit-exact cases (difference 0) are drawn at this height on the log scale."""
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+"""--plot's file formats, told by the name's extension: matplotlib's own (Agg, Pillow; pgf would
+need LaTeX) are written as asked, anything else is refused before anything is written."""
 
 
 def _num(x: float | None) -> str:
@@ -231,6 +234,21 @@ def markdown(report: Report) -> str:
 
 
 # -- plot --------------------------------------------------------------------------------------
+def check_plot_path(path: Path) -> str:
+    """The format of `--plot FILE` (its extension); BadInput for a folder or another extension
+    (matplotlib would write FILE.png beside a name it cannot read as a format)."""
+    allowed = ", ".join(f".{f}" for f in PLOT_FORMATS)
+    if path.is_dir():
+        raise BadInput(f"--plot {str(path)!r} is a folder; give a file name, e.g. "
+                       f"{str(path / 'report.png')!r}")
+    kind = path.suffix.lower().removeprefix(".")
+    if kind not in PLOT_FORMATS:
+        what = f"extension {path.suffix!r}" if path.suffix else "no extension"
+        raise BadInput(f"--plot {str(path)!r} has {what}; the plot is written as one of "
+                       f"{allowed} (e.g. report.png)")
+    return kind
+
+
 def plot(report: Report, path: Path) -> None:
     """Greatest relative difference against element count, one line per dtype and device, with
     each line's rtol drawn dashed in the same colour."""
@@ -276,7 +294,7 @@ def plot(report: Report, path: Path) -> None:
     if series:
         ax.legend(fontsize=8)
     try:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, format=check_plot_path(path))
     except OSError as e:
         raise BadInput(f"--plot {str(path)!r} cannot be written: {e.strerror or e}") \
             from None

@@ -19,6 +19,7 @@ start-up (and `--help`) never pays for it.
 Modules (each imports only those above it in this list, never this package):
 
 - where.py     where we are: Slurm's tools on PATH, the allocation this shell is in, the log folder
+- guard.py     what a batch job runs first on the node: nobody else could have written its pickle
 - options.py   SlurmOptions and the validation of every option (flags, a [slurm] table)
 - commands.py  the bounded runner of Slurm's commands, reading what they print, JobInfo
 - node.py      the job itself, run on the node (`run_job`), and its answer read back here

@@ -17,6 +17,7 @@ from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.slurm.batch import executor_parameters, submit_through_submitit, submitit_script
 from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
+from autograd_check.slurm.guard import node_python
 from autograd_check.slurm.new_job import allocation_blocks_new_job
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
@@ -88,7 +89,7 @@ def submit_arrays(
 
     limit = max_array_size()
     parallel = int(params.get("array_parallelism") or len(task_args))
-    executor = SlurmExecutor(folder=folder)
+    executor = SlurmExecutor(folder=folder, python=node_python())  # guard.py checks, then runs
     executor.update_parameters(**{k: v for k, v in params.items() if k != "array_parallelism"})
     arrays: list[SubmittedArray] = []
     for first in range(0, len(task_args), limit):
@@ -251,6 +252,37 @@ def live_tasks(task_jobs: Sequence[str]) -> dict[str, str]:
         return {}
     return {job: state for job, state in array_states(task_jobs).items()
             if state in ACTIVE_STATES and state != "UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What the controller says a job is: its name and where its logs go (scontrol)."""
+
+    job_id: str
+    name: str | None
+    stdout: str | None
+    work_dir: str | None
+    comment: str | None
+
+
+def job_identities(job_ids: Sequence[str]) -> dict[str, JobIdentity]:
+    """The controller's word on each job (an array's id or one of its tasks' ids, '123_4'): its
+    name and log paths. Jobs the controller does not know (ended long ago, no scontrol) are
+    absent."""
+    found: dict[str, JobIdentity] = {}
+    for job in dict.fromkeys(job_ids):
+        done = _run(["scontrol", "show", "job", "-o", job])
+        for line in done.stdout.splitlines() if done is not None else []:
+            rec = parse_scontrol_record(line)
+            if not rec.get("JobId"):
+                continue
+            found[job] = JobIdentity(
+                job, rec.get("JobName") or None, rec.get("StdOut") or None,
+                rec.get("WorkDir") or None,
+                rec.get("Comment") if rec.get("Comment") not in (None, "", "(null)") else None,
+            )
+            break
+    return found
 
 
 CANCEL_WAIT_S = 120.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,9 @@ from typing import Any, TypeVar
 
 from autograd_check.check.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
+from autograd_check.safety import private_umask
 from autograd_check.slurm.fit import never_fits
+from autograd_check.slurm.guard import node_python
 from autograd_check.slurm.node import run_job
 from autograd_check.slurm.options import DEFAULT_TIME_MIN, GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.where import prepare_log_dir, require_slurm
@@ -63,9 +64,7 @@ def submitit_script(folder: Path, params: Mapping[str, Any], map_count: int | No
     # submitit loads only when Slurm is used
     from submitit.slurm.slurm import _make_sbatch_string
 
-    command = " ".join(
-        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
-    )
+    command = " ".join([node_python(), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     given: dict[str, Any] = dict(params)
     if map_count is not None:
         given["map_count"] = map_count
@@ -128,9 +127,11 @@ def submit_through_submitit(
         raise EnvironmentProblem(f"Slurm would never start {what}: {problem}; nothing was queued")
     before = set(folder.glob(".submission_file_*.sh"))
     try:
+        # umask 077: submitit's pickles and scripts, and (sbatch hands the umask on) the job's
+        # logs and results are the user's only
         with tempfile.TemporaryFile(mode="w+") as captured, contextlib.redirect_stderr(
             captured
-        ), (_clean_slurm_env() if clean else contextlib.nullcontext()):
+        ), (_clean_slurm_env() if clean else contextlib.nullcontext()), private_umask():
             return send()
     except (FailedJobError, FailedSubmissionError) as e:
         raise EnvironmentProblem(f"Slurm refused {what}: {_sbatch_words(e)}") from None
@@ -150,7 +151,7 @@ def submit_job(spec: CheckSpec, opts: SlurmOptions, *, clean: bool = False) -> S
     # submitit loads only when Slurm is used
     from submitit.slurm.slurm import SlurmExecutor
 
-    executor = SlurmExecutor(folder=folder)
+    executor = SlurmExecutor(folder=folder, python=node_python())  # guard.py checks, then runs
     executor.update_parameters(**executor_parameters(spec, opts))
     job = submit_through_submitit(
         executor, folder, "the job", lambda: executor.submit(run_job, spec.to_dict()), clean=clean

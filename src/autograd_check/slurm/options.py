@@ -3,6 +3,7 @@ to Slurm."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import BadInput
-from autograd_check.numbers import finite, whole
+from autograd_check.numbers import finite, shown, whole
+from autograd_check.safety import mask_secrets, script_value
 from autograd_check.slurm.where import resolve_log_dir
 
 DEFAULT_JOB_NAME = "autograd-check"
@@ -37,13 +39,33 @@ MANAGED_SBATCH_KEYS = {
 }
 GPU_SBATCH_KEYS = frozenset({"gres", "gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"})
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SBATCH_LONG_OPTIONS = frozenset("""
+    account acctg-freq array batch bb bbf begin chdir cluster cluster-constraint clusters comment
+    constraint container contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu
+    cpus-per-task deadline delay-boot dependency distribution error exclude exclusive export
+    export-file extra-node-info get-user-env gid gpu-bind gpu-freq gpus gpus-per-node
+    gpus-per-socket gpus-per-task gres gres-flags help hint hold ignore-pbs input job-name
+    kill-on-invalid-dep licenses mail-type mail-user mcs-label mem mem-bind mem-per-cpu
+    mem-per-gpu mincpus network nice no-kill no-requeue nodefile nodelist nodes ntasks
+    ntasks-per-core ntasks-per-gpu ntasks-per-node ntasks-per-socket open-mode output
+    overcommit oversubscribe parsable partition power prefer priority profile propagate qos
+    quiet reboot requeue reservation signal sockets-per-node spread-job switches tasks-per-node
+    test-only thread-spec threads-per-core time time-min tmp uid usage use-min-nodes verbose
+    version wait wait-all-nodes wckey wrap
+""".split())
+"""sbatch's long options (Slurm 22.05: `man sbatch`, plus the aliases it accepts unlisted,
+--cluster and --tasks-per-node). sbatch reads `--arr=0-1` as --array: getopt_long takes any
+unique prefix of a long option, so keys are resolved against this list as sbatch resolves them."""
+_SBATCH_ALIASES = {"cluster": "clusters", "tasks-per-node": "ntasks-per-node"}
+_SBATCH_DIRECTIVE = re.compile(r"^#(SBATCH|PBS|BSUB)")
+"""What sbatch reads as its own options in a script's leading comments (#PBS and #BSUB too)."""
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]+(,[A-Za-z0-9_.@+-]+)*$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.@+:-]{1,128}$")
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,&|*\[\]()!:=+-]+$")
 _SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _MEM = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
-_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+_JOB_ID = re.compile(r"^\d{1,10}(_\d{1,10})?$")
+"""Slurm's job ids and array task ids are 32-bit numbers: at most 10 digits."""
 _MEM_FACTOR_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -84,23 +106,23 @@ SLURM_KEYS = (
 def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise BadInput(f"{name} {value!r} is not allowed; expected a string")
-    if _CONTROL.search(value):
-        raise BadInput(f"{name} {value!r} contains a newline or control character")
-    return value.strip()
+    return script_value(name, value).strip()
 
 
 def parse_time(value: object) -> int:
     """Minutes, or Slurm's MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS → minutes (rounded up)."""
     expected = "minutes (e.g. 10) or [D-]HH:MM:SS (e.g. 00:10:00, 1-00:00:00)"
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BadInput(f"time {value!r} is not a time; expected {expected}")
+        raise BadInput(f"time {shown(value)} is not a time; expected {expected}")
     text = str(value).strip()
     days_text, dash, clock = text.partition("-")
     if not dash:
         days_text, clock = "", text
     parts = clock.split(":")
     if (dash and not days_text.isdigit()) or len(parts) > 3 or not all(p.isdigit() for p in parts):
-        raise BadInput(f"time {value!r} is not a time; expected {expected}")
+        raise BadInput(f"time {shown(value)} is not a time; expected {expected}")
+    if any(len(p) > 9 for p in [days_text, *parts]):  # a billion minutes is 1,900 years
+        raise BadInput(f"time {shown(value)} is far longer than any Slurm time limit")
     numbers = [int(p) for p in parts]
     if dash:  # D-HH, D-HH:MM, D-HH:MM:SS
         hours, minutes, seconds = (numbers + [0, 0])[:3]
@@ -112,10 +134,10 @@ def parse_time(value: object) -> int:
     else:  # HH:MM:SS
         hours, minutes, seconds = numbers
     if seconds > 59 or ((dash or len(numbers) == 3) and len(numbers) > 1 and minutes > 59):
-        raise BadInput(f"time {value!r} has minutes or seconds above 59; expected {expected}")
+        raise BadInput(f"time {shown(value)} has minutes or seconds above 59; expected {expected}")
     total = math.ceil((hours * 3600 + minutes * 60 + seconds) / 60)
     if total < 1:
-        raise BadInput(f"time {value!r} is zero; give at least one minute")
+        raise BadInput(f"time {shown(value)} is zero; give at least one minute")
     return total
 
 
@@ -129,9 +151,9 @@ def format_minutes(minutes: int) -> str:
 def parse_count(name: str, value: object, minimum: int) -> int:
     number = whole(value)
     if number is None:
-        raise BadInput(f"{name} {value!r} is not a whole number")
+        raise BadInput(f"{name} {shown(value)} is not a whole number")
     if number < minimum:
-        raise BadInput(f"{name} {value!r} is not allowed; it must be >= {minimum}")
+        raise BadInput(f"{name} {shown(value)} is not allowed; it must be >= {minimum}")
     return number
 
 
@@ -139,7 +161,9 @@ def _mem_size(value: object) -> tuple[int, str]:
     """500M, 1G, 1gb, 2048 (MB, as sbatch reads a bare number) → (number, unit letter)."""
     match = _MEM.match(str(value).strip()) if isinstance(value, (int, str)) else None
     if isinstance(value, bool) or not match:
-        raise BadInput(f"mem {value!r} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
+        raise BadInput(f"mem {shown(value)} is not a size; expected e.g. 500M, 1G or 2048 (MB)")
+    if len(match.group(1)) > 15:  # beyond any node's memory in any unit (and int's text limit)
+        raise BadInput(f"mem {shown(value)} is far more memory than any node has")
     return int(match.group(1)), (match.group(2) or "M").upper()
 
 
@@ -192,11 +216,52 @@ def parse_setup(value: object) -> tuple[str, ...]:
         raise BadInput(f"setup {value!r} is not allowed; expected a list of shell lines")
     lines: list[str] = []
     for line in value:
-        text = _text("setup line", line)
+        if not isinstance(line, str):
+            raise BadInput(f"setup line {line!r} is not allowed; expected a string")
+        try:
+            text = script_value("setup line", line).strip()
+        except BadInput as e:  # said again with secrets masked: error lines end up in logs
+            raise BadInput(str(e).replace(repr(line), repr(mask_secrets(line)))) from None
         if not text:
             raise BadInput("setup line '' is empty")
+        if _SBATCH_DIRECTIVE.match(text):
+            raise BadInput(f"setup line {mask_secrets(text)!r} is an sbatch directive, not a "
+                           f"shell line (sbatch would read it as an option of the job); "
+                           f"{_directive_pointer(text)}")
         lines.append(text)
     return tuple(lines)
+
+
+def _directive_pointer(line: str) -> str:
+    """Where an `#SBATCH --key=value` setup line belongs instead."""
+    words = line.split(None, 2)
+    option = words[1] if len(words) > 1 else ""
+    key, _, value = option.removeprefix("--").partition("=")
+    if option.startswith("--") and _SBATCH_KEY.match(key):
+        with contextlib.suppress(BadInput):
+            full = sbatch_option(key)
+            if full in MANAGED_SBATCH_KEYS:
+                return f"sbatch's --{full} is set by autograd-check: {MANAGED_SBATCH_KEYS[full]}"
+            value = value or (words[2] if len(words) > 2 else "")
+            return f"use --sbatch-arg {full}={mask_secrets(value)}"
+    return ("use the option made for it (--time, --partition, --mem, --cpus, --gpus ...) or "
+            "--sbatch-arg KEY=VALUE")
+
+
+def sbatch_option(key: str) -> str:
+    """The sbatch long option `key` means, as sbatch reads it: the option itself, the one option
+    it is a unique prefix of, or (not one of SBATCH_LONG_OPTIONS: a newer Slurm's) `key` as it
+    is; BadInput when it is a prefix of several."""
+    if key in SBATCH_LONG_OPTIONS:
+        return _SBATCH_ALIASES.get(key, key)
+    matches = sorted({_SBATCH_ALIASES.get(o, o) for o in SBATCH_LONG_OPTIONS
+                      if o.startswith(key)})
+    if len(matches) > 1:
+        raise BadInput(
+            f"sbatch arg {key!r} is ambiguous: sbatch reads it as any of "
+            f"{', '.join('--' + m for m in matches)}; give the whole option name"
+        )
+    return matches[0] if matches else key
 
 
 def _sbatch_table_value(key: str, value: object) -> str:
@@ -244,8 +309,12 @@ def parse_sbatch_args(value: object) -> tuple[tuple[str, str], ...]:
                 f"sbatch arg key {raw_key!r} is not an sbatch option name "
                 "(lowercase letters, digits and -)"
             )
-        if key in MANAGED_SBATCH_KEYS:
-            raise BadInput(f"sbatch arg {key!r} cannot be set this way: {MANAGED_SBATCH_KEYS[key]}")
+        full = sbatch_option(key)
+        if full in MANAGED_SBATCH_KEYS:
+            meant = "" if full == key else f" (sbatch reads it as '--{full}')"
+            raise BadInput(f"sbatch arg {key!r}{meant} cannot be set this way: "
+                           f"{MANAGED_SBATCH_KEYS[full]}")
+        key = full
         pairs.append((key, _text(f"sbatch arg {key!r} value", raw_val)))
     return tuple(pairs)
 
@@ -253,19 +322,16 @@ def parse_sbatch_args(value: object) -> tuple[tuple[str, str], ...]:
 def parse_log_dir(value: object) -> Path:
     if not isinstance(value, (str, Path)):
         raise BadInput(f"log dir {value!r} is not a path")
-    text = _text("log dir", str(value))
+    text = script_value("log dir", str(value), path=True).strip()
     if not text:
         raise BadInput("log dir '' is empty")
-    if "%" in text:
-        # Slurm expands %j, %u ... in --output paths; a literal % would point the logs elsewhere.
-        raise BadInput(f"log dir {text!r} contains '%', which Slurm reads as a pattern")
     return Path(text).expanduser()
 
 
 def parse_timeout(value: object) -> float:
     number = finite(value)
     if number is None or number <= 0:
-        raise BadInput(f"timeout {value!r} is not allowed; expected seconds > 0 (e.g. 600)")
+        raise BadInput(f"timeout {shown(value)} is not allowed; expected seconds > 0 (e.g. 600)")
     return number
 
 
@@ -303,5 +369,5 @@ def build_slurm_options(values: Mapping[str, Any]) -> SlurmOptions:
 def parse_job_id(value: str) -> str:
     text = value.strip()
     if not _JOB_ID.match(text):
-        raise BadInput(f"job id {value!r} is not a Slurm job id (e.g. 1234 or 1234_5)")
+        raise BadInput(f"job id {shown(value)} is not a Slurm job id (e.g. 1234 or 1234_5)")
     return text

@@ -37,6 +37,10 @@ RESULT_GRACE_S = 10.0
 VANISH_GRACE_S = 15.0
 """How long a job may be unknown to every source before it counts as vanished."""
 LOG_TAIL_LINES = 15
+STATUS_TIMEOUT_S = 6.0
+"""How long `status` (and `result --wait`'s first look) asks Slurm in all: each of scontrol,
+squeue and sacct gets what is left of it, at least CALL_FLOOR_S, so a hung controller is told in
+about 8 s rather than 3 x CALL_TIMEOUT_S."""
 
 
 def scontrol_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
@@ -244,9 +248,31 @@ def load_outcome(folder: Path, job_id: str) -> tuple[str, Any] | None:
         return None
     ensure_private(folder, "log dir")
     ensure_private(paths.result_pickle, "result file")
-    with open(paths.result_pickle, "rb") as f:
-        outcome: tuple[str, Any] = pickle.load(f)
+    try:
+        with open(paths.result_pickle, "rb") as f:
+            outcome = pickle.load(f)
+    except Exception as e:  # noqa: BLE001  (unpickling a cut file raises almost anything)
+        raise EnvironmentProblem(
+            f"the result file {paths.result_pickle} cannot be read ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200] or 'no detail'}): was it cut short (a full disk, "
+            "a copy) or written by another version? The job's log may still show its result"
+        ) from None
+    if (not isinstance(outcome, tuple) or len(outcome) != 2 or outcome[0] not in ("success",
+            "error") or (outcome[0] == "success" and not isinstance(outcome[1], dict))):
+        raise EnvironmentProblem(
+            f"the result file {paths.result_pickle} does not hold a job's answer "
+            f"(it holds {type(outcome).__name__}); was it written by another program?"
+        )
     return outcome
+
+
+def stopped_state(traceback_text: str) -> str | None:
+    """TIMEOUT or PREEMPTED when a job's error is submitit's UncompletedJobError (raised by its
+    handler of Slurm's warning signal: 'timed-out and not checkpointable', 'timed-out too many
+    times', ...); None for any other error."""
+    if "UncompletedJobError" not in traceback_text or "not requeued" not in traceback_text:
+        return None
+    return "TIMEOUT" if "timed-out" in traceback_text else "PREEMPTED"
 
 
 def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResult:
@@ -282,6 +308,19 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
     status, answer = outcome
     if status != "success":
         last = [ln for ln in str(answer).strip().splitlines() if ln.strip()][-1:] or ["?"]
+        stopped = stopped_state(str(answer))
+        if stopped is not None:
+            # submitit's own handler of Slurm's warning signal ended the job (a job of an older
+            # version, or an array task out of requeues): a time limit, never the check's error.
+            seen = info if info is not None and info.finished else job_info(job_id)
+            # FAILED is only how submitit's exception ended the process: the cause is the signal.
+            state = seen.state if seen and seen.failed and seen.state != "FAILED" else stopped
+            raise JobFailed(
+                f"{where} was stopped by Slurm before the check ended (state {state}): "
+                f"{last[0].strip()}" + (" (raise --time)" if state == "TIMEOUT" else ""),
+                state=state,
+                log_tail=log_tail(paths) or str(answer)[-2000:],
+            )
         raise JobFailed(
             f"{where} failed with an exception on the node: {last[0].strip()}",
             state="FAILED",
@@ -337,7 +376,8 @@ def job_status(job_id: str, folder: Path) -> JobStatus:
     JobFailed (state UNKNOWN) when neither Slurm nor the folder knows the job."""
     if not any(have(t) for t in ("scontrol", "squeue", "sacct")) and not folder.is_dir():
         require_slurm("scontrol")
-    info = job_info(job_id)
+    deadline = time.monotonic() + STATUS_TIMEOUT_S
+    info = job_info(job_id, deadline)
     paths = job_paths(folder, job_id)
     has_result = paths.result_pickle.exists()
     logs = {
@@ -347,6 +387,12 @@ def job_status(job_id: str, folder: Path) -> JobStatus:
     }
     if info is None:
         if not has_result and not any(logs.values()):
+            if time.monotonic() >= deadline:  # they did not answer: that is not "unknown"
+                raise EnvironmentProblem(
+                    f"Slurm did not answer about job {job_id} within {STATUS_TIMEOUT_S:g} s "
+                    "(scontrol, squeue and sacct timed out): is its controller up? Try again "
+                    "later"
+                )
             raise JobFailed(
                 f"Slurm job {job_id} is unknown: not in the queue, not in accounting, and nothing "
                 f"in {folder} (another --log-dir?)",

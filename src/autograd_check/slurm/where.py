@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import EnvironmentProblem
+from autograd_check.safety import check_folder_chain, make_private_dirs, script_value
 
 LOG_DIR_ENV = "AUTOGRAD_CHECK_LOG_DIR"
 DEFAULT_LOG_DIR = "~/.autograd-check/slurm"
@@ -92,9 +93,15 @@ def run_outside_node_warning(environ: Mapping[str, str] | None = None) -> str | 
 
 
 def resolve_log_dir(log_dir: Path | None) -> Path:
+    """--log-dir, else $AUTOGRAD_CHECK_LOG_DIR, else DEFAULT_LOG_DIR, made absolute; a value that
+    cannot go into a job script (a newline, a %) is refused (BadInput)."""
     if log_dir is None:
-        log_dir = Path(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR)
-    return Path(os.path.abspath(log_dir.expanduser()))
+        from_env = os.environ.get(LOG_DIR_ENV)
+        log_dir = Path(script_value(f"${LOG_DIR_ENV}", from_env, path=True) if from_env
+                       else DEFAULT_LOG_DIR)
+    folder = Path(os.path.abspath(log_dir.expanduser()))
+    script_value("log dir", str(folder), path=True)
+    return folder
 
 
 def _mode(path: Path) -> str:
@@ -121,17 +128,19 @@ def ensure_private(path: Path, what: str) -> None:
 
 
 def prepare_log_dir(folder: Path) -> None:
-    """Create the log folder readable by its owner only (0700), or check that an existing one is."""
+    """Create the log folder readable by its owner only (0700, and so are the parents created for
+    it), or check that an existing one is. A folder that another user could replace on the way
+    from / is refused (BadInput, see safety.check_folder_chain), before and after creating it."""
+    check_folder_chain(folder, "log dir")
     try:
-        if not folder.exists():
-            folder.mkdir(mode=0o700, parents=True)
-            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+        make_private_dirs(folder)
     except OSError as e:
         raise EnvironmentProblem(
             f"log dir {str(folder)!r} cannot be created: {e.strerror or e}"
         ) from None
     if not folder.is_dir():
         raise EnvironmentProblem(f"log dir {str(folder)!r} is not a folder")
+    check_folder_chain(folder, "log dir")
     ensure_private(folder, "log dir")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise EnvironmentProblem(f"log dir {str(folder)!r} is not writable")

@@ -18,6 +18,7 @@ from typing import Any
 
 from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
+from autograd_check.numbers import shown, whole
 
 DEFAULT_MAX_CASES = 10_000
 """A grid with more cases than this is refused unless --max-cases says otherwise."""
@@ -143,7 +144,9 @@ def _seed_items(raw: object) -> list[object]:
         if match is None:
             out.append(item)
             continue
-        first, last = int(match[1]), int(match[2])
+        first, last = whole(match[1]), whole(match[2])
+        if first is None or last is None or max(first, last) >= 2**64:  # as parse_seed refuses
+            raise BadInput(f"seed range {shown(item)} goes past the largest seed, 2**64 - 1")
         if first > last:
             raise BadInput(
                 f"seed range {item!r} runs backwards; write it lowest first ({last}-{first})"
@@ -158,18 +161,20 @@ def _axis_values(axis: str, raw: object) -> tuple[tuple[Any, ...], list[str]]:
     """(the axis's values in order, once each; the values that were given again)."""
     spec_field = AXES[axis]
     items = _seed_items(raw) if axis == "seeds" else _items(axis, raw)
-    values: list[Any] = []
-    again: list[str] = []
+    # dicts keep the order of first appearance and look values up by hash: linear in the number
+    # of values (a list's `in` made 0-999998 quadratic: minutes)
+    values: dict[Any, None] = {}
+    again: dict[str, None] = {}
     for item in items:
         try:
             value = getattr(build_spec({spec_field: item}), spec_field)
         except BadInput as e:
             raise BadInput(f"--{axis}: {e}") from None
         if value not in values:  # '0-9,5' means seeds 0 to 9, once each
-            values.append(value)
-        elif (text := _value_text(value)) not in again:
-            again.append(text)
-    return tuple(values), again
+            values[value] = None
+        else:
+            again[_value_text(value)] = None
+    return tuple(values), list(again)
 
 
 def _value_text(value: Any) -> str:

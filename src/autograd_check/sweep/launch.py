@@ -9,6 +9,7 @@ Nothing here prints or exits: notes and progress go to callbacks, failures are r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.document import envelope
-from autograd_check.errors import EXIT_INTERRUPTED, BadInput, EnvironmentProblem
+from autograd_check.errors import EXIT_INTERRUPTED, BadInput, CheckError, EnvironmentProblem
+from autograd_check.safety import masked_parameters
 from autograd_check.slurm.arrays import (
     ArrayProgress,
+    JobIdentity,
     SubmittedArray,
     array_blocked,
     array_parameters,
     cancel_arrays,
+    job_identities,
     live_tasks,
     submit_arrays,
     watch_arrays,
@@ -36,7 +40,8 @@ from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.where import current_allocation, require_slurm
 from autograd_check.sweep.grid import Case
 from autograd_check.sweep.plan import Plan, any_cuda
-from autograd_check.sweep.runner import ArrayTask, Tally, chunks, run_cases
+from autograd_check.sweep.runner import ArrayTask, HangFn, Tally, chunks, run_cases
+from autograd_check.sweep.running import Claim, claim
 from autograd_check.sweep.store import Store, now, outcome_of, select
 
 Note = Callable[[str], None]
@@ -101,6 +106,64 @@ def slurm_jobs(manifest: Mapping[str, Any]) -> list[str]:
             for array in submission.get("arrays", []) for job in array.get("task_jobs", [])]
 
 
+def _expected(manifest: Mapping[str, Any]) -> dict[str, tuple[str | None, str | None]]:
+    """Array id → (job name, log folder) that the manifest says its submission used."""
+    expected: dict[str, tuple[str | None, str | None]] = {}
+    for submission in manifest.get("submissions", []):
+        params = submission.get("parameters") or {}
+        name = params.get("job_name") if isinstance(params, dict) else None
+        for array in submission.get("arrays", []):
+            log_dir = array.get("log_dir") or submission.get("log_dir")
+            for job in [array.get("job_id"), *array.get("task_jobs", [])]:
+                if job:
+                    expected[str(job).split("_")[0]] = (
+                        name if isinstance(name, str) else None,
+                        log_dir if isinstance(log_dir, str) else None,
+                    )
+    return expected
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b) or Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def why_not_ours(seen: JobIdentity, name: str | None, log_dir: str | None) -> str | None:
+    """Why a job the manifest lists is not this sweep's array (None when it is): its job name
+    must be the one the sweep submitted with, and its log must go into the sweep's log folder."""
+    if name is not None and seen.name != name:
+        return f"its job name is {seen.name!r}, not {name!r}"
+    if log_dir is None or seen.stdout is None:
+        return "its log folder cannot be told"
+    if not _same_dir(str(Path(seen.stdout).parent), log_dir):
+        return f"its log goes to {str(Path(seen.stdout).parent)!r}, not {log_dir!r}"
+    return None
+
+
+def sort_jobs(
+    manifest: Mapping[str, Any], alive: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(live tasks of this sweep's arrays, {array id: why it is not this sweep's}) among `alive`.
+
+    A job id in the manifest is trusted only when the controller confirms it: the job name and
+    log folder the sweep submitted with (a hand-edited manifest, or a job id reused after the
+    controller's counter restarted, must not get someone's other job cancelled)."""
+    expected = _expected(manifest)
+    arrays = sorted({j.split("_")[0] for j in alive}, key=int)
+    seen = job_identities(arrays)
+    foreign: dict[str, str] = {}
+    for array in arrays:
+        name, log_dir = expected.get(array, (None, None))
+        if array not in seen:
+            foreign[array] = "the controller does not say what it is"
+        elif (why := why_not_ours(seen[array], name, log_dir)) is not None:
+            foreign[array] = why
+    ours = {job: state for job, state in alive.items() if job.split("_")[0] not in foreign}
+    return ours, foreign
+
+
 def stop_earlier(store: Store, *, force: bool, on_note: Note = _quiet) -> None:
     """Refuse (BadInput) while an earlier submission into DIR still runs: its tasks would write
     records beside this sweep's and cases would run twice. With `force` an earlier job array is
@@ -115,7 +178,10 @@ def stop_earlier(store: Store, *, force: bool, on_note: Note = _quiet) -> None:
             "it to end or stop it first (Ctrl-C there, or kill its pid)"
         )
     jobs = slurm_jobs(manifest)
-    alive = live_tasks(jobs)
+    alive, foreign = sort_jobs(manifest, live_tasks(jobs))
+    for array, why in foreign.items():
+        on_note(f"job {array}, listed in {store.manifest_path}, is not this sweep's array "
+                f"({why}): left alone")
     if not alive:
         return
     arrays = sorted({j.split("_")[0] for j in alive}, key=int)
@@ -153,8 +219,37 @@ def add_local_submission(store: Store, cases: int) -> int:
 
 
 def end_local_submission(store: Store, index: int, *, status: str, ran: int) -> None:
-    """Mark the local run at `index` as ended ('complete' or 'interrupted')."""
+    """Mark the local run at `index` as ended ('complete', 'interrupted' or 'failed')."""
     store.update_submission(index, ended=now(), status=status, ran=ran)
+
+
+def tidy_after_killed(store: Store, on_note: Note = _quiet) -> None:
+    """What a sweep killed outright (SIGKILL, a crash, a lost node) left in DIR: its local run in
+    the manifest, never ended, is marked ended with status 'killed'; temporary files it was
+    writing are removed (Store.remove_temporaries). Only local runs of this host whose process
+    is gone are closed: one of another host cannot be told from a live one here. Called under
+    the lock, once stop_earlier has found nothing still running into DIR."""
+    host = socket.gethostname()
+    killed: list[int] = []
+
+    def close(manifest: dict[str, Any]) -> None:
+        for index, sub in enumerate(manifest.get("submissions", [])):
+            pid = sub.get("pid")
+            if (sub.get("mode") == "local" and "ended" not in sub and sub.get("host") == host
+                    and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid)):
+                sub.update(ended=now(), status="killed")
+                killed.append(index)
+
+    manifest = store.read_manifest() if store.root.exists() else None
+    if manifest is not None and any(
+            s.get("mode") == "local" and "ended" not in s for s in manifest.get("submissions", [])):
+        store.update_manifest(close)
+    if killed:
+        on_note(f"{len(killed)} earlier local run(s) into {store.root} never ended (killed): "
+                "marked so in its manifest")
+    removed = store.remove_temporaries()
+    if removed:
+        on_note(f"removed {len(removed)} temporary file(s) a killed sweep left in {store.root}")
 
 
 def submit(plan: Plan, todo: list[Case], *, on_note: Note = _quiet) -> list[str]:
@@ -169,7 +264,9 @@ def submit(plan: Plan, todo: list[Case], *, on_note: Note = _quiet) -> list[str]
     index = store.add_submission({
         "mode": "slurm", "started": now(), "host": socket.gethostname(), "cases": len(todo),
         "cases_per_task": plan.cases_per_task, "max_parallel": plan.max_parallel,
-        "tasks": len(packed), "log_dir": str(folder), "parameters": params, "arrays": [],
+        "tasks": len(packed), "log_dir": str(folder),
+        "parameters": masked_parameters(params),  # the manifest is no place for a token
+        "arrays": [],
     })
     task_jobs: list[str] = []
 
@@ -187,7 +284,8 @@ def submit(plan: Plan, todo: list[Case], *, on_note: Note = _quiet) -> list[str]
     # submitit's Checkpointable.__new__ has no annotations.
     task = ArrayTask()  # type: ignore[no-untyped-call]
     out = str(store.root.resolve())
-    submit_arrays(task, [(out, plan.grid_id, chunk) for chunk in packed], plan.slurm, params,
+    submit_arrays(task, [(out, plan.grid_id, chunk, plan.case_timeout) for chunk in packed],
+                  plan.slurm, params,
                   folder, clean=current_allocation() is not None, on_submitted=record)
     return task_jobs
 
@@ -225,6 +323,8 @@ class Started:
     local_index: int | None = None
     """The local run's index among the manifest's submissions (for `run_local`)."""
     task_jobs: list[str] = field(default_factory=list)
+    claim: Claim | None = None
+    """DIR/.running, held by a local run until `run_local` ends it."""
 
     def submission(self, plan: Plan) -> Submission:
         return Submission(plan.store.root, len(self.todo), list(self.task_jobs))
@@ -240,10 +340,14 @@ def start_sweep(plan: Plan, *, rerun_failed: bool, force: bool, on_note: Note = 
         check_slurm_here(plan.slurm)
     store.check_grid(plan.grid, force=force)  # another grid in --out: refused before anything
     # The lock is held from the look at earlier submissions until this one is in the manifest
-    # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses.
+    # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses. DIR's
+    # claim (sweep.running: DIR/.running, seen from every host sharing DIR) is held as long:
+    # for a local sweep, until its run ends.
     with store.locked(on_wait=lambda: on_note(
-            f"waiting for another sweep into {store.root} to finish submitting")):
+            f"waiting for another sweep into {store.root} to finish submitting")), \
+            _claimed(store, "local" if plan.slurm is None else "slurm", on_note) as held:
         stop_earlier(store, force=force, on_note=on_note)
+        tidy_after_killed(store, on_note)
         _manifest, removed = store.prepare(plan.grid, force=force)
         if force:
             gone = [f"{removed} record(s)"] + store.clear_old_files()
@@ -267,9 +371,23 @@ def start_sweep(plan: Plan, *, rerun_failed: bool, force: bool, on_note: Note = 
                     "record")
         elif plan.slurm is None:
             started.local_index = add_local_submission(store, len(todo))
+            started.claim = held
         else:
             started.task_jobs = submit(plan, todo, on_note=on_note)
+        if started.claim is None:
+            held.release()
     return started
+
+
+@contextmanager
+def _claimed(store: Store, mode: str, on_note: Note) -> Iterator[Claim]:
+    """DIR's claim for this process (sweep.running.claim), given back if starting fails."""
+    held = claim(store.root, mode, on_note)
+    try:
+        yield held
+    except BaseException:
+        held.release()
+        raise
 
 
 # -- running here --------------------------------------------------------------------------------
@@ -296,28 +414,49 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_local(
-    plan: Plan, started: Started, *, on_done: Callable[[Case, Tally], None] | None = None
+    plan: Plan, started: Started, *, on_done: Callable[[Case, Tally], None] | None = None,
+    on_hang: HangFn | None = None,
 ) -> LocalRun:
     """Run the started sweep's cases here, one after another; `on_done(case, tally)` after each.
     Ctrl-C (or SIGTERM) keeps every record written, marks the run interrupted in the manifest
-    and raises SweepInterrupted."""
+    and raises SweepInterrupted. Each case is bounded by the plan's --case-timeout; a case hung
+    where Python cannot stop it ends the process (runner.CaseClock) after the run is marked
+    'case hung' in the manifest, DIR's claim given back and `on_hang(case, record)` called."""
     assert started.local_index is not None, "start_sweep recorded a local run"
     store = plan.store
     tally = Tally()
+    index = started.local_index
 
     def done(case: Case, doc: dict[str, Any]) -> None:
         tally.add(outcome_of(doc))
         if on_done is not None:
             on_done(case, tally)
 
+    def hung(case: Case, doc: dict[str, Any]) -> None:
+        # From the watchdog thread, just before the process ends (no finally runs after it).
+        with contextlib.suppress(Exception):
+            end_local_submission(store, index, status="case hung", ran=tally.ran + 1)
+        if started.claim is not None:
+            started.claim.release()
+        if on_hang is not None:
+            on_hang(case, doc)
+
     start = time.monotonic()
     try:
         with _sigterm_as_interrupt():
-            run_cases(store, started.todo, plan.grid_id, on_done=done)
+            run_cases(store, started.todo, plan.grid_id, on_done=done,
+                      case_timeout=plan.case_timeout, on_hang=hung)
     except KeyboardInterrupt:
         end_local_submission(store, started.local_index, status="interrupted", ran=tally.ran)
         recorded = len(store.recorded_keys() & {c.key for c in plan.cases})
         raise SweepInterrupted(recorded, plan.grid.size, store.root) from None
+    except CheckError:  # a full disk, say: close the run if the manifest can still be written
+        with contextlib.suppress(CheckError):
+            end_local_submission(store, started.local_index, status="failed", ran=tally.ran)
+        raise
+    finally:
+        if started.claim is not None:
+            started.claim.release()
     end_local_submission(store, started.local_index, status="complete", ran=tally.ran)
     return LocalRun(tally, time.monotonic() - start)
 

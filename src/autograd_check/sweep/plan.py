@@ -11,13 +11,19 @@ from typing import Any
 
 from autograd_check.check.device import resolve_device
 from autograd_check.check.execute import check_memory
-from autograd_check.config import slurm_from
+from autograd_check.config import slurm_from, slurm_table
 from autograd_check.document import envelope
+from autograd_check.safety import check_folder_chain
 from autograd_check.slurm.arrays import array_parameters, array_script, max_array_size
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.where import resolve_log_dir
 from autograd_check.sweep.grid import Case, Grid, build_grid, check_size
-from autograd_check.sweep.settings import SweepFlags, default_mode, read_request
+from autograd_check.sweep.settings import (
+    DEFAULT_CASE_TIMEOUT_S,
+    SweepFlags,
+    default_mode,
+    read_request,
+)
 from autograd_check.sweep.store import Store, select
 
 
@@ -34,6 +40,8 @@ class Plan:
     max_parallel: int | None = None
     slurm: SlurmOptions | None = None
     """The Slurm options; set exactly when the mode is 'slurm'."""
+    case_timeout: float = DEFAULT_CASE_TIMEOUT_S
+    """Seconds one case may run (--case-timeout); 0: no limit."""
 
     @property
     def grid_id(self) -> str:
@@ -66,6 +74,15 @@ def check_local(cases: list[Case]) -> None:
         resolve_device(device)
 
 
+def check_folders(store: Store, opts: SlurmOptions) -> None:
+    """A Slurm sweep's --out and log folder, refused (BadInput) when another user could change
+    them or the way to them: the array's tasks load their pickles from the log folder and write
+    their records into --out (safety.check_folder_chain)."""
+    check_folder_chain(store.root, "--out")
+    given = opts.log_dir
+    check_folder_chain(resolve_log_dir(given if given is not None else store.logs_dir), "log dir")
+
+
 def plan_sweep(
     check_values: Mapping[str, Any],
     axis_values: Mapping[str, Any],
@@ -89,10 +106,12 @@ def plan_sweep(
     opts = None
     if mode == "slurm":
         opts = slurm_from(slurm_values, request.config)
+        check_folders(Store(settings.out), opts)
     else:
+        slurm_table(request.config)  # unused here, but a misspelled key is still refused
         check_local(cases)
     return Plan(grid, cases, mode, Store(settings.out), settings.cases_per_task,
-                settings.max_parallel, opts)
+                settings.max_parallel, opts, case_timeout=settings.case_timeout)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,17 @@ from typing import Any
 
 from autograd_check.config import check_table, checked_table
 from autograd_check.errors import BadInput
+from autograd_check.numbers import finite
+from autograd_check.safety import script_value
 from autograd_check.slurm.where import current_allocation, have
 from autograd_check.sweep.grid import AXES, AXIS_OF, DEFAULT_MAX_CASES
 from autograd_check.sweep.store import DEFAULT_OUT
 
+DEFAULT_CASE_TIMEOUT_S = 600.0
+"""--case-timeout when not given (sweep.runner uses it too)."""
+
 MODES = ("local", "slurm")
-SETTING_KEYS = ("out", "mode", "max_cases", "cases_per_task", "max_parallel")
+SETTING_KEYS = ("out", "mode", "max_cases", "cases_per_task", "max_parallel", "case_timeout")
 SWEEP_KEYS = (*AXES, *SETTING_KEYS)
 """Keys of a config file's [sweep] table: the grid's axes, then how the sweep runs."""
 
@@ -32,6 +37,7 @@ class SweepFlags:
     max_cases: int | None = None
     cases_per_task: int | None = None
     max_parallel: int | None = None
+    case_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Settings:
     max_cases: int = DEFAULT_MAX_CASES
     cases_per_task: int = 1
     max_parallel: int | None = None
+    case_timeout: float = DEFAULT_CASE_TIMEOUT_S
+    """Seconds one case may run before it is stopped and recorded as timed out; 0: no limit."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,23 @@ def _check_setting(key: str, value: Any) -> None:
     if key == "out":
         if not isinstance(value, str) or not value:
             raise BadInput(f"out {value!r} is not a directory name")
+        script_value("out", value, path=True)
     elif key == "mode":
         if value not in MODES:
             raise BadInput(f"mode {value!r} is not known; choose 'local' or 'slurm'")
+    elif key == "case_timeout":
+        parse_case_timeout(value)
     elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadInput(f"{key} {value!r} is not allowed; expected an integer >= 1")
+
+
+def parse_case_timeout(value: object) -> float:
+    """--case-timeout or [sweep] case_timeout: seconds >= 0 (0: no limit)."""
+    number = finite(value)
+    if number is None or number < 0:
+        raise BadInput(f"case_timeout {value!r} is not allowed; expected seconds >= 0 (e.g. 600; "
+                       "0 for no limit)")
+    return number
 
 
 def check_settings(table: Mapping[str, Any]) -> None:
@@ -96,7 +116,10 @@ def read_request(
     chosen = {k: v for k, v in sweep_file.items() if k in SETTING_KEYS}
     chosen.update({k: getattr(flags, k) for k in SETTING_KEYS if getattr(flags, k) is not None})
     if "out" in chosen:
-        chosen["out"] = Path(chosen["out"])
+        # --out (and the [sweep] out) reaches the job script as the folder of DIR/logs
+        chosen["out"] = Path(script_value("--out", str(chosen["out"]), path=True))
+    if "case_timeout" in chosen:
+        chosen["case_timeout"] = parse_case_timeout(chosen["case_timeout"])
     return SweepRequest(grid_values, Settings(**chosen), path)
 
 

@@ -12,26 +12,30 @@ Records are the truth: a case is done exactly when its record exists, reads as a
 carries this sweep's grid id (`credited`); anything else (half a file, another grid's record)
 counts as missing everywhere. A record is written to a temporary file in the same directory,
 flushed, fsync'd and renamed over its final name, so a reader (or a sweep killed at any moment)
-sees either no record or a whole one. Files get mode 0666 less the umask (0644 usually), so that
-a group can read a shared results directory.
+sees either no record or a whole one. Folders are 0700 and files 0600 whatever the umask: a
+sweep's files are its user's only (the manifest holds its setup lines, secrets masked; the array's
+tasks load pickles from DIR/logs), see docs/security.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from autograd_check.document import dumps, envelope
-from autograd_check.errors import BadInput
+from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.safety import PRIVATE_FILE, make_private_dirs
 from autograd_check.sweep.grid import Case, Grid
 
 MANIFEST = "manifest.json"
@@ -42,6 +46,9 @@ LOCK = ".lock"
 KIND = "manifest"
 """The manifest's document kind (autograd_check.document)."""
 DEFAULT_OUT = "sweep-results"
+TEMPORARY_GRACE_S = 60.0
+"""A temporary file untouched this long was left by a writer that was killed (see
+Store.remove_temporaries): writing a record takes milliseconds."""
 """--out when not given: ./sweep-results, relative to where the sweep starts."""
 
 
@@ -49,29 +56,13 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it where /proc allows (no window in which
-    another thread would create files with a umask of 0)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that `path` is either its old self or the whole new text.
 
-    The file gets the mode an ordinary open() would give it (0666 less the umask), not mkstemp's
-    0600: a results directory is meant to be read by others (`report DIR` from any shell)."""
+    The file is 0600 (the user's only) whatever the umask."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, PRIVATE_FILE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -113,12 +104,50 @@ def record_problem(doc: Any, grid_id: str) -> str | None:
     DIR before a --force) are not credited: their case counts as missing and runs again."""
     if not isinstance(doc, dict):
         return "unreadable (not a JSON object)"
-    if not isinstance(doc.get("error"), dict) and not isinstance(doc.get("verdict"), dict):
+    if "error" not in doc and "verdict" not in doc:
         return "not a whole record (no verdict and no error)"
+    shape = shape_problem(doc)
+    if shape is not None:
+        return f"of the wrong shape ({shape})"
     case = doc.get("case")
     theirs = case.get("grid_id") if isinstance(case, dict) else None
     if theirs != grid_id:
         return f"a record of another grid ({theirs or 'no grid id'}; this sweep is {grid_id})"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def shape_problem(doc: Mapping[str, Any]) -> str | None:
+    """What, in a record that is a JSON object, has a shape the report and resume cannot read
+    (None: every part they read is there in its form). The one check of a record's shape: a
+    record that fails it is set aside like an unreadable one, and its case runs again."""
+    if "error" in doc:
+        if not isinstance(doc["error"], dict):
+            return f"'error' is {_kind(doc['error'])}, not an object"
+    else:
+        verdict = doc.get("verdict")
+        if not isinstance(verdict, dict):
+            return f"'verdict' is {_kind(verdict)}, not an object"
+        if not isinstance(verdict.get("passed"), bool):
+            return f"'verdict.passed' is {_kind(verdict.get('passed'))}, not true or false"
+    for name in ("case", "environment"):
+        if doc.get(name) is not None and not isinstance(doc[name], dict):
+            return f"'{name}' is {_kind(doc[name])}, not an object"
+    env = doc.get("environment") or {}
+    if env.get("slurm") is not None and not isinstance(env["slurm"], dict):
+        return f"'environment.slurm' is {_kind(env['slurm'])}, not an object"
+    stats = doc.get("statistics")
+    if stats is None:
+        return None
+    if not isinstance(stats, list) or not all(isinstance(s, dict) for s in stats):
+        return f"'statistics' is {_kind(stats)}, not a list of objects"
+    for s in stats:
+        count = s.get("mismatched", 0)
+        if isinstance(count, bool) or not isinstance(count, int):
+            return f"'statistics[].mismatched' is {_kind(count)}, not a whole number"
     return None
 
 
@@ -137,8 +166,20 @@ class Store:
         return self.records_dir / f"{key}.json"
 
     def write_record(self, key: str, doc: Mapping[str, Any]) -> None:
-        self.records_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.record_path(key), dumps(doc) + "\n")
+        self._write(self.record_path(key), dumps(doc) + "\n", make_folder=True)
+
+    def _write(self, path: Path, text: str, *, make_folder: bool = False) -> None:
+        """atomic_write_text; a file system that refuses the write (full, over quota, read-only)
+        is EnvironmentProblem naming the folder (exit 3): the records written before stay."""
+        try:
+            if make_folder:
+                make_private_dirs(path.parent)
+            atomic_write_text(path, text)
+        except OSError as e:
+            raise EnvironmentProblem(
+                f"cannot write {path.name} in {path.parent}: {e.strerror or e}; the records "
+                "written so far stay: make room there and run the same command again to resume"
+            ) from None
 
     def has_record(self, key: str, grid_id: str) -> bool:
         """Whether `key` has a record that counts for this grid (see `record_problem`)."""
@@ -197,7 +238,7 @@ class Store:
         """Move a record aside (--rerun-failed) into superseded/, so the case runs again while
         its old result is kept for comparison."""
         target = self.root / SUPERSEDED
-        target.mkdir(exist_ok=True)
+        make_private_dirs(target)
         stamp = now().replace(":", "")
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.record_path(key), target / f"{key}.{stamp}.json")
@@ -222,6 +263,23 @@ class Store:
                 removed.append(f"{name}/")
         return removed
 
+    def remove_temporaries(self, older_than_s: float = TEMPORARY_GRACE_S) -> list[Path]:
+        """Remove what a killed writer left: atomic_write_text's `.NAME.*.tmp` files (in DIR and
+        records/) and ensure_writable's `.probe.*`, not touched for `older_than_s` seconds (a
+        live writer finishes with its file in milliseconds). Returns what was removed."""
+        limit = time.time() - older_than_s
+        removed: list[Path] = []
+        for folder, patterns in ((self.root, (".*.tmp",)),
+                                 (self.records_dir, (".*.tmp", ".probe.*"))):
+            for pattern in patterns:
+                for path in folder.glob(pattern):
+                    with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                        if path.is_file() and not path.is_symlink() and (
+                                path.lstat().st_mtime < limit):
+                            path.unlink()
+                            removed.append(path)
+        return removed
+
     # -- the lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
@@ -238,7 +296,7 @@ class Store:
             return
         self.ensure_writable()
         try:
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         except OSError as e:
             raise BadInput(f"{self.root / LOCK} cannot be opened: {e.strerror or e}") from None
         try:
@@ -271,7 +329,7 @@ class Store:
         return doc
 
     def write_manifest(self, doc: Mapping[str, Any]) -> None:
-        atomic_write_text(self.manifest_path, dumps(doc) + "\n")
+        self._write(self.manifest_path, dumps(doc) + "\n")
 
     def grid(self) -> Grid:
         manifest = self.read_manifest()
@@ -314,11 +372,15 @@ class Store:
     def ensure_writable(self) -> None:
         """Create DIR and its records folder, and prove a file can be written there."""
         try:
-            self.records_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.records_dir)
             fd, probe = tempfile.mkstemp(dir=self.records_dir, prefix=".probe.")
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the place is right, the disk is full
+                raise EnvironmentProblem(
+                    f"--out {str(self.root)!r}: {e.strerror or e}; make room and run again"
+                ) from None
             raise BadInput(
                 f"--out {str(self.root)!r} is not a writable directory: {e.strerror or e}"
             ) from None

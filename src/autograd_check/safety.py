@@ -1,0 +1,200 @@
+"""What keeps another user out of your jobs and results (docs/security.md).
+
+- `script_value`: the one check of a value that is written into an sbatch script (a path, a
+  setup line, an sbatch option): no newline or other control character, and for paths no `%`
+  (Slurm and submitit expand %j, %u ... in them).
+- `check_folder_chain`: a folder that will hold the pickles a job loads (its log folder, a
+  sweep's --out) is refused when another user could change the way to it, as ssh's StrictModes
+  refuses: every folder passed on the way (from /, through symbolic links) must belong to you or
+  root and be writable by nobody else unless it is sticky (like /tmp).
+- `make_private_dirs`, `private_umask`, `PRIVATE_FILE`: what the tool creates is yours only
+  (folders 0700, files 0600), whatever the umask.
+- `mask_secrets`: setup lines and sbatch options as they are stored (manifest, report), with the
+  values of variables and options whose names look secret replaced by ***.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from autograd_check.errors import BadInput
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_LINKS = 40
+"""Symbolic links followed on the way to a folder before giving up (Linux's own limit)."""
+
+
+# -- values written into a job script -------------------------------------------------------------
+def script_value(what: str, value: str, *, path: bool = False) -> str:
+    """`value`, unchanged, when it may be written into an sbatch script; else BadInput naming it.
+
+    A newline would start a line of its own in the script (a command, or an #SBATCH directive);
+    a `%` in a path is expanded by Slurm (--output) and by submitit (its folder), so the files
+    would land elsewhere than where they are checked."""
+    if _CONTROL.search(value):
+        raise BadInput(f"{what} {value!r} contains a newline or other control character; "
+                       "it would be written into the job script as it is")
+    if path and "%" in value:
+        raise BadInput(f"{what} {value!r} contains '%', which Slurm and submitit expand "
+                       "(%j, %u ...); choose a folder name without it")
+    return value
+
+
+# -- the way to a folder --------------------------------------------------------------------------
+def _mode(st: os.stat_result) -> str:
+    return oct(stat.S_IMODE(st.st_mode))[2:]
+
+
+def _walk(path: Path) -> Iterator[tuple[str, os.stat_result, bool]]:
+    """(name, lstat, is it `path` itself) for every existing entry the system passes on the way
+    to `path` (absolute): /, each folder, each symbolic link (then the way to its target)."""
+    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    current = "/"
+    yield current, os.stat(current), not todo
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        entry = os.path.join(current, name)
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            return  # missing (it will be created, private) or not reachable (mkdir will say)
+        yield entry, st, not todo and not stat.S_ISLNK(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return
+            target = Path(os.readlink(entry))
+            if target.is_absolute():
+                current = "/"
+                todo.extend(reversed(target.parts[1:]))
+            else:
+                todo.extend(reversed(target.parts))
+        else:
+            current = entry
+
+
+def folder_chain_problem(path: Path, *, itself: bool = True) -> str | None:
+    """Why another user could change what lies at `path` (None: nobody but you and root can).
+
+    Every folder on the way must belong to you or root and be writable by nobody else, unless it
+    is sticky (/tmp: others may add entries but not move yours); a symbolic link on the way must
+    be yours or root's. With `itself`, `path` (if it exists) must be yours and writable by you
+    alone."""
+    me = os.getuid()
+    for entry, st, last in _walk(path):
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if last and itself:
+            if st.st_uid != me:
+                return f"{entry!r} belongs to another user (uid {st.st_uid})"
+            if writable:
+                return f"{entry!r} can be written by other users (mode {_mode(st)})"
+            continue
+        if st.st_uid not in (0, me):
+            return f"{entry!r} belongs to another user (uid {st.st_uid})"
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a link's own mode means nothing; the folder holding it was checked
+        if writable and not st.st_mode & stat.S_ISVTX:
+            return (f"{entry!r} can be written by other users (mode {_mode(st)}, "
+                    "without the sticky bit)")
+    return None
+
+
+def check_folder_chain(path: Path, what: str, *, itself: bool = True) -> None:
+    """BadInput (one line, naming the folder at fault and what to do) when another user could
+    replace `path` or what it holds: a job loads pickles from there, and loading a pickle runs
+    whatever its writer put in it."""
+    problem = folder_chain_problem(path, itself=itself)
+    if problem is not None:
+        raise BadInput(
+            f"{what} {str(path)!r} is not safe: {problem}, so another user could replace the "
+            "job's files and run code as you. Use a folder that only you (and root) can change "
+            "all the way from /, e.g. under your home directory, or remove the others' write "
+            "permission (chmod go-w)"
+        )
+
+
+# -- what the tool creates ------------------------------------------------------------------------
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents, each 0700 whatever the umask (OSError as mkdir)."""
+    missing: list[Path] = []
+    here = Path(os.path.abspath(path))
+    while not os.path.lexists(here):
+        missing.append(here)
+        here = here.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: the checks that follow judge it
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Umask 077 for the files made inside (submitit's pickles and scripts, and the job's own
+    logs and results: sbatch hands the umask to the job)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+# -- secrets in what is stored --------------------------------------------------------------------
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASS", "CREDENTIAL", "AUTH", "PRIVATE", "COOKIE")
+"""A variable or option whose name holds one of these (any case) has its value masked."""
+MASK = "***"
+_WORD = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|\\.|[^\s;&|'"])+"""
+_ASSIGNMENT = re.compile(rf"(?<![\w$])([A-Za-z_][A-Za-z0-9_]*)=({_WORD})?")
+_OPTION = re.compile(rf"(?<![\w-])(--?[A-Za-z0-9][A-Za-z0-9_-]*)(=|[ \t]+)(?!-)({_WORD})")
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
+def mask_secrets(line: str) -> str:
+    """`line` with the values of secret-looking variables (`export HF_TOKEN=abc`), options
+    (`--api-key abc`, `--password=abc`) and URL passwords (`https://me:abc@host`) as ***."""
+
+    def assignment(m: re.Match[str]) -> str:
+        return f"{m[1]}={MASK}" if looks_secret(m[1]) and m[2] else m[0]
+
+    def option(m: re.Match[str]) -> str:
+        return f"{m[1]}{m[2]}{MASK}" if looks_secret(m[1]) else m[0]
+
+    line = _ASSIGNMENT.sub(assignment, line)
+    line = _OPTION.sub(option, line)
+    return _URL_PASSWORD.sub(rf"\1:{MASK}@", line)
+
+
+def masked_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Executor parameters as stored (a sweep's manifest): setup lines and sbatch options with
+    their secrets masked. The job script itself keeps the real values: it runs them."""
+    stored = dict(params)
+    if "setup" in stored:
+        stored["setup"] = [mask_secrets(str(line)) for line in stored["setup"]]
+    extra = stored.get("additional_parameters")
+    if isinstance(extra, Mapping):
+        stored["additional_parameters"] = {
+            key: (MASK if looks_secret(str(key)) else mask_secrets(value))
+            if isinstance(value, str) else value
+            for key, value in extra.items()
+        }
+    return stored

@@ -67,6 +67,11 @@ class CheckResult:
     """--reference finite-diff: the step, tolerances and cost of the central differences."""
     repeat: dict[str, Any] | None = None
     """--repeat N: whether the N autograd gradients were bitwise identical, and their spread."""
+    reference: dict[str, Any] | None = None
+    """The Python API (check()): the reference's name, method, directions, step and order."""
+
+    def __str__(self) -> str:
+        return verdict_text(self)
 
     @property
     def exit_code(self) -> int:
@@ -102,6 +107,8 @@ class CheckResult:
             doc["finite_diff"] = self.finite_diff
         if self.repeat is not None:
             doc["repeat"] = self.repeat
+        if self.reference is not None:
+            doc["reference"] = self.reference
         return doc
 
     @classmethod
@@ -125,7 +132,79 @@ class CheckResult:
             error=verdict.get("error"),
             finite_diff=unplain(doc["finite_diff"]) if doc.get("finite_diff") else None,
             repeat=unplain(doc["repeat"]) if doc.get("repeat") else None,
+            reference=unplain(doc["reference"]) if doc.get("reference") else None,
         )
 
     def to_json(self, indent: int | None = 2) -> str:
         return dumps(self.to_dict(), indent=indent)
+
+
+# --- the plain-text verdict (str(result)): no Rich, for AssertionError messages and logs --------
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _where(index: list[int]) -> str:
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _shape(shape: list[int]) -> str:
+    return "×".join(str(d) for d in shape) or "scalar"
+
+
+COLUMNS = ("compared", "shape", "bit-exact", "mismatched", "greatest abs diff",
+           "greatest rel diff", "rtol", "atol", "verdict")
+
+
+def comparison_cells(c: Comparison) -> tuple[str, ...]:
+    return (
+        c.name,
+        _shape(c.shape),
+        "yes" if c.bit_exact else "no",
+        f"{c.mismatched} of {c.numel}",
+        f"{_number(c.max_abs_diff)} at {_where(c.max_abs_index)}",
+        f"{_number(c.max_rel_diff)} at {_where(c.max_rel_index)}",
+        _number(c.rtol),
+        _number(c.atol),
+        "PASS" if c.passed else "FAIL",
+    )
+
+
+def verdict_text(result: CheckResult) -> str:
+    """PASS/FAIL with what was compared, then one row per comparison: shape, bit-exact,
+    mismatched k of N, greatest absolute and relative difference with their index, the
+    tolerances, the verdict; then the criterion and any notes."""
+    comparisons = result.comparisons
+    failed = sum(not c.passed for c in comparisons)
+    reference = result.reference or {}
+    head = f"{'PASS' if result.passed else 'FAIL'}: {result.loss_name}"
+    if reference.get("name"):
+        head += f", reference {reference['name']}"
+        if reference.get("order", 1) != 1:
+            head += f", order {reference['order']}"
+    if comparisons:
+        head += f": {len(comparisons) - failed} of {len(comparisons)} comparisons passed"
+    lines = [head]
+    checked = result.spec.get("checked")
+    if checked:
+        lines.append("checked: " + ", ".join(
+            f"{t['name']} ({_shape(t['shape'])} {t['dtype']})" for t in checked))
+    rows = [COLUMNS, *(comparison_cells(c) for c in comparisons)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    if comparisons:
+        for row in rows:
+            cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            lines.append(("  " + "  ".join(cells)).rstrip())
+    if result.error is not None:
+        lines.append(f"error: {result.error}")
+    lines.append(
+        "criterion: bit-exact equality (exact=True)" if result.criterion == "exact"
+        else "criterion: |a − b| ≤ atol + rtol·|b| for every element (torch.testing.assert_close)"
+    )
+    for key in ("directions", "step"):
+        if key in reference:
+            lines.append(f"{key}: {reference[key]}")
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)

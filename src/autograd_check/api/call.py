@@ -1,0 +1,350 @@
+"""check()'s arguments, checked once and prepared: what is checked, under which names, how fn is
+evaluated at other values, the cotangent, and the caller's state kept as it was.
+
+fn is evaluated on detached views of the caller's tensors (no copy: the same storage), so nothing
+of the caller's autograd state is touched: a checked input is a fresh leaf that requires grad, and
+an `nn.Module` is called through `torch.func.functional_call` with its parameters (detached) and
+copies of its buffers (so running statistics are not updated).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.check.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+REFERENCES = ("autograd", "finite-diff", "projection", "forward")
+DEFAULT_DIRECTIONS = 1
+"""k, the random directions of reference='projection' and 'forward' (per checked tensor)."""
+DEFAULT_STEP = 1e-6
+"""h, the central-difference step of 'finite-diff', 'projection' and order=2 (gradcheck's eps)."""
+OPTIONS: dict[str, Any] = {
+    "directions": DEFAULT_DIRECTIONS,
+    "step": DEFAULT_STEP,
+    "max_fd_elements": DEFAULT_MAX_FD_ELEMENTS,
+}
+"""check()'s **options and their defaults."""
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """check()'s keyword arguments, validated."""
+
+    reference: str
+    rtol: float | None
+    atol: float | None
+    exact: bool
+    order: int
+    seed: int
+    directions: int
+    step: float
+    max_fd_elements: int
+
+    def tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
+        """(rtol, atol): those given, else torch.testing.assert_close's defaults for dtype."""
+        name = str(dtype).removeprefix("torch.")
+        rtol, atol = DEFAULT_TOLERANCES.get(name, DEFAULT_TOLERANCES["float32"])
+        return (rtol if self.rtol is None else self.rtol, atol if self.atol is None else self.atol)
+
+
+def _tolerance(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+    return float(value)
+
+
+def _whole(name: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, not {value}")
+    return value
+
+
+def parse_arguments(
+    manual: object,
+    reference: object,
+    rtol: object,
+    atol: object,
+    exact: object,
+    order: object,
+    seed: object,
+    options: dict[str, Any],
+) -> Arguments:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"check() got an unexpected option {unknown[0]!r}; its options are "
+            + ", ".join(OPTIONS)
+        )
+    opts = {**OPTIONS, **options}
+    if manual is not None and not callable(manual):
+        raise TypeError(f"manual must be a function or None, not {type(manual).__name__}")
+    if reference is None:
+        reference = "autograd" if manual is not None else "projection"
+    if reference not in REFERENCES:
+        raise ValueError(
+            f"reference {reference!r} is not one of " + ", ".join(repr(r) for r in REFERENCES)
+        )
+    if reference == "autograd" and manual is None:
+        raise ValueError(
+            "reference='autograd' compares manual with autograd, but manual is None: pass "
+            "manual=..., or pick 'projection', 'forward' or 'finite-diff'"
+        )
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be True or False, not {type(exact).__name__}")
+    order = _whole("order", order, 1)
+    if order > 2:
+        raise ValueError(f"order must be 1 or 2, not {order}")
+    step = opts["step"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise TypeError(f"step must be a number, not {type(step).__name__}")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a finite number > 0, not {step!r}")
+    return Arguments(
+        reference=str(reference),
+        rtol=_tolerance("rtol", rtol),
+        atol=_tolerance("atol", atol),
+        exact=exact,
+        order=order,
+        seed=_whole("seed", seed, 0),
+        directions=_whole("directions", opts["directions"], 1),
+        step=float(step),
+        max_fd_elements=_whole("max_fd_elements", opts["max_fd_elements"], 1),
+    )
+
+
+@dataclass
+class Checked:
+    """One tensor whose gradient is checked: an input with requires_grad=True, or a parameter."""
+
+    name: str
+    value: Tensor
+    """A detached view of the caller's tensor (same storage) that requires grad: a fresh leaf."""
+    role: str
+    """'input' or 'parameter'."""
+    key: int | str
+    """Its position in inputs, or its name in module.named_parameters()."""
+
+
+@dataclass
+class Call:
+    """fn and its inputs, ready to be evaluated at other values of the checked tensors."""
+
+    fn: Callable[..., Any]
+    name: str
+    module: Any | None
+    """fn when it is an nn.Module, else None."""
+    inputs: list[Tensor]
+    """Detached views of the caller's inputs (what manual receives)."""
+    checked: list[Checked]
+    caller_tensors: list[Tensor]
+    """The caller's own tensors (inputs and parameters), whose .grad is left as it was."""
+    state: dict[str, Tensor] = field(default_factory=dict)
+    """A module's parameters (detached) and buffers (copies), for functional_call."""
+    _cast: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def values(self) -> list[Tensor]:
+        return [c.value for c in self.checked]
+
+    def evaluate(self, values: Sequence[Tensor], float64: bool = False) -> Any:
+        """fn with the checked tensors replaced by values; with float64, every other floating
+        input, parameter and buffer is cast to float64 too (values are the caller's to cast)."""
+        torch = import_torch()
+        if float64:
+            if not self._cast:
+                self._cast["inputs"] = [to64(torch, t) for t in self.inputs]
+                self._cast["state"] = {k: to64(torch, t) for k, t in self.state.items()}
+            args, state = list(self._cast["inputs"]), dict(self._cast["state"])
+        else:
+            args, state = list(self.inputs), dict(self.state)
+        for c, v in zip(self.checked, values, strict=True):
+            if c.role == "input":
+                args[int(c.key)] = v
+            else:
+                state[str(c.key)] = v
+        if self.module is None:
+            return self.fn(*args)
+        return torch.func.functional_call(self.module, state, tuple(args))
+
+
+def to64(torch: Any, t: Tensor) -> Tensor:
+    return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
+
+
+def describe_fn(fn: object) -> str:
+    """MyFunction.apply, a function's qualified name, torch.sin's name, or a module's class."""
+    torch = import_torch()
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        return f"{owner.__qualname__}.{getattr(fn, '__name__', 'apply')}"
+    if isinstance(fn, torch.nn.Module):
+        return type(fn).__name__
+    module = getattr(fn, "__module__", None)
+    if module == "torch" or owner is torch._C._VariableFunctions:
+        return f"torch.{getattr(fn, '__name__', '?')}"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return str(name) if name else type(fn).__name__
+
+
+def _signature_target(torch: Any, fn: Any, module: Any | None) -> tuple[Any, int]:
+    """The function whose parameters name fn's inputs, and how many leading ones to skip."""
+    if module is not None:
+        return module.forward, 0
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        function: Any = owner
+        # forward(ctx, *inputs), or forward(*inputs) with a separate setup_context
+        with_ctx = function.setup_context is torch.autograd.Function.setup_context
+        return function.forward, 1 if with_ctx else 0
+    return fn, 0
+
+
+def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str]:
+    """fn's own parameter names where they name every input once, else inputs[i]."""
+    fallback = [f"inputs[{i}]" for i in range(count)]
+    target, skip = _signature_target(torch, fn, module)
+    try:
+        parameters = list(inspect.signature(target).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return fallback
+    names: list[str] = []
+    for p in parameters:
+        if len(names) == count:
+            break
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            names += [f"{p.name}[{j}]" for j in range(count - len(names))]
+        else:
+            break
+    return names if len(names) == count and len(set(names)) == count else fallback
+
+
+def prepare(fn: object, inputs: Sequence[object]) -> Call:
+    """Check fn and inputs (TypeError/ValueError naming the argument) and prepare the call."""
+    torch = import_torch()
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (a function, MyFunction.apply or an nn.Module), "
+                        f"not {type(fn).__name__}")
+    for i, x in enumerate(inputs):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"inputs[{i}] is a {type(x).__name__}, not a tensor: check() takes fn's inputs "
+                "as tensors (bind other arguments with a lambda or functools.partial)"
+            )
+    tensors: list[Tensor] = list(inputs)  # type: ignore[arg-type]  # all tensors, checked above
+    module = fn if isinstance(fn, torch.nn.Module) else None
+    names = input_names(torch, fn, module, len(tensors))
+    checked: list[Checked] = []
+    for i, (name, x) in enumerate(zip(names, tensors, strict=True)):
+        if not x.requires_grad:
+            continue
+        if x.is_complex():
+            raise ValueError(f"inputs[{i}] ({name}) is {str(x.dtype).removeprefix('torch.')}: "
+                             "complex inputs are not supported; check the real and imaginary "
+                             "parts as two real tensors")
+        checked.append(Checked(name, x.detach().requires_grad_(), "input", i))
+    state: dict[str, Tensor] = {}
+    caller = [x for x in tensors if x.is_leaf]
+    if module is not None:
+        for pname, p in module.named_parameters():
+            caller.append(p)
+            if p.requires_grad:
+                if p.is_complex():
+                    raise ValueError(f"parameter {pname} of fn is complex: complex parameters "
+                                     "are not supported")
+                name = pname if pname not in names else f"{type(module).__name__}.{pname}"
+                value = p.detach().requires_grad_()
+                checked.append(Checked(name, value, "parameter", pname))
+                state[pname] = value
+            else:
+                state[pname] = p.detach()
+        for bname, b in module.named_buffers():
+            state[bname] = b.detach().clone()
+    if not checked:
+        raise ValueError(
+            "no input requires grad: set requires_grad=True on the inputs to check"
+            + (" (fn's parameters are frozen too)" if module is not None else "")
+        )
+    return Call(
+        fn=fn,
+        name=describe_fn(fn),
+        module=module,
+        inputs=[x.detach() for x in tensors],
+        checked=checked,
+        caller_tensors=caller,
+        state=state,
+    )
+
+
+def check_output(out: object) -> Tensor:
+    """fn's output must be one floating-point tensor."""
+    torch = import_torch()
+    if not isinstance(out, torch.Tensor):
+        hint = " (for several outputs, check one at a time: lambda *x: f(*x)[0])" if isinstance(
+            out, (tuple, list)) else ""
+        raise TypeError(f"fn returned a {type(out).__name__}, not a tensor: check() needs "
+                        f"fn(*inputs) to return one tensor{hint}")
+    if not out.is_floating_point():
+        raise ValueError(f"fn's output is {str(out.dtype).removeprefix('torch.')}: gradients "
+                         "need a floating-point (not integer, bool or complex) output")
+    tensor: Tensor = out
+    return tensor
+
+
+def cotangent(out: Tensor, seed: int) -> Tensor:
+    """grad_output: 1 for a scalar output, as loss.backward() gives; else a standard normal
+    drawn on the CPU in float64 from torch.Generator().manual_seed(seed), then cast to the
+    output's dtype and moved to its device (the same on every device)."""
+    torch = import_torch()
+    if out.dim() == 0:
+        return out.detach().new_ones(())
+    gen = torch.Generator().manual_seed(seed)
+    draw: Tensor = torch.randn(tuple(out.shape), generator=gen, dtype=torch.float64)
+    return draw.to(dtype=out.dtype, device=out.device)
+
+
+@contextmanager
+def caller_state_kept(tensors: Sequence[Tensor]) -> Iterator[None]:
+    """Global RNGs (torch's CPU and CUDA, Python's), default dtype, threads, grad mode and the
+    .grad of the caller's tensors are as they were after the block, whatever fn did."""
+    torch = import_torch()
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    py_rng = random.getstate()
+    dtype = torch.get_default_dtype()
+    threads = torch.get_num_threads()
+    grad_mode = torch.is_grad_enabled()
+    grads = [(t, t.grad) for t in tensors]
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        random.setstate(py_rng)
+        if torch.get_default_dtype() != dtype:
+            torch.set_default_dtype(dtype)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad_mode)
+        for t, g in grads:
+            if t.grad is not g:
+                t.grad = g

@@ -1,0 +1,388 @@
+"""What a gradient is checked against when it is not (only) a hand-derived one.
+
+All of them look at the scalar L(x) = ⟨u, fn(x)⟩, u the cotangent (grad_output), whose gradient
+is the vector-Jacobian product Jᵀu that autograd (and a custom backward) computes.
+
+projection (the default without manual): for each checked tensor x and each of k random
+directions v (Directions: v = a ⊗ b, x viewed as a matrix, a and b uniform in [-1, 1)), the
+directional derivative by central differences in float64,
+
+    d = (L(x + h·v) − L(x − h·v)) / 2h,          h = step = 1e-6 (gradcheck's eps)
+
+against ⟨g, v⟩ for the gradient g (autograd's, and manual's when given): 2k evaluations of fn per
+checked tensor instead of 2n, as torch.autograd.gradcheck(fast_mode=True) does. They agree when
+
+    |⟨g, v⟩ − d| ≤ atol + rtol·|d|,   rtol = max(1e-3, the check's rtol),
+    atol = max(1e-5, the check's atol, 8·ε·|L|/h) + the check's rtol·‖g‖₁
+
+the last term allowing each element of g its own dtype's rounding (|v| ≤ 1).
+
+forward: forward mode against reverse mode, both analytic, in the inputs' dtype: for each
+direction v, ⟨J·v, u⟩ (a jvp, torch.autograd.forward_ad) against ⟨v, Jᵀ·u⟩ = ⟨v, g⟩, within
+the check's rtol and an atol widened by rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁) for the rounding of the sums.
+
+finite-diff: central differences of L for every element (check/finite_diff.py), as `run` does.
+
+order=2: the double backward. With w a standard normal shaped like each gradient, S(x) =
+Σ ⟨w, g(x)⟩; autograd's ∂S/∂x (differentiating through the backward) against central
+differences of S, element by element, S computed with autograd in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.api.call import Arguments, Call, to64
+from autograd_check.check.compare import compare
+from autograd_check.check.finite_diff import (
+    FD_ATOL,
+    FD_NOISE,
+    FD_RTOL,
+    FLOAT64_EPS,
+    central_differences,
+)
+from autograd_check.check.result import Comparison
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+Gradients = Sequence[Mapping[str, "Tensor"]]
+"""Per checked tensor: label ('autograd', 'manual') → its gradient."""
+
+
+@dataclass
+class Outcome:
+    comparisons: list[Comparison] = field(default_factory=list)
+    block: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def reduce64(out: Tensor, u64: Tensor | None) -> Tensor:
+    """L = ⟨u, out⟩ in float64 (out itself when scalar: u = 1)."""
+    torch = import_torch()
+    out64 = out.to(torch.float64)
+    if u64 is None:
+        return out64.reshape(())
+    value: Tensor = torch.dot(out64.reshape(-1), u64.reshape(-1))
+    return value
+
+
+def numeric_tolerances(args: Arguments, rtol: float, atol: float, scale: float) -> tuple[
+        float, float]:
+    """gradcheck's rtol and atol, the check's own when wider, and the rounding of L (of size
+    scale) in float64 over 2h."""
+    noise = FD_NOISE * FLOAT64_EPS * scale / args.step if math.isfinite(scale) else 0.0
+    return max(FD_RTOL, rtol), max(FD_ATOL, atol, noise)
+
+
+def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """(rows, columns) for a tensor viewed as a matrix: the trailing dimensions that first reach
+    √n make the columns (a 1-D tensor is one row)."""
+    n = math.prod(shape)
+    cols = 1
+    for d in reversed(shape):
+        if cols * cols >= n:
+            break
+        cols *= d
+    return (n // cols if cols else 0), cols
+
+
+class Directions:
+    """Random directions v = a ⊗ b for a tensor viewed as a rows × columns matrix, a and b
+    uniform in [-1, 1) (so |v| ≤ 1): O(√n) random numbers per direction rather than n, and
+    neither x ± h·v (torch.addr) nor ⟨g, v⟩ = aᵀ·g·b needs v itself. Drawn on the tensor's
+    device from torch.Generator(device).manual_seed(seed + 1 + i), i the tensor's place."""
+
+    def __init__(self, x: Tensor, seed: int) -> None:
+        torch = import_torch()
+        self.rows, self.cols = matrix_shape(list(x.shape))
+        self.gen = torch.Generator(device=x.device).manual_seed(seed + 1)
+        self.device = x.device
+        self.a: Tensor | None = None
+        self.b: Tensor | None = None
+
+    def draw(self) -> None:
+        torch = import_torch()
+        f64 = torch.float64
+        self.a = torch.empty(self.rows, dtype=f64, device=self.device).uniform_(
+            -1.0, 1.0, generator=self.gen)
+        self.b = torch.empty(self.cols, dtype=f64, device=self.device).uniform_(
+            -1.0, 1.0, generator=self.gen)
+
+    def step(self, x64: Tensor, h: float, out: Tensor) -> None:
+        """out = x64 + h·v (h may be negative)."""
+        torch = import_torch()
+        torch.addr(x64.view(self.rows, self.cols), self.a, self.b, alpha=h,
+                   out=out.view(self.rows, self.cols))
+
+    def along(self, g: Tensor) -> Tensor:
+        """⟨g, v⟩ = aᵀ·g·b in float64."""
+        torch = import_torch()
+        assert self.a is not None and self.b is not None
+        gm = g.detach().reshape(self.rows, self.cols).to(torch.float64)
+        value: Tensor = torch.dot(self.a, torch.mv(gm, self.b))
+        return value
+
+    def tensor(self, like: Tensor) -> Tensor:
+        """v itself, shaped and typed like `like` (a tangent for forward mode)."""
+        torch = import_torch()
+        v: Tensor = torch.outer(self.a, self.b)
+        return v.reshape(like.shape).to(like.dtype)
+
+
+def projection(
+    call: Call, args: Arguments, u: Tensor, gradients: Gradients, scale: float
+) -> Outcome:
+    torch = import_torch()
+    k, h = args.directions, args.step
+    u64 = None if u.dim() == 0 else u.to(torch.float64)
+    x64 = [to64(torch, x).contiguous() for x in call.values]
+    outcome = Outcome()
+    with torch.no_grad():
+        for i, c in enumerate(call.checked):
+            xi = x64[i]
+            directions = Directions(xi, args.seed + i)
+            buf = torch.empty_like(xi)
+            values = list(x64)
+            values[i] = buf
+            numeric = torch.empty(k, dtype=torch.float64)
+            analytic = {label: torch.empty(k, dtype=torch.float64) for label in gradients[i]}
+            for j in range(k):
+                directions.draw()
+                directions.step(xi, h, buf)
+                plus = reduce64(call.evaluate(values, float64=True), u64)
+                directions.step(xi, -h, buf)
+                minus = reduce64(call.evaluate(values, float64=True), u64)
+                numeric[j] = (plus - minus) / (2 * h)
+                for label, g in gradients[i].items():
+                    analytic[label][j] = directions.along(g)
+            del buf
+            rtol, atol = args.tolerances(c.value.dtype)
+            fd_rtol, fd_atol = numeric_tolerances(args, rtol, atol, scale)
+            for label, g in gradients[i].items():
+                allowance = rtol * float(torch.linalg.vector_norm(g.detach(), 1))
+                outcome.comparisons.append(compare(
+                    f"{c.name}: {label} vs projection", analytic[label], numeric, fd_rtol,
+                    fd_atol + allowance, False))
+    outcome.block = {
+        "method": "directional derivatives by central differences in float64: "
+                  "(L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, v = a ⊗ b with a, b "
+                  "uniform in [-1, 1)",
+        "directions": k,
+        "step": h,
+        "criterion": "|⟨g, v⟩ − d| ≤ atol + rtol·|d|, atol widened by rtol_dtype·‖g‖₁",
+        "evaluations": 2 * k * len(call.checked),
+    }
+    return outcome
+
+
+def _no_forward_mode(call: Call, error: BaseException) -> ValueError | None:
+    """One sentence for an fn that has no forward-mode derivative, else None."""
+    text = str(error)
+    if not any(key in text for key in ("jvp", "forward AD", "forward mode", "forward-mode")):
+        return None
+    first = (text.strip().splitlines() or [""])[0]
+    return ValueError(
+        f"reference='forward' needs fn's forward-mode derivative, and {call.name} has none "
+        f"(torch: {first}); define jvp on the autograd.Function, or use reference='projection'"
+    )
+
+
+def forward(
+    call: Call, args: Arguments, u: Tensor, gradients: Gradients
+) -> Outcome:
+    torch = import_torch()
+    fwd = torch.autograd.forward_ad
+
+    k = args.directions
+    outcome = Outcome()
+    uf = u.detach().reshape(-1).to(torch.float64)
+    with torch.no_grad():
+        for i, c in enumerate(call.checked):
+            xi = c.value.detach()
+            directions = Directions(xi, args.seed + i)
+            reverse = {label: torch.empty(k, dtype=torch.float64) for label in gradients[i]}
+            flat = gradients[i]
+            forward_values = torch.empty(k, dtype=torch.float64)
+            spread = 0.0
+            for j in range(k):
+                directions.draw()
+                v = directions.tensor(xi)
+                with warnings.catch_warnings(), fwd.dual_level():
+                    # torch's first dual level loads its jvp decompositions with torch.jit.script,
+                    # which warns that it is deprecated: torch's own business, not the caller's
+                    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
+                                            category=DeprecationWarning)
+                    values = [x.detach() for x in call.values]
+                    values[i] = fwd.make_dual(xi, v)
+                    try:
+                        out = call.evaluate(values)
+                    except (RuntimeError, NotImplementedError) as e:
+                        better = _no_forward_mode(call, e)
+                        if better is None:
+                            raise
+                        raise better from None
+                    tangent = fwd.unpack_dual(out).tangent
+                if tangent is None:
+                    tangent = torch.zeros_like(out)
+                tf = tangent.detach().reshape(-1).to(torch.float64)
+                forward_values[j] = torch.dot(tf, uf)
+                spread = max(spread, float(torch.dot(tf.abs(), uf.abs())))
+                for label, g in flat.items():
+                    reverse[label][j] = directions.along(g)
+            rtol, atol = args.tolerances(c.value.dtype)
+            for label, g in flat.items():
+                allowance = rtol * (float(torch.linalg.vector_norm(g, 1)) + spread)
+                outcome.comparisons.append(compare(
+                    f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,
+                    atol + allowance, False))
+    outcome.block = {
+        "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
+                  "v uniform in [-1, 1)",
+        "directions": k,
+        "criterion": "|⟨v, g⟩ − ⟨J·v, u⟩| ≤ atol + rtol·|⟨J·v, u⟩|, atol widened by "
+                     "rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁)",
+        "evaluations": k * len(call.checked),
+    }
+    return outcome
+
+
+def fd_budget(call: Call, args: Arguments, what: str) -> None:
+    elements = sum(c.value.numel() for c in call.checked)
+    if elements > args.max_fd_elements:
+        raise ValueError(
+            f"{what} perturbs each of the {elements} checked elements twice (O(n²) work), past "
+            f"max_fd_elements={args.max_fd_elements}: raise max_fd_elements, or use "
+            "reference='projection'"
+        )
+
+
+def _element_by_element(name: str, fallback: str | None, expected: bool) -> list[str]:
+    if fallback is None or expected:
+        return []
+    reason = fallback.split(". ")[0]  # torch's first sentence is the reason; the rest is links
+    return [f"finite differences for {name} were evaluated element by element (slower): "
+            f"torch.func.vmap could not evaluate fn in batches ({reason})"]
+
+
+def finite_diff(
+    call: Call, args: Arguments, u: Tensor, gradients: Gradients, scale: float
+) -> Outcome:
+    torch = import_torch()
+    fd_budget(call, args, "reference='finite-diff'")
+    u64 = None if u.dim() == 0 else u.to(torch.float64)
+    x64 = [to64(torch, x) for x in call.values]
+    outcome = Outcome()
+    vectorised = True
+    for i, c in enumerate(call.checked):
+
+        def loss(t: Tensor, i: int = i) -> Tensor:
+            values = list(x64)
+            values[i] = t
+            return reduce64(call.evaluate(values, float64=True), u64)
+
+        diff = central_differences(loss, x64[i], step=args.step)
+        vectorised = vectorised and diff.vectorised
+        outcome.notes += _element_by_element(c.name, diff.fallback, False)
+        rtol, atol = args.tolerances(c.value.dtype)
+        fd_rtol, fd_atol = numeric_tolerances(args, rtol, atol, scale)
+        for label, g in gradients[i].items():
+            outcome.comparisons.append(compare(
+                f"{c.name}: {label} vs finite-diff", g.detach().to(torch.float64), diff.grad,
+                fd_rtol, fd_atol, False))
+    elements = sum(c.value.numel() for c in call.checked)
+    outcome.block = {
+        "method": "central differences in float64: (L(x + h·eᵢ) − L(x − h·eᵢ)) / 2h",
+        "step": args.step,
+        "criterion": "|g − fd| ≤ atol + rtol·|fd| (gradcheck's test)",
+        "elements": elements,
+        "evaluations": 2 * elements,
+        "vectorised": vectorised,
+    }
+    return outcome
+
+
+def _gradient_sum(
+    call: Call, values: Sequence[Tensor], u: Tensor, w: Sequence[Tensor], float64: bool
+) -> Tensor:
+    """S = Σ ⟨w, g⟩ with g = Jᵀu computed by autograd with create_graph (differentiable)."""
+    torch = import_torch()
+    out: Tensor = call.evaluate(values, float64=float64)
+    total: Tensor = out.new_zeros(())
+    if not out.requires_grad:
+        return total
+    # grad_output requires grad, as in gradgradcheck: a backward marked @once_differentiable
+    # then leaves its mark in the graph (an Error node), rather than looking constant
+    u = u.detach().to(out.dtype).requires_grad_()
+    grads = torch.autograd.grad(out, list(values), u, create_graph=True,
+                                allow_unused=True, materialize_grads=True)
+    for g, wi in zip(grads, w, strict=True):
+        total = total + torch.sum(g * wi.to(g.dtype))
+    return total
+
+
+def _differentiated_once_only(s: Tensor) -> bool:
+    """Whether S's graph holds the Error node that @once_differentiable puts on its gradients."""
+    seen: set[int] = set()
+    stack = [s.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if type(node).__name__ == "Error":
+            return True
+        stack.extend(f for f, _ in node.next_functions)
+    return False
+
+
+def second_order(call: Call, args: Arguments, u: Tensor) -> Outcome:
+    torch = import_torch()
+    fd_budget(call, args, "order=2")
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    w = [torch.randn(tuple(c.value.shape), generator=gen, dtype=torch.float64).to(
+        device=c.value.device) for c in call.checked]
+    with torch.enable_grad():
+        s = _gradient_sum(call, call.values, u, w, float64=False)
+        if _differentiated_once_only(s):
+            raise ValueError(
+                f"order=2 differentiates fn's backward, and {call.name}'s backward cannot be "
+                "differentiated (it is marked @once_differentiable): use order=1"
+            )
+        if s.requires_grad:
+            analytic = list(torch.autograd.grad(s, call.values, allow_unused=True,
+                                                materialize_grads=True))
+        else:  # the gradient does not depend on the checked tensors: its derivative is zero
+            analytic = [torch.zeros_like(x) for x in call.values]
+    x64 = [to64(torch, x) for x in call.values]
+    u64 = u.detach().to(torch.float64)
+    scale = abs(float(s.detach()))
+    outcome = Outcome()
+    for i, c in enumerate(call.checked):
+
+        def fn(t: Tensor, i: int = i) -> Tensor:
+            with torch.enable_grad():
+                values = [x.detach().requires_grad_() for x in x64]
+                values[i] = t.detach().requires_grad_()
+                return _gradient_sum(call, values, u64, w, float64=True).detach()
+
+        diff = central_differences(fn, x64[i], step=args.step)
+        rtol, atol = args.tolerances(c.value.dtype)
+        fd_rtol, fd_atol = numeric_tolerances(args, rtol, atol, scale)
+        outcome.comparisons.append(compare(
+            f"{c.name}: double backward vs finite-diff", analytic[i].detach().to(torch.float64),
+            diff.grad, fd_rtol, fd_atol, False))
+    elements = sum(c.value.numel() for c in call.checked)
+    outcome.block = {
+        "method": "S = Σ ⟨w, g(x)⟩, w standard normal: autograd's ∂S/∂x (through the backward) "
+                  "against central differences of S in float64",
+        "step": args.step,
+        "elements": elements,
+        "evaluations": 2 * elements,
+    }
+    return outcome

@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from autograd_check.check.finite_diff import FD_ATOL, FD_RTOL, FD_STEP, plain_finite_diff
-from autograd_check.check.spec import build_spec
-from autograd_check.check.tensors import draw
+from autograd_check.engine.finite_diff import FD_ATOL, FD_RTOL, FD_STEP, plain_finite_diff
+from autograd_check.engine.spec import build_spec
+from autograd_check.engine.tensors import draw
 from autograd_check.losses.builtin import LOSS_NAMES, get_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -76,7 +76,7 @@ def slurm_cluster() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A log folder holding the answer of a finished job, as the node leaves it."""
-    from autograd_check.check.spec import CheckSpec
+    from autograd_check.engine.spec import CheckSpec
     from autograd_check.slurm.node import run_job
     from autograd_check.slurm.where import job_paths
 

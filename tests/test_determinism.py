@@ -13,17 +13,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check.check.determinism import (
+from autograd_check.cli import app
+from autograd_check.engine.determinism import (
     CUBLAS_VARIABLE,
     bitwise_equal,
     deterministic_mode,
     repeat_gradients,
     repeat_passed,
 )
-from autograd_check.check.execute import execute
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import build_spec
-from autograd_check.cli import app
+from autograd_check.engine.execute import execute
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import build_spec
 from autograd_check.errors import EnvironmentProblem
 
 runner = CliRunner()

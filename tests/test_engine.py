@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from autograd_check.check.compare import compare, unravel
-from autograd_check.check.execute import execute
-from autograd_check.check.spec import DTYPES, build_spec
+from autograd_check.engine.compare import compare, unravel
+from autograd_check.engine.execute import execute
+from autograd_check.engine.spec import DTYPES, build_spec
 from autograd_check.losses import builtin as losses
 
 

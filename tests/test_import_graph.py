@@ -117,12 +117,12 @@ def describe(component: list[str], graph: dict[str, dict[str, int]]) -> str:
 class TestTheWalkerItself:
     def test_it_sees_the_whole_package(self) -> None:
         assert {"autograd_check", "autograd_check.cli.app", "autograd_check.slurm.watch",
-                "autograd_check.check.spec"} <= set(MODULES)
+                "autograd_check.engine.spec"} <= set(MODULES)
 
     def test_it_sees_imports_inside_functions_and_under_type_checking(self) -> None:
         graph = import_graph()
         # cli/run.py imports execute only inside the command (it loads torch)
-        assert "autograd_check.check.execute" in graph["autograd_check.cli.run"]
+        assert "autograd_check.engine.execute" in graph["autograd_check.cli.run"]
         # render/progress.py names JobInfo under TYPE_CHECKING only
         assert "autograd_check.slurm.commands" in graph["autograd_check.render.progress"]
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from autograd_check.check import spec
-from autograd_check.check.compare import compare
-from autograd_check.check.execute import run_check
-from autograd_check.check.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
-from autograd_check.check.tensors import draw
 from autograd_check.cli import app
+from autograd_check.engine import spec
+from autograd_check.engine.compare import compare
+from autograd_check.engine.execute import run_check
+from autograd_check.engine.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.engine.tensors import draw
 from autograd_check.errors import BadInput
 from autograd_check.losses import builtin as losses
 from autograd_check.losses.base import TUTORIAL_DRAWS

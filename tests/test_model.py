@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check.check import model
-from autograd_check.check.budget import PEAK_TENSORS, layer_shapes, needed_bytes
-from autograd_check.check.execute import execute, run_check
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import DTYPES, build_spec
 from autograd_check.cli import app
+from autograd_check.engine import model
+from autograd_check.engine.budget import PEAK_TENSORS, layer_shapes, needed_bytes
+from autograd_check.engine.execute import execute, run_check
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import DTYPES, build_spec
 from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
 
 runner = CliRunner()

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import torch
 
-from autograd_check.check.execute import execute
-from autograd_check.check.finite_diff import CPU_THREADS
-from autograd_check.check.spec import build_spec
+from autograd_check.engine.execute import execute
+from autograd_check.engine.finite_diff import CPU_THREADS
+from autograd_check.engine.spec import build_spec
 from autograd_check.losses.user import load_target
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autograd_check.check.compare import compare, unravel
-from autograd_check.check.execute import run_check
-from autograd_check.check.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.engine.compare import compare, unravel
+from autograd_check.engine.execute import run_check
+from autograd_check.engine.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
 from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
 
 CPU = torch.device("cpu")

@@ -22,10 +22,11 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autograd_check.check import finite_diff as reference
-from autograd_check.check.budget import ensure_affordable, estimate
-from autograd_check.check.execute import execute
-from autograd_check.check.finite_diff import (
+from autograd_check.cli import app
+from autograd_check.engine import finite_diff as reference
+from autograd_check.engine.budget import ensure_affordable, estimate
+from autograd_check.engine.execute import execute
+from autograd_check.engine.finite_diff import (
     FD_ATOL,
     FD_RTOL,
     FD_STEP,
@@ -33,10 +34,9 @@ from autograd_check.check.finite_diff import (
     central_differences,
     fd_tolerances,
 )
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
-from autograd_check.check.tensors import draw
-from autograd_check.cli import app
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
+from autograd_check.engine.tensors import draw
 from autograd_check.errors import BadInput
 from autograd_check.losses.builtin import LOSSES, get_loss
 from autograd_check.render.progress import fd_progress

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from autograd_check.check.spec import CheckSpec
 from autograd_check.cli import app
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import BadInput
 from autograd_check.safety import (
     check_folder_chain,

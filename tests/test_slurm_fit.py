@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from autograd_check.check.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem, JobFailed
 from autograd_check.slurm import commands, fit, watch
 from autograd_check.slurm import where as slurm_where

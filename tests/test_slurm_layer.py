@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.check.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import BadInput, EnvironmentProblem, JobFailed
 from autograd_check.slurm.commands import JobInfo, parse_scontrol_record
 from autograd_check.slurm.node import outcome_to_result, run_job

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from autograd_check.check.budget import ensure_fits, needed_bytes
-from autograd_check.check.spec import CheckSpec, build_spec, parse_shape
+from autograd_check.engine.budget import ensure_fits, needed_bytes
+from autograd_check.engine.spec import CheckSpec, build_spec, parse_shape
 from autograd_check.errors import BadInput
 
 

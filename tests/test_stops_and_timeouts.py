@@ -128,7 +128,7 @@ def usr2_handler() -> Iterator[list[Any]]:
 
 
 def spec_of(target: str) -> dict[str, Any]:
-    from autograd_check.check.spec import build_spec
+    from autograd_check.engine.spec import build_spec
 
     return build_spec({"target": target}).to_dict()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autograd_check.check.spec import CheckSpec
 from autograd_check.cli import app
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.slurm.step import STEP_MARKER
 from autograd_check.slurm.where import job_paths
 

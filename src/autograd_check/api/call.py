@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.check.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
+from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
     import torch

@@ -25,10 +25,10 @@ from autograd_check.api.references import (
     reduce64,
     second_order,
 )
-from autograd_check.check.compare import compare
-from autograd_check.check.host import collect_environment
-from autograd_check.check.result import CheckResult, Comparison, TensorView
-from autograd_check.check.tensors import Clock, grad_fn_chain, tensor_view
+from autograd_check.engine.compare import compare
+from autograd_check.engine.host import collect_environment
+from autograd_check.engine.result import CheckResult, Comparison, TensorView
+from autograd_check.engine.tensors import Clock, grad_fn_chain, tensor_view
 
 if TYPE_CHECKING:
     from torch import Tensor

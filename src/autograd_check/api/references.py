@@ -38,15 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
 from autograd_check.api.call import Arguments, Call, to64
-from autograd_check.check.compare import compare
-from autograd_check.check.finite_diff import (
+from autograd_check.engine.compare import compare
+from autograd_check.engine.finite_diff import (
     FD_ATOL,
     FD_NOISE,
     FD_RTOL,
     FLOAT64_EPS,
     central_differences,
 )
-from autograd_check.check.result import Comparison
+from autograd_check.engine.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -32,7 +32,7 @@ from autograd_check.slurm.watch import job_status
 from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 
 if TYPE_CHECKING:
-    from autograd_check.check.result import CheckResult
+    from autograd_check.engine.result import CheckResult
     from autograd_check.slurm.watch import JobStatus
 
 JobId = Annotated[str, typer.Argument(help="The job id `submit` printed.", show_default=False)]

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from autograd_check.check.spec import DEFAULT_HIDDEN, DEFAULT_MAX_FD_ELEMENTS, DEFAULT_SEED
+from autograd_check.engine.spec import DEFAULT_HIDDEN, DEFAULT_MAX_FD_ELEMENTS, DEFAULT_SEED
 from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
 
 PANEL = "Check options"

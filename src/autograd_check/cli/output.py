@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from autograd_check.document import dumps, envelope
 
 if TYPE_CHECKING:
-    from autograd_check.check.result import CheckResult
+    from autograd_check.engine.result import CheckResult
 
 
 def print_document(kind: str, payload: Mapping[str, Any]) -> None:

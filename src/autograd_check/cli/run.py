@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from autograd_check.check.execute import execute
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from
+from autograd_check.engine.execute import execute
 from autograd_check.render.console import warning
 from autograd_check.render.progress import fd_progress
 from autograd_check.slurm.where import run_outside_node_warning

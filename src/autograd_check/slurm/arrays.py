@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.check.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.slurm.batch import executor_parameters, submit_through_submitit, submitit_script
 from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autograd_check.check.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.safety import private_umask
 from autograd_check.slurm.fit import never_fits

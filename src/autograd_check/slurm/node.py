@@ -14,10 +14,10 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any
 
-from autograd_check.check.execute import execute
-from autograd_check.check.host import slurm_ids
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import build_spec
+from autograd_check.engine.execute import execute
+from autograd_check.engine.host import slurm_ids
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import build_spec
 from autograd_check.errors import (
     EXIT_BAD_INPUT,
     BadInput,

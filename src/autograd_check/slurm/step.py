@@ -13,9 +13,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from autograd_check.check.execute import execute
-from autograd_check.check.result import CheckResult
-from autograd_check.check.spec import CheckSpec, build_spec
+from autograd_check.engine.execute import execute
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import CheckSpec, build_spec
 from autograd_check.errors import (
     EXIT_BAD_INPUT,
     BadInput,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograd_check.check.result import CheckResult
+from autograd_check.engine.result import CheckResult
 from autograd_check.errors import EnvironmentProblem, JobFailed
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,

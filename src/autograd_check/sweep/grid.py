@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check.check.spec import SPEC_KEYS, CheckSpec, build_spec
+from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
 from autograd_check.numbers import shown, whole
 

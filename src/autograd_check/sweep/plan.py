@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.check.device import resolve_device
-from autograd_check.check.execute import check_memory
 from autograd_check.config import slurm_from, slurm_table
 from autograd_check.document import envelope
+from autograd_check.engine.device import resolve_device
+from autograd_check.engine.execute import check_memory
 from autograd_check.safety import check_folder_chain
 from autograd_check.slurm.arrays import array_parameters, array_script, max_array_size
 from autograd_check.slurm.options import SlurmOptions

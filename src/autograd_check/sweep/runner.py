@@ -19,9 +19,9 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from autograd_check.check.execute import execute
-from autograd_check.check.host import slurm_ids
-from autograd_check.check.spec import build_spec
+from autograd_check.engine.execute import execute
+from autograd_check.engine.host import slurm_ids
+from autograd_check.engine.spec import build_spec
 from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
 from autograd_check.slurm.node import stop_signal_escapes
 from autograd_check.sweep.grid import Case

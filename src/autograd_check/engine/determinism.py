@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.check.compare import unravel, work_dtype
+from autograd_check.engine.compare import unravel, work_dtype
 from autograd_check.errors import EnvironmentProblem
 from autograd_check.losses.user import backward
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from autograd_check.check.budget import ensure_affordable
+from autograd_check.engine.budget import ensure_affordable
 from autograd_check.errors import BadInput
 from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
 from autograd_check.numbers import finite, shown, whole

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.check.compare import compare, difference
-from autograd_check.check.determinism import plain_rerun, repeat_gradients, repeat_passed
-from autograd_check.check.finite_diff import Progress, plain_finite_diff
-from autograd_check.check.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
-from autograd_check.check.spec import CheckSpec
-from autograd_check.check.tensors import (
+from autograd_check.engine.compare import compare, difference
+from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
+from autograd_check.engine.finite_diff import Progress, plain_finite_diff
+from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
+from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.tensors import (
     Clock,
     draw,
     draw_notes,

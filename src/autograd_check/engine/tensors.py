@@ -8,8 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.check.result import TENSOR_DATA_LIMIT, TensorView
-from autograd_check.check.spec import CheckSpec
+from autograd_check.engine.result import TENSOR_DATA_LIMIT, TensorView
+from autograd_check.engine.spec import CheckSpec
 from autograd_check.losses.base import TUTORIAL_DRAWS, Loss
 from autograd_check.losses.resolve import resolve_loss
 

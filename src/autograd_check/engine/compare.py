@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.check.result import Comparison
+from autograd_check.engine.result import Comparison
 
 if TYPE_CHECKING:
     import torch

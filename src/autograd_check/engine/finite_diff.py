@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.check.budget import batch_pairs
-from autograd_check.check.compare import compare
-from autograd_check.check.result import Comparison
+from autograd_check.engine.budget import batch_pairs
+from autograd_check.engine.compare import compare
+from autograd_check.engine.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.check.spec import CheckSpec
+    from autograd_check.engine.spec import CheckSpec
     from autograd_check.losses.base import Loss
 
 FD_STEP = 1e-6

@@ -7,15 +7,15 @@ import math
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.check.budget import available_host_bytes, ensure_fits
-from autograd_check.check.determinism import deterministic_mode
-from autograd_check.check.device import resolve_device
-from autograd_check.check.host import collect_environment
-from autograd_check.check.model import run_model_check
-from autograd_check.check.plain import run_plain
-from autograd_check.check.result import CheckResult, TensorView
-from autograd_check.check.spec import CheckSpec
-from autograd_check.check.tensors import draw, tensor_view
+from autograd_check.engine.budget import available_host_bytes, ensure_fits
+from autograd_check.engine.determinism import deterministic_mode
+from autograd_check.engine.device import resolve_device
+from autograd_check.engine.host import collect_environment
+from autograd_check.engine.model import run_model_check
+from autograd_check.engine.plain import run_plain
+from autograd_check.engine.result import CheckResult, TensorView
+from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.tensors import draw, tensor_view
 from autograd_check.losses.base import Loss
 from autograd_check.losses.resolve import resolve_loss
 from autograd_check.losses.user import TargetRaised
@@ -23,7 +23,7 @@ from autograd_check.losses.user import TargetRaised
 if TYPE_CHECKING:
     import torch
 
-    from autograd_check.check.finite_diff import Progress
+    from autograd_check.engine.finite_diff import Progress
 
 
 def check_memory(spec: CheckSpec) -> None:

@@ -39,20 +39,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.check.budget import layer_shapes
-from autograd_check.check.compare import compare, difference
-from autograd_check.check.determinism import repeat_gradients, repeat_passed
-from autograd_check.check.finite_diff import check_against_fd, evaluator, to64
-from autograd_check.check.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
-from autograd_check.check.spec import DEFAULT_HIDDEN, CheckSpec
-from autograd_check.check.tensors import Clock, draw_notes, grad_fn_chain, tensor_view
+from autograd_check.engine.budget import layer_shapes
+from autograd_check.engine.compare import compare, difference
+from autograd_check.engine.determinism import repeat_gradients, repeat_passed
+from autograd_check.engine.finite_diff import check_against_fd, evaluator, to64
+from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.engine.spec import DEFAULT_HIDDEN, CheckSpec
+from autograd_check.engine.tensors import Clock, draw_notes, grad_fn_chain, tensor_view
 from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from autograd_check.check.finite_diff import FiniteDiffOutcome, Progress
+    from autograd_check.engine.finite_diff import FiniteDiffOutcome, Progress
     from autograd_check.losses.base import Loss
 
 LINEAR_FORMULA = "∂W = gᵀ·x,  ∂b = Σ_rows g,  ∂x = g·W"

@@ -1,1 +1,0 @@
-"""The check itself: spec → execute(spec) → CheckResult; torch is loaded only when a check runs."""

@@ -7,6 +7,7 @@ The backward below forgets the factor (1 − σ(x)); jvp is right. The tensors a
 examples/function_correct.py.
 
     python examples/function_buggy.py          # exits 1: the bug is caught
+    autograd-check run --target examples/function_buggy.py:Swish --reference projection  # exit 1
 """
 
 import sys
@@ -34,6 +35,11 @@ class Swish(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         s = torch.sigmoid(x)
         return (s + x * s * (1 - s)) * tangent
+
+    @staticmethod
+    def inputs(generator, dtype, device):
+        """The tensors to check at, for `autograd-check run --target ...:Swish`."""
+        return (torch.randn(4, 5, generator=generator, dtype=dtype, device=device),)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ product for the cotangent autograd passes in. jvp is the same derivative applied
 it can itself be differentiated (order=2).
 
     python examples/function_correct.py
+    autograd-check run --target examples/function_correct.py:LogSumExp --reference projection
 """
 
 import sys
@@ -37,10 +38,18 @@ class LogSumExp(torch.autograd.Function):
         x, y = ctx.saved_tensors
         return (torch.exp(x - y.unsqueeze(-1)) * tangent).sum(dim=-1)
 
+    @staticmethod
+    def inputs(generator, dtype, device):
+        """The tensors to check at, for `autograd-check run --target ...:LogSumExp`."""
+        return (torch.randn(4, 5, generator=generator, dtype=dtype, device=device),)
+
 
 def manual(x, grad_output):
     """The gradient derived by hand: grad_output · softmax(x)."""
     return grad_output.unsqueeze(-1) * torch.softmax(x, dim=-1)
+
+
+LogSumExp.manual = staticmethod(manual)  # what `--target ...:LogSumExp` compares autograd with
 
 
 if __name__ == "__main__":

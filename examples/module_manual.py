@@ -6,6 +6,7 @@ names, weight and bias) are checked together.
     ∂L/∂x = g W,   ∂L/∂W = gᵀ x,   ∂L/∂b = Σ_rows g        (g = grad_output = ∂L/∂y)
 
     python examples/module_manual.py
+    autograd-check run --target examples/module_manual.py:MyLinear --reference projection
 """
 
 import sys
@@ -29,7 +30,7 @@ class LinearFunction(torch.autograd.Function):
 
 
 class MyLinear(nn.Module):
-    def __init__(self, features_in, features_out):
+    def __init__(self, features_in=3, features_out=2):
         super().__init__()
         gen = torch.Generator().manual_seed(1)
         self.weight = nn.Parameter(torch.randn(features_out, features_in, generator=gen))
@@ -37,6 +38,16 @@ class MyLinear(nn.Module):
 
     def forward(self, x):
         return LinearFunction.apply(x, self.weight, self.bias)
+
+    def inputs(self, generator, dtype, device):
+        """The input to check at, for `autograd-check run --target ...:MyLinear` (which moves
+        the module to --dtype and --device first)."""
+        x = torch.randn(4, self.weight.shape[1], generator=generator, dtype=dtype, device=device)
+        return (x,)
+
+    def manual(self, x, grad_output):
+        """x's gradient, then the parameters' in the order of named_parameters()."""
+        return grad_output @ self.weight, grad_output.T @ x, grad_output.sum(dim=0)
 
 
 def manual(x, grad_output):

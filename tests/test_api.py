@@ -396,3 +396,45 @@ class TestVerdict:
         assert again.reference == result.reference
         assert result.spec["checked"][1] == {
             "name": "w", "role": "input", "shape": [4, 2], "dtype": "float64", "device": "cpu"}
+
+
+# --- half precision: the references check the backward at float64 copies ------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reference", ["projection", "forward"])
+def test_half_precision_catches_the_planted_bug_every_time(
+    dtype: torch.dtype, reference: str
+) -> None:
+    buggy = example("function_buggy.py")
+    for seed in range(20):
+        x = leaf(4, 5, seed=seed).detach().to(dtype).requires_grad_()
+        result = check(buggy.Swish.apply, x, reference=reference, seed=seed)
+        assert not result.passed, (seed, result)
+        assert any("float64 copies" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_passes_correct_code(dtype: torch.dtype) -> None:
+    correct = example("function_correct.py")
+    for seed in range(5):
+        x = leaf(4, 5, seed=seed).detach().to(dtype).requires_grad_()
+        for reference in ("projection", "forward"):
+            result = check(correct.LogSumExp.apply, x, reference=reference, seed=seed, order=2)
+            assert result.passed, result
+        # the rows are the float64 backward's, at float64's tolerances
+        assert result.comparisons[0].rtol == 1e-7
+
+
+def test_half_precision_leaves_the_callers_tensor_alone() -> None:
+    x = leaf(3, 4).detach().to(torch.bfloat16).requires_grad_()
+    before = x.detach().clone()
+    check(torch.tanh, x, manual=lambda x, grad_output: grad_output * (1 - torch.tanh(x) ** 2),
+          reference="projection")
+    assert x.dtype == torch.bfloat16 and x.grad is None and torch.equal(x.detach(), before)
+
+
+def test_repr_is_the_verdict_line() -> None:
+    result = check(torch.sin, leaf(3))
+    assert repr(result) == f"<CheckResult {str(result).splitlines()[0]}>"
+    assert "\n" not in repr(result) and "comparisons=" not in repr(result)

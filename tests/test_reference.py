@@ -90,10 +90,10 @@ class TestCentralDifferences:
     def test_one_buffer_is_reused_and_only_the_diagonal_is_perturbed(self) -> None:
         x = torch.rand(4, 3, dtype=torch.float64)
         seen: list[tuple[int, torch.Tensor]] = []
-        real_vmap = torch.func.vmap
+        real_vmap = reference._vmap
 
-        def spy(fn: Callable[..., Any], *a: Any, **k: Any) -> Callable[..., Any]:
-            batched = real_vmap(fn, *a, **k)
+        def spy(torch_module: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+            batched = real_vmap(torch_module, fn)
 
             def call(rows: torch.Tensor) -> Any:
                 seen.append((rows.data_ptr(), rows.clone()))
@@ -102,7 +102,7 @@ class TestCentralDifferences:
             return call
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(torch.func, "vmap", spy)
+            mp.setattr(reference, "_vmap", spy)
             diff = central_differences(lambda t: t.pow(2).sum(), x, pairs=5)
         assert diff.batches == 3 and len(seen) == 3
         assert len({ptr for ptr, _ in seen}) == 1, "each batch must reuse the same buffer"

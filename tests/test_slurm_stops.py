@@ -26,7 +26,7 @@ SLOW = textwrap.dedent("""\
 
     class Slow:
         def loss(self, predicted, real):
-            time.sleep(90)
+            time.sleep(600)  # outlives --time 1 with Slurm's check interval and KillWait
             return ((predicted - real) ** 2).sum()
 
         def manual_grad(self, predicted, real):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
-from autograd_check.losses.user import load_target
+from autograd_check.losses.inputs import load_any_target
 from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
 
-        load_target(spec.target)
+        load_any_target(spec.target)
     return spec
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
@@ -16,6 +17,7 @@ from autograd_check.api.call import (
     describe_fn,
     parse_arguments,
     prepare,
+    to64,
 )
 from autograd_check.api.references import (
     Outcome,
@@ -79,6 +81,27 @@ def assert_gradients(
     if not result.passed:
         raise AssertionError(str(result))
     return result
+
+
+def manual_vs_autograd(
+    names: Sequence[str],
+    manual: Sequence[Tensor],
+    auto: Sequence[Tensor],
+    tolerances: Callable[[Any], tuple[float, float]],
+    exact: bool,
+) -> list[Comparison]:
+    """The one comparison of hand-derived gradients with autograd's, per checked tensor, in
+    order: check() here, and `run`'s plain and model checks (engine/plain.py, engine/model.py).
+
+    tolerances(dtype) gives (rtol, atol) for a tensor's dtype; exact asks for bit-exact equality
+    (the tutorial's eq().all()). One Comparison per tensor: shape, bit-exact, mismatched k of N,
+    the greatest absolute and relative differences with their index, the tolerances, the verdict
+    (engine/compare.py, without full-size copies when the two are bit-exact)."""
+    comparisons = []
+    for name, m, a in zip(names, manual, auto, strict=True):
+        rtol, atol = tolerances(m.dtype)
+        comparisons.append(compare(name, m, a, rtol, atol, exact))
+    return comparisons
 
 
 def check_manual(call: Call, given: object) -> list[Tensor]:
@@ -154,19 +177,30 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             given = manual(*call.inputs, grad_output=u)
         mine = check_manual(call, given)
         clock.mark("manual")
-        for c, m, grads in zip(call.checked, mine, gradients, strict=True):
-            rtol, atol = args.tolerances(c.value.dtype)
-            comparisons.append(compare(c.name, m, grads["autograd"], rtol, atol, args.exact))
+        comparisons += manual_vs_autograd(
+            [c.name for c in call.checked], mine, [g["autograd"] for g in gradients],
+            args.tolerances, args.exact)
+        for m, grads in zip(mine, gradients, strict=True):
             grads["manual"] = m
     block: dict[str, Any] = {"name": args.reference, "order": args.order, "seed": args.seed}
     fd_block = None
+    # float16/bfloat16: projection, forward and order=2 check the backward at float64 copies of
+    # the tensors (half_precision_twin); finite-diff compares element by element, where the
+    # half type's own tolerances are the right ones.
+    twin = half_precision_twin(call) if args.reference in ("projection", "forward") or (
+        args.order == 2) else None
     if args.reference != "autograd":
-        scale = _rounding_scale(out, u)
+        ref_call, ref_u, ref_gradients, ref_out = call, u, gradients, out
+        if twin is not None and args.reference != "finite-diff":
+            ref_call, ref_u = twin, u.to(torch.float64)
+            ref_out, ref_gradients = _gradients64(twin, manual, ref_u)
+            notes.append(half_precision_note(call, args.reference))
+        scale = _rounding_scale(ref_out, ref_u)
         outcome: Outcome
         if args.reference == "projection":
-            outcome = projection(call, args, u, gradients, scale)
+            outcome = projection(ref_call, args, ref_u, ref_gradients, scale)
         elif args.reference == "forward":
-            outcome = forward(call, args, u, gradients)
+            outcome = forward(ref_call, args, ref_u, ref_gradients)
         else:
             outcome = finite_diff(call, args, u, gradients, scale)
             fd_block = outcome.block
@@ -175,7 +209,10 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         block.update(outcome.block)
         clock.mark(args.reference.replace("-", "_"))
     if args.order == 2:
-        second = second_order(call, args, u)
+        second = second_order(call if twin is None else twin, args,
+                              u if twin is None else u.to(torch.float64))
+        if twin is not None:
+            notes.append(half_precision_note(call, "order=2"))
         comparisons += second.comparisons
         notes += second.notes
         block["second_order"] = second.block
@@ -199,6 +236,59 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         finite_diff=fd_block,
         reference=block,
     )
+
+
+def half_precision_twin(call: Call) -> Call | None:
+    """For a check of float16/bfloat16 tensors, the same call at float64 copies of every
+    checked tensor, input, parameter and buffer, else None.
+
+    A directional derivative ⟨g, v⟩ of a half-precision gradient carries that type's rounding
+    in every element: an allowance of rtol·‖g‖₁ wide enough for it (bfloat16: 1.6e-2·‖g‖₁) is
+    wide enough to hide a wrong backward too. So in half precision the references check the
+    backward (autograd's, and manual's) evaluated in float64, against float64 tolerances; the
+    half-precision gradient itself is what manual against autograd compares, element by element.
+    """
+    torch = import_torch()
+    if not any(c.value.is_floating_point() and c.value.element_size() == 2
+               for c in call.checked):
+        return None
+    checked = [replace(c, value=to64(torch, c.value).requires_grad_()) for c in call.checked]
+    inputs = [to64(torch, t) for t in call.inputs]
+    state = {k: to64(torch, t) for k, t in call.state.items()}
+    for c in checked:
+        if c.role == "input":
+            inputs[int(c.key)] = c.value.detach()
+        else:
+            state[str(c.key)] = c.value
+    return replace(call, inputs=inputs, checked=checked, state=state, _cast={})
+
+
+def half_precision_note(call: Call, what: str) -> str:
+    names = ", ".join(f"{c.name} ({_dtype(c.value.dtype)})" for c in call.checked
+                      if c.value.element_size() == 2)
+    return (f"{what}: {names} in half precision, so the backward was checked at float64 copies "
+            "of the tensors, with float64's tolerances (its rounding would hide a wrong "
+            "backward); the half-precision gradient itself is compared only by manual vs autograd")
+
+
+def _gradients64(twin: Call, manual: Callable[..., Any] | None, u64: Tensor) -> tuple[
+        Tensor, list[dict[str, Tensor]]]:
+    """fn's output at the float64 twin, and autograd's (and manual's) gradients there."""
+    torch = import_torch()
+    with torch.enable_grad():
+        out = check_output(twin.evaluate(twin.values))
+        if out.requires_grad:
+            auto: Sequence[Tensor] = torch.autograd.grad(
+                out, twin.values, u64.to(out.dtype), allow_unused=True, materialize_grads=True)
+        else:
+            auto = [torch.zeros_like(x) for x in twin.values]
+    gradients: list[dict[str, Tensor]] = [{"autograd": g.detach()} for g in auto]
+    if manual is not None:
+        with torch.no_grad():
+            given = manual(*twin.inputs, grad_output=u64.to(out.dtype))
+        for grads, m in zip(gradients, check_manual(twin, given), strict=True):
+            grads["manual"] = m
+    return out, gradients
 
 
 def _views(call: Call, out: Tensor) -> dict[str, TensorView]:

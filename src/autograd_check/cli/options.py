@@ -61,12 +61,21 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
         rich_help_panel=PANEL)]),
     _P("target", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="Your own loss instead of --loss: an object with loss(predicted, real) and "
-        "manual_grad(predicted, real), as FILE.py:NAME or package.module:NAME.",
+        "manual_grad(predicted, real); or with inputs(generator, dtype, device) and "
+        "fn(*inputs) (manual(*inputs, grad_output) optional), an nn.Module or an "
+        "autograd.Function with inputs; as FILE.py:NAME or package.module:NAME.",
         metavar="TARGET", rich_help_panel=PANEL)]),
     _P("reference", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
-        help="What autograd is checked against: manual (the hand-derived gradient), or "
-        "finite-diff (also central differences in float64, h=1e-6, as gradcheck).",
-        metavar="manual|finite-diff", show_default="manual", rich_help_panel=PANEL)]),
+        help="What autograd is checked against: manual (the hand-derived gradient; alias "
+        "autograd), finite-diff (also central differences in float64, h=1e-6, as gradcheck), "
+        "projection (directional differences along random directions, as gradcheck's fast "
+        "mode) or forward (forward-mode jvp against reverse-mode vjp).",
+        metavar="manual|finite-diff|projection|forward", show_default="manual",
+        rich_help_panel=PANEL)]),
+    _P("order", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="2: also check the double backward (the gradient's own gradient) against finite "
+        "differences of the gradient.", metavar="1|2", show_default="1",
+        rich_help_panel=PANEL)]),
     _P("max_fd_elements", _P.KEYWORD_ONLY, default=None, annotation=Annotated[
         str | None, typer.Option(
             help="Refuse --reference finite-diff on more elements than this (its work grows "

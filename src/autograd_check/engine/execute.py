@@ -16,7 +16,13 @@ from autograd_check.engine.plain import run_plain
 from autograd_check.engine.result import CheckResult, TensorView
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.engine.tensors import draw, tensor_view
+from autograd_check.engine.through_api import (
+    run_inputs_target,
+    run_loss_through_api,
+    through_api,
+)
 from autograd_check.losses.base import Loss
+from autograd_check.losses.inputs import InputsTarget, load_any_target
 from autograd_check.losses.resolve import resolve_loss
 from autograd_check.losses.user import TargetRaised
 
@@ -64,8 +70,13 @@ def run_check(
 ) -> CheckResult:
     """The check for this spec: plain (predicted drawn) or through --model; a --target is
     imported first, and its own errors make a failed result rather than a crash."""
-    loss_def = resolve_loss(spec)
+    target = load_any_target(spec.target) if spec.target is not None else None
+    if isinstance(target, InputsTarget):  # a target with its own inputs: the API's check
+        return run_inputs_target(spec, device, target)
+    loss_def = target if target is not None else resolve_loss(spec)
     try:
+        if through_api(spec):  # --reference projection|forward, --order 2
+            return run_loss_through_api(spec, device, loss_def)
         if spec.model is not None:
             return run_model_check(spec, device, loss_def, progress)
         return run_plain(spec, device, loss_def, progress)

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
+from autograd_check.api.check import manual_vs_autograd
 from autograd_check.engine.budget import layer_shapes
-from autograd_check.engine.compare import compare, difference
+from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import check_against_fd, evaluator, to64
 from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
@@ -265,11 +266,16 @@ def run_model_check(
         "manual_grad": tensor_view("manual_grad", manual["predicted"]),
         "autograd_grad": tensor_view("autograd_grad", y_grad),
     }
-    for name, m in manual.items():
+    names = list(manual)
+    autograd_grads: list[Tensor] = []
+    for name in names:
         auto = autos[name]
         assert auto is not None  # every one of them is a leaf or retains its grad
-        c = compare(name, m, auto, rtol, atol, spec.exact)
-        comparisons.append(c)
+        autograd_grads.append(auto)
+    comparisons += manual_vs_autograd(names, list(manual.values()), autograd_grads,
+                                      lambda _: (rtol, atol), spec.exact)
+    for c, name, auto in zip(comparisons, names, autograd_grads, strict=True):
+        m = manual[name]
         if not c.bit_exact and m.numel() <= TENSOR_DATA_LIMIT:
             key = f"difference[{name}]"
             tensors[key] = tensor_view(key, difference(m, auto))

@@ -2,6 +2,30 @@
 
 It never prints, never exits and never reads flags: it takes a CheckSpec and a device and returns a
 CheckResult (environment left for the caller to fill).
+
+One path with the Python API (api/check.py). What is shared: the comparison of the manual
+gradient with autograd's, per checked tensor (api.check.manual_vs_autograd: the verdict, the
+bit-exact test, mismatched k of N, the greatest differences and their index), which check(),
+this plain check and the model check (engine/model.py) all call; and the central differences of
+--reference finite-diff (engine/finite_diff.central_differences, which the API's finite-diff and
+order=2 call too). What stays separate, and why:
+
+- Drawing and the forward. `run` draws real and predicted exactly as the tutorial does from the
+  seed and calls the loss as loss(predicted, real), so that its tensors, loss value and grad_fn
+  chain are the tutorial's; check() takes the caller's tensors and calls fn(*inputs) on detached
+  views, through a Call (names, module parameters, caller state) that `run` has no use for.
+- The order of the steps and what is freed between them, for peak memory at 4096x4096 and
+  beyond (benchmarks/bench_run.py: peak RSS at most the bare tutorial snippet's): backward()
+  frees the graph before the manual gradient is made, and real and predicted are summarised and
+  dropped before the comparison's temporaries. check() keeps fn's output and the inputs to the
+  end (its references evaluate fn again), so routing `run` through it would hold one or two
+  more full-size tensors at the peak.
+- The backward itself: loss.backward() and the leaf's .grad, as the tutorial writes it (a
+  target's error in its own graph reported as the target's: losses/user.backward); check() uses
+  torch.autograd.grad with a cotangent, which a scalar loss does not need.
+- The timing phases (draw, forward, backward, [repeat], manual, [finite_diff], compare), the
+  tensor summaries (real, predicted, manual_grad, autograd_grad, difference) and the notes are
+  `run`'s output format, which does not change.
 """
 
 from __future__ import annotations
@@ -9,7 +33,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
-from autograd_check.engine.compare import compare, difference
+from autograd_check.api.check import manual_vs_autograd
+from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import Progress, plain_finite_diff
 from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
@@ -65,7 +90,8 @@ def run_plain(
 
     tensors = {"real": tensor_view("real", real), "predicted": tensor_view("predicted", predicted)}
     del real, predicted  # summarised; free them before the comparison's temporaries
-    comparison = compare("predicted", manual, auto, rtol, atol, spec.exact)
+    (comparison,) = manual_vs_autograd(["predicted"], [manual], [auto], lambda _: (rtol, atol),
+                                       spec.exact)
     tensors["manual_grad"] = tensor_view("manual_grad", manual)
     tensors["autograd_grad"] = (
         TensorView(**{**vars(tensors["manual_grad"]), "name": "autograd_grad"})

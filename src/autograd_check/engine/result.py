@@ -73,6 +73,11 @@ class CheckResult:
     def __str__(self) -> str:
         return verdict_text(self)
 
+    def __repr__(self) -> str:
+        """The verdict line, not every field: what `assert result.passed, result` shows in
+        pytest's report when passed is False (str(result) is the whole verdict)."""
+        return f"<CheckResult {verdict_text(self).splitlines()[0]}>"
+
     @property
     def exit_code(self) -> int:
         return 0 if self.passed else 1

@@ -34,9 +34,13 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
 MODELS = ("linear", "mlp")
 DEFAULT_HIDDEN = 16
 MAX_HIDDEN = 1 << 16
-REFERENCES = ("manual", "finite-diff")
-"""What autograd is checked against: the hand-derived gradient (always), and with finite-diff
-also central differences in float64 (reference.py documents the step and the tolerances)."""
+REFERENCES = ("manual", "finite-diff", "projection", "forward")
+"""What autograd is checked against: the hand-derived gradient (always, when there is one), and
+with finite-diff also central differences in float64 (reference.py documents the step and the
+tolerances); projection (directional finite differences along random directions) and forward
+(forward-mode jvp against reverse-mode vjp) run through the Python API (api/references.py)."""
+REFERENCE_ALIASES = {"autograd": "manual"}
+"""The Python API's name for the default reference, accepted as the CLI's."""
 DEFAULT_MAX_FD_ELEMENTS = 65536
 """--reference finite-diff perturbs every element twice: O(n²) work, refused past this many."""
 MAX_REPEAT = 10_000
@@ -65,6 +69,8 @@ class CheckSpec:
     """A user's loss, 'FILE.py:NAME' (absolute path) or 'package.module:NAME', in place of loss."""
     reference: str = "manual"
     """manual: autograd against the manual gradient; finite-diff: central differences too."""
+    order: int = 1
+    """2: also the double backward (gradients of the gradient) against finite differences."""
     max_fd_elements: int = DEFAULT_MAX_FD_ELEMENTS
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) and what CUDA needs for it, during the check."""
@@ -251,6 +257,7 @@ def parse_target(value: object) -> str:
 
 def parse_reference(value: object) -> str:
     text = value.strip().lower().replace("_", "-") if isinstance(value, str) else ""
+    text = REFERENCE_ALIASES.get(text, text)
     if text in REFERENCES:
         return text
     raise BadInput(f"reference {shown(value)} is not known; choose one of {', '.join(REFERENCES)}")
@@ -280,6 +287,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "hidden": parse_hidden,
     "target": parse_target,
     "reference": parse_reference,
+    "order": lambda v: parse_count("order", v, 1, 2),
     "max_fd_elements": lambda v: parse_count("max_fd_elements", v, 1, 2**40),
     "deterministic": lambda v: parse_bool("deterministic", v),
     "repeat": lambda v: parse_count("repeat", v, 1, MAX_REPEAT),
@@ -312,6 +320,12 @@ def _combine(parsed: dict[str, Any]) -> dict[str, Any]:
         raise BadInput(f"hidden applies only to model mlp, not {model or 'none'!r}")
     if "target" in parsed and loss != "mse-sum":
         raise BadInput(f"target replaces the loss: give target or loss {loss!r}, not both")
+    if parsed.get("repeat", 1) > 1 and (
+        parsed.get("reference") in ("projection", "forward") or parsed.get("order", 1) == 2
+    ):
+        raise BadInput("repeat applies to reference manual or finite-diff at order 1, not to "
+                       f"reference {parsed.get('reference', 'manual')!r}, order "
+                       f"{parsed.get('order', 1)}")
     if loss == "huber":
         parsed.setdefault("delta", DEFAULT_DELTA)
     if model == "mlp":

@@ -167,7 +167,8 @@ def _where(error: BaseException, filename: str | None) -> str | None:
     return f"{Path(filename).name}:{frames[-1].lineno}" if frames else None
 
 
-def _resolve(text: str, module: ModuleType, name: str) -> Any:
+def _resolve(text: str, module: ModuleType, name: str, instantiate: bool = True) -> Any:
+    """The object NAME names; a class is called with no arguments unless instantiate is False."""
     obj: Any = module
     for part in name.split(".") if name else []:
         if not hasattr(obj, part):
@@ -177,7 +178,7 @@ def _resolve(text: str, module: ModuleType, name: str) -> Any:
                 f"target {text!r}: no attribute {part!r} (there is: {shown or 'nothing'})"
             )
         obj = getattr(obj, part)
-    if isinstance(obj, type):
+    if instantiate and isinstance(obj, type):
         try:
             obj = obj()
         except (Exception, SystemExit) as e:

@@ -110,7 +110,7 @@ def parameters_table(result: CheckResult) -> Table:
     table.add_column("greatest abs diff", justify="right", overflow="fold", min_width=9)
     table.add_column("greatest rel diff", justify="right", overflow="fold", min_width=9)
     table.add_column("verdict", min_width=7, no_wrap=True)
-    for c in [c for c in result.comparisons if not is_fd(c)]:
+    for c in [c for c in result.comparisons if not is_reference(c)]:
         table.add_row(
             c.name,
             shape_text(c.shape),
@@ -125,25 +125,52 @@ def parameters_table(result: CheckResult) -> Table:
 
 FD_SUFFIX = "vs finite-diff"
 """Comparisons with central differences (--reference finite-diff) are named '… vs finite-diff'."""
+REFERENCE_TITLES = {
+    "finite-diff": "against finite differences",
+    "projection": "against projection (central differences along random directions)",
+    "forward": "against forward mode (jvp against vjp along random directions)",
+}
+"""A comparison with a reference is named '… vs REFERENCE'; its table's title, by reference."""
+
+
+def reference_of(c: Comparison) -> str | None:
+    """The reference a comparison belongs to ('finite-diff', 'projection', 'forward'), or None
+    for the manual gradient against autograd's."""
+    return next((r for r in REFERENCE_TITLES if c.name.endswith(f"vs {r}")), None)
+
+
+def is_reference(c: Comparison) -> bool:
+    return reference_of(c) is not None
 
 
 def is_fd(c: Comparison) -> bool:
     return c.name.endswith(FD_SUFFIX)
 
 
-def finite_diff_table(comparisons: list[Comparison]) -> Table:
-    """One row per gradient checked against central differences (--reference finite-diff)."""
-    table = Table(title="against finite differences", box=box.SIMPLE_HEAVY, title_justify="left",
+def by_reference(comparisons: list[Comparison]) -> dict[str, list[Comparison]]:
+    """The reference rows, grouped by their reference, in the order they came."""
+    groups: dict[str, list[Comparison]] = {}
+    for c in comparisons:
+        ref = reference_of(c)
+        if ref is not None:
+            groups.setdefault(ref, []).append(c)
+    return groups
+
+
+def finite_diff_table(comparisons: list[Comparison], reference: str = "finite-diff") -> Table:
+    """One row per gradient checked against a reference (central differences by default)."""
+    table = Table(title=REFERENCE_TITLES[reference], box=box.SIMPLE_HEAVY, title_justify="left",
                   show_edge=False)
     table.add_column("tensor", overflow="fold")
     table.add_column("gradient")
-    table.add_column("shape", overflow="fold")
+    # projection and forward compare one number per random direction
+    table.add_column("shape" if reference == "finite-diff" else "directions", overflow="fold")
     table.add_column("mismatched", justify="right", overflow="fold", min_width=10)
     table.add_column("greatest abs diff", justify="right", overflow="fold", min_width=9)
     table.add_column("greatest rel diff", justify="right", overflow="fold", min_width=9)
     table.add_column("verdict", min_width=7, no_wrap=True)
     for c in comparisons:
-        tensor, _, label = c.name.removesuffix(FD_SUFFIX).strip().rpartition(": ")
+        tensor, _, label = c.name.removesuffix(f"vs {reference}").strip().rpartition(": ")
         table.add_row(
             tensor or "predicted",
             label,
@@ -157,6 +184,8 @@ def finite_diff_table(comparisons: list[Comparison]) -> Table:
 
 
 def finite_diff_text(block: dict[str, Any]) -> str:
+    if "batches" not in block:  # the Python API's finite differences (a target with inputs)
+        return f"{block.get('method', 'central differences')}: {block['evaluations']} evaluations"
     batches = block["batches"]
     how = (
         f"{batches} batch{'es' if batches != 1 else ''} of up to {block['pairs_per_batch']} ±h "
@@ -202,7 +231,7 @@ def verdict_panel(result: CheckResult) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    main = [c for c in result.comparisons if not is_fd(c)]  # manual against autograd
+    main = [c for c in result.comparisons if not is_reference(c)]  # manual against autograd
     if len(main) == 1:
         for row, value in comparison_rows(main[0]):
             grid.add_row(row, value)
@@ -226,16 +255,25 @@ def verdict_panel(result: CheckResult) -> Panel:
         if result.criterion == "exact"
         else "tolerance: |manual − autograd| ≤ atol + rtol·|autograd|"
     )
+    if not main:  # no manual gradient: the reference alone decides
+        criterion = f"the reference: {(result.reference or {}).get('name', 'reference')}"
     grid.add_row("tolerances", f"rtol={first.rtol:g} atol={first.atol:g}")
     grid.add_row("verdict by", criterion)
-    fd = [c for c in result.comparisons if is_fd(c)]
-    if fd:
-        bad = sum(c.mismatched for c in fd)
-        grid.add_row(
-            "finite-diff",
-            f"{bad} of {sum(c.numel for c in fd)} mismatched: |g − fd| ≤ atol + rtol·|fd| "
-            f"with rtol={fd[0].rtol:g} atol={fd[0].atol:g} (gradcheck's test)",
-        )
+    for ref, rows in by_reference(result.comparisons).items():
+        bad = sum(c.mismatched for c in rows)
+        misses = sum(not c.passed for c in rows)
+        if ref == "finite-diff":
+            grid.add_row(
+                "finite-diff",
+                f"{bad} of {sum(c.numel for c in rows)} mismatched: |g − fd| ≤ atol + "
+                f"rtol·|fd| with rtol={rows[0].rtol:g} atol={rows[0].atol:g} (gradcheck's test)",
+            )
+        else:
+            grid.add_row(
+                ref,
+                f"{len(rows) - misses} of {len(rows)} comparisons passed, {bad} of "
+                f"{sum(c.numel for c in rows)} directions mismatched (rtol={rows[0].rtol:g})",
+            )
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))
     grid.add_row("environment", environment_line(result.environment))
@@ -249,6 +287,8 @@ def verdict_panel(result: CheckResult) -> Panel:
 
 
 def autograd_text(result: CheckResult) -> str:
+    if result.reference is not None and "real" not in result.tensors:  # a target with inputs
+        return "torch.autograd.grad(fn(*inputs), checked tensors, grad_output)"
     if result.spec.get("model"):
         return "loss.backward(), then .grad of each parameter and of x (and of y, retained)"
     return "loss.backward(), then predicted.grad"
@@ -276,18 +316,25 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     loss.add_row("loss", Text(f"{result.loss_formula} = {value}  ({result.loss_name})"))
     if result.grad_fn_chain:  # empty when a --target raised before backward
         loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))
-    loss.add_row("manual gradient", Text(f"{result.gradient_formula}, under torch.no_grad()"))
+    loss.add_row("manual gradient", Text(
+        "none given" if result.gradient_formula == "none given"
+        else f"{result.gradient_formula}, under torch.no_grad()"))
     loss.add_row("autograd gradient", autograd_text(result))
     if result.finite_diff is not None:
         loss.add_row("finite differences", finite_diff_text(result.finite_diff))
+    elif result.reference is not None and result.reference.get("method"):
+        block = result.reference
+        loss.add_row("reference", Text(f"{block['name']}: {block['method']}"))
+    if result.reference is not None and "second_order" in result.reference:
+        second = result.reference["second_order"]
+        loss.add_row("order 2", Text(str(second.get("method", "the double backward"))))
     for note in result.notes:
         loss.add_row("note", Text(note))
     parts.append(loss)
-    if sum(not is_fd(c) for c in result.comparisons) > 1:
+    if sum(not is_reference(c) for c in result.comparisons) > 1:
         parts.append(parameters_table(result))
-    fd = [c for c in result.comparisons if is_fd(c)]
-    if fd:
-        parts.append(finite_diff_table(fd))
+    for ref, rows in by_reference(result.comparisons).items():
+        parts.append(finite_diff_table(rows, ref))
     parts.append(verdict_panel(result))
     return Group(*parts)
 

@@ -1,0 +1,141 @@
+"""Checks that run through the Python API (api/check.py) from a CheckSpec: a --target that gives
+its own inputs, and any check with --reference projection|forward or --order 2 (a built-in loss
+or a loss-form target, on the same tensors as the plain check draws).
+
+So the CLI, `submit` (on the node) and sweeps check exactly what `check()` checks from Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.api.check import check
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.tensors import draw, draw_notes, tensor_view
+from autograd_check.errors import BadInput
+from autograd_check.losses.base import Loss
+from autograd_check.losses.inputs import InputsTarget
+from autograd_check.losses.user import TargetRaised
+
+if TYPE_CHECKING:
+    import torch
+
+API_REFERENCES = ("projection", "forward")
+"""Spec references only the API computes (manual and finite-diff have the engine's own path)."""
+
+
+def through_api(spec: CheckSpec) -> bool:
+    """Whether a loss check goes through the API: a reference or order only it computes."""
+    return spec.reference in API_REFERENCES or spec.order == 2
+
+
+def api_reference(spec: CheckSpec, has_manual: bool) -> str:
+    """The API's name for the spec's reference: manual (the default) is 'autograd' when there
+    is a manual gradient, else the API's own default, 'projection'."""
+    if spec.reference == "manual":
+        return "autograd" if has_manual else "projection"
+    return spec.reference
+
+
+def _check(spec: CheckSpec, fn: Callable[..., Any], inputs: tuple[Any, ...],
+           manual: Callable[..., Any] | None) -> CheckResult:
+    return check(fn, *inputs, manual=manual, reference=api_reference(spec, manual is not None),
+                 rtol=spec.rtol, atol=spec.atol, exact=spec.exact, order=spec.order,
+                 seed=spec.seed, max_fd_elements=spec.max_fd_elements)
+
+
+def _as_spec_result(spec: CheckSpec, result: CheckResult) -> CheckResult:
+    """The API's result with the CheckSpec as its spec (so records, reports and `result` read it
+    as any run's), plus what the API adds: fn, manual and the checked tensors."""
+    api_spec = result.spec
+    result.spec = {**spec.to_dict(), **{k: api_spec[k] for k in ("fn", "manual", "checked")}}
+    return result
+
+
+def _refuse_repeat(spec: CheckSpec) -> None:
+    if spec.repeat > 1:
+        raise BadInput("--repeat applies to --reference manual or finite-diff checks of a loss "
+                       "or model, not to this check (through the Python API)")
+
+
+def run_inputs_target(spec: CheckSpec, device: torch.device, target: InputsTarget) -> CheckResult:
+    """A target with inputs(generator, dtype, device): check(fn, *inputs, manual=...)."""
+    torch = import_torch()
+    _refuse_repeat(spec)
+    dtype = getattr(torch, spec.dtype)
+    if target.kind == "module":  # its floating-point parameters and buffers, as the inputs
+        target.fn.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
+    try:
+        generator = torch.Generator(device=device).manual_seed(spec.seed)
+        inputs = target.draw(generator, dtype, device)
+        result = target.call_api(lambda: _check(spec, target.fn, inputs, target.manual))
+    except TargetRaised as e:
+        return _failed(spec, target, e)
+    result = _as_spec_result(spec, result)
+    result.loss_name = target.short
+    if target.manual is None and spec.reference == "manual":
+        result.notes.append("the target has no manual(*inputs, grad_output): autograd is "
+                            "checked against projection (directional finite differences)")
+    return result
+
+
+def _failed(spec: CheckSpec, target: InputsTarget, error: TargetRaised) -> CheckResult:
+    """A failed check whose result carries the user's own error (type, message, line)."""
+    return CheckResult(
+        spec={**spec.to_dict(), "fn": target.short},
+        passed=False,
+        bit_exact=False,
+        criterion="exact" if spec.exact else "tolerance",
+        loss_name=target.short,
+        loss_value=math.nan,
+        loss_formula="fn(*inputs)",
+        gradient_formula="manual(*inputs, grad_output)" if target.manual else "none given",
+        grad_fn_chain=[],
+        comparisons=[],
+        tensors={},
+        environment={},
+        timings={},
+        error=str(error),
+        reference={"name": api_reference(spec, target.manual is not None),
+                    "order": spec.order, "seed": spec.seed},
+    )
+
+
+def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) -> CheckResult:
+    """A loss (built-in or a loss-form target) at the tensors the plain check draws, through
+    check(lambda predicted: loss(predicted, real), predicted, manual=...)."""
+    _refuse_repeat(spec)
+    if spec.model is not None:
+        raise BadInput("--reference projection|forward and --order 2 check a loss or a target, "
+                       "not a --model (use --reference manual or finite-diff with --model)")
+    real, predicted = draw(spec, device, loss_def)
+    evaluate = loss_def.evaluate or loss_def.forward
+
+    def loss(predicted: torch.Tensor) -> torch.Tensor:
+        return evaluate(predicted, real)
+
+    def manual(predicted: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        return loss_def.manual_grad(predicted, real) * grad_output
+
+    inputs = (predicted.detach().requires_grad_(),)
+    try:
+        result = _as_spec_result(spec, _check(spec, loss, inputs, manual))
+    except (BadInput, TargetRaised):
+        raise
+    except (Exception, SystemExit) as e:
+        if not loss_def.user_code:
+            raise
+        # the target's loss raised inside autograd (its backward) or a reference's evaluation
+        raise TargetRaised("loss(predicted, real) or its backward", e, None) from None
+    result.spec.update(fn=f"loss(predicted, real) of {loss_def.name}",
+                       manual=f"manual_grad(predicted, real) of {loss_def.name}")
+    result.loss_name = loss_def.name
+    result.loss_formula = loss_def.formula
+    result.gradient_formula = loss_def.gradient_formula
+    result.tensors = {"real": tensor_view("real", real), **result.tensors}
+    result.notes = draw_notes(loss_def) + result.notes
+    return result

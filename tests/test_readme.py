@@ -22,3 +22,9 @@ def test_readme_lists_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text()
     for code, meaning in EXIT_CODES.items():
         assert re.search(rf"^\| {code} \| {re.escape(meaning)} \|$", readme, re.M), code
+
+
+def test_help_lists_the_same_exit_codes_as_the_table() -> None:
+    from autograd_check.errors import EXIT_CODE_SHORT, EXIT_CODES
+
+    assert list(EXIT_CODE_SHORT) == list(EXIT_CODES)

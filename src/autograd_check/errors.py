@@ -34,7 +34,9 @@ EXIT_CODE_SHORT: dict[int, str] = {
     EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
     EXIT_JOB_FAILED: "Slurm job failed/cancelled/timed out/vanished",
     EXIT_INTERRUPTED: "interrupted",
+    EXIT_BROKEN_PIPE: "output closed early",
 }
+"""The same table in a few words, for the epilog of every --help (the same codes: a test checks)."""
 
 
 class CheckError(Exception):

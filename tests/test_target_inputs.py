@@ -273,7 +273,7 @@ class TestBadForms:
         assert len(err.strip().splitlines()) == 1
 
     @pytest.mark.parametrize("args", [
-        ["--model", "linear", "--reference", "projection"],
+        ["--model", "linear", "--repeat", "3", "--reference", "projection"],
         ["--repeat", "3", "--reference", "projection"],
         ["--repeat", "3", "--order", "2"],
         ["--order", "3"],

@@ -237,8 +237,11 @@ def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str
     return names if len(names) == count and len(set(names)) == count else fallback
 
 
-def prepare(fn: object, inputs: Sequence[object]) -> Call:
-    """Check fn and inputs (TypeError/ValueError naming the argument) and prepare the call."""
+def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = None) -> Call:
+    """Check fn and inputs (TypeError/ValueError naming the argument) and prepare the call.
+
+    names, when given, name the inputs (one per input) instead of fn's signature: the CLI's
+    model check names them as its own statistics do (input, fc1.weight, ...)."""
     torch = import_torch()
     if not callable(fn):
         raise TypeError(f"fn must be callable (a function, MyFunction.apply or an nn.Module), "
@@ -251,7 +254,11 @@ def prepare(fn: object, inputs: Sequence[object]) -> Call:
             )
     tensors: list[Tensor] = list(inputs)  # type: ignore[arg-type]  # all tensors, checked above
     module = fn if isinstance(fn, torch.nn.Module) else None
-    names = input_names(torch, fn, module, len(tensors))
+    if names is None:
+        names = input_names(torch, fn, module, len(tensors))
+    elif len(names) != len(tensors) or len(set(names)) != len(names):
+        raise ValueError(f"names must name each of the {len(tensors)} inputs once, not "
+                         f"{list(names)}")
     checked: list[Checked] = []
     for i, (name, x) in enumerate(zip(names, tensors, strict=True)):
         if not x.requires_grad:

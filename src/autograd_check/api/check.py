@@ -56,8 +56,29 @@ def check(
     (the default without), 'forward' or 'finite-diff'; order=2 also checks the double backward.
     options: directions (k = 1), step (h = 1e-6), max_fd_elements (65536).
     """
+    return check_named(fn, inputs, None, manual=manual, reference=reference, rtol=rtol,
+                       atol=atol, exact=exact, order=order, seed=seed, **options)
+
+
+def check_named(
+    fn: Callable[..., Any],
+    inputs: Sequence[Any],
+    names: Sequence[str] | None,
+    *,
+    manual: Callable[..., Any] | None = None,
+    reference: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    exact: bool = False,
+    order: int = 1,
+    seed: int = 0,
+    **options: Any,
+) -> CheckResult:
+    """check(fn, *inputs, ...) with the inputs named by names (one per input) rather than by
+    fn's signature; names=None is check() itself. For names that are not Python identifiers,
+    as the CLI's model check gives (fc1.weight, ...: engine/through_api.py)."""
     args = parse_arguments(manual, reference, rtol, atol, exact, order, seed, options)
-    call = prepare(fn, inputs)
+    call = prepare(fn, inputs, names)
     with caller_state_kept(call.caller_tensors):
         return _check(call, manual, args)
 

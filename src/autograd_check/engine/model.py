@@ -82,6 +82,23 @@ def init_layers(spec: CheckSpec, gen: torch.Generator, dtype: torch.dtype) -> li
     return layers
 
 
+def draw_model(
+    spec: CheckSpec, device: torch.device, loss_def: Loss
+) -> tuple[Tensor, Tensor, list[Layer]]:
+    """real, the input x and the layers, drawn from the seed's generator on the CPU in the
+    order of the module docstring, then moved to device (none of them requires grad)."""
+    torch = import_torch()
+    dtype = getattr(torch, spec.dtype)
+    gen = torch.Generator().manual_seed(spec.seed)
+    real = loss_def.draw_real(gen, spec.shape, dtype).to(device)
+    x = torch.rand(spec.shape, generator=gen, dtype=dtype).to(device)
+    layers = init_layers(spec, gen, dtype)
+    for layer in layers:
+        layer.weight = layer.weight.to(device)
+        layer.bias = layer.bias.to(device)
+    return real, x, layers
+
+
 def forward(layers: list[Layer], x: Tensor) -> tuple[Tensor, list[Tensor]]:
     """The model's output and the tanh activations (one per hidden layer), tracked by autograd."""
     torch = import_torch()
@@ -205,14 +222,11 @@ def run_model_check(
     rtol, atol = spec.tolerances()
     clock = Clock(device)
 
-    dtype = getattr(torch, spec.dtype)
-    gen = torch.Generator().manual_seed(spec.seed)
-    real = loss_def.draw_real(gen, spec.shape, dtype).to(device)
-    x = torch.rand(spec.shape, generator=gen, dtype=dtype).to(device).requires_grad_()
-    layers = init_layers(spec, gen, dtype)
+    real, x, layers = draw_model(spec, device, loss_def)
+    x.requires_grad_()
     for layer in layers:
-        layer.weight = layer.weight.to(device).requires_grad_()
-        layer.bias = layer.bias.to(device).requires_grad_()
+        layer.weight.requires_grad_()
+        layer.bias.requires_grad_()
     clock.mark("draw")
 
     y, activations = forward(layers, x)

@@ -1,6 +1,8 @@
 """Checks that run through the Python API (api/check.py) from a CheckSpec: a --target that gives
 its own inputs, and any check with --reference projection|forward or --order 2 (a built-in loss
-or a loss-form target, on the same tensors as the plain check draws).
+or a loss-form target, on the same tensors as the plain check draws; with --model, the loss of
+the model's output, as a function of the input and every parameter, on the same tensors as the
+model check draws).
 
 So the CLI, `submit` (on the node) and sweeps check exactly what `check()` checks from Python.
 """
@@ -12,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.api.check import check
+from autograd_check.api.check import check_named
+from autograd_check.engine import model
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.engine.tensors import draw, draw_notes, tensor_view
@@ -42,10 +45,12 @@ def api_reference(spec: CheckSpec, has_manual: bool) -> str:
 
 
 def _check(spec: CheckSpec, fn: Callable[..., Any], inputs: tuple[Any, ...],
-           manual: Callable[..., Any] | None) -> CheckResult:
-    return check(fn, *inputs, manual=manual, reference=api_reference(spec, manual is not None),
-                 rtol=spec.rtol, atol=spec.atol, exact=spec.exact, order=spec.order,
-                 seed=spec.seed, max_fd_elements=spec.max_fd_elements)
+           manual: Callable[..., Any] | None,
+           names: list[str] | None = None) -> CheckResult:
+    return check_named(fn, inputs, names, manual=manual,
+                       reference=api_reference(spec, manual is not None), rtol=spec.rtol,
+                       atol=spec.atol, exact=spec.exact, order=spec.order, seed=spec.seed,
+                       max_fd_elements=spec.max_fd_elements)
 
 
 def _as_spec_result(spec: CheckSpec, result: CheckResult) -> CheckResult:
@@ -107,11 +112,11 @@ def _failed(spec: CheckSpec, target: InputsTarget, error: TargetRaised) -> Check
 
 def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) -> CheckResult:
     """A loss (built-in or a loss-form target) at the tensors the plain check draws, through
-    check(lambda predicted: loss(predicted, real), predicted, manual=...)."""
+    check(lambda predicted: loss(predicted, real), predicted, manual=...); with --model, through
+    the model (run_model_through_api)."""
     _refuse_repeat(spec)
     if spec.model is not None:
-        raise BadInput("--reference projection|forward and --order 2 check a loss or a target, "
-                       "not a --model (use --reference manual or finite-diff with --model)")
+        return run_model_through_api(spec, device, loss_def)
     real, predicted = draw(spec, device, loss_def)
     evaluate = loss_def.evaluate or loss_def.forward
 
@@ -122,8 +127,67 @@ def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) 
         return loss_def.manual_grad(predicted, real) * grad_output
 
     inputs = (predicted.detach().requires_grad_(),)
+    result = _loss_check(spec, loss_def, loss, inputs, manual, None)
+    result.spec.update(fn=f"loss(predicted, real) of {loss_def.name}",
+                       manual=f"manual_grad(predicted, real) of {loss_def.name}")
+    result.loss_formula = loss_def.formula
+    result.gradient_formula = loss_def.gradient_formula
+    result.tensors = {"real": tensor_view("real", real), **result.tensors}
+    result.notes = draw_notes(loss_def) + result.notes
+    return result
+
+
+def run_model_through_api(spec: CheckSpec, device: torch.device,
+                          loss_def: Loss) -> CheckResult:
+    """--model with --reference projection|forward or --order 2: at the tensors the model check
+    draws (engine/model.py: the same seed gives the same real, x and parameters), through
+    check(fn, x, W, b, ...) with fn(x, W, b, ...) = loss(model(x), real) and manual the model's
+    hand-written backward (model.manual_backward from the loss's manual_grad at the output).
+
+    The checked tensors are named as the model check's statistics are: input, then each layer's
+    weight and bias in forward order (linear.weight, ... or fc1.weight, ..., fc2.bias)."""
+    _refuse_repeat(spec)
+    real, x, layers = model.draw_model(spec, device, loss_def)
+    evaluate = loss_def.evaluate or loss_def.forward
+    names = ["input", *(f"{la.name}.{p}" for la in layers for p in ("weight", "bias"))]
+
+    def net(params: tuple[torch.Tensor, ...]) -> list[model.Layer]:
+        return [model.Layer(la.name, params[2 * i], params[2 * i + 1])
+                for i, la in enumerate(layers)]
+
+    def loss(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return evaluate(model.forward(net(params), x)[0], real)
+
+    def manual(x: torch.Tensor, *params: torch.Tensor,
+               grad_output: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        layers_now = net(params)
+        y, activations = model.forward(layers_now, x)
+        grad_y = loss_def.manual_grad(y, real) * grad_output
+        grads = model.manual_backward(layers_now, x, activations, grad_y)
+        return tuple(grads[name] for name in names)
+
+    inputs = (x.requires_grad_(), *(getattr(la, p).requires_grad_()
+                                    for la in layers for p in ("weight", "bias")))
+    result = _loss_check(spec, loss_def, loss, inputs, manual, names)
+    formula = model.LINEAR_FORMULA if spec.model == "linear" else model.MLP_FORMULA
+    result.spec.update(fn=f"loss(model(x), real) of {loss_def.name} through the {spec.model}",
+                       manual=f"the {spec.model}'s backward by hand from manual_grad(y, real) "
+                       f"of {loss_def.name}")
+    result.loss_formula = loss_def.formula
+    result.gradient_formula = (f"g = {loss_def.gradient_formula}; then by hand through the "
+                               f"{spec.model}: {formula}")
+    result.tensors = {"real": tensor_view("real", real), **result.tensors}
+    result.notes = [f"model: {model.describe(spec)}", *draw_notes(loss_def), *result.notes]
+    return result
+
+
+def _loss_check(spec: CheckSpec, loss_def: Loss, fn: Callable[..., Any],
+                inputs: tuple[Any, ...], manual: Callable[..., Any],
+                names: list[str] | None) -> CheckResult:
+    """The API's check of a loss (through a model or not), as a CheckSpec's result; a target's
+    loss raising inside autograd or a reference's evaluation is the user's error."""
     try:
-        result = _as_spec_result(spec, _check(spec, loss, inputs, manual))
+        result = _as_spec_result(spec, _check(spec, fn, inputs, manual, names))
     except (BadInput, TargetRaised):
         raise
     except (Exception, SystemExit) as e:
@@ -131,11 +195,5 @@ def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) 
             raise
         # the target's loss raised inside autograd (its backward) or a reference's evaluation
         raise TargetRaised("loss(predicted, real) or its backward", e, None) from None
-    result.spec.update(fn=f"loss(predicted, real) of {loss_def.name}",
-                       manual=f"manual_grad(predicted, real) of {loss_def.name}")
     result.loss_name = loss_def.name
-    result.loss_formula = loss_def.formula
-    result.gradient_formula = loss_def.gradient_formula
-    result.tensors = {"real": tensor_view("real", real), **result.tensors}
-    result.notes = draw_notes(loss_def) + result.notes
     return result

@@ -276,14 +276,20 @@ def _keep_width(old: str, new: str) -> str:
     return new
 
 
+_TASK_COUNTS = re.compile(r"\b\d+ (pending|running|done|failed)\b|(?<=records )\d+(?=/)")
+
+
 def _collapse_progress(lines: list[str]) -> list[str]:
-    """A sweep's live `array:` lines vary run to run: keep the first, then one `array: ...`."""
+    """A sweep's live `array:` lines vary run to run: keep the first, its counts as `n` (how many
+    tasks have started by then depends on the machine), then one `array: ...`."""
     out: list[str] = []
     for line in lines:
         if line.startswith("array: ") and out and out[-1].startswith("array: "):
             if out[-1] != "array: ...":
                 out.append("array: ...")
             continue
+        if line.startswith("array: "):
+            line = _TASK_COUNTS.sub(lambda m: f"n {m[1]}" if m[1] else "n", line)
         out.append(line)
     return out
 

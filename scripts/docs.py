@@ -303,6 +303,9 @@ def _env(work: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "AUTOGRAD_CHECK_"))
         and k not in ("FORCE_COLOR", "PY_COLORS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR")
+        # A user's terminal, not CI's: pytest (docs/pytest-plugin.md) stops shortening its
+        # summary lines when it sees CI or BUILD_NUMBER.
+        and k not in ("CI", "BUILD_NUMBER", "GITHUB_ACTIONS")
     }
     if "SLURM_CONF" in os.environ:
         env["SLURM_CONF"] = os.environ["SLURM_CONF"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,13 @@ def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with open(job_paths(folder, job_id).result_pickle, "wb") as f:
         pickle.dump(("success", run_job(CheckSpec(shape=(2, 2)).to_dict())), f)
     return folder, job_id
+
+
+# A shell starts a background job (`cmd &`) with SIGINT ignored, `nohup` ignores SIGHUP, and the
+# children the tests start would inherit that: the signal tests would send what nobody hears. A
+# Python handler here is reset to the default in every child (exec), so the suite behaves the
+# same however it is started; pytest itself still outlives a hang-up under nohup.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, lambda signum, frame: None)

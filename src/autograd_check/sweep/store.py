@@ -26,8 +26,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -59,21 +61,40 @@ def now() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that `path` is either its old self or the whole new text.
 
-    The file is 0600 (the user's only) whatever the umask."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, PRIVATE_FILE)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Ctrl-C or a full disk mid-write: leave no temporary behind (the final name is untouched).
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    The file is 0600 (the user's only) whatever the umask. Ctrl-C, SIGTERM and SIGHUP wait until
+    the write is done or undone: arriving between creating the temporary and renaming it (inside
+    mkstemp, say), they would leave a temporary behind."""
+    with _signals_held():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, PRIVATE_FILE)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # A full disk mid-write: leave no temporary behind (the final name is untouched).
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold the stopping signals for the block (main thread); they arrive when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -170,7 +170,9 @@ TIMING_ONLY = re.compile(
     r"|Job allocation \d+ has been revoked)"
     r"|^autograd-check: Slurm job \d+: COMPLETING"
 )
-JOB_TASK = re.compile(r"(?<![\d.x])(?P<id>\d+)(?=_(?:\d|\[))")
+JOB_TASK = r"(?<![\d.x])(?P<task>\d+)(?=_(?:\d|\[))"
+"""A job id before `_N` or `_[` (a task's log file, an array task): only when already seen."""
+JOB_IDS = re.compile(f"{JOB_CONTEXT.pattern}|{JOB_TASK}")
 
 
 def _cpu_name() -> str:
@@ -243,9 +245,14 @@ class Normaliser:
             text = text.replace(a, b)
         for pattern, repl in self.regex:
             text = pattern.sub(repl, text)
-        text = JOB_CONTEXT.sub(lambda m: m["pre"] + self.job(m["id"]), text)
-        text = JOB_TASK.sub(lambda m: self.job(m["id"]) if m["id"] in self.jobs else m["id"], text)
-        return text
+        # One pass for both patterns: a second pass would take an id already shown (101...) for
+        # a real one when the cluster's real ids reach that range.
+        def shown(m: re.Match[str]) -> str:
+            if m["id"] is not None:
+                return m["pre"] + self.job(m["id"])
+            return self.job(m["task"]) if m["task"] in self.jobs else m["task"]
+
+        return JOB_IDS.sub(shown, text)
 
     def output(self, text: str, subs: list[tuple[str, str]]) -> list[str]:
         out: list[str] = []

@@ -191,43 +191,22 @@ class AutogradCheck:
         raise TypeError(f"autograd_check.to() takes a tensor or an nn.Module, not a "
                         f"{type(thing).__name__}")
 
-    def check(
-        self,
-        fn: Callable[..., Any],
-        *inputs: Any,
-        manual: Callable[..., Any] | None = None,
-        reference: str | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        exact: bool = False,
-        order: int = 1,
-        seed: int | None = None,
-        **options: Any,
-    ) -> CheckResult:
-        """autograd_check.check() (docs/api.md), seed defaulting to --autograd-check-seed."""
-        return api.check(fn, *inputs, manual=manual, reference=reference, rtol=rtol, atol=atol,
-                         exact=exact, order=order, seed=self.seed if seed is None else seed,
-                         **options)
+    def check(self, fn: Callable[..., Any], *inputs: Any, **arguments: Any) -> CheckResult:
+        """autograd_check.check(fn, *inputs, ...) (docs/api.md: the arguments are the same), seed
+        defaulting to --autograd-check-seed."""
+        if arguments.get("seed") is None:  # not given (or None): the option's seed
+            arguments["seed"] = self.seed
+        return api.check(fn, *inputs, **arguments)
 
     def assert_gradients(
-        self,
-        fn: Callable[..., Any],
-        *inputs: Any,
-        manual: Callable[..., Any] | None = None,
-        reference: str | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        exact: bool = False,
-        order: int = 1,
-        seed: int | None = None,
-        **options: Any,
+        self, fn: Callable[..., Any], *inputs: Any, **arguments: Any
     ) -> CheckResult:
         """autograd_check.assert_gradients(): AssertionError with the verdict (the per-input
         table) when the check fails, which is what pytest reports."""
         __tracebackhide__ = True  # pytest shows the test's line, and the verdict
-        return api.assert_gradients(fn, *inputs, manual=manual, reference=reference, rtol=rtol,
-                                    atol=atol, exact=exact, order=order,
-                                    seed=self.seed if seed is None else seed, **options)
+        if arguments.get("seed") is None:  # not given (or None): the option's seed
+            arguments["seed"] = self.seed
+        return api.assert_gradients(fn, *inputs, **arguments)
 
 
 @pytest.fixture

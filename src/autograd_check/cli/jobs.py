@@ -183,5 +183,6 @@ def step(spec: Annotated[str, typer.Option("--spec", help="The CheckSpec as JSON
     """Inside a job step: run the check, answer with one marked JSON line (see slurm.run_step)."""
 
     line, code = step_main(spec)
-    print(line, flush=True)
+    if line:  # the ranks of a --ranks step all hold the result: rank 0 answers for them
+        print(line, flush=True)
     raise typer.Exit(code)

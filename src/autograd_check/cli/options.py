@@ -20,6 +20,7 @@ from autograd_check.engine.spec import DEFAULT_HIDDEN, DEFAULT_MAX_FD_ELEMENTS, 
 from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
 
 PANEL = "Check options"
+RANKS_PANEL = "Across ranks"
 
 _P = inspect.Parameter
 CHECK_PARAMETERS: list[inspect.Parameter] = [
@@ -91,6 +92,18 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
         help="Compute the autograd gradient N times on fresh graphs; report whether the runs "
         "were bitwise identical, else their greatest spread.", metavar="N", show_default="1",
         rich_help_panel=PANEL)]),
+    _P("ranks", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Split the batch over N ranks (torch.distributed) and check their gradients "
+        "against one process's full-batch gradient (--model or a --target module).",
+        metavar="N", show_default="one process", rich_help_panel=RANKS_PANEL)]),
+    _P("parallel", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="How --ranks wraps the model: ddp (DistributedDataParallel) or fsdp (FSDP2).",
+        metavar="ddp|fsdp", show_default="ddp", rich_help_panel=RANKS_PANEL)]),
+    _P("accumulate", _P.KEYWORD_ONLY, default=None, annotation=Annotated[
+        str | None, typer.Option(
+            help="Micro-batches per rank, accumulated with no_sync() before the gradients are "
+            "synchronised (a --target may give its own train_step).", metavar="K",
+            show_default="1", rich_help_panel=RANKS_PANEL)]),
     _P("config", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, typer.Option(
         help="TOML profile (see configs/); flags override it.", metavar="FILE",
         rich_help_panel=PANEL)]),

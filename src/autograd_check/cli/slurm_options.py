@@ -35,6 +35,9 @@ SLURM_PARAMETERS: list[inspect.Parameter] = [
     _P("gpus", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="GPUs per node.", metavar="N", show_default="1 with --device cuda, else 0",
         rich_help_panel=PANEL)]),
+    _P("nodes", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
+        help="Nodes for --ranks: one job of N tasks, N/M per node.", metavar="M",
+        show_default="1", rich_help_panel=PANEL)]),
     _P("cpus", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="CPUs for the check (--cpus-per-task).", metavar="N",
         show_default="the cluster's default", rich_help_panel=PANEL)]),

@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from autograd_check._torch import import_torch
+from autograd_check.distributed.launch import execute_ranks
 from autograd_check.engine.budget import available_host_bytes, ensure_fits
 from autograd_check.engine.determinism import deterministic_mode
 from autograd_check.engine.device import resolve_device
@@ -37,12 +38,18 @@ def check_memory(spec: CheckSpec) -> None:
     ensure_fits(spec, available_host_bytes(), "this host")
 
 
-def execute(spec: CheckSpec, progress: Progress | None = None) -> CheckResult:
+def execute(
+    spec: CheckSpec, progress: Progress | None = None, *, ranks_timeout: float | None = None
+) -> CheckResult:
     """Run one check where this process is (a laptop, a batch job, a job step).
 
     `progress(done, total)` is called as finite differences advance (--reference finite-diff);
-    the CLI passes a progress bar's update there, the engine itself never prints.
+    the CLI passes a progress bar's update there, the engine itself never prints. With --ranks
+    N, the N ranks are started here (each bounded by ranks_timeout) or, in a Slurm job or step of
+    N tasks, this process is one of them (distributed/launch.py).
     """
+    if spec.ranks is not None:
+        return execute_ranks(spec, ranks_timeout)
 
     check_memory(spec)
     torch = import_torch()

@@ -69,6 +69,8 @@ class CheckResult:
     """--repeat N: whether the N autograd gradients were bitwise identical, and their spread."""
     reference: dict[str, Any] | None = None
     """The Python API (check()): the reference's name, method, directions, step and order."""
+    distributed: dict[str, Any] | None = None
+    """--ranks N: DDP or FSDP2 against the full-batch gradient (distributed/verdict.py)."""
 
     def __str__(self) -> str:
         return verdict_text(self)
@@ -114,6 +116,8 @@ class CheckResult:
             doc["repeat"] = self.repeat
         if self.reference is not None:
             doc["reference"] = self.reference
+        if self.distributed is not None:
+            doc["distributed"] = self.distributed
         return doc
 
     @classmethod
@@ -138,6 +142,7 @@ class CheckResult:
             finite_diff=unplain(doc["finite_diff"]) if doc.get("finite_diff") else None,
             repeat=unplain(doc["repeat"]) if doc.get("repeat") else None,
             reference=unplain(doc["reference"]) if doc.get("reference") else None,
+            distributed=unplain(doc["distributed"]) if doc.get("distributed") else None,
         )
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -177,6 +182,21 @@ def comparison_cells(c: Comparison) -> tuple[str, ...]:
     )
 
 
+def distributed_lines(block: dict[str, Any] | None) -> list[str]:
+    """--ranks: the ranks' agreement, the reference's scaling and the likely cause, as text."""
+    if block is None:
+        return []
+    lines = [f"ranks: {block['ranks']} x {block['accumulate']} micro-batch(es), "
+             f"{block['wrapper']} on {', '.join(dict.fromkeys(block.get('hosts', [])))}; "
+             f"reference: {block['reference']}"]
+    lines.append("ranks agree: " + ("yes, bit for bit" if block["ranks_agree"] else
+                                    f"no (greatest spread {_number(block['rank_spread'])})"))
+    lines.append(f"tolerance: {block['tolerance']}")
+    if block.get("cause"):
+        lines.append(f"likely cause: {block['cause']}")
+    return lines
+
+
 def verdict_text(result: CheckResult) -> str:
     """PASS/FAIL with what was compared, then one row per comparison: shape, bit-exact,
     mismatched k of N, greatest absolute and relative difference with their index, the
@@ -204,6 +224,7 @@ def verdict_text(result: CheckResult) -> str:
             lines.append(("  " + "  ".join(cells)).rstrip())
     if result.error is not None:
         lines.append(f"error: {result.error}")
+    lines += distributed_lines(result.distributed)
     lines.append(
         "criterion: bit-exact equality (exact=True)" if result.criterion == "exact"
         else "criterion: |a − b| ≤ atol + rtol·|b| for every element (torch.testing.assert_close)"

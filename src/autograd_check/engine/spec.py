@@ -44,6 +44,10 @@ REFERENCE_ALIASES = {"autograd": "manual"}
 DEFAULT_MAX_FD_ELEMENTS = 65536
 """--reference finite-diff perturbs every element twice: O(n²) work, refused past this many."""
 MAX_REPEAT = 10_000
+PARALLELS = ("ddp", "fsdp")
+"""How --ranks wraps the model: DistributedDataParallel, or FSDP2 (fully_shard)."""
+MAX_RANKS = 1024
+MAX_ACCUMULATE = 1024
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda|cuda:(\d+))$")
 
 
@@ -76,6 +80,13 @@ class CheckSpec:
     """torch.use_deterministic_algorithms(True) and what CUDA needs for it, during the check."""
     repeat: int = 1
     """Compute the autograd gradient this many times on fresh graphs and compare them bitwise."""
+    ranks: int | None = None
+    """None: one process. N: the gradients of N ranks (DDP or FSDP2) against one process's
+    full-batch gradient (distributed/)."""
+    parallel: str | None = None
+    """ddp or fsdp; set (default ddp) exactly when ranks is."""
+    accumulate: int | None = None
+    """Micro-batches per rank, accumulated under no_sync; set (default 1) exactly when ranks is."""
 
     @property
     def numel(self) -> int:
@@ -263,6 +274,13 @@ def parse_reference(value: object) -> str:
     raise BadInput(f"reference {shown(value)} is not known; choose one of {', '.join(REFERENCES)}")
 
 
+def parse_parallel(value: object) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in PARALLELS:
+        return text
+    raise BadInput(f"parallel {shown(value)} is not known; choose one of {', '.join(PARALLELS)}")
+
+
 def parse_count(name: str, value: object, low: int, high: int) -> int:
     """A whole number in [low, high], from an int or its decimal text."""
     number = whole(value)
@@ -291,6 +309,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_fd_elements": lambda v: parse_count("max_fd_elements", v, 1, 2**40),
     "deterministic": lambda v: parse_bool("deterministic", v),
     "repeat": lambda v: parse_count("repeat", v, 1, MAX_REPEAT),
+    "ranks": lambda v: parse_count("ranks", v, 1, MAX_RANKS),
+    "parallel": parse_parallel,
+    "accumulate": lambda v: parse_count("accumulate", v, 1, MAX_ACCUMULATE),
 }
 SPEC_KEYS = tuple(f.name for f in fields(CheckSpec))
 
@@ -326,8 +347,37 @@ def _combine(parsed: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("repeat applies to reference manual or finite-diff at order 1, not to "
                        f"reference {parsed.get('reference', 'manual')!r}, order "
                        f"{parsed.get('order', 1)}")
+    _combine_ranks(parsed)
     if loss == "huber":
         parsed.setdefault("delta", DEFAULT_DELTA)
     if model == "mlp":
         parsed.setdefault("hidden", DEFAULT_HIDDEN)
     return parsed
+
+
+def _combine_ranks(parsed: dict[str, Any]) -> None:
+    """--ranks N: a model (--model or a --target module) split over N ranks, checked against one
+    process; what it does not combine with is refused here, before anything starts."""
+    ranks = parsed.get("ranks")
+    if ranks is None:
+        for key in ("parallel", "accumulate"):
+            if key in parsed:
+                raise BadInput(f"{key} applies only with ranks (e.g. --ranks 2)")
+        return
+    if parsed.get("model") is None and "target" not in parsed:
+        raise BadInput("ranks needs a model to split over ranks: give --model linear|mlp or a "
+                       "--target module with inputs(generator, dtype, device)")
+    for key, allowed in (("reference", "manual"), ("order", 1), ("repeat", 1)):
+        if parsed.get(key, allowed) != allowed:
+            raise BadInput(f"{key} {parsed[key]!r} does not combine with ranks: the reference of "
+                           "a check over ranks is one process's full-batch autograd gradient")
+    parsed.setdefault("parallel", "ddp")
+    parsed.setdefault("accumulate", 1)
+    shards = ranks * parsed["accumulate"]
+    shape = parsed.get("shape", (3, 8))
+    if parsed.get("model") is not None and (len(shape) < 2 or shape[0] % shards):
+        raise BadInput(
+            f"shape {'x'.join(map(str, shape))}: its first dimension (the batch) must split into "
+            f"{ranks} ranks x {parsed['accumulate']} micro-batches of equal size and the last is "
+            f"the features; choose e.g. {shards * 2}x{shape[-1]}"
+        )

@@ -50,6 +50,9 @@ class Loss:
     """How the seed's generator fills real, then predicted (in that order: the tutorial's)."""
     user_code: bool = False
     """A --target: its errors are the user's (a failed check), not this package's."""
+    reduction: str = "mean"
+    """How the loss reduces over the batch, "mean" or "sum": a check over ranks (--ranks) scales
+    its full-batch reference by it (DDP averages the ranks' gradients)."""
     evaluate: Callable[[Tensor, Tensor], Tensor] | None = None
     """The loss as a plain function, for numerical evaluation (--reference finite-diff, under
     torch.no_grad() and torch.func.vmap); None: forward is that function."""

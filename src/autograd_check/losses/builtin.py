@@ -198,6 +198,7 @@ LOSSES: dict[str, Loss] = {
         gradient_formula="∂loss/∂predicted = 2 (predicted − real)",
         forward=_mse_sum,
         manual_grad=_mse_sum_grad,
+        reduction="sum",
     ),
     "mse-mean": Loss(
         name="mse-mean",

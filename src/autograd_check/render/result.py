@@ -257,8 +257,20 @@ def verdict_panel(result: CheckResult) -> Panel:
     )
     if not main:  # no manual gradient: the reference alone decides
         criterion = f"the reference: {(result.reference or {}).get('name', 'reference')}"
-    grid.add_row("tolerances", f"rtol={first.rtol:g} atol={first.atol:g}")
+    ranks = result.distributed
+    if ranks is not None:
+        criterion = ("exact: bit-exact equality" if result.criterion == "exact" else
+                     "tolerance: |distributed − reference| ≤ atol + rtol·|reference|, and every "
+                     "rank holds the same gradient")
+    tolerance_text = f"rtol={first.rtol:g} atol={first.atol:g}"
+    grid.add_row("tolerances", tolerance_text if ranks is None
+                 else f"{tolerance_text} ({ranks['tolerance']})")
     grid.add_row("verdict by", criterion)
+    if ranks is not None:
+        grid.add_row("ranks agree", "yes, bit for bit" if ranks["ranks_agree"] else
+                     Text(f"no: greatest spread {fmt(ranks['rank_spread'])}", style="bold red"))
+        if ranks.get("cause"):
+            grid.add_row("likely cause", Text(ranks["cause"]))
     for ref, rows in by_reference(result.comparisons).items():
         bad = sum(c.mismatched for c in rows)
         misses = sum(not c.passed for c in rows)
@@ -318,10 +330,18 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     loss.add_row("loss", Text(f"{result.loss_formula} = {value}  ({result.loss_name})"))
     if result.grad_fn_chain:  # empty when a --target raised before backward
         loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))
-    loss.add_row("manual gradient", Text(
-        "none given" if result.gradient_formula == "none given"
-        else f"{result.gradient_formula}, under torch.no_grad()"))
-    loss.add_row("autograd gradient", autograd_text(result))
+    ranks = result.distributed
+    if ranks is not None:
+        loss.add_row("distributed gradient", Text(
+            f"{ranks['wrapper']} on {ranks['ranks']} ranks, {ranks['accumulate']} micro-batch"
+            f"{'es' if ranks['accumulate'] != 1 else ''} each; train step: {ranks['train_step']}"))
+        loss.add_row("reference", Text(f"one process, loss.backward() on the whole batch: "
+                                       f"{ranks['reference']}"))
+    else:
+        loss.add_row("manual gradient", Text(
+            "none given" if result.gradient_formula == "none given"
+            else f"{result.gradient_formula}, under torch.no_grad()"))
+        loss.add_row("autograd gradient", autograd_text(result))
     if result.finite_diff is not None:
         loss.add_row("finite differences", finite_diff_text(result.finite_diff))
     elif result.reference is not None and result.reference.get("method"):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autograd_check.distributed.rendezvous import INHERITED, SLURM_MEMORY
 from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.errors import BadInput, EnvironmentProblem
 from autograd_check.safety import private_umask
 from autograd_check.slurm.fit import never_fits
 from autograd_check.slurm.guard import node_python
@@ -22,18 +23,32 @@ from autograd_check.slurm.options import DEFAULT_TIME_MIN, GPU_SBATCH_KEYS, Slur
 from autograd_check.slurm.where import prepare_log_dir, require_slurm
 
 
+def rank_layout(spec: CheckSpec, opts: SlurmOptions) -> tuple[int, int]:
+    """(nodes, tasks per node): one task per rank (--ranks N), N / M on each of --nodes M."""
+    ranks, nodes = spec.ranks or 1, opts.nodes or 1
+    if opts.nodes is not None and spec.ranks is None:
+        raise BadInput("nodes applies only with ranks (e.g. --ranks 4 --nodes 2)")
+    if ranks % nodes:
+        raise BadInput(f"ranks {ranks} do not split evenly over {nodes} nodes; choose ranks "
+                       f"divisible by nodes (e.g. --ranks {nodes * max(1, ranks // nodes)})")
+    return nodes, ranks // nodes
+
+
 def executor_parameters(spec: CheckSpec, opts: SlurmOptions) -> dict[str, Any]:
     """SlurmExecutor.update_parameters(...) for this check: sbatch's own option names."""
+    nodes, per_node = rank_layout(spec, opts)
     params: dict[str, Any] = {
         "job_name": opts.job_name,
         "time": opts.time_min or DEFAULT_TIME_MIN,
-        "nodes": 1,
-        "ntasks_per_node": 1,
+        "nodes": nodes,
+        "ntasks_per_node": per_node,
     }
+    if spec.ranks is not None:  # a rank that dies ends the step, not a wait in a collective
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     extra = dict(opts.sbatch_args)
     gpus = opts.gpus
     if gpus is None and spec.device.startswith("cuda") and not GPU_SBATCH_KEYS & set(extra):
-        gpus = 1  # --device cuda asks for one GPU unless told otherwise
+        gpus = per_node  # --device cuda asks for one GPU per rank unless told otherwise
     if gpus:
         params["gpus_per_node"] = gpus
     for key, value in (
@@ -87,6 +102,18 @@ class Submitted:
 
 
 @contextlib.contextmanager
+def _without_rank_env() -> Iterator[None]:
+    """Hide what a submitting shell must not pass to a job's ranks (MASTER_PORT, RANK, ...; an
+    allocation's memory variables): sbatch hands the environment on, and torch.distributed (or
+    submitit's export()) would read them in the job."""
+    saved = {k: os.environ.pop(k) for k in (*INHERITED, *SLURM_MEMORY) if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def _clean_slurm_env() -> Iterator[None]:
     """Hide the allocation's SLURM_* variables from a new job, but keep SLURM_CONF (which tells
     sbatch which cluster to talk to)."""
@@ -131,7 +158,8 @@ def submit_through_submitit(
         # logs and results are the user's only
         with tempfile.TemporaryFile(mode="w+") as captured, contextlib.redirect_stderr(
             captured
-        ), (_clean_slurm_env() if clean else contextlib.nullcontext()), private_umask():
+        ), (_clean_slurm_env() if clean else contextlib.nullcontext()), _without_rank_env(), \
+                private_umask():
             return send()
     except (FailedJobError, FailedSubmissionError) as e:
         raise EnvironmentProblem(f"Slurm refused {what}: {_sbatch_words(e)}") from None

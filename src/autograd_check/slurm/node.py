@@ -11,9 +11,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
 from autograd_check.engine.execute import execute
 from autograd_check.engine.host import slurm_ids
 from autograd_check.engine.result import CheckResult
@@ -128,6 +130,14 @@ def let_slurm_end_it() -> None:
         signal.signal(sig, noted)
 
 
+def job_folder() -> Path:
+    """The submitit job's log folder, seen by every task of the job."""
+    # submitit loads only on a node
+    import submitit
+
+    return Path(submitit.JobEnvironment().paths.folder)
+
+
 def run_job(spec_data: dict[str, Any]) -> dict[str, Any]:
     """What submitit runs on the node: execute(spec), answered as plain data.
 
@@ -138,6 +148,8 @@ def run_job(spec_data: dict[str, Any]) -> dict[str, Any]:
     """
 
     let_slurm_end_it()
+    if spec_data.get("ranks") is not None:  # the ranks meet in the job's own (private) folder
+        os.environ[RENDEZVOUS_ENV] = str(job_folder())
     try:
         result = execute(build_spec(spec_data))
     except CheckError as e:

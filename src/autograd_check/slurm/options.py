@@ -76,6 +76,8 @@ class SlurmOptions:
     partition: str | None = None
     time_min: int | None = None
     gpus: int | None = None
+    nodes: int | None = None
+    """--ranks over this many nodes (ranks / nodes tasks on each); default 1."""
     cpus: int | None = None
     mem: str | None = None
     account: str | None = None
@@ -97,7 +99,7 @@ class SlurmOptions:
 
 
 SLURM_KEYS = (
-    "partition", "time", "gpus", "cpus", "mem", "account", "qos", "constraint", "job_name",
+    "partition", "time", "gpus", "nodes", "cpus", "mem", "account", "qos", "constraint", "job_name",
     "setup", "sbatch_args", "log_dir", "timeout",
 )
 """Keys of the [slurm] table of a config file (the flags' names, with '_' for '-')."""
@@ -339,6 +341,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "partition": lambda v: parse_name("partition", v),
     "time": parse_time,
     "gpus": lambda v: parse_count("gpus", v, 0),
+    "nodes": lambda v: parse_count("nodes", v, 1),
     "cpus": lambda v: parse_count("cpus", v, 1),
     "mem": parse_mem,
     "account": lambda v: parse_name("account", v),

@@ -4,6 +4,7 @@ runs the check on the allocated node and answers with one marked JSON line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV, job_environment
 from autograd_check.engine.execute import execute
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import CheckSpec, build_spec
@@ -23,11 +25,12 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
+from autograd_check.slurm.batch import rank_layout
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
 from autograd_check.slurm.options import GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.watch import LOG_TAIL_LINES, POLL_FIRST_S, POLL_MAX_S, ProgressFn
-from autograd_check.slurm.where import Allocation, require_slurm
+from autograd_check.slurm.where import Allocation, prepare_log_dir, require_slurm
 
 STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""
@@ -39,7 +42,9 @@ def step_command(spec: CheckSpec, opts: SlurmOptions) -> list[str]:
     Setup lines, when given, run in `bash -c` before the check, which gets its arguments as
     "$@": the only shell text is what the user wrote as setup lines.
     """
-    cmd = ["srun", "--ntasks=1", "--nodes=1", f"--job-name={opts.job_name}", "--kill-on-bad-exit=1"]
+    nodes, per_node = rank_layout(spec, opts)
+    cmd = ["srun", f"--ntasks={nodes * per_node}", f"--nodes={nodes}",
+           f"--job-name={opts.job_name}", "--kill-on-bad-exit=1"]
     if opts.cpus:
         cmd.append(f"--cpus-per-task={opts.cpus}")
     if opts.mem:
@@ -48,9 +53,9 @@ def step_command(spec: CheckSpec, opts: SlurmOptions) -> list[str]:
         cmd.append(f"--time={opts.time_min}")
     gpus = opts.gpus
     if gpus is None and spec.device.startswith("cuda"):
-        gpus = 1
+        gpus = per_node  # one GPU per rank
     if gpus:
-        cmd.append(f"--gpus={gpus}")
+        cmd.append(f"--gpus-per-node={gpus}" if spec.ranks else f"--gpus={gpus}")
     for key, value in opts.sbatch_args:
         if key in GPU_SBATCH_KEYS:
             cmd.append(f"--{key}={value}" if value else f"--{key}")
@@ -108,10 +113,17 @@ def run_step(
     require_slurm("srun")
     cmd = step_command(spec, opts)
     where = f"a step of Slurm job {alloc.job_id}"
+    # no inherited MASTER_PORT, RANK, ... for the ranks
+    env = job_environment(dict(os.environ), memory=False)
+    if spec.ranks is not None:  # the ranks meet in the (private) log folder
+        folder = opts.folder()
+        prepare_log_dir(folder)
+        env[RENDEZVOUS_ENV] = str(folder)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=env)
         except OSError as e:
             raise EnvironmentProblem(f"srun cannot be started: {e.strerror or e}") from None
         info = JobInfo(alloc.job_id, "RUNNING", "srun", node=",".join(alloc.nodes) or None)
@@ -188,6 +200,8 @@ def step_main(spec_json: str) -> tuple[str, int]:
         result = execute(spec)
     except CheckError as e:
         return STEP_MARKER + json.dumps(error_envelope(e)), e.exit_code
+    if os.environ.get("SLURM_PROCID", "0") != "0" and spec.ranks is not None:
+        return "", result.exit_code  # rank 0 answers for every rank: one line, not interleaved
     slurm = result.environment.get("slurm")
     answer = {"outcome": "result", "result": plain(result), "slurm": slurm}
     # json.dumps writes NaN and Infinity, which json.loads reads back on the other side.

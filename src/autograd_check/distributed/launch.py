@@ -1,0 +1,196 @@
+"""run --ranks N here: N processes on this machine, one per rank, bounded by a timeout.
+
+The parent has torch (and torch.distributed) loaded already and forks the ranks (on the CPU), so
+they start at once and in parallel instead of importing torch N more times; with CUDA they are
+spawned fresh, since a forked child cannot use CUDA. Each rank's stdout and stderr go to its own
+log in a private temporary folder, which is also where rank 0 announces its port. The parent
+watches them: when a rank dies, the others are stopped and the error names the rank with the tail
+of its log (JobFailed, exit 4); so it is when any rank is still running at the timeout. A rank
+whose user code raised (a --target's train_step, say) reports that error: a failed check, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from autograd_check._torch import import_torch
+from autograd_check.distributed.rank import rank_main
+from autograd_check.distributed.rendezvous import Identity, slurm_identity
+from autograd_check.distributed.verdict import failed_result
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import CheckSpec, build_spec
+from autograd_check.errors import BadInput, CheckError, EnvironmentProblem, JobFailed
+from autograd_check.losses.user import TargetRaised
+
+DEFAULT_RANKS_TIMEOUT_S = 600.0
+LOG_TAIL_LINES = 20
+POLL_S = 0.02
+_ERRORS: dict[str, type[CheckError]] = {
+    "BadInput": BadInput, "EnvironmentProblem": EnvironmentProblem, "JobFailed": JobFailed,
+}
+
+
+def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
+    """The check over spec.ranks ranks: as one of them when this process is a task of a Slurm
+    job or step started for it (slurm_identity), else by starting them here."""
+    assert spec.ranks is not None
+    identity = slurm_identity(spec.ranks)
+    if identity is None:
+        return run_ranks_here(spec, DEFAULT_RANKS_TIMEOUT_S if timeout is None else timeout)
+    torch = import_torch()
+    with torch.inference_mode(False), torch.enable_grad():
+        try:
+            return rank_main(spec, identity)
+        except TargetRaised as e:
+            return failed_result(spec, str(e))
+
+
+def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) -> CheckResult:
+    """The check over spec.ranks local processes; rank 0's result."""
+    assert spec.ranks is not None
+    _preload()
+    folder = Path(tempfile.mkdtemp(prefix="autograd-check-ranks-"))  # 0700: private
+    method = "spawn" if spec.device.startswith("cuda") else "fork"
+    context = multiprocessing.get_context(method)
+    procs = []
+    try:
+        for rank in range(spec.ranks):
+            identity = Identity(rank, spec.ranks, rank, folder, "rendezvous.json", "127.0.0.1")
+            proc = context.Process(  # type: ignore[attr-defined]
+                target=rank_process, args=(spec.to_dict(), identity),
+                name=f"autograd-check rank {rank}", daemon=True)
+            proc.start()
+            procs.append(proc)
+        _watch(procs, folder, timeout)
+        return _outcome(folder, spec.ranks)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _preload() -> None:
+    """Load what every rank needs before forking, once (the ranks then start in parallel)."""
+    # torch: loaded for --ranks only
+    import torch.distributed  # noqa: F401
+    from torch.distributed.fsdp import fully_shard  # noqa: F401
+    from torch.nn.parallel import DistributedDataParallel  # noqa: F401
+
+
+def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
+    """A local rank: its output to its own log, its outcome to a file, its exit code as for
+    the check (0 pass, 1 mismatch or the user's error, 2+ for the rest)."""
+    log = identity.folder / f"rank-{identity.rank}.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    code = 0
+    torch = import_torch()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            result = rank_main(build_spec(spec_data), identity)
+        outcome: dict[str, Any] = {"outcome": "result", "result": result.to_dict()}
+        code = result.exit_code
+    except TargetRaised as e:  # the user's own code: a failed check, as without --ranks
+        failed = failed_result(build_spec(spec_data), str(e))
+        outcome = {"outcome": "result", "result": failed.to_dict()}
+        code = 1
+    except CheckError as e:
+        outcome = {"outcome": "error", "kind": type(e).__name__, "message": str(e),
+                   "exit_code": e.exit_code}
+        code = e.exit_code
+    except BaseException as e:  # noqa: BLE001  (the parent reports it with this rank's log)
+        traceback.print_exc()
+        print(f"rank {identity.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        os._exit(3)
+    _write(identity.folder / f"outcome-{identity.rank}.json", json.dumps(outcome))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no atexit of the parent's copy (forked): the outcome file is the answer
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _watch(procs: list[Any], folder: Path, timeout: float) -> None:
+    """Return when every rank has ended; JobFailed when one died or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [p for p in procs if p.exitcode is None]
+        for rank, proc in enumerate(procs):
+            if proc.exitcode is None or proc.exitcode == 0:
+                continue
+            _stop(procs)  # one rank ended early: the others would wait for it in a collective
+            if (folder / f"outcome-{rank}.json").exists():
+                return  # it answered (its own error, a failed check): _outcome tells
+            raise JobFailed(f"rank {rank} of {len(procs)} {_death(proc.exitcode)} before "
+                            "the check ended; the other ranks were stopped",
+                            state="FAILED", log_tail=tail(folder, rank))
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            _stop(procs)
+            late = [i for i, p in enumerate(procs) if p in running]
+            raise JobFailed(
+                f"rank{'s' * (len(late) > 1)} {', '.join(map(str, late))} of {len(procs)} did "
+                f"not finish within {timeout:g} s (--timeout); every rank was stopped",
+                state="TIMEOUT", log_tail=tail(folder, late[0]))
+        time.sleep(POLL_S)
+
+
+def _death(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _stop(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.exitcode is None:
+            proc.kill()
+    for proc in procs:
+        proc.join()
+
+
+def tail(folder: Path, rank: int) -> str:
+    try:
+        text = (folder / f"rank-{rank}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    lines = text.strip().splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join(f"[rank {rank}] {line}" for line in lines)
+
+
+def _outcome(folder: Path, world: int) -> CheckResult:
+    """Rank 0's answer when it gave one, else the first answering rank's: a result (a failed
+    check when the user's own code raised) or a domain error raised again here."""
+    files = [folder / f"outcome-{r}.json" for r in range(world)]
+    answers = [json.loads(f.read_text()) for f in files if f.exists()]
+    if not answers:
+        raise JobFailed(f"no rank of {world} answered", state="FAILED", log_tail=tail(folder, 0))
+    first = answers[0]
+    if first["outcome"] == "result":
+        return CheckResult.from_dict(first["result"])
+    error = _ERRORS.get(first["kind"], CheckError)(first["message"])
+    error.exit_code = int(first["exit_code"])
+    raise error

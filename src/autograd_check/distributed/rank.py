@@ -1,0 +1,164 @@
+"""One rank's work: meet the others, train one step under DDP or FSDP2, gather the gradients, and
+(rank 0) compute the full-batch reference and the verdict, which every rank then returns.
+
+The same code runs for every launcher: the local one (launch.py forks N processes), a Slurm job
+of N tasks (submitit) and a job step of N tasks inside an salloc allocation (srun).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.distributed.problem import (
+    Problem,
+    build_problem,
+    default_train_step,
+    run_user,
+    shards,
+)
+from autograd_check.distributed.rendezvous import COLLECTIVE_TIMEOUT_S, Identity, open_store
+from autograd_check.distributed.verdict import Gathered, distributed_result
+from autograd_check.engine.device import resolve_device
+from autograd_check.engine.host import collect_environment
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.tensors import grad_fn_chain
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+
+def rank_device(spec: CheckSpec, identity: Identity) -> torch.device:
+    """cpu, or this rank's own GPU (the local rank's index among those it can see)."""
+    torch = import_torch()
+    device = resolve_device(spec.device)
+    if device.type != "cuda":
+        return device
+    if spec.device == "cuda" or spec.device == "auto":
+        device = torch.device("cuda", identity.local_rank % max(1, torch.cuda.device_count()))
+    torch.cuda.set_device(device)
+    return device
+
+
+def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
+    """This rank's part of the check; every rank returns rank 0's result."""
+    # torch.distributed: loaded by the ranks only (a local parent loads it before it forks)
+    import torch.distributed as dist
+
+    started = time.monotonic()
+    device = rank_device(spec, identity)
+    store = open_store(identity)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo", store=store, rank=identity.rank,
+        world_size=identity.world, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+    )
+    try:
+        if identity.rank == 0:  # every rank is in the group: the announcement has done its job
+            identity.file.unlink(missing_ok=True)
+        met = time.monotonic()
+        doc = _check(spec, identity, device, started, met)
+        box = [doc]
+        dist.broadcast_object_list(box, src=0)
+        assert box[0] is not None  # rank 0's result, sent to every rank
+        return CheckResult.from_dict(json.loads(box[0]))
+    finally:
+        dist.destroy_process_group()
+
+
+def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: float,
+           met: float) -> str | None:
+    # torch.distributed: loaded by the ranks only
+    import torch.distributed as dist
+
+    torch = import_torch()
+    assert spec.ranks is not None and spec.parallel is not None and spec.accumulate is not None
+    problem = build_problem(spec, device)
+    names = [name for name, _ in problem.module.named_parameters()]
+    reference = copy.deepcopy(problem.module) if identity.rank == 0 else None
+    start_agree = _all_equal(_flat([p.detach() for p in problem.module.parameters()]),
+                             identity.world)[0]
+    model = _wrap(problem, spec.parallel, device)
+    micro = shards(problem, identity.world, spec.accumulate, identity.rank)
+    step = problem.train_step or default_train_step(problem, spec.parallel)
+    run_user(problem, "train_step(model, micro_batches)", step, model, micro)
+    stepped = time.monotonic()
+    grads = _gradients(problem.module, spec.parallel)
+    present = [g is not None for g in grads]
+    flat = _flat([g if g is not None else torch.zeros_like(_full(p))
+                  for g, p in zip(grads, problem.module.parameters(), strict=True)])
+    agree, spread = _all_equal(flat, identity.world)
+    hosts: list[Any] = [None] * identity.world
+    dist.all_gather_object(hosts, socket.gethostname())
+    if identity.rank != 0:
+        return None
+    assert reference is not None
+    reference.zero_grad(set_to_none=True)
+    loss = problem.loss_of(reference, problem.batch)
+    chain = grad_fn_chain(loss)
+    loss.backward()  # type: ignore[no-untyped-call]
+    expected = [p.grad for p in reference.parameters()]
+    gathered = Gathered(
+        names=names, grads=grads, present=present, expected=expected,
+        start_agree=start_agree, ranks_agree=agree, rank_spread=spread,
+        loss_value=float(loss.detach()), grad_fn_chain=chain,
+        custom_step=problem.train_step is not None, hosts=[str(h) for h in hosts],
+    )
+    result = distributed_result(spec, problem, gathered, identity.world)
+    result.environment = collect_environment(device)
+    result.environment["backend"] = "nccl" if device.type == "cuda" else "gloo"
+    result.timings = {"rendezvous": met - started, "train_step": stepped - met,
+                      "reference": time.monotonic() - stepped}
+    return result.to_json(indent=None)
+
+
+def _full(t: Tensor) -> Tensor:
+    """A parameter or gradient as one whole tensor (FSDP2's are sharded DTensors)."""
+    full = getattr(t, "full_tensor", None)
+    whole: Tensor = full() if callable(full) else t
+    return whole
+
+
+def _flat(tensors: list[Tensor]) -> Tensor:
+    torch = import_torch()
+    parts = [_full(t).detach().reshape(-1).to(torch.float64) for t in tensors]
+    flat: Tensor = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    return flat
+
+
+def _all_equal(flat: Tensor, world: int) -> tuple[bool, float]:
+    """Whether every rank holds the same vector, and the greatest difference to rank 0's."""
+    import torch.distributed as dist  # torch: loaded by the ranks only
+
+    torch = import_torch()
+    pieces = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(pieces, flat.contiguous())
+    spread = max((float((p - pieces[0]).abs().max()) if p.numel() else 0.0) for p in pieces)
+    same = all(torch.equal(p, pieces[0]) for p in pieces)
+    return same, spread
+
+
+def _wrap(problem: Problem, parallel: str, device: torch.device) -> Any:
+    """DDP or FSDP2 around the module, with PyTorch's defaults unless the target gives its own."""
+    if parallel == "fsdp":
+        import torch.distributed as dist  # torch: ranks only
+        from torch.distributed.device_mesh import init_device_mesh  # torch: ranks only
+        from torch.distributed.fsdp import fully_shard  # torch: ranks only
+
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        return fully_shard(problem.module, mesh=mesh, **problem.options)
+    from torch.nn.parallel import DistributedDataParallel  # torch: ranks only
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(problem.module, device_ids=ids, **problem.options)
+
+
+def _gradients(module: torch.nn.Module, parallel: str) -> list[Tensor | None]:
+    """Each parameter's gradient, whole (FSDP2's gathered from its shards on every rank)."""
+    return [None if p.grad is None else _full(p.grad).detach() for p in module.parameters()]

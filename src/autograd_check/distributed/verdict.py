@@ -1,0 +1,200 @@
+"""The verdict of a check over ranks: each parameter's distributed gradient against the full-batch
+reference (scaled as the loss's reduction requires), whether the ranks agree, and, when the
+difference is an exact factor, its likely cause in one line.
+
+Scaling. DDP and FSDP average the ranks' gradients. For a loss that is a mean over the batch the
+average of the shards' gradients is the full-batch gradient; for a sum it is the full-batch
+gradient / W. The reference is scaled so, and the result says which.
+
+Tolerance. Each element of the distributed gradient is a sum of W·K partial sums (W ranks, K
+micro-batches) added in another order than the full batch's: its rounding grows with W·K, so the
+dtype's default tolerances (torch.testing.assert_close's) are multiplied by W·K. Given --rtol and
+--atol are used as they are; --exact asks for bit-exact equality (DDP is bit-exact with the
+full-batch gradient only by chance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.api.check import manual_vs_autograd
+from autograd_check.engine.result import CheckResult
+from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from autograd_check.distributed.problem import Problem
+
+PARALLEL_NAMES = {"ddp": "DistributedDataParallel", "fsdp": "FSDP2 (fully_shard)"}
+FACTOR_RTOL = 1e-3
+"""How close a least-squares ratio must be to W, 1/W, K or 1/K to be named as that factor."""
+
+
+@dataclass
+class Gathered:
+    """What rank 0 holds after the step: its gradients, the reference's and the ranks' facts."""
+
+    names: list[str]
+    grads: list[Tensor | None]
+    present: list[bool]
+    expected: list[Tensor | None]
+    start_agree: bool
+    ranks_agree: bool
+    rank_spread: float
+    loss_value: float
+    grad_fn_chain: list[str]
+    custom_step: bool
+    hosts: list[str]
+    """Each rank's host name, in rank order."""
+
+
+def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
+    """(rtol, atol, how they were chosen)."""
+    rtol, atol = DEFAULT_TOLERANCES[spec.dtype]
+    partials = world * (spec.accumulate or 1)
+    if spec.rtol is None:
+        rtol *= partials
+    if spec.atol is None:
+        atol *= partials
+    given = spec.rtol is not None or spec.atol is not None
+    how = ("as given" if spec.rtol is not None and spec.atol is not None else
+           f"{spec.dtype}'s defaults x {partials} partial sums (W·K){', where not given' * given}")
+    return (spec.rtol if spec.rtol is not None else rtol,
+            spec.atol if spec.atol is not None else atol, how)
+
+
+def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
+                       world: int) -> CheckResult:
+    torch = import_torch()
+    k = spec.accumulate or 1
+    parallel = spec.parallel or "ddp"
+    scale = 1.0 / world if problem.reduction == "sum" else 1.0
+    rtol, atol, how = tolerances_for(spec, world)
+    grads, expected = [], []
+    for g, e, p in zip(got.grads, got.expected, problem_shapes(problem), strict=True):
+        zero = torch.zeros(p[0], dtype=p[1], device=p[2])
+        grads.append(zero if g is None else g)
+        expected.append(zero if e is None else e * scale)
+    comparisons = manual_vs_autograd(got.names, grads, expected, lambda _d: (rtol, atol),
+                                     spec.exact)
+    passed = all(c.passed for c in comparisons) and got.ranks_agree
+    if parallel == "fsdp":
+        passed = passed and got.start_agree
+    unused = [n for n, g, e in zip(got.names, got.grads, got.expected, strict=True)
+              if g is None or e is None]
+    cause = None if passed else likely_cause(
+        grads, expected, got, world, k, problem.reduction, parallel, rtol, atol)
+    scaled = ("the full-batch gradient" if scale == 1.0 else
+              f"the full-batch gradient / {world} (the loss sums over the batch; "
+              f"{'DDP' if parallel == 'ddp' else 'FSDP'} averages over the {world} ranks)")
+    block: dict[str, Any] = {
+        "ranks": world,
+        "parallel": parallel,
+        "wrapper": PARALLEL_NAMES[parallel],
+        "accumulate": k,
+        "train_step": "the target's train_step" if got.custom_step else "the default "
+        "(no_sync on all but the last micro-batch, a mean loss divided by K)",
+        "reduction": problem.reduction,
+        "reference": scaled,
+        "scale": scale,
+        "tolerance": how,
+        "ranks_agree": got.ranks_agree,
+        "rank_spread": got.rank_spread,
+        "start_agree": got.start_agree,
+        "unused_parameters": unused,
+        "cause": cause,
+        "hosts": got.hosts,
+    }
+    notes = []
+    if not got.start_agree and parallel == "ddp":
+        notes.append("the ranks built different initial parameters; DDP broadcast rank 0's, so "
+                     "training is unaffected, but FSDP would shard mismatched parameters")
+    if unused:
+        notes.append(f"no gradient (unused in forward): {', '.join(unused)}")
+    return CheckResult(
+        spec=spec.to_dict(),
+        passed=passed,
+        bit_exact=all(c.bit_exact for c in comparisons),
+        criterion="exact" if spec.exact else "tolerance",
+        loss_name=problem.loss_name,
+        loss_value=got.loss_value,
+        loss_formula=problem.loss_formula,
+        gradient_formula=f"{PARALLEL_NAMES[parallel]} on {world} ranks x {k} micro-batch"
+        f"{'es' * (k > 1)} vs {scaled}",
+        grad_fn_chain=got.grad_fn_chain,
+        comparisons=comparisons,
+        tensors={},
+        environment={},
+        timings={},
+        notes=notes,
+        distributed=block,
+    )
+
+
+def problem_shapes(problem: Problem) -> list[tuple[Any, Any, Any]]:
+    return [(tuple(p.shape), p.dtype, p.device) for p in _plain_params(problem)]
+
+
+def _plain_params(problem: Problem) -> list[Any]:
+    # the parameters' global shapes (FSDP2's DTensor reports the unsharded shape)
+    return list(problem.module.parameters())
+
+
+def likely_cause(grads: list[Tensor], expected: list[Tensor], got: Gathered, world: int, k: int,
+                 reduction: str, parallel: str, rtol: float, atol: float) -> str | None:
+    """One line naming what most likely went wrong, or None when nothing fits."""
+    if not got.start_agree and parallel == "fsdp":
+        return ("the ranks started from different parameters, so FSDP sharded a model no rank "
+                "holds: seed the model's initialisation the same on every rank")
+    if not got.ranks_agree:
+        return ("the ranks hold different gradients: some were not synchronised (no_sync() around "
+                "the last micro-batch, or a parameter unused in forward without "
+                "find_unused_parameters=True)")
+    ratio = exact_factor(grads, expected, rtol, atol)
+    if ratio is None:
+        return None
+    causes = [
+        (1.0 / world, f"1/{world} of the reference: the loss sums over the batch but is checked "
+         "as a mean: DDP averages over ranks (use a mean loss, or declare reduction = 'sum')"),
+        (float(world), f"{world}x the reference: the loss averages over the batch but is "
+         "declared a sum, or the ranks' gradients were summed, not averaged"),
+        (float(k), f"{k}x the reference: the accumulated loss is not divided by the {k} "
+         "micro-batches (unscaled accumulation)"),
+        (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches although "
+         "it is a sum, or divided twice"),
+    ]
+    for factor, words in causes:
+        if factor != 1.0 and math.isclose(ratio, factor, rel_tol=FACTOR_RTOL):
+            return words
+    return None
+
+
+def exact_factor(grads: list[Tensor], expected: list[Tensor], rtol: float,
+                 atol: float) -> float | None:
+    """c when grads = c·expected within the tolerances (least squares over every parameter)."""
+    torch = import_torch()
+    got = torch.cat([g.reshape(-1).double() for g in grads]) if grads else torch.zeros(0)
+    want = torch.cat([e.reshape(-1).double() for e in expected]) if expected else torch.zeros(0)
+    norm = float(want.dot(want))
+    if norm == 0.0:
+        return None
+    c = float(got.dot(want)) / norm
+    if torch.allclose(got, c * want, rtol=rtol, atol=atol):
+        return c
+    return None
+
+
+def failed_result(spec: CheckSpec, error: str) -> CheckResult:
+    """A check over ranks that the user's own code (a --target's train_step, loss or inputs)
+    stopped: a failed check carrying the error, as without --ranks."""
+    return CheckResult(
+        spec=spec.to_dict(), passed=False, bit_exact=False,
+        criterion="exact" if spec.exact else "tolerance",
+        loss_name=spec.target or spec.loss, loss_value=math.nan, loss_formula="",
+        gradient_formula="", grad_fn_chain=[], comparisons=[], tensors={}, environment={},
+        timings={}, error=error,
+    )

@@ -55,7 +55,7 @@ class TestErrors:
         ("text", "match"),
         [
             ("[check]\nsize = 3\n", r"unknown key 'size' in \[check\]; known keys: shape"),
-            ("[slurm]\nnodes = 2\n", r"unknown key 'nodes' in \[slurm\]; known keys: partition"),
+            ("[slurm]\nnode = 2\n", r"unknown key 'node' in \[slurm\]; known keys: partition"),
             ("[jobs]\nx = 1\n", r"unknown key 'jobs'; expected tables \[check\], \[slurm\]"),
             ('[check]\nshape = "3y8"\n', r"\[check\]: shape '3y8'"),
             ('[slurm]\ncpus = "two"\n', r"\[slurm\]: cpus 'two' is not a whole number"),

@@ -105,8 +105,8 @@ class TestValues:
             build_slurm_options({key: value})
 
     def test_unknown_key(self) -> None:
-        with pytest.raises(BadInput, match="unknown Slurm option 'nodes'"):
-            build_slurm_options({"nodes": 2})
+        with pytest.raises(BadInput, match="unknown Slurm option 'node'"):
+            build_slurm_options({"node": 2})
 
     def test_none_means_default(self) -> None:
         assert build_slurm_options({"time": None, "gpus": None}) == SlurmOptions()

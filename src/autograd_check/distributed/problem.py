@@ -116,9 +116,9 @@ def _target_problem(spec: CheckSpec, target: InputsTarget, device: torch.device,
     if target.kind != "module" or not isinstance(module, torch.nn.Module):
         raise BadInput(f"target {target.short!r} is not an nn.Module: --ranks splits a module's "
                        "batch over ranks (give an nn.Module with inputs(generator, dtype, device))")
+    module.to(device=device, dtype=dtype)  # its floating-point parameters, as without --ranks
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     batch = tuple(t.detach() for t in target.draw(gen, dtype, device))
-    module.to(device)
     reduction = getattr(module, "reduction", "mean")
     if reduction not in REDUCTIONS:
         raise BadInput(f"target {target.short!r}: reduction {reduction!r} is not allowed; "

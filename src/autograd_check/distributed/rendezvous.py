@@ -116,7 +116,8 @@ def read_announcement(identity: Identity, deadline: float) -> tuple[str, int]:
 
 def open_store(identity: Identity) -> TCPStore:
     """The store every rank of this check shares; rank 0 hosts it on a port the kernel picks."""
-    from torch.distributed import TCPStore  # type: ignore[attr-defined]  # torch: ranks only
+    # torch: loaded by the ranks only
+    from torch.distributed import TCPStore  # type: ignore[attr-defined]
 
     timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
     if identity.rank == 0:

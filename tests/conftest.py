@@ -74,6 +74,24 @@ def slurm_cluster() -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def two_node_cluster(slurm_cluster: None) -> Iterator[None]:
+    """The local cluster with two compute nodes, n1 and n2, each slurmd in its own network and
+    UTS namespace (`scripts/slurm-local.sh up --nodes 2`), for one test; then the single node
+    again (`up`), whatever the test did. Tests using it need `@pytest.mark.slurm` too."""
+    def cluster(*args: str) -> None:
+        done = subprocess.run(["bash", str(CLUSTER_SCRIPT), *args], capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.fail(f"scripts/slurm-local.sh {' '.join(args)} failed:\n{done.stderr}")
+
+    try:
+        cluster("up", "--nodes", "2")
+        yield
+    finally:
+        cluster("up")
+
+
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A log folder holding the answer of a finished job, as the node leaves it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,3 +135,101 @@ def test_up_makes_the_running_cluster_use_its_configuration(
     finally:
         restored = script("up")
         assert restored.returncode == 0, restored.stderr
+
+
+# `up --nodes 2`: nodes n1, n2 in network namespaces on the bridge slbr0 (10.77.0.1/24), a veth
+# slv-nK from the bridge into each.
+NODE_ADDRS = {"n1": "10.77.0.11", "n2": "10.77.0.12"}
+BRIDGE = "slbr0"
+# Each task (one per node): its own name and the other node's resolve to their bridge addresses
+# (gloo needs its own), and the two talk over TCP; prints "me my-addr other-addr heard node".
+PEERS = """
+import os, socket, time
+me = socket.gethostname(); other = {"n1": "n2", "n2": "n1"}[me]
+server = socket.create_server((socket.gethostbyname(me), 29517))
+deadline = time.monotonic() + 15
+while True:
+    try:
+        out = socket.create_connection((other, 29517), timeout=2); break
+    except OSError:
+        if time.monotonic() > deadline: raise
+        time.sleep(0.1)
+out.sendall(me.encode()); out.close()
+conn, _ = server.accept(); heard = conn.recv(16).decode()
+print(me, socket.gethostbyname(me), socket.gethostbyname(other), heard,
+      os.environ["SLURMD_NODENAME"])
+"""
+
+
+def left_of_two_nodes() -> list[str]:
+    """What `up --nodes 2` makes and is still there: its namespaces, the bridge, the veths."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    names = [line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines()]
+    return ([f"netns {line.split()[0]}" for line in netns.stdout.splitlines()
+             if line.split()[0] in NODE_ADDRS]
+            + [f"link {name}" for name in names if name == BRIDGE or name.startswith("slv-")])
+
+
+def nodes() -> list[str]:
+    return sorted(slurm("sinfo", "-h", "-N", "-o", "%N %t").stdout.splitlines())
+
+
+def this_host() -> str:
+    shown = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True)
+    return shown.stdout.strip()
+
+
+def test_up_nodes_2_runs_two_nodes_in_namespaces_and_up_goes_back_to_one() -> None:
+    hosts = Path("/etc/hosts").read_text()
+    try:
+        start = time.monotonic()
+        up = script("up", "--nodes", "2")
+        assert up.returncode == 0, up.stderr
+        assert "cluster up (accounting on, 2 nodes)" in up.stderr, up.stderr
+        assert time.monotonic() - start < 30
+        again = script("up", "--nodes", "2")  # nothing to do
+        assert again.returncode == 0
+        assert "cluster already up (accounting on, 2 nodes)" in again.stderr, again.stderr
+        status = script("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "nodes      2 (n1 n2: network namespaces" in status.stdout, status.stdout
+
+        assert nodes() == ["n1 idle", "n2 idle"]
+        names = slurm("srun", "-N", "2", "-n", "2", "hostname")
+        assert sorted(names.stdout.split()) == ["n1", "n2"], names.stdout + names.stderr
+        peers = slurm("srun", "-N", "2", "-n", "2", sys.executable, "-c", PEERS)
+        assert sorted(peers.stdout.splitlines()) == [
+            "n1 10.77.0.11 10.77.0.12 n2 n1", "n2 10.77.0.12 10.77.0.11 n1 n2",
+        ], peers.stdout + peers.stderr
+        assert sorted(left_of_two_nodes()) == [
+            f"link {BRIDGE}", "link slv-n1", "link slv-n2", "netns n1", "netns n2",
+        ]
+        assert Path("/etc/hosts").read_text() == hosts  # the nodes' hosts file is their own
+
+        start = time.monotonic()
+        back = script("up")
+        assert back.returncode == 0, back.stderr
+        assert "cluster up (accounting on):" in back.stderr, back.stderr
+        assert time.monotonic() - start < 30
+        assert left_of_two_nodes() == []
+        assert nodes() == [f"{this_host()} idle"]
+        assert "nodes      1 (" in script("status").stdout
+    finally:
+        restored = script("up")
+        assert restored.returncode == 0, restored.stderr
+
+
+def test_down_after_nodes_2_removes_the_namespaces_bridge_and_veths() -> None:
+    try:
+        up = script("up", "--nodes", "2")
+        assert up.returncode == 0, up.stderr
+        assert left_of_two_nodes()
+        down = script("down")
+        assert down.returncode == 0, down.stderr
+        assert left_of_two_nodes() == []
+        assert subprocess.run(["pgrep", "-x", "slurmd"], capture_output=True).returncode == 1
+    finally:
+        restored = script("up")
+        assert restored.returncode == 0, restored.stderr
+    assert nodes() == [f"{this_host()} idle"]

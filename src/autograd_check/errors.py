@@ -19,7 +19,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_MISMATCH: "a gradient mismatch: the check ran and failed",
     EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run)",
     EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
-    EXIT_JOB_FAILED: "the Slurm job itself failed, was cancelled, timed out or vanished",
+    EXIT_JOB_FAILED: "the Slurm job itself (or a rank of --ranks) failed, was cancelled, timed "
+    "out or vanished",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP): records kept, a Slurm job keeps "
     "running",
     EXIT_BROKEN_PIPE: "stdout was closed early (its reader, `head` say, stopped), as for a "
@@ -32,7 +33,7 @@ EXIT_CODE_SHORT: dict[int, str] = {
     EXIT_MISMATCH: "gradient mismatch",
     EXIT_BAD_INPUT: "bad input (nothing ran)",
     EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
-    EXIT_JOB_FAILED: "Slurm job failed/cancelled/timed out/vanished",
+    EXIT_JOB_FAILED: "Slurm job or rank failed/cancelled/timed out/vanished",
     EXIT_INTERRUPTED: "interrupted",
     EXIT_BROKEN_PIPE: "output closed early",
 }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.cli.options import JsonOutput, check_options
+from autograd_check.cli.options import CHECK_PARAMETERS, JsonOutput, option_group
 from autograd_check.cli.slurm_options import slurm_options
 from autograd_check.document import dumps
 from autograd_check.errors import EXIT_INTERRUPTED
@@ -76,11 +76,35 @@ DryRun = Annotated[bool, typer.Option(
     "--dry-run", help="Print the cases (and the sbatch script); run and submit nothing.",
     rich_help_panel=SWEEP_PANEL)]
 
+RANKS_HELP = (
+    "Rank counts, e.g. 1,2,4: each case splits the batch over N ranks (torch.distributed) and "
+    "checks their gradients against one process's (--model or a --target module). --local: "
+    "each case starts its N ranks here. --slurm: each rank count is its own job array; each "
+    "array task is one job of N tasks (N/--nodes per node), which run its cases as N ranks."
+)
+PARALLEL_HELP = "How --ranks wraps the model, e.g. ddp,fsdp (DistributedDataParallel, FSDP2)."
+
+
+def _sweep_parameter(parameter: Any) -> Any:
+    """--ranks and --parallel are grid axes here (comma-separated lists); the rest as in run."""
+    helps = {"ranks": (RANKS_HELP, "LIST", "one process"),
+             "parallel": (PARALLEL_HELP, "LIST", "ddp with --ranks")}
+    if parameter.name not in helps:
+        return parameter
+    text, metavar, default = helps[parameter.name]
+    return parameter.replace(annotation=Annotated[str | None, typer.Option(
+        help=text, metavar=metavar, show_default=default, rich_help_panel=GRID_PANEL)])
+
+
+sweep_check_options = option_group([_sweep_parameter(p) for p in CHECK_PARAMETERS],
+                                   "check_values")
+"""The check options, with --ranks and --parallel as the grid's axes."""
+
 
 @app.command(epilog=EXIT_CODE_HELP.replace(
     "130 interrupted", "130 interrupted (Ctrl-C; run it again to resume)"))
 @edge
-@check_options
+@sweep_check_options
 @slurm_options
 def sweep(
     *,
@@ -103,7 +127,8 @@ def sweep(
     check_values: dict[str, Any],
     slurm_values: dict[str, Any],
 ) -> None:
-    """Check every combination of shapes, dtypes, devices, losses and seeds; one record per case.
+    """Check every combination of shapes, dtypes, devices, losses and seeds (and rank counts and
+    parallel wrappers with --ranks); one record per case.
 
     Cases with a record in --out are skipped: the same command again resumes a sweep.
     Ends with the report (see `autograd-check report`).

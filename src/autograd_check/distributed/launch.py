@@ -35,6 +35,7 @@ from autograd_check.losses.user import TargetRaised
 DEFAULT_RANKS_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 20
 POLL_S = 0.02
+WAITING = ": one may be stuck and the others waiting for it in a collective"
 _ERRORS: dict[str, type[CheckError]] = {
     "BadInput": BadInput, "EnvironmentProblem": EnvironmentProblem, "JobFailed": JobFailed,
 }
@@ -58,7 +59,7 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
 def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) -> CheckResult:
     """The check over spec.ranks local processes; rank 0's result."""
     assert spec.ranks is not None
-    _preload()
+    _preload(spec.parallel or "ddp")
     folder = Path(tempfile.mkdtemp(prefix="autograd-check-ranks-"))  # 0700: private
     method = "spawn" if spec.device.startswith("cuda") else "fork"
     context = multiprocessing.get_context(method)
@@ -81,12 +82,17 @@ def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) ->
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _preload() -> None:
+def _preload(parallel: str) -> None:
     """Load what every rank needs before forking, once (the ranks then start in parallel)."""
-    # torch: loaded for --ranks only
+    # torch: loaded for --ranks only. DDP's constructor reads torch._dynamo's config, which loads
+    # torch._dynamo (0.9 s, 800 modules): once here, not once per rank.
+    import torch._dynamo  # noqa: F401
     import torch.distributed  # noqa: F401
-    from torch.distributed.fsdp import fully_shard  # noqa: F401
     from torch.nn.parallel import DistributedDataParallel  # noqa: F401
+
+    if parallel == "fsdp":  # FSDP's modules take 0.4 s to load: only when they are used
+        # torch: loaded for --parallel fsdp only
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
 
 
 def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
@@ -134,20 +140,33 @@ def _watch(procs: list[Any], folder: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         running = [p for p in procs if p.exitcode is None]
-        for rank, proc in enumerate(procs):
-            if proc.exitcode is None or proc.exitcode == 0:
-                continue
-            _stop(procs)  # one rank ended early: the others would wait for it in a collective
-            if (folder / f"outcome-{rank}.json").exists():
-                return  # it answered (its own error, a failed check): _outcome tells
-            raise JobFailed(f"rank {rank} of {len(procs)} {_death(proc.exitcode)} before "
-                            "the check ended; the other ranks were stopped",
+        if any(p.exitcode not in (None, 0) for p in procs):
+            # one rank ended early: the others would wait for it in a collective, or fail in one
+            # (a peer's death reads as a broken connection there). Let them end first, to tell
+            # the rank that died from those it took down with it.
+            time.sleep(DEATH_GRACE_S)
+            _stop(procs)
+            died = [r for r, p in enumerate(procs)
+                    if p.exitcode not in (None, 0) and not (folder / f"outcome-{r}.json").exists()
+                    and p.exitcode != -signal.SIGKILL or r in _killed_first(procs, folder)]
+            if not died:
+                return  # every rank that ended answered (its own error, a failed check)
+            rank = min(died, key=lambda r: (procs[r].exitcode >= 0, r))  # a signal's first
+            raise JobFailed(f"rank {rank} of {len(procs)} {_death(procs[rank].exitcode)} "
+                            "before the check ended; the other ranks were stopped",
                             state="FAILED", log_tail=tail(folder, rank))
         if not running:
             return
         if time.monotonic() > deadline:
-            _stop(procs)
             late = [i for i, p in enumerate(procs) if p in running]
+            busy = _probe(procs, late, folder)
+            _stop(procs)
+            if busy and len(busy) < len(late):
+                raise JobFailed(
+                    f"rank{'s' * (len(busy) > 1)} {', '.join(map(str, busy))} of {len(procs)} "
+                    f"did not finish within {timeout:g} s (--timeout): still in its own code "
+                    "while the other ranks waited for it in a collective; every rank was stopped",
+                    state="TIMEOUT", log_tail=tail(folder, busy[0]))
             raise JobFailed(
                 f"rank{'s' * (len(late) > 1)} {', '.join(map(str, late))} of {len(procs)} did "
                 f"not finish within {timeout:g} s (--timeout); every rank was stopped",

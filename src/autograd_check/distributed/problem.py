@@ -18,12 +18,14 @@ is made, so nn.Module's default initialisation agrees); the check tells when it 
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.distributed.rendezvous import lost_contact
 from autograd_check.engine.budget import layer_shapes
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import BadInput
@@ -198,10 +200,21 @@ def default_train_step(problem: Problem, parallel: str) -> Callable[..., None]:
 
 
 def run_user(problem: Problem, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args), the user's own code: its exception is the user's (a failed check)."""
-    if not problem.user_code:
-        return fn(*args)
+    """fn(*args), the user's own code: its exception is the user's (a failed check), unless it is
+    a collective that failed because another rank died (JobFailed, exit 4)."""
     try:
         return fn(*args)
     except (Exception, SystemExit) as e:
-        raise TargetRaised(what, e, _where(e, problem.filename)) from None
+        lost = lost_contact(e, what)
+        if lost is not None:
+            raise lost from None
+        if not problem.user_code:
+            raise
+        raise TargetRaised(_what(e, problem.filename, what), e,
+                           _where(e, problem.filename)) from None
+
+
+def _what(error: BaseException, filename: str | None, what: str) -> str:
+    """'forward()': the user's innermost function that was running, else `what`."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    return f"{frames[-1].name}()" if frames else what

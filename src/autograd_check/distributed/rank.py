@@ -22,7 +22,12 @@ from autograd_check.distributed.problem import (
     run_user,
     shards,
 )
-from autograd_check.distributed.rendezvous import COLLECTIVE_TIMEOUT_S, Identity, open_store
+from autograd_check.distributed.rendezvous import (
+    COLLECTIVE_TIMEOUT_S,
+    Identity,
+    lost_contact,
+    open_store,
+)
 from autograd_check.distributed.verdict import Gathered, distributed_result
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.host import collect_environment
@@ -63,9 +68,15 @@ def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
         if identity.rank == 0:  # every rank is in the group: the announcement has done its job
             identity.file.unlink(missing_ok=True)
         met = time.monotonic()
-        doc = _check(spec, identity, device, started, met)
-        box = [doc]
-        dist.broadcast_object_list(box, src=0)
+        try:
+            doc = _check(spec, identity, device, started, met)
+            box = [doc]
+            dist.broadcast_object_list(box, src=0)
+        except RuntimeError as e:  # the check's own collectives (the user's: run_user)
+            lost = lost_contact(e, "the check's exchange of gradients")
+            if lost is not None:
+                raise lost from None
+            raise
         assert box[0] is not None  # rank 0's result, sent to every rank
         return CheckResult.from_dict(json.loads(box[0]))
     finally:
@@ -90,6 +101,7 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     run_user(problem, "train_step(model, micro_batches)", step, model, micro)
     stepped = time.monotonic()
     grads = _gradients(problem.module, spec.parallel)
+    unreduced = spec.parallel == "fsdp" and _unreduced(problem.module)
     present = [g is not None for g in grads]
     flat = _flat([g if g is not None else torch.zeros_like(_full(p))
                   for g, p in zip(grads, problem.module.parameters(), strict=True)])
@@ -109,12 +121,14 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
         start_agree=start_agree, ranks_agree=agree, rank_spread=spread,
         loss_value=float(loss.detach()), grad_fn_chain=chain,
         custom_step=problem.train_step is not None, hosts=[str(h) for h in hosts],
+        unreduced=unreduced,
     )
     result = distributed_result(spec, problem, gathered, identity.world)
     result.environment = collect_environment(device)
     result.environment["backend"] = "nccl" if device.type == "cuda" else "gloo"
-    result.timings = {"rendezvous": met - started, "train_step": stepped - met,
-                      "reference": time.monotonic() - stepped}
+    end = time.monotonic()
+    result.timings = {"rendezvous_s": met - started, "train_step_s": stepped - met,
+                      "reference_s": end - stepped, "total_s": end - started}
     return result.to_json(indent=None)
 
 
@@ -162,3 +176,25 @@ def _wrap(problem: Problem, parallel: str, device: torch.device) -> Any:
 def _gradients(module: torch.nn.Module, parallel: str) -> list[Tensor | None]:
     """Each parameter's gradient, whole (FSDP2's gathered from its shards on every rank)."""
     return [None if p.grad is None else _full(p.grad).detach() for p in module.parameters()]
+
+
+def _unreduced(module: torch.nn.Module) -> bool:
+    """Whether FSDP2 still holds unsharded gradients of a backward run with gradient sync off:
+    they were never reduce-scattered into the parameters' .grad (the step ended unsynced)."""
+    for sub in module.modules():
+        state_of = getattr(sub, "_get_fsdp_state", None)
+        if not callable(state_of):
+            continue
+        state = state_of()
+        groups = getattr(state, "_fsdp_param_groups", None)
+        if groups is None:  # older torch: one group per module, or none
+            group = getattr(state, "_fsdp_param_group", None)
+            groups = [group] if group is not None else []
+        for group in groups:
+            for param in getattr(group, "fsdp_params", ()):
+                if getattr(param, "unsharded_accumulated_grad", None) is not None:
+                    return True
+                unsharded = getattr(param, "_unsharded_param", None)
+                if unsharded is not None and unsharded.grad is not None:
+                    return True
+    return False

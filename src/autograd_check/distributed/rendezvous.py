@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.errors import EnvironmentProblem, JobFailed
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import TCPStore
@@ -134,3 +134,26 @@ def job_environment(environ: dict[str, str], *, memory: bool = True) -> dict[str
     memory, an allocation's memory variables: a step of that allocation keeps them)."""
     drop = set(INHERITED) | (set(SLURM_MEMORY) if memory else set())
     return {k: v for k, v in environ.items() if k not in drop}
+
+
+_LOST_WORDS = ("Connection reset by peer", "Connection closed by peer", "gloo/transport",
+               "Broken pipe", "NCCL communicator was aborted")
+"""How gloo and NCCL say, in a plain RuntimeError, that the other end of a collective went away."""
+
+
+def lost_contact(error: BaseException, during: str) -> JobFailed | None:
+    """JobFailed (exit 4) when `error` is this rank's collective failing because another rank
+    died or stopped answering: not the check's finding, nor the user's code's; else None."""
+    import torch.distributed as dist  # torch: ranks only
+
+    if not isinstance(error, getattr(dist, "DistError", ())) and not (
+        isinstance(error, RuntimeError) and any(w in str(error) for w in _LOST_WORDS)
+    ):
+        return None
+    who = (f"rank {dist.get_rank()} of {dist.get_world_size()}" if dist.is_initialized()
+           else "a rank")
+    said = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    said = said.split(" This is typically")[0][:200]
+    return JobFailed(f"{who} lost contact with another rank during {during} "
+                     f"({type(error).__name__}: {said}): another rank died or stopped answering; "
+                     "its log tells why", state="FAILED")

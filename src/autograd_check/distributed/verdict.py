@@ -50,6 +50,8 @@ class Gathered:
     custom_step: bool
     hosts: list[str]
     """Each rank's host name, in rank order."""
+    unreduced: bool = False
+    """FSDP: gradients of a backward run with gradient sync off were left unreduced."""
 
 
 def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
@@ -84,10 +86,12 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
     passed = all(c.passed for c in comparisons) and got.ranks_agree
     if parallel == "fsdp":
         passed = passed and got.start_agree
-    unused = [n for n, g, e in zip(got.names, got.grads, got.expected, strict=True)
-              if g is None or e is None]
+    unused = [n for n, e in zip(got.names, got.expected, strict=True) if e is None]
+    missing = [n for n, g, e in zip(got.names, got.grads, got.expected, strict=True)
+               if g is None and e is not None]
     cause = None if passed else likely_cause(
-        grads, expected, got, world, k, problem.reduction, parallel, rtol, atol)
+        grads, expected, got, world, k, problem.reduction, parallel, rtol, atol, unused=unused,
+        find_unused=bool(problem.options.get("find_unused_parameters")))
     scaled = ("the full-batch gradient" if scale == 1.0 else
               f"the full-batch gradient / {world} (the loss sums over the batch; "
               f"{'DDP' if parallel == 'ddp' else 'FSDP'} averages over the {world} ranks)")
@@ -115,6 +119,9 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
                      "training is unaffected, but FSDP would shard mismatched parameters")
     if unused:
         notes.append(f"no gradient (unused in forward): {', '.join(unused)}")
+    if missing:
+        notes.append(f"no gradient on the ranks, though the reference has one: "
+                     f"{', '.join(missing)}")
     return CheckResult(
         spec=spec.to_dict(),
         passed=passed,
@@ -145,28 +152,60 @@ def _plain_params(problem: Problem) -> list[Any]:
 
 
 def likely_cause(grads: list[Tensor], expected: list[Tensor], got: Gathered, world: int, k: int,
-                 reduction: str, parallel: str, rtol: float, atol: float) -> str | None:
+                 reduction: str, parallel: str, rtol: float, atol: float, *,
+                 unused: list[str] | None = None, find_unused: bool = False) -> str | None:
     """One line naming what most likely went wrong, or None when nothing fits."""
+    wrapper = "DDP" if parallel == "ddp" else "FSDP"
     if not got.start_agree and parallel == "fsdp":
         return ("the ranks started from different parameters, so FSDP sharded a model no rank "
                 "holds: seed the model's initialisation the same on every rank")
+    if got.unreduced:
+        return ("the gradients were not synchronised: the last backward ran with gradient sync "
+                "off (no_sync() or set_requires_gradient_sync(False) around the last "
+                "micro-batch), so FSDP never reduce-scattered them into the parameters")
     if not got.ranks_agree:
+        if parallel == "ddp" and unused and not find_unused:
+            return (f"the ranks hold different gradients: they were not synchronised, for "
+                    f"{', '.join(unused)} took no part in forward and DDP waited for their "
+                    "gradients (pass find_unused_parameters=True, or use every parameter)")
         return ("the ranks hold different gradients: some were not synchronised (no_sync() around "
                 "the last micro-batch, or a parameter unused in forward without "
                 "find_unused_parameters=True)")
     ratio = exact_factor(grads, expected, rtol, atol)
     if ratio is None:
         return None
-    causes = [
-        (1.0 / world, f"1/{world} of the reference: the loss sums over the batch but is checked "
-         "as a mean: DDP averages over ranks (use a mean loss, or declare reduction = 'sum')"),
-        (float(world), f"{world}x the reference: the loss averages over the batch but is "
-         "declared a sum, or the ranks' gradients were summed, not averaged"),
-        (float(k), f"{k}x the reference: the accumulated loss is not divided by the {k} "
-         "micro-batches (unscaled accumulation)"),
-        (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches although "
-         "it is a sum, or divided twice"),
-    ]
+    sum_as_mean = "the loss sums over the batch but is checked as a mean: {} (use a mean " \
+                  "loss, or declare reduction = 'sum')"
+    mean_as_sum = "the loss averages over the batch but is declared a sum{} (use a sum loss, " \
+                  "or declare reduction = 'mean')"
+    # The factors in the order of their likelihood for the declared reduction: when two
+    # coincide (W = K), the first that fits names the cause.
+    causes: list[tuple[float, str]] = []
+    if reduction == "mean":
+        if k > 1:
+            causes.append((1.0 / (world * k), f"1/{world * k} of the reference: " + sum_as_mean
+                           .format(f"{wrapper} averages over the {world} ranks and the train "
+                                   f"step divides by the {k} micro-batches")))
+        causes += [
+            (float(k), f"{k}x the reference: the accumulated loss is not divided by the {k} "
+             "micro-batches (unscaled accumulation)"),
+            (1.0 / world, f"1/{world} of the reference: "
+             + sum_as_mean.format(f"{wrapper} averages over the {world} ranks")),
+            (float(world), f"{world}x the reference: the ranks' gradients were summed, not "
+             "averaged"),
+            (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches "
+             "twice"),
+        ]
+    else:
+        if k > 1:
+            causes.append((float(world * k), f"{world * k}x the reference: " + mean_as_sum
+                           .format(f": the {k} micro-batches' mean losses were added up")))
+        causes += [
+            (float(world), f"{world}x the reference: " + mean_as_sum
+             .format(", or the ranks' gradients were summed, not averaged")),
+            (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches "
+             "although it is a sum"),
+        ]
     for factor, words in causes:
         if factor != 1.0 and math.isclose(ratio, factor, rel_tol=FACTOR_RTOL):
             return words

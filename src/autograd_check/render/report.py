@@ -17,7 +17,7 @@ from rich.text import Text
 from autograd_check.document import dumps
 from autograd_check.errors import BadInput, EnvironmentProblem
 from autograd_check.render.result import fmt
-from autograd_check.sweep.report import GROUPS, CaseRow, Report
+from autograd_check.sweep.report import GROUPS, OPTIONAL_GROUPS, CaseRow, Report
 
 if TYPE_CHECKING:
     from autograd_check.sweep.launch import Submission
@@ -42,11 +42,22 @@ def preview_text(preview: Preview) -> str:
     plan = preview.plan
     where = "here" if plan.mode == "local" else (
         f"on Slurm as {preview.tasks} array task(s) of up to {plan.cases_per_task} case(s)")
+    if preview.arrays:
+        where += " in one array of N-task jobs per rank count"
     skipped = f", {preview.skipped} already recorded" if preview.skipped else ""
     lines = [f"{plan.grid.size_text()}; {len(preview.todo)} to run {where}{skipped} → "
              f"{plan.store.root}"]
+    for array in preview.arrays:
+        per_node = (f", {array.tasks_per_node} per node on {array.nodes} nodes"
+                    if array.nodes > 1 else "")
+        lines.append(f"  --ranks {array.ranks}: {array.cases} case(s) in {array.tasks} array "
+                     f"task(s), each one job of {array.ranks} Slurm task(s){per_node}")
     lines += [f"  {case.index:>5}  {case.key}" for case in preview.todo]
-    if preview.script is not None:
+    if preview.arrays:
+        for array in preview.arrays:
+            lines += ["", f"sbatch script of the --ranks {array.ranks} array (nothing was "
+                      "submitted):", "", array.script]
+    elif preview.script is not None:
         lines += ["", "sbatch script (nothing was submitted):", "", preview.script]
     return "\n".join(lines) + "\n"
 
@@ -188,7 +199,8 @@ def markdown(report: Report) -> str:
         f"**{summary_line(report)}**",
         "",
         "Grid: " + "; ".join(f"{k} {', '.join(str(v) for v in grid.get(k, []))}"
-                             for k in ("shapes", "dtypes", "devices", "losses", "seeds"))
+                             for k in ("shapes", "dtypes", "devices", "losses", "seeds",
+                                       *(a for a in ("ranks", "parallel") if a in grid)))
         + (f"; {', '.join(f'{k}={v}' for k, v in grid.get('check', {}).items())}"
            if grid.get("check") else ""),
         "",
@@ -198,7 +210,7 @@ def markdown(report: Report) -> str:
     out.append(_md_table(
         ["dimension", "value", "cases", "passed", "failed", "error", "missing"],
         ([g.group, g.value, str(g.cases), str(g.passed), str(g.failed), str(g.error),
-          str(g.missing)] for g in report.groups if g.group in GROUPS),
+          str(g.missing)] for g in report.groups if g.group in (*GROUPS, *OPTIONAL_GROUPS)),
         right=range(2, 7),
     ))
     if not _inexact(report) and report.worst:

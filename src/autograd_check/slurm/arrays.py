@@ -1,6 +1,8 @@
 """Job arrays (`sweep --slurm`): one array of tasks, each running several cases and writing their
 records itself (autograd_check.sweep.runner.ArrayTask); the results store, not submitit's pickles,
-holds the outcome."""
+holds the outcome. A sweep over rank counts (--ranks 1,2,4) sends one array per rank count: Slurm
+gives every task of an array the same shape, so each task of the N-rank array is one job of N
+Slurm tasks (N / --nodes per node)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import EnvironmentProblem
-from autograd_check.slurm.batch import executor_parameters, submit_through_submitit, submitit_script
+from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.slurm.batch import (
+    executor_parameters,
+    rank_layout,
+    submit_through_submitit,
+    submitit_script,
+)
 from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
 from autograd_check.slurm.guard import node_python
 from autograd_check.slurm.new_job import allocation_blocks_new_job
@@ -42,13 +49,30 @@ def max_array_size() -> int:
 
 
 def array_parameters(
-    opts: SlurmOptions, *, cuda: bool, tasks: int, max_parallel: int | None
+    opts: SlurmOptions, *, cuda: bool, tasks: int, max_parallel: int | None,
+    ranks: int | None = None,
 ) -> dict[str, Any]:
     """executor_parameters for an array task (one GPU when a case is on CUDA, unless told
-    otherwise), plus the array's % limit."""
-    params = executor_parameters(CheckSpec(device="cuda" if cuda else "cpu"), opts)
+    otherwise), plus the array's % limit. With `ranks`, each array task is one job of that many
+    Slurm tasks (one per rank; a GPU each on CUDA), --nodes of them when given."""
+    spec = CheckSpec(device="cuda" if cuda else "cpu", ranks=ranks)
+    params = executor_parameters(spec, opts)
     params["array_parallelism"] = max(1, min(max_parallel or tasks, tasks))
     return params
+
+
+def check_rank_layout(opts: SlurmOptions, rank_counts: Sequence[int | None]) -> None:
+    """Refuse (BadInput), before anything is written, --nodes that the sweep's rank counts do not
+    allow: --nodes needs a ranks axis and must divide every rank count."""
+    for ranks in rank_counts:
+        try:
+            rank_layout(CheckSpec(ranks=ranks), opts)
+        except BadInput:
+            if ranks is None:
+                raise BadInput("--nodes applies only with --ranks (e.g. --ranks 2,4 --nodes 2)"
+                               ) from None
+            raise BadInput(f"--ranks {ranks} does not split evenly over --nodes {opts.nodes}; "
+                           "--nodes must divide every rank count of --ranks") from None
 
 
 def array_script(opts: SlurmOptions, params: Mapping[str, Any], folder: Path, tasks: int) -> str:

@@ -16,7 +16,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
+from autograd_check.engine.spec import (
+    MAX_ACCUMULATE,
+    MAX_RANKS,
+    SPEC_KEYS,
+    CheckSpec,
+    build_spec,
+    parse_count,
+    parse_parallel,
+)
 from autograd_check.errors import BadInput
 from autograd_check.numbers import shown, whole
 
@@ -33,6 +41,12 @@ AXES: dict[str, str] = {
 """Grid axis → the CheckSpec field it varies."""
 
 AXIS_OF = {field: axis for axis, field in AXES.items()}
+OPTIONAL_AXES: dict[str, str] = {"ranks": "ranks", "parallel": "parallel"}
+"""Axes that exist only when given (--ranks 1,2,4, --parallel ddp,fsdp): a grid without them is
+the grid it always was (same cases, keys, manifest and id). The flag is the check option's own."""
+GRID_AXES: dict[str, str] = {**AXES, **OPTIONAL_AXES}
+"""Every axis a grid can have → the CheckSpec field it varies."""
+_AXIS_WORDS = {"ranks": ("rank count", "rank counts"), "parallel": ("wrapper", "wrappers")}
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
@@ -57,38 +71,57 @@ class Grid:
     common: tuple[tuple[str, Any], ...] = ()
     dropped: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     """Values given more than once and kept once ('--seeds: 1'), for the CLI to mention."""
+    ranks: tuple[int, ...] = ()
+    """Rank counts (--ranks 1,2,4); empty: no ranks axis (each case one process, as before)."""
+    parallel: tuple[str, ...] = ()
+    """ddp / fsdp (--parallel); empty: no parallel axis (the cases' default, ddp, with ranks)."""
 
     def axis(self, name: str) -> tuple[Any, ...]:
         return tuple(getattr(self, name))
 
     @property
+    def axes(self) -> list[str]:
+        """The axes this grid has: the five always, then ranks and parallel when given."""
+        return [*AXES, *(a for a in OPTIONAL_AXES if self.axis(a))]
+
+    @property
     def size(self) -> int:
-        return math.prod(len(self.axis(a)) for a in AXES)
+        return math.prod(len(self.axis(a)) for a in self.axes)
 
     def size_text(self) -> str:
         """'120 cases (3 shapes × 2 dtypes × 1 device × 2 losses × 10 seeds)'."""
         parts = []
-        for axis in AXES:
+        for axis in self.axes:
             n = len(self.axis(axis))
-            parts.append(f"{n} {axis if n != 1 else AXES[axis]}")
+            one, many = _AXIS_WORDS.get(axis, (AXES.get(axis, axis), axis))
+            parts.append(f"{n} {many if n != 1 else one}")
         return f"{self.size} case{'s' if self.size != 1 else ''} ({' × '.join(parts)})"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for the manifest; `from_dict` reads it back."""
-        return {
+        """Plain data for the manifest; `from_dict` reads it back. ranks and parallel appear
+        only when the grid has them (so a grid without them keeps its id)."""
+        data: dict[str, Any] = {
             "shapes": ["x".join(str(d) for d in s) for s in self.shapes],
             "dtypes": list(self.dtypes),
             "devices": list(self.devices),
             "losses": list(self.losses),
             "seeds": list(self.seeds),
-            "check": dict(self.common),
         }
+        for axis in OPTIONAL_AXES:
+            if self.axis(axis):
+                data[axis] = list(self.axis(axis))
+        data["check"] = dict(self.common)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Grid:
-        values = {axis: data.get(axis) for axis in AXES}
+        values = {axis: data.get(axis) for axis in GRID_AXES}
         values.update(data.get("check", {}))
         return build_grid(values)
+
+    def rank_counts(self) -> list[int | None]:
+        """The distinct rank counts of the cases, in the grid's order ([None] without ranks)."""
+        return list(self.ranks) if self.ranks else [None]
 
     def grid_id(self) -> str:
         """A short hash of the grid: two sweeps are the same sweep when their ids are equal."""
@@ -98,14 +131,16 @@ class Grid:
     def cases(self) -> Iterator[Case]:
         """Every case, shapes outermost and seeds innermost, so neighbours cost about the same."""
         common = dict(self.common)
-        product = itertools.product(self.shapes, self.dtypes, self.devices, self.losses, self.seeds)
-        for index, (shape, dtype, device, loss, seed) in enumerate(product):
+        # ranks and parallel vary fastest, after seeds; a grid without them has one None each
+        product = itertools.product(self.shapes, self.dtypes, self.devices, self.losses,
+                                    self.seeds, self.ranks or (None,), self.parallel or (None,))
+        for index, (shape, dtype, device, loss, seed, ranks, parallel) in enumerate(product):
             values = {**common, "shape": shape, "dtype": dtype, "device": device, "loss": loss,
-                      "seed": seed}
+                      "seed": seed, "ranks": ranks, "parallel": parallel}
             if loss != "huber":
                 # --delta is Huber's: the grid's other losses leave it out.
                 values.pop("delta", None)
-            key = case_key(shape, dtype, device, loss, seed)
+            key = case_key(shape, dtype, device, loss, seed, ranks, parallel)
             try:
                 spec = build_spec(values)
             except BadInput as e:
@@ -113,10 +148,17 @@ class Grid:
             yield Case(key, index, spec)
 
 
-def case_key(shape: tuple[int, ...], dtype: str, device: str, loss: str, seed: int) -> str:
-    """A file-name-safe, readable key: 3x8_float32_cpu_mse-sum_seed0 (cuda:1 becomes cuda1)."""
+def case_key(shape: tuple[int, ...], dtype: str, device: str, loss: str, seed: int,
+             ranks: int | None = None, parallel: str | None = None) -> str:
+    """A file-name-safe, readable key: 3x8_float32_cpu_mse-sum_seed0 (cuda:1 becomes cuda1);
+    with the ranks and parallel axes, ..._seed0_ranks2_fsdp."""
     shape_text = "x".join(str(d) for d in shape)
-    return f"{shape_text}_{dtype}_{device.replace(':', '')}_{loss}_seed{seed}"
+    key = f"{shape_text}_{dtype}_{device.replace(':', '')}_{loss}_seed{seed}"
+    if ranks is not None:
+        key += f"_ranks{ranks}"
+    if parallel is not None:
+        key += f"_{parallel}"
+    return key
 
 
 def _items(axis: str, raw: object) -> list[object]:
@@ -159,7 +201,7 @@ def _seed_items(raw: object) -> list[object]:
 
 def _axis_values(axis: str, raw: object) -> tuple[tuple[Any, ...], list[str]]:
     """(the axis's values in order, once each; the values that were given again)."""
-    spec_field = AXES[axis]
+    spec_field = GRID_AXES[axis]
     items = _seed_items(raw) if axis == "seeds" else _items(axis, raw)
     # dicts keep the order of first appearance and look values up by hash: linear in the number
     # of values (a list's `in` made 0-999998 quadratic: minutes)
@@ -167,7 +209,7 @@ def _axis_values(axis: str, raw: object) -> tuple[tuple[Any, ...], list[str]]:
     again: dict[str, None] = {}
     for item in items:
         try:
-            value = getattr(build_spec({spec_field: item}), spec_field)
+            value = _parse_value(spec_field, item)
         except BadInput as e:
             raise BadInput(f"--{axis}: {e}") from None
         if value not in values:  # '0-9,5' means seeds 0 to 9, once each
@@ -175,6 +217,16 @@ def _axis_values(axis: str, raw: object) -> tuple[tuple[Any, ...], list[str]]:
         else:
             again[_value_text(value)] = None
     return tuple(values), list(again)
+
+
+def _parse_value(spec_field: str, item: object) -> Any:
+    """One value of an axis, parsed as the check option is (ranks and parallel alone: a spec
+    of them alone would be refused for want of a model, or of ranks)."""
+    if spec_field == "ranks":
+        return parse_count("ranks", item, 1, MAX_RANKS)
+    if spec_field == "parallel":
+        return parse_parallel(item)
+    return getattr(build_spec({spec_field: item}), spec_field)
 
 
 def _value_text(value: Any) -> str:
@@ -194,7 +246,12 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
     for key, raw in values.items():
         if raw is None:
             continue
-        if key in AXES:
+        if key in OPTIONAL_AXES:
+            # --ranks 1,2,4 (or one value, or a TOML list): the flag and the axis are one name
+            axes[key], again = _axis_values(key, raw)
+            if again:
+                dropped.append(f"--{key}: {', '.join(again)}")
+        elif key in AXES:
             if values.get(AXES[key]) is not None:
                 raise BadInput(f"give --{AXES[key]} or --{key}, not both")
             axes[key], again = _axis_values(key, raw)
@@ -207,9 +264,14 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
             common[key] = raw
         else:
             raise BadInput(f"unknown sweep option {key!r}")
+    if "parallel" in axes and "ranks" not in axes:
+        raise BadInput("--parallel applies only with --ranks (e.g. --ranks 1,2 --parallel "
+                       "ddp,fsdp)")
     # Validate the shared options once, and keep them in their parsed (canonical) form. --delta is
     # validated as Huber's, since the grid's other losses leave it out.
     probe = {**common, "loss": "huber"} if "delta" in common and "target" not in common else common
+    if "ranks" in axes:
+        probe = _ranks_probe(probe)
     shared = build_spec(probe)
     common = {k: getattr(shared, k) for k in sorted(common)}
     for axis, field in AXES.items():
@@ -227,7 +289,17 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
         seeds=axes["seeds"],
         common=tuple(common.items()),
         dropped=tuple(dropped),
+        ranks=axes.get("ranks", ()),
+        parallel=axes.get("parallel", ()),
     )
+
+
+def _ranks_probe(common: dict[str, Any]) -> dict[str, Any]:
+    """The shared options as one case of a ranks axis sees them: with one rank and a shape whose
+    batch splits into its micro-batches (each case's own shape is judged with the case)."""
+    accumulate = common.get("accumulate")
+    micro = 1 if accumulate is None else parse_count("accumulate", accumulate, 1, MAX_ACCUMULATE)
+    return {**common, "ranks": 1, "shape": (micro, 1)}
 
 
 def check_size(grid: Grid, max_cases: int) -> None:

@@ -254,39 +254,57 @@ def tidy_after_killed(store: Store, on_note: Note = _quiet) -> None:
 
 def submit(plan: Plan, todo: list[Case], *, on_note: Note = _quiet) -> list[str]:
     """Submit the cases as job array(s), recording each array in the manifest as soon as Slurm
-    accepts it (so that a failure of the next sbatch loses nothing); returns the task job ids."""
+    accepts it (so that a failure of the next sbatch loses nothing); returns the task job ids.
+
+    A grid with a ranks axis sends one array per rank count (Slurm gives every task of an array
+    the same shape): each task of the N-rank array is one job of N Slurm tasks, which run its
+    cases together as N ranks (runner.ArrayTask); the manifest's array says its `ranks`."""
     assert plan.slurm is not None, "a Slurm plan"
     store = plan.store
-    packed = chunks(todo, plan.cases_per_task)
     folder = plan.log_dir()
-    params = array_parameters(plan.slurm, cuda=any_cuda(todo), tasks=len(packed),
-                              max_parallel=plan.max_parallel)
+    groups = [(ranks, chunks(cases, plan.cases_per_task), any_cuda(cases))
+              for ranks, cases in plan.rank_groups(todo)]
+    params = [array_parameters(plan.slurm, cuda=cuda, tasks=len(packed),
+                               max_parallel=plan.max_parallel, ranks=ranks)
+              for ranks, packed, cuda in groups]
     index = store.add_submission({
         "mode": "slurm", "started": now(), "host": socket.gethostname(), "cases": len(todo),
         "cases_per_task": plan.cases_per_task, "max_parallel": plan.max_parallel,
-        "tasks": len(packed), "log_dir": str(folder),
-        "parameters": masked_parameters(params),  # the manifest is no place for a token
+        "tasks": sum(len(packed) for _, packed, _ in groups), "log_dir": str(folder),
+        "parameters": masked_parameters(params[0]),  # the manifest is no place for a token
         "arrays": [],
     })
     task_jobs: list[str] = []
-
-    def record(array: SubmittedArray, first: int) -> None:
-        group = packed[first : first + len(array.task_jobs)]
-        store.add_array(index, {
-            "job_id": array.job_id, "task_jobs": array.task_jobs, "log_dir": str(folder),
-            "submission_file": str(array.submission_file),
-            "tasks": [[key for key, _, _ in chunk] for chunk in group],
-        })
-        task_jobs.extend(array.task_jobs)
-        on_note(f"submitted job array {array.job_id}: {len(array.task_jobs)} task(s), "
-                f"{sum(len(c) for c in group)} case(s)")
-
     # submitit's Checkpointable.__new__ has no annotations.
     task = ArrayTask()  # type: ignore[no-untyped-call]
     out = str(store.root.resolve())
-    submit_arrays(task, [(out, plan.grid_id, chunk, plan.case_timeout) for chunk in packed],
-                  plan.slurm, params,
-                  folder, clean=current_allocation() is not None, on_submitted=record)
+    for (ranks, packed, _), group_params in zip(groups, params, strict=True):
+
+        def record(array: SubmittedArray, first: int, packed: list[Any] = packed,
+                   ranks: int | None = ranks, group_params: dict[str, Any] = group_params
+                   ) -> None:
+            group = packed[first : first + len(array.task_jobs)]
+            entry: dict[str, Any] = {
+                "job_id": array.job_id, "task_jobs": array.task_jobs, "log_dir": str(folder),
+                "submission_file": str(array.submission_file),
+                "tasks": [[key for key, _, _ in chunk] for chunk in group],
+            }
+            if ranks is not None:
+                entry["ranks"] = ranks
+                entry["parameters"] = masked_parameters(group_params)
+            store.add_array(index, entry)
+            task_jobs.extend(array.task_jobs)
+            each = "" if ranks is None else f" of {ranks} Slurm task(s) each (--ranks {ranks})"
+            on_note(f"submitted job array {array.job_id}: {len(array.task_jobs)} task(s){each}, "
+                    f"{sum(len(c) for c in group)} case(s)")
+
+        args: list[tuple[Any, ...]] = [
+            (out, plan.grid_id, chunk, plan.case_timeout) if ranks is None
+            else (out, plan.grid_id, chunk, plan.case_timeout, ranks)
+            for chunk in packed
+        ]
+        submit_arrays(task, args, plan.slurm, group_params, folder,
+                      clean=current_allocation() is not None, on_submitted=record)
     return task_jobs
 
 

@@ -1,11 +1,12 @@
 """A sweep's plan: its grid and cases, where they run (here or as Slurm job arrays), its results
 directory; refused (BadInput, EnvironmentProblem) before anything is written. `preview` is what
-`--dry-run` shows: the cases that would run and, for Slurm, the sbatch script."""
+`--dry-run` shows: the cases that would run and, for Slurm, the sbatch script (one per array: a
+sweep over rank counts sends one array of N-task jobs per rank count)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from autograd_check.document import envelope
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.execute import check_memory
 from autograd_check.safety import check_folder_chain
-from autograd_check.slurm.arrays import array_parameters, array_script, max_array_size
+from autograd_check.slurm.arrays import (
+    array_parameters,
+    array_script,
+    check_rank_layout,
+    max_array_size,
+)
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.where import resolve_log_dir
 from autograd_check.sweep.grid import Case, Grid, build_grid, check_size
@@ -55,6 +61,18 @@ class Plan:
     def tasks(self, cases: int) -> int:
         """How many array tasks `cases` cases take, `cases_per_task` to a task."""
         return -(-cases // self.cases_per_task)
+
+    def rank_groups(self, todo: list[Case]) -> list[tuple[int | None, list[Case]]]:
+        """The cases by rank count, in the grid's order of rank counts (one array each on
+        Slurm); one group (None) for a grid without a ranks axis. Empty groups are left out."""
+        groups: dict[int | None, list[Case]] = {r: [] for r in self.grid.rank_counts()}
+        for case in todo:
+            groups[case.spec.ranks if self.grid.ranks else None].append(case)
+        return [(ranks, cases) for ranks, cases in groups.items() if cases]
+
+    def task_count(self, todo: list[Case]) -> int:
+        """How many array tasks the cases take, over every array (rank count)."""
+        return sum(self.tasks(len(cases)) for _, cases in self.rank_groups(todo))
 
 
 def any_cuda(cases: list[Case]) -> bool:
@@ -106,12 +124,31 @@ def plan_sweep(
     opts = None
     if mode == "slurm":
         opts = slurm_from(slurm_values, request.config)
+        check_rank_layout(opts, grid.rank_counts())  # --nodes must divide every rank count
         check_folders(Store(settings.out), opts)
     else:
         slurm_table(request.config)  # unused here, but a misspelled key is still refused
         check_local(cases)
     return Plan(grid, cases, mode, Store(settings.out), settings.cases_per_task,
                 settings.max_parallel, opts, case_timeout=settings.case_timeout)
+
+
+@dataclass(frozen=True)
+class ArrayPlan:
+    """One array a Slurm sweep over rank counts would send: its rank count, cases, tasks (each a
+    job of `ranks` Slurm tasks) and the sbatch script of its (first) array."""
+
+    ranks: int
+    cases: int
+    tasks: int
+    nodes: int
+    tasks_per_node: int
+    script: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ranks": self.ranks, "cases": self.cases, "tasks": self.tasks,
+                "nodes": self.nodes, "tasks_per_node": self.tasks_per_node,
+                "sbatch_script": self.script}
 
 
 @dataclass(frozen=True)
@@ -122,31 +159,43 @@ class Preview:
     todo: list[Case]
     skipped: int
     script: str | None
+    arrays: list[ArrayPlan] = field(default_factory=list)
+    """With a ranks axis on Slurm: one array per rank count (`script` is the first one's)."""
 
     @property
     def tasks(self) -> int:
-        return self.plan.tasks(len(self.todo))
+        return self.plan.task_count(self.todo)
 
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
-        return envelope("sweep-plan", {
+        data: dict[str, Any] = {
             "grid": plan.grid.to_dict(), "grid_id": plan.grid_id, "mode": plan.mode,
             "out": str(plan.store.root), "skipped": self.skipped, "tasks": self.tasks,
             "cases_per_task": plan.cases_per_task, "sbatch_script": self.script,
-            "cases": [{"key": c.key, "index": c.index, "spec": c.spec.to_dict()}
-                      for c in self.todo],
-        })
+        }
+        if plan.grid.ranks and plan.mode == "slurm":
+            data["arrays"] = [a.to_dict() for a in self.arrays]
+        data["cases"] = [{"key": c.key, "index": c.index, "spec": c.spec.to_dict()}
+                         for c in self.todo]
+        return envelope("sweep-plan", data)
 
 
 def preview(plan: Plan, *, rerun_failed: bool, force: bool) -> Preview:
-    """The cases that would run (and, for Slurm, the sbatch script); nothing is written."""
+    """The cases that would run (and, for Slurm, the sbatch script of each array); nothing is
+    written."""
     plan.store.check_grid(plan.grid, force=force)  # raises: another grid lives there
     todo, skipped = (plan.cases, 0) if force else select(plan.cases, plan.store, plan.grid_id,
                                                          rerun_failed=rerun_failed)
-    script = None
-    if plan.slurm is not None and todo:
-        first = min(plan.tasks(len(todo)), max_array_size())
-        params = array_parameters(plan.slurm, cuda=any_cuda(todo), tasks=first,
-                                  max_parallel=plan.max_parallel)
-        script = array_script(plan.slurm, params, plan.log_dir(), first)
-    return Preview(plan, todo, skipped, script)
+    scripts: list[str] = []
+    arrays: list[ArrayPlan] = []
+    if plan.slurm is not None:
+        for ranks, cases in plan.rank_groups(todo):
+            tasks = plan.tasks(len(cases))
+            first = min(tasks, max_array_size())
+            params = array_parameters(plan.slurm, cuda=any_cuda(cases), tasks=first,
+                                      max_parallel=plan.max_parallel, ranks=ranks)
+            scripts.append(array_script(plan.slurm, params, plan.log_dir(), first))
+            if ranks is not None:
+                arrays.append(ArrayPlan(ranks, len(cases), tasks, int(params["nodes"]),
+                                        int(params["ntasks_per_node"]), scripts[-1]))
+    return Preview(plan, todo, skipped, scripts[0] if scripts else None, arrays)

@@ -1,4 +1,5 @@
-"""A sweep's report, as plain data: counts by dtype, device, loss and shape; the worst cases; the
+"""A sweep's report, as plain data: counts by dtype, device, loss and shape (and by rank count and
+parallel wrapper when the grid has those axes); the worst cases; the
 failed, errored and missing cases with their Slurm job/task ids and log tails; an exit code.
 
 Built from the store alone (records + manifest), plus optional Slurm states passed in by the
@@ -24,11 +25,13 @@ from autograd_check.errors import (
 )
 from autograd_check.slurm.arrays import array_states
 from autograd_check.slurm.where import have, job_paths
-from autograd_check.sweep.grid import AXES, Grid
+from autograd_check.sweep.grid import GRID_AXES, OPTIONAL_AXES, Grid
 from autograd_check.sweep.store import Store, outcome_of
 
 OUTCOMES = ("passed", "failed", "error", "missing")
 GROUPS = ("dtype", "device", "loss", "shape")
+OPTIONAL_GROUPS = tuple(OPTIONAL_AXES.values())
+"""ranks, parallel: counted (and shown) only for a grid with those axes."""
 WORST = 10
 LOG_TAIL_LINES = 15
 
@@ -55,6 +58,17 @@ class CaseRow:
     host: str | None = None
     message: str | None = None
     """An error's message; for a missing case whose file is not credited, why (unreadable...)."""
+    ranks: int | None = None
+    """The case's rank count, with a ranks axis (absent from the JSON without one)."""
+    parallel: str | None = None
+    """The case's wrapper (ddp, fsdp), with a ranks axis (absent from the JSON without one)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in OPTIONAL_GROUPS:
+            if data[name] is None:
+                del data[name]
+        return data
 
 
 @dataclass
@@ -122,14 +136,14 @@ class Report:
             "counts": self.counts,
             "verdict": {"exit_code": self.exit_code, "summary": self.verdict},
             "groups": [asdict(g) for g in self.groups],
-            "worst": [asdict(c) for c in self.worst],
-            "failed": [asdict(c) for c in self.failed],
-            "errors": [asdict(c) for c in self.errors],
-            "missing": [asdict(c) for c in self.missing],
+            "worst": [c.to_dict() for c in self.worst],
+            "failed": [c.to_dict() for c in self.failed],
+            "errors": [c.to_dict() for c in self.errors],
+            "missing": [c.to_dict() for c in self.missing],
             "tasks": [asdict(t) for t in self.tasks],
             "submissions": self.submissions,
             "ignored_records": self.ignored,
-            "cases": [asdict(c) for c in self.cases],
+            "cases": [c.to_dict() for c in self.cases],
         })
 
 
@@ -174,6 +188,8 @@ def _row(case_key: str, index: int, spec: Mapping[str, Any], doc: Mapping[str, A
         outcome="missing" if doc is None else outcome_of(doc), numel=math.prod(shape),
         job=where[0] if where else None,
     )
+    if spec.get("ranks") is not None:
+        row.ranks, row.parallel = int(spec["ranks"]), str(spec.get("parallel"))
     if doc is None:
         return row
     env = doc.get("environment") or {}
@@ -244,13 +260,16 @@ def build_report(
 
     counts = dict.fromkeys(OUTCOMES, 0)
     groups: dict[tuple[str, str], GroupRow] = {}
-    for group in GROUPS:  # every value of the grid appears, in the grid's order, even at 0
-        axis = next(a for a, f in AXES.items() if f == group)
-        for value in grid.to_dict()[axis]:
+    # ranks and parallel: only with those axes (a ranks axis alone counts its cases' parallel)
+    shown = [*GROUPS, *(g for g in OPTIONAL_GROUPS if grid.ranks)]
+    for group in shown:  # every value of the grid appears, in the grid's order, even at 0
+        axis = next(a for a, f in GRID_AXES.items() if f == group)
+        values = grid.to_dict().get(axis) or sorted({str(getattr(r, group)) for r in rows})
+        for value in values:
             groups[(group, str(value))] = GroupRow(group, str(value))
     for row in rows:
         counts[row.outcome] += 1
-        for group in GROUPS:
+        for group in shown:
             g = groups[(group, str(getattr(row, group)))]
             g.cases += 1
             setattr(g, row.outcome, getattr(g, row.outcome) + 1)

@@ -6,11 +6,13 @@ Nothing here prints: progress goes through callbacks, so the CLI decides how to 
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,13 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
 from autograd_check.engine.execute import execute
 from autograd_check.engine.host import slurm_ids
 from autograd_check.engine.spec import build_spec
 from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
-from autograd_check.slurm.node import stop_signal_escapes
+from autograd_check.safety import make_private_dirs
+from autograd_check.slurm.node import job_folder, stop_signal_escapes
 from autograd_check.sweep.grid import Case
 from autograd_check.sweep.settings import DEFAULT_CASE_TIMEOUT_S
 from autograd_check.sweep.store import Store, case_record, error_record, outcome_of
@@ -31,6 +35,9 @@ from autograd_check.sweep.store import Store, case_record, error_record, outcome
 HANG_GRACE_S = 30.0
 """How long a case may go on after its --case-timeout when Python cannot interrupt it (a hung C
 call holds the only thread that could): then its record is written and the process ends."""
+RANKS_GRACE_S = 5.0
+"""A local case over ranks (--ranks) gives its ranks --case-timeout plus this long: the case's
+own clock stops it first (a timed-out record), the ranks' bound is the backstop."""
 
 
 @dataclass
@@ -99,6 +106,8 @@ class CaseClock:
     def __init__(self, seconds: float | None, store: Store, grid_id: str,
                  on_hang: HangFn | None = None, grace: float | None = None) -> None:
         self.seconds = seconds if seconds and seconds > 0 else None
+        self.limit = self.seconds
+        """--case-timeout as asked (None: no limit), even where no signal can enforce it."""
         self.store = store
         self.grid_id = grid_id
         self.on_hang = on_hang
@@ -200,7 +209,7 @@ def run_case(
             result = execute(case.spec)
         else:
             with clock.case(case):
-                result = execute(case.spec)
+                result = execute(case.spec, ranks_timeout=_ranks_timeout(case, clock))
     except CaseTimedOut as e:
         doc = timed_out_record(case, grid_id, str(e))
     except CheckError as e:
@@ -213,6 +222,17 @@ def run_case(
         doc = case_record(case, result.to_dict(), grid_id)
     store.write_record(case.key, doc)
     return doc
+
+
+def _ranks_timeout(case: Case, clock: CaseClock) -> float | None:
+    """How long the ranks of a case that starts them here (--ranks, a local sweep) may run: its
+    --case-timeout (no limit without one), a little longer where the clock's signal stops the
+    case first. None for a case without ranks."""
+    if case.spec.ranks is None:
+        return None
+    if clock.limit is None:
+        return math.inf
+    return clock.limit + (RANKS_GRACE_S if clock.seconds is not None else 0.0)
 
 
 def run_cases(
@@ -249,6 +269,57 @@ def _chunk_cases(chunk: Sequence[tuple[str, int, dict[str, Any]]]) -> list[Case]
     return [Case(key, index, build_spec(spec)) for key, index, spec in chunk]
 
 
+class _Discarded(Store):
+    """The store as a rank other than 0 sees it: it reads the records (to skip the same cases as
+    rank 0) and writes none (rank 0 writes each case's one record)."""
+
+    def write_record(self, key: str, doc: Mapping[str, Any]) -> None:
+        return None
+
+
+def slurm_rank() -> int:
+    """This process's rank among the Slurm tasks of its job (SLURM_PROCID; 0 outside Slurm)."""
+    return int(os.environ.get("SLURM_PROCID") or 0)
+
+
+def rendezvous_root() -> Path:
+    """The folder where the ranks of this array task meet, one subfolder per case: inside the
+    job's (private) log folder, its own for this task and this start of it (a requeued task
+    never meets a file of its earlier start)."""
+    job = os.environ.get("SLURM_JOB_ID", "job")
+    restart = os.environ.get("SLURM_RESTART_COUNT") or "0"
+    return job_folder() / "rendezvous" / f"{job}.{restart}"
+
+
+def run_as_ranks(
+    store: Store, cases: Sequence[Case], grid_id: str, *, rank: int, root: Path,
+    case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S,
+) -> Tally:
+    """Run the cases as one of the Slurm tasks (ranks) of an array task started with as many
+    tasks as each case has ranks (`sweep --ranks N --slurm`): every task runs the same cases in
+    the same order, each case's execute() acting as one rank (distributed.launch: the ranks meet
+    in `root`/<case>). Only rank 0 writes records; the others compute and discard. Every rank
+    skips the same cases: a case's record is written by rank 0 only after every rank took part
+    in it."""
+
+    def meet(case: Case) -> None:
+        folder = root / case.key
+        make_private_dirs(folder)
+        os.environ[RENDEZVOUS_ENV] = str(folder)
+
+    writer = store if rank == 0 else _Discarded(store.root)
+    before = os.environ.get(RENDEZVOUS_ENV)
+    try:
+        return run_cases(writer, cases, grid_id, on_start=meet, case_timeout=case_timeout)
+    finally:
+        if before is None:
+            os.environ.pop(RENDEZVOUS_ENV, None)
+        else:
+            os.environ[RENDEZVOUS_ENV] = before
+        if rank == 0:  # every rank has met for every case that ran: the folders are done
+            shutil.rmtree(root, ignore_errors=True)
+
+
 class ArrayTask(Checkpointable):
     """The body of one array task: run its cases in order, skipping those with a credited record.
 
@@ -257,19 +328,29 @@ class ArrayTask(Checkpointable):
     the pickle that the records do not already hold. The signal stops the case it interrupts
     without a record (slurm.node.stop_signal_escapes: never the case's error). Each case is
     bounded by `case_timeout` seconds (--case-timeout).
+
+    With `ranks` (a sweep's ranks axis), the array task is one job of `ranks` Slurm tasks and
+    submitit runs this on each of them: see `run_as_ranks`.
     """
 
     def __call__(
         self, out: str, grid_id: str, chunk: Sequence[tuple[str, int, dict[str, Any]]],
-        case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S,
+        case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S, ranks: int | None = None,
     ) -> dict[str, Any]:
         store = Store(Path(out))
         with stop_signal_escapes():
-            tally = run_cases(store, _chunk_cases(chunk), grid_id, case_timeout=case_timeout)
+            if ranks is None:
+                tally = run_cases(store, _chunk_cases(chunk), grid_id, case_timeout=case_timeout)
+            else:
+                tally = run_as_ranks(store, _chunk_cases(chunk), grid_id, rank=slurm_rank(),
+                                     root=rendezvous_root(), case_timeout=case_timeout)
         # A summary for submitit's result pickle and the log; the records are the truth.
         summary = {"passed": tally.passed, "failed": tally.failed, "error": tally.error,
                    "skipped": len(tally.skipped)}
-        print(f"autograd-check array task: {summary}", flush=True)
+        who = "" if ranks is None else (
+            f" (rank {slurm_rank()} of {ranks}"
+            + (": its results are discarded, rank 0 writes the records)" if slurm_rank() else ")"))
+        print(f"autograd-check array task{who}: {summary}", flush=True)
         return summary
 
 

@@ -16,7 +16,7 @@ from autograd_check.errors import BadInput
 from autograd_check.numbers import finite
 from autograd_check.safety import script_value
 from autograd_check.slurm.where import current_allocation, have
-from autograd_check.sweep.grid import AXES, AXIS_OF, DEFAULT_MAX_CASES
+from autograd_check.sweep.grid import AXIS_OF, DEFAULT_MAX_CASES, GRID_AXES
 from autograd_check.sweep.store import DEFAULT_OUT
 
 DEFAULT_CASE_TIMEOUT_S = 600.0
@@ -24,8 +24,9 @@ DEFAULT_CASE_TIMEOUT_S = 600.0
 
 MODES = ("local", "slurm")
 SETTING_KEYS = ("out", "mode", "max_cases", "cases_per_task", "max_parallel", "case_timeout")
-SWEEP_KEYS = (*AXES, *SETTING_KEYS)
-"""Keys of a config file's [sweep] table: the grid's axes, then how the sweep runs."""
+SWEEP_KEYS = (*GRID_AXES, *SETTING_KEYS)
+"""Keys of a config file's [sweep] table: the grid's axes (ranks and parallel too), then how the
+sweep runs."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ def read_request(
     path: Path | None = values.pop("config", None)
     check_file = check_table(path)
     sweep_file = checked_table(path, "sweep", SWEEP_KEYS, check_settings)
-    file_values = {**check_file, **{k: v for k, v in sweep_file.items() if k in AXES}}
+    file_values = {**check_file, **{k: v for k, v in sweep_file.items() if k in GRID_AXES}}
     flag_values = {**values, **axis_values}
-    for axis, field in AXES.items():
+    for axis, field in GRID_AXES.items():
         # A flag for an axis (plural or singular) replaces the file's values for that axis.
         if flag_values.get(axis) is not None or flag_values.get(field) is not None:
             file_values.pop(axis, None)

@@ -442,7 +442,8 @@ class Store:
 
 def _grid_line(grid: Mapping[str, Any]) -> str:
     parts = [f"{k} {','.join(str(v) for v in grid.get(k, []))}" for k in
-             ("shapes", "dtypes", "devices", "losses", "seeds")]
+             ("shapes", "dtypes", "devices", "losses", "seeds",
+              *(a for a in ("ranks", "parallel") if a in grid))]
     return "; ".join(parts)
 
 

@@ -11,6 +11,7 @@ whose user code raised (a --target's train_step, say) reports that error: a fail
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from autograd_check._torch import import_torch
 from autograd_check.distributed.rank import rank_main
-from autograd_check.distributed.rendezvous import Identity, slurm_identity
+from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import CheckSpec, build_spec
@@ -35,9 +36,18 @@ from autograd_check.losses.user import TargetRaised
 DEFAULT_RANKS_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 20
 POLL_S = 0.02
+DEATH_GRACE_S = 0.2
+"""After a rank ends early, how long the others have to end before they are stopped."""
+PROBE_S = 0.5
+"""At the timeout, how long a rank has to answer SIGUSR1 from Python (see _probe)."""
+PROBE_FRAMES = 4
+"""How many of its innermost frames a rank still running at the timeout writes to its log."""
 WAITING = ": one may be stuck and the others waiting for it in a collective"
+SLURM_GRACE_S = 10.0
+"""A Slurm rank that lost contact with another: how long it leaves Slurm to end the step."""
 _ERRORS: dict[str, type[CheckError]] = {
     "BadInput": BadInput, "EnvironmentProblem": EnvironmentProblem, "JobFailed": JobFailed,
+    "LostContact": LostContact,
 }
 
 
@@ -54,6 +64,11 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
             return rank_main(spec, identity)
         except TargetRaised as e:
             return failed_result(spec, str(e))
+        except LostContact:
+            # Another rank died: Slurm ends the step for it (--kill-on-bad-exit), and its state
+            # and log then say which rank and how. This rank answers only if Slurm does not.
+            time.sleep(SLURM_GRACE_S)
+            raise
 
 
 def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) -> CheckResult:
@@ -103,7 +118,12 @@ def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    # New stream objects: the parent's may have been locked by another of its threads (a
+    # progress bar's refresh) at the fork, and that lock would never be released here.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _answer_probe(identity)
     code = 0
     torch = import_torch()
     try:
@@ -141,19 +161,19 @@ def _watch(procs: list[Any], folder: Path, timeout: float) -> None:
     while True:
         running = [p for p in procs if p.exitcode is None]
         if any(p.exitcode not in (None, 0) for p in procs):
-            # one rank ended early: the others would wait for it in a collective, or fail in one
-            # (a peer's death reads as a broken connection there). Let them end first, to tell
-            # the rank that died from those it took down with it.
+            # A rank ended early: the others would wait for it in a collective, or fail in one
+            # (a peer's death reads as a broken connection there). A moment for them to end,
+            # then the rank that died without answering is told from those it took down.
             time.sleep(DEATH_GRACE_S)
+            ended = {r: p.exitcode for r, p in enumerate(procs) if p.exitcode is not None}
             _stop(procs)
-            died = [r for r, p in enumerate(procs)
-                    if p.exitcode not in (None, 0) and not (folder / f"outcome-{r}.json").exists()
-                    and p.exitcode != -signal.SIGKILL or r in _killed_first(procs, folder)]
+            died = [r for r, code in ended.items()
+                    if code != 0 and not (folder / f"outcome-{r}.json").exists()]
             if not died:
                 return  # every rank that ended answered (its own error, a failed check)
-            rank = min(died, key=lambda r: (procs[r].exitcode >= 0, r))  # a signal's first
-            raise JobFailed(f"rank {rank} of {len(procs)} {_death(procs[rank].exitcode)} "
-                            "before the check ended; the other ranks were stopped",
+            rank = min(died, key=lambda r: (ended[r] >= 0, r))  # one killed by a signal first
+            raise JobFailed(f"rank {rank} of {len(procs)} {_death(ended[rank])} before the "
+                            "check ended; the other ranks were stopped",
                             state="FAILED", log_tail=tail(folder, rank))
         if not running:
             return
@@ -169,9 +189,38 @@ def _watch(procs: list[Any], folder: Path, timeout: float) -> None:
                     state="TIMEOUT", log_tail=tail(folder, busy[0]))
             raise JobFailed(
                 f"rank{'s' * (len(late) > 1)} {', '.join(map(str, late))} of {len(procs)} did "
-                f"not finish within {timeout:g} s (--timeout); every rank was stopped",
-                state="TIMEOUT", log_tail=tail(folder, late[0]))
+                f"not finish within {timeout:g} s (--timeout){WAITING * (len(late) > 1)}; "
+                "every rank was stopped", state="TIMEOUT",
+                log_tail="\n".join(t for t in (tail(folder, r) for r in late) if t))
         time.sleep(POLL_S)
+
+
+def _probe(procs: list[Any], late: list[int], folder: Path) -> list[int]:
+    """The late ranks still running Python code: each answers SIGUSR1 from Python, which a rank
+    blocked in a collective (waiting, in C++, for the others) cannot do until it returns. A rank
+    that answers writes where it is to its log (for the tail) and a file the parent reads."""
+    for rank in late:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(procs[rank].pid, signal.SIGUSR1)
+    deadline = time.monotonic() + PROBE_S
+    while time.monotonic() < deadline:
+        busy = [r for r in late if (folder / f"busy-{r}").exists()]
+        if len(busy) == len(late):
+            break
+        time.sleep(POLL_S)
+    return [r for r in late if (folder / f"busy-{r}").exists()]
+
+
+def _answer_probe(identity: Identity) -> None:
+    """In a rank: answer _probe's SIGUSR1 (from Python) with where this rank is."""
+
+    def answer(signum: int, frame: Any) -> None:
+        print("still running at --timeout, in:", file=sys.stderr)
+        traceback.print_stack(frame, limit=PROBE_FRAMES, file=sys.stderr)
+        sys.stderr.flush()
+        (identity.folder / f"busy-{identity.rank}").touch()
+
+    signal.signal(signal.SIGUSR1, answer)
 
 
 def _death(code: int) -> str:
@@ -207,7 +256,8 @@ def _outcome(folder: Path, world: int) -> CheckResult:
     answers = [json.loads(f.read_text()) for f in files if f.exists()]
     if not answers:
         raise JobFailed(f"no rank of {world} answered", state="FAILED", log_tail=tail(folder, 0))
-    first = answers[0]
+    # a rank that lost contact with another only echoes how that one ended: its answer first
+    first = next((a for a in answers if a.get("kind") != "LostContact"), answers[0])
     if first["outcome"] == "result":
         return CheckResult.from_dict(first["result"])
     error = _ERRORS.get(first["kind"], CheckError)(first["message"])

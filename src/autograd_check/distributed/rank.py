@@ -7,6 +7,7 @@ of N tasks (submitit) and a job step of N tasks inside an salloc allocation (sru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -25,6 +26,7 @@ from autograd_check.distributed.problem import (
 from autograd_check.distributed.rendezvous import (
     COLLECTIVE_TIMEOUT_S,
     Identity,
+    LostContact,
     lost_contact,
     open_store,
 )
@@ -34,6 +36,7 @@ from autograd_check.engine.host import collect_environment
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.engine.tensors import grad_fn_chain
+from autograd_check.losses.user import TargetRaised
 
 if TYPE_CHECKING:
     import torch
@@ -72,15 +75,48 @@ def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
             doc = _check(spec, identity, device, started, met)
             box = [doc]
             dist.broadcast_object_list(box, src=0)
-        except RuntimeError as e:  # the check's own collectives (the user's: run_user)
-            lost = lost_contact(e, "the check's exchange of gradients")
-            if lost is not None:
-                raise lost from None
+        except TargetRaised as e:  # for the ranks it leaves waiting in a collective
+            _tell(store, identity, str(e))
             raise
+        except (LostContact, RuntimeError) as e:  # the check's collectives (the user's: run_user)
+            lost = e if isinstance(e, LostContact) else lost_contact(
+                e, "the check's exchange of gradients")
+            if lost is None:
+                raise
+            raise _told(store, identity) or lost from None
         assert box[0] is not None  # rank 0's result, sent to every rank
         return CheckResult.from_dict(json.loads(box[0]))
     finally:
         dist.destroy_process_group()
+
+
+RAISED_KEY = "autograd-check/raised/"
+"""+ rank: in the ranks' store, the error of the user's code that stopped that rank."""
+
+
+class PeerRaised(TargetRaised):
+    """The user's code raised on another rank, which left this one waiting in a collective."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+def _tell(store: Any, identity: Identity, message: str) -> None:
+    """Leave the user's error where the other ranks look when their collective breaks."""
+    with contextlib.suppress(Exception):  # the store may be gone with rank 0: its log tells
+        store.set(f"{RAISED_KEY}{identity.rank}", message)
+
+
+def _told(store: Any, identity: Identity) -> PeerRaised | None:
+    """Another rank's error, when the user's code raised there (see _tell)."""
+    for rank in range(identity.world):
+        key = f"{RAISED_KEY}{rank}"
+        try:
+            if rank != identity.rank and store.check([key]):
+                return PeerRaised(bytes(store.get(key)).decode(errors="replace"))
+        except Exception:  # noqa: BLE001  (rank 0, the store's host, is gone: nothing to read)
+            return None
+    return None
 
 
 def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: float,

@@ -136,14 +136,18 @@ def job_environment(environ: dict[str, str], *, memory: bool = True) -> dict[str
     return {k: v for k, v in environ.items() if k not in drop}
 
 
+class LostContact(JobFailed):
+    """A rank's collective failed because another rank died or stopped answering."""
+
+
 _LOST_WORDS = ("Connection reset by peer", "Connection closed by peer", "gloo/transport",
                "Broken pipe", "NCCL communicator was aborted")
 """How gloo and NCCL say, in a plain RuntimeError, that the other end of a collective went away."""
 
 
-def lost_contact(error: BaseException, during: str) -> JobFailed | None:
-    """JobFailed (exit 4) when `error` is this rank's collective failing because another rank
-    died or stopped answering: not the check's finding, nor the user's code's; else None."""
+def lost_contact(error: BaseException, during: str) -> LostContact | None:
+    """LostContact (JobFailed, exit 4) when `error` is this rank's collective failing because
+    another rank died or stopped answering: not the check's finding, nor the user's code's."""
     import torch.distributed as dist  # torch: ranks only
 
     if not isinstance(error, getattr(dist, "DistError", ())) and not (
@@ -154,6 +158,6 @@ def lost_contact(error: BaseException, during: str) -> JobFailed | None:
            else "a rank")
     said = (str(error).strip().splitlines() or [type(error).__name__])[0]
     said = said.split(" This is typically")[0][:200]
-    return JobFailed(f"{who} lost contact with another rank during {during} "
+    return LostContact(f"{who} lost contact with another rank during {during} "
                      f"({type(error).__name__}: {said}): another rank died or stopped answering; "
                      "its log tells why", state="FAILED")

@@ -21,8 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
 from autograd_check.api.check import manual_vs_autograd
+from autograd_check.engine.device import resolve_device
+from autograd_check.engine.host import collect_environment
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
+from autograd_check.errors import CheckError
+from autograd_check.losses.user import _short
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -230,10 +234,23 @@ def exact_factor(grads: list[Tensor], expected: list[Tensor], rtol: float,
 def failed_result(spec: CheckSpec, error: str) -> CheckResult:
     """A check over ranks that the user's own code (a --target's train_step, loss or inputs)
     stopped: a failed check carrying the error, as without --ranks."""
+    parallel = spec.parallel or "ddp"
     return CheckResult(
         spec=spec.to_dict(), passed=False, bit_exact=False,
         criterion="exact" if spec.exact else "tolerance",
-        loss_name=spec.target or spec.loss, loss_value=math.nan, loss_formula="",
-        gradient_formula="", grad_fn_chain=[], comparisons=[], tensors={}, environment={},
-        timings={}, error=error,
+        loss_name=_short(spec.target) if spec.target else spec.loss, loss_value=math.nan,
+        loss_formula="loss",
+        gradient_formula="none given", grad_fn_chain=[], comparisons=[], tensors={},
+        environment=_environment(spec), timings={}, error=error,
+        distributed={"ranks": spec.ranks, "parallel": parallel,
+                     "wrapper": PARALLEL_NAMES[parallel], "accumulate": spec.accumulate or 1,
+                     "stopped": True},
     )
+
+
+def _environment(spec: CheckSpec) -> dict[str, Any]:
+    """Where the check ran, as a finished check tells it (empty if the device is not usable)."""
+    try:
+        return collect_environment(resolve_device(spec.device))
+    except CheckError:
+        return {}

@@ -186,6 +186,9 @@ def distributed_lines(block: dict[str, Any] | None) -> list[str]:
     """--ranks: the ranks' agreement, the reference's scaling and the likely cause, as text."""
     if block is None:
         return []
+    if block.get("stopped"):
+        return [f"ranks: {block['ranks']} x {block['accumulate']} micro-batch(es), "
+                f"{block['wrapper']}: stopped before the gradients were compared"]
     lines = [f"ranks: {block['ranks']} x {block['accumulate']} micro-batch(es), "
              f"{block['wrapper']} on {', '.join(dict.fromkeys(block.get('hosts', [])))}; "
              f"reference: {block['reference']}"]

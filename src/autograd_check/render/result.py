@@ -331,7 +331,11 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
     if result.grad_fn_chain:  # empty when a --target raised before backward
         loss.add_row("loss.grad_fn", " ← ".join(result.grad_fn_chain))
     ranks = result.distributed
-    if ranks is not None:
+    if ranks is not None and ranks.get("stopped"):
+        loss.add_row("distributed gradient", Text(
+            f"{ranks['wrapper']} on {ranks['ranks']} ranks: the check stopped before the "
+            "gradients were compared"))
+    elif ranks is not None:
         loss.add_row("distributed gradient", Text(
             f"{ranks['wrapper']} on {ranks['ranks']} ranks, {ranks['accumulate']} micro-batch"
             f"{'es' if ranks['accumulate'] != 1 else ''} each; train step: {ranks['train_step']}"))

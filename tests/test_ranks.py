@@ -1,0 +1,332 @@
+"""run --ranks N here (forked local ranks): what the spec refuses before anything starts, the
+examples that pass under DDP and FSDP2, the planted bugs of examples/ranks_bugs.py each caught
+with its likely cause, and the ranks' failures: one killed, one hung (--timeout), the user's own
+exception; inherited torch.distributed variables and two checks at once on one machine.
+
+A local 2-rank check takes about a second in-process (CliRunner) and two through a fresh
+interpreter; the tests that need the real process (stderr, timing, environment) use one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from autograd_check.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+CORRECT = f"{ROOT / 'examples' / 'ranks_correct.py'}:TwoLayer"
+BUGS = ROOT / "examples" / "ranks_bugs.py"
+CLI = [sys.executable, "-m", "autograd_check"]
+PARAMETERS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                  "AUTOGRAD_CHECK_RENDEZVOUS")
+
+runner = CliRunner()
+
+
+def env(**extra: str) -> dict[str, str]:
+    """This environment without a Slurm allocation's or torchrun's variables, plus extra."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLURM_", "SRUN_", "SALLOC_")) and k not in RANK_VARIABLES}
+    clean.update(COLUMNS="120", NO_COLOR="1", **extra)
+    return clean
+
+
+def process(*args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env(**extra))
+
+
+def run_json(*args: str) -> tuple[int, dict[str, Any]]:
+    """run --json ARGS in this process (the ranks are forked from it): exit code, document."""
+    result = runner.invoke(app, ["run", "--json", *args])
+    assert result.exit_code in (0, 1), result.stderr
+    return result.exit_code, json.loads(result.stdout)
+
+
+def write(tmp_path: Path, body: str, name: str = "mine.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+class TestRefusedBeforeAnythingRuns:
+    @pytest.mark.parametrize(
+        ("args", "words"),
+        [
+            (["--ranks", "2"], "ranks needs a model to split over ranks: give --model"),
+            (["--model", "mlp", "--shape", "8x8", "--ranks", "2", "--reference", "finite-diff"],
+             "reference 'finite-diff' does not combine with ranks"),
+            (["--model", "mlp", "--accumulate", "2"], "accumulate applies only with ranks"),
+            (["--model", "mlp", "--parallel", "fsdp"], "parallel applies only with ranks"),
+            (["--model", "mlp", "--shape", "6x8", "--ranks", "2", "--accumulate", "2"],
+             "shape 6x8: its first dimension (the batch) must split into 2 ranks x 2 "
+             "micro-batches"),
+            (["--model", "mlp", "--shape", "8x8", "--timeout", "5"],
+             "timeout applies to run only with --ranks"),
+            (["--model", "mlp", "--shape", "8x8", "--ranks", "2", "--timeout", "0"],
+             "timeout '0' is not allowed"),
+            (["--target", f"{ROOT / 'examples' / 'correct_target.py'}:log_cosh", "--ranks", "2"],
+             "is a loss; --ranks needs --model linear|mlp with it"),
+        ],
+    )
+    def test_one_line_and_exit_2(self, args: list[str], words: str) -> None:
+        done = process("run", *args)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("autograd-check: error: ") and words in done.stderr
+        assert done.stdout == ""
+
+    def test_a_module_batch_that_does_not_split_is_refused_by_the_ranks(self) -> None:
+        """The target's batch is known only once it is built: the ranks refuse it, one line."""
+        done = process("run", "--target", CORRECT, "--ranks", "3")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            "autograd-check: error: the batch of 8 does not split into 3 ranks x 1 micro-batches "
+            "of equal size; choose a batch divisible by 3")
+
+
+class TestPasses:
+    @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_the_correct_module_with_accumulation(self, parallel: str, dtype: str) -> None:
+        code, doc = run_json("--target", CORRECT, "--ranks", "2", "--parallel", parallel,
+                             "--accumulate", "2", "--dtype", dtype)
+        assert code == 0 and doc["verdict"]["passed"] is True, doc
+        assert [s["name"] for s in doc["statistics"]] == PARAMETERS
+        ranks = doc["distributed"]
+        assert ranks["ranks"] == 2 and ranks["parallel"] == parallel and ranks["accumulate"] == 2
+        assert ranks["ranks_agree"] is True and ranks["start_agree"] is True
+        assert ranks["cause"] is None and ranks["reduction"] == "mean" and ranks["scale"] == 1.0
+        assert ranks["hosts"] == [ranks["hosts"][0]] * 2
+        assert doc["spec"]["dtype"] == dtype and doc["environment"]["backend"] == "gloo"
+
+    def test_json_has_the_statistics_and_the_distributed_block(self) -> None:
+        code, doc = run_json("--model", "mlp", "--shape", "8x8", "--ranks", "2",
+                             "--loss", "mse-mean")
+        assert code == 0, doc
+        for stat in doc["statistics"]:
+            assert {"name", "shape", "numel", "bit_exact", "mismatched", "max_abs_diff",
+                    "max_rel_diff", "rtol", "atol", "passed"} <= stat.keys()
+            assert stat["passed"] is True and stat["mismatched"] == 0
+        assert [s["name"] for s in doc["statistics"]] == PARAMETERS
+        assert {"ranks", "parallel", "wrapper", "accumulate", "train_step", "reduction",
+                "reference", "scale", "tolerance", "ranks_agree", "rank_spread", "start_agree",
+                "unused_parameters", "cause", "hosts"} <= doc["distributed"].keys()
+        assert doc["distributed"]["wrapper"] == "DistributedDataParallel"
+        assert doc["distributed"]["rank_spread"] == 0.0
+        assert doc["verdict"] == {"bit_exact": doc["verdict"]["bit_exact"],
+                                  "criterion": "tolerance", "exit_code": 0, "passed": True}
+
+    def test_a_sum_loss_is_checked_against_the_reference_over_w(self) -> None:
+        result = runner.invoke(app, ["run", "--model", "mlp", "--shape", "8x8", "--ranks", "2",
+                                     "--loss", "mse-sum", "--parallel", "fsdp"])
+        assert result.exit_code == 0, result.stderr
+        words = " ".join(result.stdout.split())
+        assert "the full-batch gradient / 2 (the loss sums over the batch; FSDP averages over " \
+               "the 2 ranks)" in words, result.stdout
+        code, doc = run_json("--model", "mlp", "--shape", "8x8", "--ranks", "2",
+                             "--loss", "mse-sum")
+        assert code == 0, doc
+        assert doc["distributed"]["reduction"] == "sum" and doc["distributed"]["scale"] == 0.5
+        assert doc["distributed"]["reference"].startswith("the full-batch gradient / 2")
+
+
+NOT_SYNCED = "the ranks hold different gradients: "
+BUG_CASES = [
+    # class, extra flags, how the distributed cause starts, words it holds
+    ("UnusedParameter", [], NOT_SYNCED + "they were not synchronised, for skip.weight, "
+     "skip.bias took no part in forward", "find_unused_parameters=True"),
+    ("NoSyncOnLast", ["--accumulate", "2"], NOT_SYNCED + "some were not synchronised",
+     "no_sync() around the last micro-batch"),
+    ("NoSyncEverywhere", ["--accumulate", "2"], NOT_SYNCED + "some were not synchronised",
+     "no_sync()"),
+    ("NoSyncOnLast", ["--accumulate", "2", "--parallel", "fsdp"],
+     "the gradients were not synchronised: the last backward ran with gradient sync off",
+     "set_requires_gradient_sync(False)"),
+    ("UnscaledAccumulation", ["--accumulate", "2"], "2x the reference: the accumulated loss "
+     "is not divided by the 2 micro-batches (unscaled accumulation)", "unscaled"),
+    ("UnscaledAccumulation", ["--accumulate", "2", "--parallel", "fsdp"], "2x the reference: "
+     "the accumulated loss is not divided by the 2 micro-batches", "unscaled"),
+    ("SumLossAsMean", [], "1/2 of the reference: the loss sums over the batch but is checked as "
+     "a mean: DDP averages over the 2 ranks", "reduction = 'sum'"),
+    ("SumLossAsMean", ["--accumulate", "2"], "1/4 of the reference: the loss sums over the "
+     "batch but is checked as a mean", "divides by the 2 micro-batches"),
+    ("MeanLossAsSum", [], "2x the reference: the loss averages over the batch but is declared "
+     "a sum", "reduction = 'mean'"),
+    ("RankSeededInit", ["--parallel", "fsdp"], "the ranks started from different parameters, "
+     "so FSDP sharded a model no rank holds", "seed"),
+]
+
+
+class TestPlantedBugs:
+    @pytest.mark.parametrize(("name", "flags", "cause", "words"), BUG_CASES,
+                             ids=[f"{c[0]}{''.join(c[1])}" for c in BUG_CASES])
+    def test_caught_with_its_cause(self, name: str, flags: list[str], cause: str,
+                                   words: str) -> None:
+        code, doc = run_json("--target", f"{BUGS}:{name}", "--ranks", "2", *flags)
+        assert code == 1 and doc["verdict"]["passed"] is False, doc
+        assert doc["verdict"].get("error") is None, doc["verdict"]
+        got = doc["distributed"]["cause"]
+        assert got is not None and got.startswith(cause) and words in got, got
+        assert "\n" not in got
+
+    def test_the_human_output_names_the_cause(self) -> None:
+        result = runner.invoke(app, ["run", "--target", f"{BUGS}:UnscaledAccumulation",
+                                     "--ranks", "2", "--accumulate", "2"])
+        assert result.exit_code == 1, result.stderr
+        words = " ".join(result.stdout.replace("│", " ").split())  # the panel's lines as one
+        assert "FAIL" in words and "likely cause 2x the reference: the accumulated loss is not " \
+            "divided by the 2 micro-batches (unscaled accumulation)" in words, result.stdout
+
+    def test_an_unused_parameter_shows_in_the_table_and_in_a_note(self) -> None:
+        code, doc = run_json("--target", f"{BUGS}:UnusedParameter", "--ranks", "2")
+        assert code == 1 and doc["distributed"]["ranks_agree"] is False
+        assert doc["distributed"]["rank_spread"] > 0
+        assert doc["distributed"]["unused_parameters"] == ["skip.weight", "skip.bias"]
+        assert "no gradient (unused in forward): skip.weight, skip.bias" in doc["notes"]
+
+    def test_find_unused_parameters_fixes_the_unused_parameter(self) -> None:
+        code, doc = run_json("--target", f"{BUGS}:UnusedParameterFound", "--ranks", "2")
+        assert code == 0 and doc["distributed"]["ranks_agree"] is True, doc
+
+    def test_rank_seeded_init_is_invisible_to_ddp_but_noted(self) -> None:
+        """DDP broadcasts rank 0's parameters when it wraps the model: the gradients are right."""
+        code, doc = run_json("--target", f"{BUGS}:RankSeededInit", "--ranks", "2")
+        assert code == 0 and doc["verdict"]["passed"] is True, doc
+        assert doc["distributed"]["start_agree"] is False and doc["distributed"]["cause"] is None
+        assert any("the ranks built different initial parameters; DDP broadcast rank 0's" in n
+                   for n in doc["notes"]), doc["notes"]
+
+
+FAILING = """
+    import os
+    import signal
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+        def inputs(self, generator, dtype, device):
+            return (torch.randn(8, 4, generator=generator, dtype=dtype, device=device),)
+
+        def step(self, model, micro_batches):
+            for micro in micro_batches:
+                model(*micro).square().mean().backward()
+
+
+    class Dies(Net):
+        def train_step(self, model, micro_batches):
+            if dist.get_rank() == 1:
+                print("rank 1: about to be killed", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.step(model, micro_batches)
+
+
+    class Hangs(Net):
+        def train_step(self, model, micro_batches):
+            if dist.get_rank() == 1:
+                print("rank 1: sleeping forever", flush=True)
+                while True:
+                    time.sleep(60)
+            self.step(model, micro_batches)
+
+
+    class Raises(Net):
+        def train_step(self, model, micro_batches):
+            raise ValueError("planted: the step refuses")
+
+
+    class RaisesOnRank1(Net):  # rank 0 waits in the all-reduce, which breaks as rank 1 ends
+        def train_step(self, model, micro_batches):
+            if dist.get_rank() == 1:
+                raise ValueError("planted: rank 1 refuses")
+            self.step(model, micro_batches)
+
+
+    class ForwardRaises(Net):
+        def forward(self, x):
+            raise KeyError("planted: no such layer")
+"""
+
+
+class TestRanksThatFail:
+    def test_a_killed_rank_is_named_with_its_log_tail(self, tmp_path: Path) -> None:
+        target = write(tmp_path, FAILING)
+        start = time.monotonic()
+        done = process("run", "--target", f"{target}:Dies", "--ranks", "2", "--timeout", "60")
+        took = time.monotonic() - start
+        assert done.returncode == 4, done.stderr
+        lines = done.stderr.splitlines()
+        assert lines[0] == ("autograd-check: error: rank 1 of 2 was killed by SIGKILL before the "
+                            "check ended; the other ranks were stopped"), done.stderr
+        assert "  [rank 1] rank 1: about to be killed" in lines, done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert took < 15, took
+
+    def test_a_hung_rank_is_named_at_the_timeout(self, tmp_path: Path) -> None:
+        target = write(tmp_path, FAILING)
+        start = time.monotonic()
+        done = process("run", "--target", f"{target}:Hangs", "--ranks", "2", "--timeout", "5")
+        took = time.monotonic() - start
+        assert done.returncode == 4, done.stderr
+        lines = done.stderr.splitlines()
+        assert lines[0] == ("autograd-check: error: rank 1 of 2 did not finish within 5 s "
+                            "(--timeout): still in its own code while the other ranks waited for "
+                            "it in a collective; every rank was stopped"), done.stderr
+        assert "  [rank 1] rank 1: sleeping forever" in lines, done.stderr
+        # where it was: the innermost frames, the target's sleep last
+        assert lines[-1] == "  [rank 1]     time.sleep(60)", done.stderr
+        assert 5 <= took < 12, took
+
+    @pytest.mark.parametrize(("name", "error"), [
+        ("Raises", "train_step() raised ValueError: planted: the step refuses (at mine.py:"),
+        ("ForwardRaises", "forward() raised KeyError: 'planted: no such layer' (at mine.py:"),
+        ("RaisesOnRank1", "train_step() raised ValueError: planted: rank 1 refuses (at mine.py:"),
+    ])
+    def test_the_users_own_exception_is_exit_1_with_the_error(
+        self, tmp_path: Path, name: str, error: str
+    ) -> None:
+        target = write(tmp_path, FAILING)
+        code, doc = run_json("--target", f"{target}:{name}", "--ranks", "2")
+        assert code == 1 and doc["verdict"]["passed"] is False
+        assert doc["verdict"]["error"].startswith(error), doc["verdict"]
+        assert doc["environment"]["host"], doc["environment"]
+
+
+class TestTheMachine:
+    def test_inherited_rendezvous_variables_are_not_read(self) -> None:
+        done = process("run", "--model", "mlp", "--shape", "8x8", "--ranks", "2", "--json",
+                       MASTER_PORT="1", MASTER_ADDR="no-such-host.invalid", RANK="5",
+                       WORLD_SIZE="9", LOCAL_RANK="3")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["distributed"]["ranks"] == 2
+
+    def test_two_checks_at_once_do_not_share_a_port(self) -> None:
+        args = [*CLI, "run", "--model", "mlp", "--shape", "8x8", "--ranks", "2", "--json"]
+        procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env()) for _ in range(2)]
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, stderr
+            assert json.loads(stdout)["verdict"]["passed"] is True

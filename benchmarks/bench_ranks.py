@@ -3,7 +3,9 @@
 1. `run --ranks 2 --model mlp` against `run --model mlp` (same shape, loss and dtype), each a
    fresh process, interleaved (the order alternates per round), medians compared. Limit: 1.6x on
    a 2-core machine: the ranks are forked from the process that already holds torch (they start
-   in parallel and import nothing again) and rank 0 computes the full-batch reference.
+   in parallel and import nothing again) and rank 0 computes the full-batch reference. Measured
+   in the same rounds: `import torch` against `import torch, torch._dynamo`, the floor under that
+   ratio (DistributedDataParallel's constructor reads torch._dynamo's config, which loads it).
 2. With --slurm: how soon `submit --ranks 2 --wait` returns after its job ends: the time from
    the moment task 0 wrote its result file (the job's last act) to the command's return, and to
    Slurm's EndTime (whole seconds). Limit: 3 s after the result was written.
@@ -43,17 +45,33 @@ def timed(args: list[str]) -> float:
     return took
 
 
+def timed_python(code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def part_run(rounds: int) -> dict[str, float]:
+    """The two commands, and the floor under the ratio: what torch itself loads for DDP."""
     one: list[float] = []
     ranks: list[float] = []
+    bare: list[float] = []
+    dynamo: list[float] = []
     for i in range(rounds):
-        pair = ((one, ["run", *CHECK]), (ranks, ["run", "--ranks", "2", *CHECK]))
-        for samples, args in pair if i % 2 == 0 else pair[::-1]:
-            samples.append(timed(args))
+        variants = (
+            (one, lambda: timed(["run", *CHECK])),
+            (ranks, lambda: timed(["run", "--ranks", "2", *CHECK])),
+            (bare, lambda: timed_python("import torch")),
+            (dynamo, lambda: timed_python("import torch, torch._dynamo")),
+        )
+        for samples, measure in variants if i % 2 == 0 else variants[::-1]:
+            samples.append(measure())
         print(f"round {i + 1}/{rounds}: run {one[-1]:.2f} s, run --ranks 2 {ranks[-1]:.2f} s",
               file=sys.stderr)
     a, b = statistics.median(one), statistics.median(ranks)
-    return {"run_s": a, "run_ranks_2_s": b, "ratio": b / a}
+    t, d = statistics.median(bare), statistics.median(dynamo)
+    return {"run_s": a, "run_ranks_2_s": b, "ratio": b / a, "import_torch_s": t,
+            "import_torch_dynamo_s": d, "floor_ratio": d / t}
 
 
 def part_submit(runs: int) -> dict[str, float | None]:
@@ -106,6 +124,9 @@ def main() -> None:
         print(f"  run                 {run['run_s']:.2f} s")
         print(f"  run --ranks 2       {run['run_ranks_2_s']:.2f} s")
         print(f"  ratio               {run['ratio']:.2f}x (limit {RUN_LIMIT}x)")
+        print(f"  python -c 'import torch'                 {run['import_torch_s']:.2f} s")
+        print(f"  python -c 'import torch, torch._dynamo'  {run['import_torch_dynamo_s']:.2f} s"
+              f" ({run['floor_ratio']:.2f}x: what DDP's constructor loads)")
         if args.slurm:
             sub = figures["submit"]
             assert isinstance(sub, dict)

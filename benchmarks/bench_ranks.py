@@ -2,7 +2,7 @@
 
 1. `run --ranks 2 --model mlp` against `run --model mlp` (same shape, loss and dtype), each a
    fresh process, interleaved (the order alternates per round), medians compared. Limit: 1.6x on
-   a 2-core machine: the ranks are forked from the process that already holds torch (they start
+   a 2-core machine: the ranks are forked from a fork server that loads torch once (they start
    in parallel and import nothing again) and rank 0 computes the full-batch reference. Measured
    in the same rounds: `import torch` against `import torch, torch._dynamo`, the floor under that
    ratio (DistributedDataParallel's constructor reads torch._dynamo's config, which loads it).

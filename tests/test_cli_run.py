@@ -329,7 +329,7 @@ class TestHelp:
         assert result.exit_code == 0, result.stderr
         flat = " ".join(result.stdout.split())
         for code in ("Exit codes: 0 pass · 1 ", " · 2 bad input (nothing ran) · 3 environment",
-                     " · 4 Slurm job failed", " · 130 interrupted"):
+                     " · 4 Slurm job or rank failed", " · 130 interrupted"):
             assert code in flat
 
     def test_no_arguments_print_the_help_once(self) -> None:

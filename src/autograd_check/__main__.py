@@ -2,4 +2,5 @@
 
 from autograd_check.cli import main
 
-main()
+if __name__ == "__main__":  # not when multiprocessing's fork server imports it as __mp_main__
+    main()

@@ -127,8 +127,9 @@ def sweep(
     check_values: dict[str, Any],
     slurm_values: dict[str, Any],
 ) -> None:
-    """Check every combination of shapes, dtypes, devices, losses and seeds (and rank counts and
-    parallel wrappers with --ranks); one record per case.
+    """Check every combination of shapes, dtypes, devices, losses and seeds; one record per case.
+
+    --ranks and --parallel add rank counts and wrappers to the grid (checks across ranks).
 
     Cases with a record in --out are skipped: the same command again resumes a sweep.
     Ends with the report (see `autograd-check report`).

@@ -1,8 +1,12 @@
 """run --ranks N here: N processes on this machine, one per rank, bounded by a timeout.
 
-The parent has torch (and torch.distributed) loaded already and forks the ranks (on the CPU), so
-they start at once and in parallel instead of importing torch N more times; with CUDA they are
-spawned fresh, since a forked child cannot use CUDA. Each rank's stdout and stderr go to its own
+The ranks are forked from multiprocessing's fork server (on the CPU): a fresh process that loads
+torch and what DDP loads (torch._dynamo) once, then forks each rank from that clean state, so the
+ranks start at once and in parallel, never from the caller's own process. A fork of the caller
+would inherit its threads' locks (a progress bar's, torch's intra-op pool after the caller
+computed anything, a test runner's): a rank then hangs in its first op. The fork server starts
+once per process and serves every later check (a sweep's cases). With CUDA the ranks are spawned
+fresh, since a forked child cannot use CUDA. Each rank's stdout and stderr go to its own
 log in a private temporary folder, which is also where rank 0 announces its port. The parent
 watches them: when a rank dies, the others are stopped and the error names the rank with the tail
 of its log (JobFailed, exit 4); so it is when any rank is still running at the timeout. A rank
@@ -74,15 +78,18 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
 def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) -> CheckResult:
     """The check over spec.ranks local processes; rank 0's result."""
     assert spec.ranks is not None
-    _preload(spec.parallel or "ddp")
     folder = Path(tempfile.mkdtemp(prefix="autograd-check-ranks-"))  # 0700: private
-    method = "spawn" if spec.device.startswith("cuda") else "fork"
-    context = multiprocessing.get_context(method)
+    context: Any
+    if spec.device.startswith("cuda"):
+        context = multiprocessing.get_context("spawn")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(preload(spec.parallel or "ddp"))
     procs = []
     try:
         for rank in range(spec.ranks):
             identity = Identity(rank, spec.ranks, rank, folder, "rendezvous.json", "127.0.0.1")
-            proc = context.Process(  # type: ignore[attr-defined]
+            proc = context.Process(
                 target=rank_process, args=(spec.to_dict(), identity),
                 name=f"autograd-check rank {rank}", daemon=True)
             proc.start()
@@ -97,17 +104,12 @@ def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) ->
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _preload(parallel: str) -> None:
-    """Load what every rank needs before forking, once (the ranks then start in parallel)."""
-    # torch: loaded for --ranks only. DDP's constructor reads torch._dynamo's config, which loads
-    # torch._dynamo (0.9 s, 800 modules): once here, not once per rank.
-    import torch._dynamo  # noqa: F401
-    import torch.distributed  # noqa: F401
-    from torch.nn.parallel import DistributedDataParallel  # noqa: F401
-
-    if parallel == "fsdp":  # FSDP's modules take 0.4 s to load: only when they are used
-        # torch: loaded for --parallel fsdp only
-        from torch.distributed.fsdp import fully_shard  # noqa: F401
+def preload(parallel: str) -> list[str]:
+    """What the fork server loads before it forks the ranks (when it starts): the ranks' code,
+    torch.distributed, and torch._dynamo, which DDP's constructor loads (0.9 s, 800 modules):
+    once there, not once per rank. FSDP's modules (0.4 s) only for --parallel fsdp."""
+    modules = ["autograd_check.distributed.launch", "torch._dynamo", "torch.nn.parallel"]
+    return [*modules, "torch.distributed.fsdp"] if parallel == "fsdp" else modules
 
 
 def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
@@ -119,7 +121,7 @@ def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     # New stream objects: the parent's may have been locked by another of its threads (a
-    # progress bar's refresh) at the fork, and that lock would never be released here.
+    # progress bar's refresh) at a fork, and that lock would never be released here.
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -146,7 +148,7 @@ def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
     _write(identity.folder / f"outcome-{identity.rank}.json", json.dumps(outcome))
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # no atexit of the parent's copy (forked): the outcome file is the answer
+    os._exit(code)  # no atexit of the fork server's copy: the outcome file is the answer
 
 
 def _write(path: Path, text: str) -> None:

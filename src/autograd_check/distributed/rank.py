@@ -1,7 +1,7 @@
 """One rank's work: meet the others, train one step under DDP or FSDP2, gather the gradients, and
 (rank 0) compute the full-batch reference and the verdict, which every rank then returns.
 
-The same code runs for every launcher: the local one (launch.py forks N processes), a Slurm job
+The same code runs for every launcher: the local one (launch.py starts N processes), a Slurm job
 of N tasks (submitit) and a job step of N tasks inside an salloc allocation (srun).
 """
 
@@ -57,7 +57,7 @@ def rank_device(spec: CheckSpec, identity: Identity) -> torch.device:
 
 def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
     """This rank's part of the check; every rank returns rank 0's result."""
-    # torch.distributed: loaded by the ranks only (a local parent loads it before it forks)
+    # torch.distributed: loaded by the ranks only (locally, the fork server preloads it)
     import torch.distributed as dist
 
     started = time.monotonic()

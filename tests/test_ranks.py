@@ -209,70 +209,13 @@ class TestPlantedBugs:
                    for n in doc["notes"]), doc["notes"]
 
 
-FAILING = """
-    import os
-    import signal
-    import time
-
-    import torch
-    import torch.distributed as dist
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.fc(x)
-
-        def inputs(self, generator, dtype, device):
-            return (torch.randn(8, 4, generator=generator, dtype=dtype, device=device),)
-
-        def step(self, model, micro_batches):
-            for micro in micro_batches:
-                model(*micro).square().mean().backward()
-
-
-    class Dies(Net):
-        def train_step(self, model, micro_batches):
-            if dist.get_rank() == 1:
-                print("rank 1: about to be killed", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            self.step(model, micro_batches)
-
-
-    class Hangs(Net):
-        def train_step(self, model, micro_batches):
-            if dist.get_rank() == 1:
-                print("rank 1: sleeping forever", flush=True)
-                while True:
-                    time.sleep(60)
-            self.step(model, micro_batches)
-
-
-    class Raises(Net):
-        def train_step(self, model, micro_batches):
-            raise ValueError("planted: the step refuses")
-
-
-    class RaisesOnRank1(Net):  # rank 0 waits in the all-reduce, which breaks as rank 1 ends
-        def train_step(self, model, micro_batches):
-            if dist.get_rank() == 1:
-                raise ValueError("planted: rank 1 refuses")
-            self.step(model, micro_batches)
-
-
-    class ForwardRaises(Net):
-        def forward(self, x):
-            raise KeyError("planted: no such layer")
-"""
+FAILING = Path(__file__).with_name("ranks_targets.py")
+"""Targets that kill, hang or raise (tests/ranks_targets.py)."""
 
 
 class TestRanksThatFail:
     def test_a_killed_rank_is_named_with_its_log_tail(self, tmp_path: Path) -> None:
-        target = write(tmp_path, FAILING)
+        target = FAILING
         start = time.monotonic()
         done = process("run", "--target", f"{target}:Dies", "--ranks", "2", "--timeout", "60")
         took = time.monotonic() - start
@@ -285,7 +228,7 @@ class TestRanksThatFail:
         assert took < 15, took
 
     def test_a_hung_rank_is_named_at_the_timeout(self, tmp_path: Path) -> None:
-        target = write(tmp_path, FAILING)
+        target = FAILING
         start = time.monotonic()
         done = process("run", "--target", f"{target}:Hangs", "--ranks", "2", "--timeout", "5")
         took = time.monotonic() - start
@@ -300,14 +243,17 @@ class TestRanksThatFail:
         assert 5 <= took < 12, took
 
     @pytest.mark.parametrize(("name", "error"), [
-        ("Raises", "train_step() raised ValueError: planted: the step refuses (at mine.py:"),
-        ("ForwardRaises", "forward() raised KeyError: 'planted: no such layer' (at mine.py:"),
-        ("RaisesOnRank1", "train_step() raised ValueError: planted: rank 1 refuses (at mine.py:"),
+        ("Raises", "train_step() raised ValueError: planted: the step refuses (at "
+                   "ranks_targets.py:"),
+        ("ForwardRaises", "forward() raised KeyError: 'planted: no such layer' (at "
+                          "ranks_targets.py:"),
+        ("RaisesOnRank1", "train_step() raised ValueError: planted: rank 1 refuses (at "
+                          "ranks_targets.py:"),
     ])
     def test_the_users_own_exception_is_exit_1_with_the_error(
         self, tmp_path: Path, name: str, error: str
     ) -> None:
-        target = write(tmp_path, FAILING)
+        target = FAILING
         code, doc = run_json("--target", f"{target}:{name}", "--ranks", "2")
         assert code == 1 and doc["verdict"]["passed"] is False
         assert doc["verdict"]["error"].startswith(error), doc["verdict"]

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -100,8 +99,7 @@ class TestAJobOfTwoTasks:
             "(unscaled accumulation)")
 
     def test_a_killed_rank_fails_the_job_with_its_log(self, tmp_path: Path) -> None:
-        target = tmp_path / "dies.py"
-        target.write_text(DIES)
+        target = DIES
         start = time.monotonic()
         done = cli("submit", "--ranks", "2", "--target", f"{target}:Dies", "--wait",
                    "--log-dir", str(tmp_path / "logs"), "--cpus", "1", "--mem", "1G",
@@ -126,8 +124,7 @@ class TestAJobOfTwoTasks:
 
     def test_the_users_exception_on_one_rank_is_a_failed_check(self, tmp_path: Path) -> None:
         """Rank 1 raises; rank 0, the job's answer, reads its error once its all-reduce breaks."""
-        target = tmp_path / "dies.py"
-        target.write_text(DIES)
+        target = DIES
         done = cli("submit", "--ranks", "2", "--target", f"{target}:RaisesOnRank1", "--wait",
                    "--json", "--log-dir", str(tmp_path / "logs"), *JOB)
         assert done.returncode == 1, done.stderr
@@ -152,8 +149,7 @@ class TestAStepInsideAnAllocation:
         assert not list(logs.glob("*_log.out")), "no batch job was queued"
 
     def test_a_killed_rank_ends_the_step(self, tmp_path: Path) -> None:
-        target = tmp_path / "dies.py"
-        target.write_text(DIES)
+        target = DIES
         start = time.monotonic()
         done = cli("submit", "--ranks", "2", "--target", f"{target}:Dies", "--timeout", "60",
                    "--log-dir", str(tmp_path / "logs"), wrap=tuple(ALLOC))
@@ -165,38 +161,6 @@ class TestAStepInsideAnAllocation:
         assert took < 60, took
 
 
-DIES = textwrap.dedent("""
-    import os
-    import signal
+DIES = Path(__file__).with_name("ranks_targets.py")
+"""Targets that kill or raise (tests/ranks_targets.py)."""
 
-    import torch
-    import torch.distributed as dist
-    from torch import nn
-
-
-    class Dies(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.fc(x)
-
-        def inputs(self, generator, dtype, device):
-            return (torch.randn(8, 4, generator=generator, dtype=dtype, device=device),)
-
-        def train_step(self, model, micro_batches):
-            if dist.get_rank() == 1:
-                print("rank 1: about to be killed", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            for micro in micro_batches:
-                model(*micro).square().mean().backward()
-
-
-    class RaisesOnRank1(Dies):
-        def train_step(self, model, micro_batches):
-            if dist.get_rank() == 1:
-                raise ValueError("planted: rank 1 refuses")
-            for micro in micro_batches:
-                model(*micro).square().mean().backward()
-""")

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -46,39 +45,8 @@ def manifest(out: Path) -> dict[str, Any]:
     return doc
 
 
-TARGETS = """
-    import os
-    import time
-
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.fc(x)
-
-        def inputs(self, generator, dtype, device):
-            return (torch.randn(4, 4, generator=generator, dtype=dtype, device=device),)
-
-
-    class Sleeps(Net):
-        def train_step(self, model, micro_batches):
-            time.sleep(120)
-
-
-    class RankOneDies(Net):
-        def train_step(self, model, micro_batches):
-            import torch.distributed as dist
-
-            if dist.get_rank() == 1:
-                os._exit(9)
-            time.sleep(120)
-"""
+TARGETS = Path(__file__).with_name("ranks_targets.py")
+"""Targets that sleep or die (tests/ranks_targets.py)."""
 
 
 class TestLocal:
@@ -143,8 +111,7 @@ class TestLocal:
         assert "2 rank counts" not in grid.size_text() and "1 rank count" in grid.size_text()
 
     def test_case_timeout_stops_a_case_over_ranks(self, tmp_path: Path) -> None:
-        target = tmp_path / "targets.py"
-        target.write_text(textwrap.dedent(TARGETS))
+        target = TARGETS
         out = tmp_path / "s"
         started = time.monotonic()
         code, stdout, stderr = sweep("--local", "--ranks", "2", "--target",
@@ -156,11 +123,10 @@ class TestLocal:
         assert doc["error"]["timed_out"] is True and "--case-timeout" in doc["error"]["message"]
 
     def test_a_rank_that_dies_is_its_case_error(self, tmp_path: Path) -> None:
-        target = tmp_path / "targets.py"
-        target.write_text(textwrap.dedent(TARGETS))
+        target = TARGETS
         out = tmp_path / "s"
         code, stdout, stderr = sweep("--local", "--ranks", "2", "--target",
-                                     f"{target}:RankOneDies", "--out", str(out))
+                                     f"{target}:ExitsOnRank1", "--out", str(out))
         assert code == 3, stderr
         (doc,) = records(out).values()
         assert doc["error"]["exit_code"] == 4, doc["error"]  # JobFailed: a rank failed

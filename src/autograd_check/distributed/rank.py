@@ -85,9 +85,27 @@ def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
                 raise
             raise _told(store, identity) or lost from None
         assert box[0] is not None  # rank 0's result, sent to every rank
-        return CheckResult.from_dict(json.loads(box[0]))
+        result = CheckResult.from_dict(json.loads(box[0]))
     finally:
         dist.destroy_process_group()
+    farewell(store, identity)
+    return result
+
+
+FAREWELL_KEY = "autograd-check/done"
+FAREWELL_S = 5.0
+
+
+def farewell(store: Any, identity: Identity) -> None:
+    """Each rank says it is done with the store; rank 0, whose process hosts it, waits for all
+    of them (FAREWELL_S at most) before the store can go, so that no rank is still using it as
+    it closes. Without this, a rank of a Slurm task running several cases in a row was once seen
+    ending in std::terminate as its process exited, under load (tests/test_sweep_ranks.py)."""
+    count = store.add(FAREWELL_KEY, 1)
+    deadline = time.monotonic() + FAREWELL_S
+    while identity.rank == 0 and count < identity.world and time.monotonic() < deadline:
+        time.sleep(0.005)
+        count = store.add(FAREWELL_KEY, 0)
 
 
 RAISED_KEY = "autograd-check/raised/"

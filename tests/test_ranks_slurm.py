@@ -130,7 +130,7 @@ class TestAJobOfTwoTasks:
         assert done.returncode == 1, done.stderr
         error = json.loads(done.stdout)["verdict"]["error"]
         assert error.startswith("train_step() raised ValueError: planted: rank 1 refuses (at "
-                                "dies.py:"), error
+                                "ranks_targets.py:"), error
 
 
 class TestAStepInsideAnAllocation:

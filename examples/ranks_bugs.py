@@ -44,38 +44,14 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from ranks_correct import FEATURES_IN, FEATURES_OUT, TwoLayer  # the file beside this one
 from torch import nn
-
-BATCH = 8
-FEATURES_IN = 6
-HIDDEN = 8
-FEATURES_OUT = 4
 
 Batch = tuple[torch.Tensor, ...]
 
 
-class _Net(nn.Module):
+class _Net(TwoLayer):
     """The correct network of examples/ranks_correct.py; each bug below changes one thing."""
-
-    reduction = "mean"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(FEATURES_IN, HIDDEN)
-        self.fc2 = nn.Linear(HIDDEN, FEATURES_OUT)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.tanh(self.fc1(x)))
-
-    def inputs(self, generator: torch.Generator, dtype: torch.dtype,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.randn(BATCH, FEATURES_IN, generator=generator, dtype=dtype, device=device)
-        y = torch.randn(BATCH, FEATURES_OUT, generator=generator, dtype=dtype, device=device)
-        return x, y
-
-    def loss(self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """loss = (1/N) Σ (prediction − y)²  (mean over the batch)"""
-        return (output - y).square().mean()
 
 
 @contextlib.contextmanager

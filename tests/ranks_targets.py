@@ -3,6 +3,7 @@ killed, a rank hung, the user's own code raising (on every rank, or on rank 1 on
 tests/test_ranks.py, tests/test_ranks_slurm.py and tests/test_sweep_ranks.py (the correct module
 and the planted gradient bugs are in examples/)."""
 
+import contextlib
 import os
 import signal
 import time
@@ -78,3 +79,75 @@ class RaisesOnRank1(Net):  # rank 0 waits in the all-reduce, which breaks as ran
 class ForwardRaises(Net):
     def forward(self, x):
         raise KeyError("planted: no such layer")
+
+
+class FrozenOnOneRank(Net):
+    """fc is frozen on rank 1 only: the ranks' modules differ."""
+
+    def __init__(self):
+        super().__init__()
+        if dist.get_rank() == 1:
+            self.fc.weight.requires_grad_(False)
+
+
+class FrozenEverywhere(Net):
+    """A frozen parameter: no gradient anywhere, by design."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc.bias.requires_grad_(False)
+
+
+class SyncNormOnCpu(Net):
+    """SyncBatchNorm, which DDP refuses to wrap on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.SyncBatchNorm(2)
+
+    def forward(self, x):
+        return self.norm(self.fc(x))
+
+
+class WithBatchNorm(Net):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.norm(self.fc(x))
+
+
+class WithDropout(Net):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.fc(x))
+
+
+class ClipsGradients(Net):
+    """Clips the gradient norm inside train_step: a uniform scale of every gradient."""
+
+    def train_step(self, model, micro_batches):
+        self.step(model, micro_batches)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+
+
+class LossTimesWorld(Net):
+    """Multiplies the loss by the world size (a 'fix' for DDP's averaging that is not needed)."""
+
+    def train_step(self, model, micro_batches):
+        k = len(micro_batches)
+        for i, micro in enumerate(micro_batches):
+            context = model.no_sync() if i < k - 1 else contextlib.nullcontext()
+            with context:
+                (model(*micro).square().mean() / k * dist.get_world_size()).backward()
+
+
+class DictOutput(Net):
+    """forward returns a dict, and no loss(): the default loss cannot take it."""
+
+    def forward(self, x):
+        return {"y": self.fc(x)}

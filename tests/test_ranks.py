@@ -276,3 +276,59 @@ class TestTheMachine:
             stdout, stderr = proc.communicate(timeout=120)
             assert proc.returncode == 0, stderr
             assert json.loads(stdout)["verdict"]["passed"] is True
+
+
+class TestMistakesOfTheModule:
+    """What a user's module gets wrong across ranks, each named in the verdict (exit 1)."""
+
+    def test_ranks_that_built_different_parameters_are_a_failed_check(self) -> None:
+        code, doc = run_json("--target", f"{FAILING}:FrozenOnOneRank", "--ranks", "2")
+        assert code == 1, doc
+        assert doc["verdict"]["error"] == (
+            "the ranks built different modules: rank 1's parameters differ from rank 0's "
+            "(fc.weight has requires_grad=False, rank 0 True); DDP and FSDP need the same "
+            "parameters, shapes and requires_grad on every rank")
+
+    def test_what_ddp_refuses_to_wrap_is_the_users_error(self) -> None:
+        code, doc = run_json("--target", f"{FAILING}:SyncNormOnCpu", "--ranks", "2")
+        assert code == 1, doc
+        assert doc["verdict"]["error"] == ("DistributedDataParallel(module) raised ValueError: "
+                                           "SyncBatchNorm layers only work with GPU modules")
+
+    @pytest.mark.parametrize(("name", "words"), [
+        ("WithBatchNorm", "its BatchNorm layers (norm) normalise each rank's shard with that "
+                          "shard's own statistics (torch.nn.SyncBatchNorm shares them)"),
+        ("WithDropout", "its Dropout layers (drop) draw other masks on each rank and in the "
+                        "reference"),
+        ("ClipsGradients", "x the reference: one uniform scale, as gradient clipping "
+                           "(clip_grad_norm_)"),
+    ])
+    def test_a_likely_cause_is_named(self, name: str, words: str) -> None:
+        code, doc = run_json("--target", f"{FAILING}:{name}", "--ranks", "2")
+        assert code == 1 and words in doc["distributed"]["cause"], doc["distributed"]
+
+    def test_factors_that_coincide_are_both_named(self) -> None:
+        code, doc = run_json("--target", f"{FAILING}:LossTimesWorld", "--ranks", "2",
+                             "--accumulate", "2")
+        assert code == 1
+        assert doc["distributed"]["cause"] == (
+            "2x the reference: the accumulated loss is not divided by the 2 micro-batches "
+            "(unscaled accumulation); or 2x the reference: the ranks' gradients were summed, "
+            "not averaged")
+
+    def test_a_frozen_parameter_is_not_called_unused(self) -> None:
+        code, doc = run_json("--target", f"{FAILING}:FrozenEverywhere", "--ranks", "2")
+        assert code == 0 and doc["distributed"]["unused_parameters"] == []
+        assert "no gradient (frozen, requires_grad=False): fc.bias" in doc["notes"]
+
+    def test_the_default_loss_says_what_it_needs(self) -> None:
+        code, doc = run_json("--target", f"{FAILING}:DictOutput", "--ranks", "2")
+        assert code == 1
+        assert doc["verdict"]["error"].startswith(
+            "the default train step's loss, output.square().mean() (give loss(output, *inputs) "
+            "when forward does not return one tensor) raised AttributeError")
+
+    def test_a_name_that_is_not_there_is_bad_input_before_the_ranks_start(self) -> None:
+        done = process("run", "--target", f"{FAILING}:Nope", "--ranks", "2")
+        assert done.returncode == 2 and "no attribute 'Nope'" in done.stderr
+        assert "Traceback" not in done.stderr

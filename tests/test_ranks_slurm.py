@@ -164,3 +164,13 @@ class TestAStepInsideAnAllocation:
 DIES = Path(__file__).with_name("ranks_targets.py")
 """Targets that kill or raise (tests/ranks_targets.py)."""
 
+
+
+def test_an_allocation_with_too_few_tasks_says_what_to_ask_for(tmp_path: Path) -> None:
+    one_task = [*ALLOC[:2], "--ntasks=1", *ALLOC[3:]]
+    done = cli("submit", "--ranks", "2", "--target", CORRECT, "--log-dir",
+               str(tmp_path / "logs"), wrap=tuple(one_task))
+    assert done.returncode == 3, done.stderr
+    assert re.search(r"autograd-check: error: allocation \d+ has 1 task\(s\), and --ranks 2 runs "
+                     r"one task per rank: ask salloc for --ntasks=2 \(or give --new-job\)",
+                     done.stderr), done.stderr

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
-from autograd_check.losses.inputs import load_any_target
+from autograd_check.losses.inputs import find_target, load_any_target
 from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
 if TYPE_CHECKING:
@@ -107,7 +107,11 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     path = values.pop("config", None)
     spec = build_spec(merge(values, check_table(path)))
     slurm_table(path)
-    if spec.target is not None:
+    if spec.target is not None and spec.ranks is not None:
+        # Across ranks the target is made inside each rank, once torch.distributed is set up
+        # (its __init__ may ask for the rank): here only its file and name are checked.
+        find_target(spec.target)
+    elif spec.target is not None:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
 

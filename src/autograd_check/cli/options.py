@@ -94,7 +94,8 @@ CHECK_PARAMETERS: list[inspect.Parameter] = [
         rich_help_panel=PANEL)]),
     _P("ranks", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="Split the batch over N ranks (torch.distributed) and check their gradients "
-        "against one process's full-batch gradient (--model or a --target module).",
+        "against one process's full-batch gradient (--model or a --target module; the batch "
+        "must divide by N·K). docs/ranks.md.",
         metavar="N", show_default="one process", rich_help_panel=RANKS_PANEL)]),
     _P("parallel", _P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, typer.Option(
         help="How --ranks wraps the model: ddp (DistributedDataParallel) or fsdp (FSDP2).",

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
+from autograd_check.cli.options import RANKS_PANEL, JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from
 from autograd_check.distributed.launch import DEFAULT_RANKS_TIMEOUT_S
@@ -27,6 +27,7 @@ RanksTimeout = Annotated[
         help="With --ranks: seconds before the ranks still running are stopped (exit 4, with "
         "the rank's log tail).",
         metavar="SECONDS", show_default=f"{DEFAULT_RANKS_TIMEOUT_S:g}",
+        rich_help_panel=RANKS_PANEL,
     ),
 ]
 

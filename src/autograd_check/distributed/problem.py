@@ -57,6 +57,8 @@ class Problem:
     """Keyword arguments for DDP (ddp_options) or fully_shard (fsdp_options)."""
     user_code: bool = False
     filename: str | None = None
+    default_loss: bool = False
+    """A target without loss(): the default output.square().mean() is used."""
 
 
 def build_problem(spec: CheckSpec, device: torch.device) -> Problem:
@@ -144,7 +146,7 @@ def _target_problem(spec: CheckSpec, target: InputsTarget, device: torch.device,
         _doc_line(user_loss) or (f"loss(output, *inputs) of {target.short}" if user_loss
                                  else f"loss = {DEFAULT_TARGET_LOSS}"),
         train_step=step if callable(step) else None, options=dict(options), user_code=True,
-        filename=target.filename,
+        filename=target.filename, default_loss=user_loss is None,
     )
 
 

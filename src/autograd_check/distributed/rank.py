@@ -146,13 +146,20 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     assert spec.ranks is not None and spec.parallel is not None and spec.accumulate is not None
     problem = build_problem(spec, device)
     names = [name for name, _ in problem.module.named_parameters()]
+    _same_parameters(problem, identity)  # before any collective that assumes it
     reference = copy.deepcopy(problem.module) if identity.rank == 0 else None
     start_agree = _all_equal(_flat([p.detach() for p in problem.module.parameters()]),
                              identity.world)[0]
-    model = _wrap(problem, spec.parallel, device)
+    wrapper = ("fully_shard(module)" if spec.parallel == "fsdp"
+               else "DistributedDataParallel(module)")
+    model = run_user(problem, wrapper, _wrap, problem, spec.parallel, device)
     micro = shards(problem, identity.world, spec.accumulate, identity.rank)
     step = problem.train_step or default_train_step(problem, spec.parallel)
-    run_user(problem, "train_step(model, micro_batches)", step, model, micro)
+    what = ("train_step(model, micro_batches)" if problem.train_step is not None else
+            "the default train step's loss, output.square().mean() (give loss(output, *inputs) "
+            "when forward does not return one tensor)" if problem.default_loss else
+            "the default train step")
+    run_user(problem, what, step, model, micro)
     stepped = time.monotonic()
     grads = _gradients(problem.module, spec.parallel)
     unreduced = spec.parallel == "fsdp" and _unreduced(problem.module)
@@ -176,6 +183,8 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
         loss_value=float(loss.detach()), grad_fn_chain=chain,
         custom_step=problem.train_step is not None, hosts=[str(h) for h in hosts],
         unreduced=unreduced,
+        frozen=[n for n, p in reference.named_parameters() if not p.requires_grad],
+        hints=module_hints(reference),
     )
     result = distributed_result(spec, problem, gathered, identity.world)
     result.environment = collect_environment(device)
@@ -184,6 +193,61 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     result.timings = {"rendezvous_s": met - started, "train_step_s": stepped - met,
                       "reference_s": end - stepped, "total_s": end - started}
     return result.to_json(indent=None)
+
+
+class ModulesDiffer(TargetRaised):
+    """The ranks built modules whose parameters differ in name, shape or requires_grad."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+def _same_parameters(problem: Problem, identity: Identity) -> None:
+    """Every rank's parameters (names, shapes, requires_grad) against rank 0's: DDP and FSDP
+    assume they agree, and fail deep inside (or abort) when they do not. Every rank sees the same
+    gathered lists, so every rank raises the same error: a failed check, as for the user's code."""
+    import torch.distributed as dist  # torch: loaded by the ranks only
+
+    mine = [(n, tuple(p.shape), p.requires_grad) for n, p in problem.module.named_parameters()]
+    every: list[Any] = [None] * identity.world
+    dist.all_gather_object(every, mine)
+    for rank, theirs in enumerate(every[1:], start=1):
+        if theirs != every[0]:
+            raise ModulesDiffer(f"the ranks built different modules: rank {rank}'s parameters "
+                                f"differ from rank 0's ({_first_difference(every[0], theirs)}); "
+                                "DDP and FSDP need the same parameters, shapes and "
+                                "requires_grad on every rank")
+
+
+def _first_difference(first: list[Any], other: list[Any]) -> str:
+    if len(first) != len(other):
+        return f"{len(other)} parameters against {len(first)}"
+    for (name, shape, grad), (name2, shape2, grad2) in zip(first, other, strict=True):
+        if name != name2:
+            return f"{name2} where rank 0 has {name}"
+        if shape != shape2:
+            return f"{name} is {list(shape2)}, not {list(shape)}"
+        if grad != grad2:
+            return f"{name} has requires_grad={grad2}, rank 0 {grad}"
+    return "their order"
+
+
+def module_hints(module: torch.nn.Module) -> list[str]:
+    """What in the module makes a distributed gradient differ from the full batch's by design."""
+    torch = import_torch()
+    norms = [n for n, m in module.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and not isinstance(m, torch.nn.SyncBatchNorm)]
+    drops = [n for n, m in module.named_modules()
+             if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0]
+    hints = []
+    if norms:
+        hints.append(f"its BatchNorm layers ({', '.join(norms)}) normalise each rank's shard "
+                     "with that shard's own statistics (torch.nn.SyncBatchNorm shares them)")
+    if drops:
+        hints.append(f"its Dropout layers ({', '.join(drops)}) draw other masks on each rank "
+                     "and in the reference (check with them off: p=0 or eval())")
+    return hints
 
 
 def _full(t: Tensor) -> Tensor:

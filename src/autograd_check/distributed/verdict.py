@@ -16,7 +16,7 @@ full-batch gradient only by chance).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
@@ -56,6 +56,11 @@ class Gathered:
     """Each rank's host name, in rank order."""
     unreduced: bool = False
     """FSDP: gradients of a backward run with gradient sync off were left unreduced."""
+    frozen: list[str] = field(default_factory=list)
+    """Parameters with requires_grad=False (no gradient anywhere, by design)."""
+    hints: list[str] = field(default_factory=list)
+    """What in the module makes the ranks differ from the full batch by design
+    (rank.module_hints)."""
 
 
 def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
@@ -90,12 +95,15 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
     passed = all(c.passed for c in comparisons) and got.ranks_agree
     if parallel == "fsdp":
         passed = passed and got.start_agree
-    unused = [n for n, e in zip(got.names, got.expected, strict=True) if e is None]
+    unused = [n for n, e in zip(got.names, got.expected, strict=True)
+              if e is None and n not in got.frozen]
     missing = [n for n, g, e in zip(got.names, got.grads, got.expected, strict=True)
                if g is None and e is not None]
     cause = None if passed else likely_cause(
         grads, expected, got, world, k, problem.reduction, parallel, rtol, atol, unused=unused,
         find_unused=bool(problem.options.get("find_unused_parameters")))
+    if not passed and got.hints:  # by design, not a bug of the step: say it whatever the cause
+        cause = "; ".join([*([cause] if cause else []), *got.hints])
     scaled = ("the full-batch gradient" if scale == 1.0 else
               f"the full-batch gradient / {world} (the loss sums over the batch; "
               f"{'DDP' if parallel == 'ddp' else 'FSDP'} averages over the {world} ranks)")
@@ -123,6 +131,8 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
                      "training is unaffected, but FSDP would shard mismatched parameters")
     if unused:
         notes.append(f"no gradient (unused in forward): {', '.join(unused)}")
+    if got.frozen:
+        notes.append(f"no gradient (frozen, requires_grad=False): {', '.join(got.frozen)}")
     if missing:
         notes.append(f"no gradient on the ranks, though the reference has one: "
                      f"{', '.join(missing)}")
@@ -134,7 +144,8 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
         loss_name=problem.loss_name,
         loss_value=got.loss_value,
         loss_formula=problem.loss_formula,
-        gradient_formula=f"{PARALLEL_NAMES[parallel]} on {world} ranks x {k} micro-batch"
+        gradient_formula=f"{PARALLEL_NAMES[parallel]} on {world} rank{'s' * (world != 1)} x {k} "
+        "micro-batch"
         f"{'es' * (k > 1)} vs {scaled}",
         grad_fn_chain=got.grad_fn_chain,
         comparisons=comparisons,
@@ -210,10 +221,17 @@ def likely_cause(grads: list[Tensor], expected: list[Tensor], got: Gathered, wor
             (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches "
              "although it is a sum"),
         ]
-    for factor, words in causes:
-        if factor != 1.0 and math.isclose(ratio, factor, rel_tol=FACTOR_RTOL):
-            return words
-    return None
+    # When factors coincide (W = K, say), every cause that fits is named.
+    fits = list(dict.fromkeys(
+        words for factor, words in causes
+        if factor != 1.0 and math.isclose(ratio, factor, rel_tol=FACTOR_RTOL)))
+    if fits:
+        return "; or ".join(fits)
+    if math.isclose(ratio, 1.0, rel_tol=FACTOR_RTOL):
+        return None
+    return (f"every gradient is {ratio:.4g}x the reference: one uniform scale, as gradient "
+            "clipping (clip_grad_norm_) or a constant factor on the loss in train_step gives; "
+            "train_step should end with the backward passes (no clipping, no optimiser step)")
 
 
 def exact_factor(grads: list[Tensor], expected: list[Tensor], rtol: float,

@@ -124,6 +124,14 @@ def _what(error: BaseException, filename: str | None) -> str:
     return f"{frames[-1].name}()" if frames else "fn(*inputs)"
 
 
+def find_target(text: str) -> None:
+    """Import the target's file or module and find its NAME, without calling anything in it:
+    BadInput when either is missing."""
+    where, name = split(text)
+    module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
+    _resolve(text, module, name, instantiate=False)
+
+
 def load_any_target(text: str) -> Loss | InputsTarget:
     """Import the target and tell its form: one with inputs (an InputsTarget), else the loss
     form (a Loss, as load_target gives). BadInput when it is neither."""

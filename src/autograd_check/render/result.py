@@ -337,8 +337,9 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
             "gradients were compared"))
     elif ranks is not None:
         loss.add_row("distributed gradient", Text(
-            f"{ranks['wrapper']} on {ranks['ranks']} ranks, {ranks['accumulate']} micro-batch"
-            f"{'es' if ranks['accumulate'] != 1 else ''} each; train step: {ranks['train_step']}"))
+            f"{ranks['wrapper']} on {ranks['ranks']} rank{'s' if ranks['ranks'] != 1 else ''}, "
+            f"{ranks['accumulate']} micro-batch{'es' if ranks['accumulate'] != 1 else ''} each; "
+            f"train step: {ranks['train_step']}"))
         loss.add_row("reference", Text(f"one process, loss.backward() on the whole batch: "
                                        f"{ranks['reference']}"))
     else:

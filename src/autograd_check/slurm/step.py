@@ -111,6 +111,11 @@ def run_step(
 ) -> CheckResult:
     """Run the check as a job step of the allocation this shell holds, bounded by opts.timeout."""
     require_slurm("srun")
+    tasks = os.environ.get("SLURM_NTASKS")
+    if spec.ranks is not None and tasks and tasks.isdigit() and int(tasks) < spec.ranks:
+        raise EnvironmentProblem(
+            f"allocation {alloc.job_id} has {tasks} task(s), and --ranks {spec.ranks} runs one "
+            f"task per rank: ask salloc for --ntasks={spec.ranks} (or give --new-job)")
     cmd = step_command(spec, opts)
     where = f"a step of Slurm job {alloc.job_id}"
     # no inherited MASTER_PORT, RANK, ... for the ranks

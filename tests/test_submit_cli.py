@@ -234,7 +234,11 @@ class TestCtrlC:
         assert f"autograd-check result 77 --log-dir {interrupted_wait} --wait" in last
         assert len(result.stderr.strip().splitlines()) == 2  # "submitted ...", then that line
 
-    def test_result_wait(self, interrupted_wait: Path) -> None:
+    def test_result_wait(self, interrupted_wait: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from autograd_check.cli import jobs
+
+        # job 77 as a running job, whatever the test cluster's own job 77 was
+        monkeypatch.setattr(jobs, "job_status", lambda *args: None)
         result = runner.invoke(app, ["result", "77", "--wait"])
         assert result.exit_code == 130
         lines = result.stderr.strip().splitlines()

@@ -167,6 +167,15 @@ def test_planted_mismatch_shows_in_the_report_with_exit_1(tmp_path: Path) -> Non
     assert code == 1 and "### Failed cases" in stdout
 
 
+def _in_job(pid: int, job_id: str) -> bool:
+    """Whether process `pid` runs in Slurm job `job_id` (its environment says so)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"SLURM_JOB_ID={job_id}".encode() in environ
+
+
 def test_killed_task_is_missing_with_exit_4_and_its_log_tail(tmp_path: Path) -> None:
     out = tmp_path / "s"
     code, _, stderr = sweep("--seeds", "0-7", "--cases-per-task", "4", "--max-parallel", "1",
@@ -185,7 +194,10 @@ def test_killed_task_is_missing_with_exit_4_and_its_log_tail(tmp_path: Path) -> 
         done = subprocess.run(["scontrol", "listpids", own_id[1]], capture_output=True,
                               text=True, timeout=30)
         rows = [line.split() for line in done.stdout.splitlines()[1:]]
-        pids[:] = [int(r[0]) for r in rows if len(r) >= 3 and r[2] == "0"]
+        # only processes that are this job's own: a pid listed a moment ago may belong to
+        # another process by now (never kill one that does not carry the job's id)
+        pids[:] = [int(r[0]) for r in rows if len(r) >= 3 and r[2] == "0"
+                   and _in_job(int(r[0]), own_id[1])]
         return bool(pids)
 
     wait_for(step_started, 120, f"task {victim} to start its step")

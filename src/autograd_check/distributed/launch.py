@@ -120,10 +120,6 @@ def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    # New stream objects: the parent's may have been locked by another of its threads (a
-    # progress bar's refresh) at a fork, and that lock would never be released here.
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _answer_probe(identity)
     code = 0

@@ -238,7 +238,10 @@ class Normaliser:
     def command(self, cmd: str) -> str:
         """The command to run: shown job ids replaced by the real ones."""
         real_of = {shown: real for real, shown in self.jobs.items()}
-        return re.sub(r"(?<![\w.])(\d+)(?![0-9A-Za-z.])", lambda m: real_of.get(m[1], m[1]), cmd)
+        # `106.out` and `106_0_log.err` name job 106; `0.5` and `64x64` name no job.
+        return re.sub(
+            r"(?<![\w.])(\d+)(?![0-9A-Za-z]|\.\d)", lambda m: real_of.get(m[1], m[1]), cmd
+        )
 
     def line(self, text: str) -> str:
         for a, b in self.literal:

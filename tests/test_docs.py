@@ -54,3 +54,27 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for page in PAGES[1:]:
         assert f"(docs/{page.name})" in readme, page.name
+
+
+def _docs_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_script", ROOT / "scripts" / "docs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_command_names_the_real_job_behind_a_shown_id(tmp_path: Path) -> None:
+    normaliser = _docs_module().Normaliser(tmp_path)
+    assert normaliser.line("Submitted batch job 7") == "Submitted batch job 101"
+    assert normaliser.line("Submitted batch job 101") == "Submitted batch job 102"
+    assert normaliser.command("tail -4 autograd-check-101.out") == "tail -4 autograd-check-7.out"
+    assert normaliser.command("cat slurm/102_0_log.err") == "cat slurm/101_0_log.err"
+    assert normaliser.command("autograd-check status 101 102") == "autograd-check status 7 101"
+    # Numbers that are no shown job stay as they are.
+    assert normaliser.command("run --shape 101x8 --lr 0.101 --seed 101.5") == (
+        "run --shape 101x8 --lr 0.101 --seed 101.5"
+    )

@@ -237,6 +237,9 @@ class TestNamesAndCotangent:
         assert torch.equal(seen[0], expected)
         check(lambda x: (x**2).sum(), leaf(3), manual=manual)
         assert seen[1].shape == () and float(seen[1]) == 1.0
+        # One element of shape (1,) is a loss too: loss.backward() takes it without a gradient.
+        check(lambda x: (x**2).sum().reshape(1), leaf(3), manual=manual)
+        assert seen[2].shape == (1,) and float(seen[2]) == 1.0
 
     def test_an_output_that_ignores_the_inputs_has_zero_gradients(self) -> None:
         result = check(lambda x: torch.ones(3, dtype=torch.float64), leaf(3))

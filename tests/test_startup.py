@@ -104,6 +104,15 @@ class TestRunStartUp:
         assert "torch" in loaded and "rich" in loaded  # the listing works
         assert not loaded & {"submitit", "cloudpickle", "matplotlib"}
 
+    def test_run_does_not_import_sympy(self) -> None:
+        """loss.backward() without an explicit gradient: with one, torch imports sympy for its
+        shape checks (about 130 modules and 30 MiB more)."""
+        for args in ([], ["--model", "mlp", "--shape", "3x4"]):
+            argv = ", ".join(f'"{a}"' for a in ["run", *args])
+            done = python(RUN_AND_LIST.replace('"run"', argv))
+            loaded = set(done.stdout.splitlines()[-1].split()[2:])
+            assert "torch" in loaded and "sympy" not in loaded, args
+
     @pytest.mark.skipif(
         tuple(int(p) for p in metadata.version("typer").split(".")[:2]) >= (0, 29),
         reason="typer >= 0.29 imports pydantic on every command; pyproject keeps typer < 0.29",

@@ -317,12 +317,13 @@ def check_output(out: object) -> Tensor:
 
 
 def cotangent(out: Tensor, seed: int) -> Tensor:
-    """grad_output: 1 for a scalar output, as loss.backward() gives; else a standard normal
-    drawn on the CPU in float64 from torch.Generator().manual_seed(seed), then cast to the
-    output's dtype and moved to its device (the same on every device)."""
+    """grad_output: 1 for a one-element output (a loss of shape () or (1,)), as loss.backward()
+    gives; else a standard normal drawn on the CPU in float64 from
+    torch.Generator().manual_seed(seed), then cast to the output's dtype and moved to its device
+    (the same on every device)."""
     torch = import_torch()
-    if out.dim() == 0:
-        return out.detach().new_ones(())
+    if out.numel() == 1:
+        return out.detach().new_ones(out.shape)
     gen = torch.Generator().manual_seed(seed)
     draw: Tensor = torch.randn(tuple(out.shape), generator=gen, dtype=torch.float64)
     return draw.to(dtype=out.dtype, device=out.device)

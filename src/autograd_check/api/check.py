@@ -8,17 +8,18 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.api import gradients as one_path
 from autograd_check.api.call import (
     Arguments,
     Call,
     caller_state_kept,
     check_output,
-    cotangent,
     describe_fn,
     parse_arguments,
     prepare,
     to64,
 )
+from autograd_check.api.gradients import check_manual, dtype_name, manual_vs_autograd
 from autograd_check.api.references import (
     Outcome,
     finite_diff,
@@ -27,10 +28,9 @@ from autograd_check.api.references import (
     reduce64,
     second_order,
 )
-from autograd_check.engine.compare import compare
 from autograd_check.engine.host import collect_environment
 from autograd_check.engine.result import CheckResult, Comparison, TensorView
-from autograd_check.engine.tensors import Clock, grad_fn_chain, tensor_view
+from autograd_check.engine.tensors import Clock, tensor_view
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -104,67 +104,6 @@ def assert_gradients(
     return result
 
 
-def manual_vs_autograd(
-    names: Sequence[str],
-    manual: Sequence[Tensor],
-    auto: Sequence[Tensor],
-    tolerances: Callable[[Any], tuple[float, float]],
-    exact: bool,
-) -> list[Comparison]:
-    """The one comparison of hand-derived gradients with autograd's, per checked tensor, in
-    order: check() here, and `run`'s plain and model checks (engine/plain.py, engine/model.py).
-
-    tolerances(dtype) gives (rtol, atol) for a tensor's dtype; exact asks for bit-exact equality
-    (the tutorial's eq().all()). One Comparison per tensor: shape, bit-exact, mismatched k of N,
-    the greatest absolute and relative differences with their index, the tolerances, the verdict
-    (engine/compare.py, without full-size copies when the two are bit-exact)."""
-    comparisons = []
-    for name, m, a in zip(names, manual, auto, strict=True):
-        rtol, atol = tolerances(m.dtype)
-        comparisons.append(compare(name, m, a, rtol, atol, exact))
-    return comparisons
-
-
-def check_manual(call: Call, given: object) -> list[Tensor]:
-    """manual's return: one tensor per checked tensor, each shaped, typed and placed like it."""
-    torch = import_torch()
-    names = ", ".join(c.name for c in call.checked)
-    count = len(call.checked)
-    if isinstance(given, torch.Tensor):
-        grads: list[object] = [given]
-    elif isinstance(given, (tuple, list)):
-        grads = list(given)
-    else:
-        raise TypeError(f"manual returned a {type(given).__name__}, not a tensor or a tuple of "
-                        f"tensors (one per checked tensor: {names})")
-    if len(grads) != count:
-        raise ValueError(
-            f"manual returned {len(grads)} gradient(s) for {count} checked tensor(s) ({names}): "
-            "one per input with requires_grad=True, in order, then one per parameter"
-        )
-    out: list[Tensor] = []
-    for c, g in zip(call.checked, grads, strict=True):
-        if not isinstance(g, torch.Tensor):
-            raise TypeError(f"manual's gradient for {c.name} is a {type(g).__name__}, not a "
-                            "tensor")
-        x = c.value
-        if g.shape != x.shape:
-            raise ValueError(f"manual's gradient for {c.name} has shape {list(g.shape)}, but "
-                             f"{c.name} has shape {list(x.shape)}")
-        if g.dtype != x.dtype:
-            raise ValueError(f"manual's gradient for {c.name} is {_dtype(g.dtype)}, but {c.name} "
-                             f"is {_dtype(x.dtype)}: return it in the tensor's own dtype")
-        if g.device != x.device:
-            raise ValueError(f"manual's gradient for {c.name} is on {g.device}, but {c.name} is "
-                             f"on {x.device}")
-        out.append(g.detach())
-    return out
-
-
-def _dtype(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _rounding_scale(out: Tensor, u: Tensor) -> float:
     """The size of L = ⟨u, out⟩ whose rounding the numerical references allow for: Σ|u·out|."""
     torch = import_torch()
@@ -176,32 +115,16 @@ def _rounding_scale(out: Tensor, u: Tensor) -> float:
 
 def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> CheckResult:
     torch = import_torch()
-    values = call.values
-    device = values[0].device
-    clock = Clock(device)
-    notes: list[str] = []
-    with torch.enable_grad():
-        out = check_output(call.evaluate(values))
-        u = cotangent(out, args.seed)
-        if out.requires_grad:
-            auto: Sequence[Tensor] = torch.autograd.grad(
-                out, values, u, allow_unused=True, materialize_grads=True)
-        else:
-            auto = [torch.zeros_like(x) for x in values]
-            notes.append("fn's output does not depend on any checked tensor (it has no "
-                         "grad_fn): autograd's gradients are zero")
-    clock.mark("autograd")
-    gradients: list[dict[str, Tensor]] = [{"autograd": g.detach()} for g in auto]
+    clock = Clock(call.values[0].device)
+    got = one_path.autograd_then_manual(call, manual, args.seed, clock)
+    out, u, notes = got.out, got.grad_output, list(got.notes)
+    gradients: list[dict[str, Tensor]] = [{"autograd": g} for g in got.auto]
     comparisons: list[Comparison] = []
-    if manual is not None:
-        with torch.no_grad():
-            given = manual(*call.inputs, grad_output=u)
-        mine = check_manual(call, given)
-        clock.mark("manual")
+    if got.manual is not None:
         comparisons += manual_vs_autograd(
-            [c.name for c in call.checked], mine, [g["autograd"] for g in gradients],
-            args.tolerances, args.exact)
-        for m, grads in zip(mine, gradients, strict=True):
+            [c.name for c in call.checked], got.manual, got.auto, args.tolerances, args.exact)
+        clock.mark("compare")
+        for m, grads in zip(got.manual, gradients, strict=True):
             grads["manual"] = m
     block: dict[str, Any] = {"name": args.reference, "order": args.order, "seed": args.seed}
     fd_block = None
@@ -248,10 +171,10 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         loss_value=float(reduce64(out.detach(), None if u.dim() == 0 else u.to(torch.float64))),
         loss_formula="fn(*inputs)" if out.dim() == 0 else "⟨grad_output, fn(*inputs)⟩",
         gradient_formula=describe_fn(manual) if manual is not None else "none given",
-        grad_fn_chain=grad_fn_chain(out),
+        grad_fn_chain=got.chain,
         comparisons=comparisons,
         tensors=_views(call, out),
-        environment=collect_environment(device),
+        environment=collect_environment(call.values[0].device),
         timings=clock.total(),
         notes=notes,
         finite_diff=fd_block,
@@ -285,7 +208,7 @@ def half_precision_twin(call: Call) -> Call | None:
 
 
 def half_precision_note(call: Call, what: str) -> str:
-    names = ", ".join(f"{c.name} ({_dtype(c.value.dtype)})" for c in call.checked
+    names = ", ".join(f"{c.name} ({dtype_name(c.value.dtype)})" for c in call.checked
                       if c.value.element_size() == 2)
     return (f"{what}: {names} in half precision, so the backward was checked at float64 copies "
             "of the tensors, with float64's tolerances (its rounding would hide a wrong "
@@ -328,7 +251,7 @@ def _spec(call: Call, args: Arguments, manual: Callable[..., Any] | None) -> dic
                 "name": c.name,
                 "role": c.role,
                 "shape": list(c.value.shape),
-                "dtype": _dtype(c.value.dtype),
+                "dtype": dtype_name(c.value.dtype),
                 "device": str(c.value.device),
             }
             for c in call.checked

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.api.check import manual_vs_autograd
+from autograd_check.api.gradients import manual_vs_autograd
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.host import collect_environment
 from autograd_check.engine.result import CheckResult

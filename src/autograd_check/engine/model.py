@@ -36,17 +36,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.api.check import manual_vs_autograd
+from autograd_check.api import gradients as one_path
+from autograd_check.api.call import prepare
+from autograd_check.api.gradients import manual_vs_autograd
 from autograd_check.engine.budget import layer_shapes
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import check_against_fd, evaluator, to64
-from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
 from autograd_check.engine.spec import DEFAULT_HIDDEN, CheckSpec
-from autograd_check.engine.tensors import Clock, draw_notes, grad_fn_chain, tensor_view
+from autograd_check.engine.tensors import Clock, draw_notes, tensor_view
 from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
@@ -217,82 +220,60 @@ def run_model_check(
 ) -> CheckResult:
     """The check through the model: autograd's .grad of every parameter (and of the input and
     the output) against the manual backward; with --repeat, N fresh autograd passes; with
-    --reference finite-diff, every one of them against central differences too."""
-    torch = import_torch()
+    --reference finite-diff, every one of them against central differences too.
+
+    A user of the Python API's own path (api/gradients.py), as the plain check is: the loss of
+    the model's output as a function of the input and every parameter is the Call, and the
+    manual backward is its manual; the output's two gradients (y.grad and the loss's own
+    manual_grad at y) are compared beside them."""
     rtol, atol = spec.tolerances()
     clock = Clock(device)
 
     real, x, layers = draw_model(spec, device, loss_def)
-    x.requires_grad_()
-    for layer in layers:
-        layer.weight.requires_grad_()
-        layer.bias.requires_grad_()
+    names = ["input", *(f"{la.name}.{p}" for la in layers for p in ("weight", "bias"))]
+    inputs = [x, *(getattr(la, p) for la in layers for p in ("weight", "bias"))]
+    for t in inputs:
+        t.requires_grad_()
     clock.mark("draw")
-
-    y, activations = forward(layers, x)
-    y.retain_grad()  # a non-leaf keeps its .grad only when asked (the tutorial's y.grad)
-    loss = loss_def.forward(y, real)
-    chain = grad_fn_chain(loss)
-    clock.mark("forward")
-    backward(loss_def, loss)
-    loss_value = float(loss.detach())
-    del loss
-    clock.mark("backward")
-    autos: dict[str, Tensor | None] = {"predicted": y.grad, "input": x.grad}
-    for layer in layers:
-        autos[f"{layer.name}.weight"] = layer.weight.grad
-        autos[f"{layer.name}.bias"] = layer.bias.grad
-    repeat = None
-    if spec.repeat > 1:  # --repeat N: N - 1 more autograd passes, each on a fresh graph
-        first = {name: g for name, g in autos.items() if g is not None}
-        repeat = repeat_gradients(
-            first, lambda: _autograd_grads(loss_def, layers, x, real), spec.repeat,
-            in_verdict=spec.deterministic,
-        )
-        clock.mark("repeat")
-
-    with torch.no_grad():
-        grad_y = loss_def.manual_grad(y, real)
-        manual = {"predicted": grad_y}
-        backprop = manual_backward(layers, x.detach(), [a.detach() for a in activations], grad_y)
-        order = [f"{layer.name}.{p}" for layer in reversed(layers) for p in ("weight", "bias")]
-        manual.update((name, backprop[name]) for name in [*order, "input"])
-    clock.mark("manual")
+    seen = _Seen([la.name for la in layers], names)
+    call = prepare(partial(_loss_through, loss_def, real, seen), inputs, names)
+    again = partial(_autograd_grads, loss_def, layers, x, real) if spec.repeat > 1 else None
+    repeats: list[dict[str, Any]] = []
+    got = one_path.autograd_then_manual(
+        call, partial(_manual_through, loss_def, real, seen), spec.seed, clock,
+        backward=partial(backward, loss_def),
+        after_backward=partial(_repeat, spec, seen, again, clock, repeats))
+    assert got.manual is not None and seen.y.grad is not None  # y retains its grad
+    loss_value = float(got.out)
+    repeat = repeats[0] if repeats else None
+    # In the order the chain rule reaches them: the output, the last layer first, the input.
+    order = ["predicted",
+             *(f"{la.name}.{p}" for la in reversed(layers) for p in ("weight", "bias")), "input"]
+    autos = {"predicted": seen.y.grad, **dict(zip(names, got.auto, strict=True))}
+    manual = {"predicted": seen.grad_y, **dict(zip(names, got.manual, strict=True))}
     finite_diff = None
     if spec.reference == "finite-diff":
-        gradients: dict[str, dict[str, Tensor]] = {}
-        for name, m in manual.items():
-            auto_grad = autos[name]
-            assert auto_grad is not None  # a leaf, or y, which retains its grad
-            gradients[name] = {"autograd": auto_grad, "manual": m}
+        gradients = {name: {"autograd": autos[name], "manual": manual[name]} for name in order}
         finite_diff = _finite_diff(spec, loss_def, layers, x, real, gradients, progress)
         clock.mark("finite_diff")
 
-    comparisons: list[Comparison] = []
     # The same tensor names as the plain check: predicted is the model's output here, and the
     # two gradients are the loss's, at the output (the per-parameter ones are in comparisons).
-    y_grad = autos["predicted"]
-    assert y_grad is not None  # y retains its grad
     tensors: dict[str, TensorView] = {
         "real": tensor_view("real", real),
         "input": tensor_view("input", x),
-        "predicted": tensor_view("predicted", y),
+        "predicted": tensor_view("predicted", seen.y),
         "manual_grad": tensor_view("manual_grad", manual["predicted"]),
-        "autograd_grad": tensor_view("autograd_grad", y_grad),
+        "autograd_grad": tensor_view("autograd_grad", autos["predicted"]),
     }
-    names = list(manual)
-    autograd_grads: list[Tensor] = []
-    for name in names:
-        auto = autos[name]
-        assert auto is not None  # every one of them is a leaf or retains its grad
-        autograd_grads.append(auto)
-    comparisons += manual_vs_autograd(names, list(manual.values()), autograd_grads,
-                                      lambda _: (rtol, atol), spec.exact)
-    for c, name, auto in zip(comparisons, names, autograd_grads, strict=True):
+    comparisons = manual_vs_autograd(order, [manual[n] for n in order],
+                                     [autos[n] for n in order], lambda _: (rtol, atol),
+                                     spec.exact)
+    for c, name in zip(comparisons, order, strict=True):
         m = manual[name]
         if not c.bit_exact and m.numel() <= TENSOR_DATA_LIMIT:
             key = f"difference[{name}]"
-            tensors[key] = tensor_view(key, difference(m, auto))
+            tensors[key] = tensor_view(key, difference(m, autos[name]))
     clock.mark("compare")
     checked = comparisons + (finite_diff.comparisons if finite_diff else [])
 
@@ -307,7 +288,7 @@ def run_model_check(
         loss_formula=loss_def.formula,
         gradient_formula=f"g = {loss_def.gradient_formula}; then by hand through the "
         f"{spec.model}: {formula}",
-        grad_fn_chain=chain,
+        grad_fn_chain=got.chain,
         comparisons=checked,
         tensors=tensors,
         environment={},
@@ -317,6 +298,53 @@ def run_model_check(
         finite_diff=finite_diff.block if finite_diff else None,
         repeat=repeat,
     )
+
+
+class _Seen:
+    """What the model's forward saw, for its manual backward and the output's comparison: the
+    output y (retaining its .grad, the tutorial's y.grad), the tanh activations, and the loss's
+    manual gradient at y."""
+
+    def __init__(self, layer_names: list[str], names: list[str]) -> None:
+        self.layer_names = layer_names
+        self.names = names
+        self.y: Tensor
+        self.activations: list[Tensor] = []
+        self.grad_y: Tensor
+
+    def net(self, params: tuple[Tensor, ...]) -> list[Layer]:
+        return [Layer(name, params[2 * i], params[2 * i + 1])
+                for i, name in enumerate(self.layer_names)]
+
+
+def _loss_through(loss_def: Loss, real: Tensor, seen: _Seen, x: Tensor,
+                  *params: Tensor) -> Tensor:
+    y, seen.activations = forward(seen.net(params), x)
+    y.retain_grad()  # a non-leaf keeps its .grad only when asked (the tutorial's y.grad)
+    seen.y = y
+    return loss_def.forward(y, real)
+
+
+def _manual_through(loss_def: Loss, real: Tensor, seen: _Seen, x: Tensor, *params: Tensor,
+                    grad_output: Tensor) -> tuple[Tensor, ...]:
+    """The loss is a scalar (grad_output is 1): g = manual_grad(y, real), then by hand through
+    the model, at what the forward saw."""
+    seen.grad_y = grad_y = loss_def.manual_grad(seen.y, real)
+    backprop = manual_backward(seen.net(params), x, [a.detach() for a in seen.activations],
+                               grad_y)
+    return tuple(backprop[name] for name in seen.names)
+
+
+def _repeat(spec: CheckSpec, seen: _Seen, again: Callable[[], dict[str, Tensor]] | None,
+            clock: Clock, repeats: list[dict[str, Any]], auto: list[Tensor]) -> None:
+    """--repeat N: N - 1 more autograd passes, each on a fresh graph, before the manual
+    backward."""
+    if again is not None:
+        assert seen.y.grad is not None  # y retains its grad
+        first = {"predicted": seen.y.grad, **dict(zip(seen.names, auto, strict=True))}
+        repeats.append(repeat_gradients(first, again, spec.repeat,
+                                        in_verdict=spec.deterministic))
+        clock.mark("repeat")
 
 
 def describe(spec: CheckSpec) -> str:

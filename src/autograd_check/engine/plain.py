@@ -3,84 +3,61 @@
 It never prints, never exits and never reads flags: it takes a CheckSpec and a device and returns a
 CheckResult (environment left for the caller to fill).
 
-One path with the Python API (api/check.py). What is shared: the comparison of the manual
-gradient with autograd's, per checked tensor (api.check.manual_vs_autograd: the verdict, the
-bit-exact test, mismatched k of N, the greatest differences and their index), which check(),
-this plain check and the model check (engine/model.py) all call; and the central differences of
---reference finite-diff (engine/finite_diff.central_differences, which the API's finite-diff and
-order=2 call too). What stays separate, and why:
+It is a user of the Python API's own path (api/gradients.py), as check() is: the loss as a
+function of predicted, with real held fixed, is the Call; its forward, loss.backward() and
+predicted.grad, the manual gradient and the comparison are the API's steps. What `run` adds
+around them is its output format, which does not change: the tutorial's draw of real and
+predicted from the seed, --repeat between backward and manual, --reference finite-diff, the
+tensor summaries (real, predicted, manual_grad, autograd_grad, difference), the notes, and the
+timing phases (draw, forward, backward, [repeat], manual, [finite_diff], compare).
 
-- Drawing and the forward. `run` draws real and predicted exactly as the tutorial does from the
-  seed and calls the loss as loss(predicted, real), so that its tensors, loss value and grad_fn
-  chain are the tutorial's; check() takes the caller's tensors and calls fn(*inputs) on detached
-  views, through a Call (names, module parameters, caller state) that `run` has no use for.
-- The order of the steps and what is freed between them, for peak memory at 4096x4096 and
-  beyond (benchmarks/bench_run.py: peak RSS at most the bare tutorial snippet's): backward()
-  frees the graph before the manual gradient is made, and real and predicted are summarised and
-  dropped before the comparison's temporaries. check() keeps fn's output and the inputs to the
-  end (its references evaluate fn again), so routing `run` through it would hold one or two
-  more full-size tensors at the peak.
-- The backward itself: loss.backward() and the leaf's .grad, as the tutorial writes it (a
-  target's error in its own graph reported as the target's: losses/user.backward); check() uses
-  torch.autograd.grad with a cotangent, which a scalar loss does not need.
-- The timing phases (draw, forward, backward, [repeat], manual, [finite_diff], compare), the
-  tensor summaries (real, predicted, manual_grad, autograd_grad, difference) and the notes are
-  `run`'s output format, which does not change.
+For peak memory at 4096x4096 and beyond (benchmarks/bench_run.py: peak RSS at most the bare
+tutorial snippet's), backward() frees the graph before the manual gradient is made, and real and
+predicted are summarised and dropped before the comparison's temporaries.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.check import manual_vs_autograd
+from autograd_check.api import gradients as one_path
+from autograd_check.api.call import prepare
+from autograd_check.api.gradients import manual_vs_autograd
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import Progress, plain_finite_diff
 from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
 from autograd_check.engine.spec import CheckSpec
-from autograd_check.engine.tensors import (
-    Clock,
-    draw,
-    draw_notes,
-    grad_fn_chain,
-    overflow_notes,
-    tensor_view,
-)
+from autograd_check.engine.tensors import Clock, draw, draw_notes, overflow_notes, tensor_view
 from autograd_check.losses.base import Loss
 from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor
+
 
 def run_plain(
     spec: CheckSpec, device: torch.device, loss_def: Loss, progress: Progress | None = None
 ) -> CheckResult:
-    torch = import_torch()
     rtol, atol = spec.tolerances()
     clock = Clock(device)
 
     real, predicted = draw(spec, device, loss_def)
     clock.mark("draw")
-    loss = loss_def.forward(predicted, real)
-    chain = grad_fn_chain(loss)
-    clock.mark("forward")
-    backward(loss_def, loss)
-    auto = predicted.grad
-    assert auto is not None  # predicted is a leaf that requires grad
-    loss_value = float(loss.detach())
-    del loss  # the graph is already freed by backward(); the scalar is all that is left
-    clock.mark("backward")
-    repeat = None
-    if spec.repeat > 1:  # --repeat N: N - 1 more autograd gradients, each on a fresh graph
-        repeat = repeat_gradients({"predicted": auto}, plain_rerun(loss_def, predicted, real),
-                                  spec.repeat, in_verdict=spec.deterministic)
-        clock.mark("repeat")
-    # The manual gradient comes after backward() so that the graph's saved tensors are gone
-    # before another full-size tensor is made: same numbers, lower peak memory.
-    with torch.no_grad():
-        manual = loss_def.manual_grad(predicted, real)
-    clock.mark("manual")
+    call = prepare(partial(_loss, loss_def, real), [predicted], ["predicted"])
+    again = plain_rerun(loss_def, predicted, real) if spec.repeat > 1 else None
+    repeats: list[dict[str, Any]] = []
+    got = one_path.autograd_then_manual(
+        call, partial(_manual, loss_def, real), spec.seed, clock,
+        backward=partial(backward, loss_def),
+        after_backward=partial(_repeat, spec, again, clock, repeats))
+    assert got.manual is not None  # manual was given
+    (auto,), (manual,) = got.auto, got.manual
+    loss_value = float(got.out)
+    repeat = repeats[0] if repeats else None
     finite_diff = None
     if spec.reference == "finite-diff":
         finite_diff = plain_finite_diff(
@@ -89,7 +66,7 @@ def run_plain(
         clock.mark("finite_diff")
 
     tensors = {"real": tensor_view("real", real), "predicted": tensor_view("predicted", predicted)}
-    del real, predicted  # summarised; free them before the comparison's temporaries
+    del real, predicted, call, again  # summarised; free them before the comparison's temporaries
     (comparison,) = manual_vs_autograd(["predicted"], [manual], [auto], lambda _: (rtol, atol),
                                        spec.exact)
     tensors["manual_grad"] = tensor_view("manual_grad", manual)
@@ -112,7 +89,7 @@ def run_plain(
         loss_value=loss_value,
         loss_formula=loss_def.formula,
         gradient_formula=loss_def.gradient_formula,
-        grad_fn_chain=chain,
+        grad_fn_chain=got.chain,
         comparisons=comparisons,
         tensors=tensors,
         environment={},
@@ -124,3 +101,20 @@ def run_plain(
     )
 
 
+def _loss(loss_def: Loss, real: Tensor, predicted: Tensor) -> Tensor:
+    return loss_def.forward(predicted, real)
+
+
+def _manual(loss_def: Loss, real: Tensor, predicted: Tensor, grad_output: Tensor) -> Tensor:
+    """The loss is a scalar, so grad_output is 1 and ∂loss/∂predicted is manual_grad itself."""
+    return loss_def.manual_grad(predicted, real)
+
+
+def _repeat(spec: CheckSpec, again: Callable[[], dict[str, Tensor]] | None, clock: Clock,
+            repeats: list[dict[str, Any]], auto: list[Tensor]) -> None:
+    """--repeat N: N - 1 more autograd gradients, each on a fresh graph (before the manual
+    gradient, so that no more full-size tensors are alive than for the first)."""
+    if again is not None:
+        repeats.append(repeat_gradients({"predicted": auto[0]}, again, spec.repeat,
+                                        in_verdict=spec.deterministic))
+        clock.mark("repeat")

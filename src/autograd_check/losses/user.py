@@ -293,12 +293,14 @@ def _reduction(text: str, obj: Any) -> str:
     return str(value)
 
 
-def backward(loss_def: Loss, loss: Tensor) -> None:
-    """loss.backward(); for a target, an error in the user's graph is the user's, not ours."""
+def backward(loss_def: Loss, loss: Tensor, grad_output: Tensor | None = None,
+             inputs: list[Tensor] | None = None) -> None:
+    """loss.backward(grad_output, inputs=inputs); for a target, an error in the user's graph is
+    the user's, not ours."""
     if not loss_def.user_code:
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward(grad_output, inputs=inputs)  # type: ignore[no-untyped-call]
         return
     try:
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward(grad_output, inputs=inputs)  # type: ignore[no-untyped-call]
     except (Exception, SystemExit) as e:
         raise TargetRaised("loss.backward()", e, None) from None

@@ -300,9 +300,9 @@ def verdict_panel(result: CheckResult) -> Panel:
 
 def autograd_text(result: CheckResult) -> str:
     if result.reference is not None and "real" not in result.tensors:  # a target with inputs
-        return "torch.autograd.grad(fn(*inputs), checked tensors, grad_output)"
+        return "fn(*inputs).backward(grad_output, inputs=checked tensors), then their .grad"
     if result.spec.get("model") and result.reference is not None:  # through the API
-        return "torch.autograd.grad(loss, (x and each parameter))"
+        return "loss.backward(inputs=(x and each parameter)), then their .grad"
     if result.spec.get("model"):
         return "loss.backward(), then .grad of each parameter and of x (and of y, retained)"
     return "loss.backward(), then predicted.grad"

@@ -1,0 +1,155 @@
+"""The one path of a manual-against-autograd check, shared by check() (api/check.py) and `run`'s
+built-in losses, models and the tutorial check (engine/plain.py, engine/model.py):
+
+    forward        out = fn(*inputs), its grad_fn chain
+    backward       out.backward(grad_output, inputs=checked), then each checked tensor's .grad:
+                   the tutorial's loss.backward() and predicted.grad (grad_output is 1 for a
+                   scalar loss); inputs= keeps any other leaf fn reaches from being written to
+    manual         manual(*inputs, grad_output) under no_grad, one gradient per checked tensor,
+                   each checked for shape, dtype and device
+    compare        manual_vs_autograd: per checked tensor, the verdict and the statistics
+
+The caller decides what to hold and what to free between the steps (`run` drops its tensors
+before the comparison's temporaries, for peak memory); everything computed is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.api.call import Call, check_output, cotangent
+from autograd_check.engine.compare import compare
+from autograd_check.engine.result import Comparison
+from autograd_check.engine.tensors import Clock, grad_fn_chain
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+Backward = Callable[["Tensor", "Tensor | None", list["Tensor"]], None]
+"""backward(out, grad_output, checked): fills each checked tensor's .grad; grad_output None is
+1 (a one-element output)."""
+
+
+@dataclass
+class Gradients:
+    """What the forward, backward and manual steps give, one entry per checked tensor."""
+
+    out: Tensor
+    """fn's output, detached (for `run`, the scalar loss)."""
+    grad_output: Tensor
+    chain: list[str]
+    """out's grad_fn chain, down to AccumulateGrad (engine/tensors.grad_fn_chain)."""
+    auto: list[Tensor]
+    manual: list[Tensor] | None
+    """None when no manual was given."""
+    notes: list[str]
+
+
+def _backward(out: Tensor, grad_output: Tensor | None, checked: list[Tensor]) -> None:
+    out.backward(grad_output, inputs=checked)  # type: ignore[no-untyped-call]
+
+
+def autograd_then_manual(
+    call: Call,
+    manual: Callable[..., Any] | None,
+    seed: int,
+    clock: Clock,
+    backward: Backward = _backward,
+    after_backward: Callable[[list[Tensor]], None] | None = None,
+) -> Gradients:
+    """fn's forward, autograd's gradients and (with manual) the hand-derived ones, timed as
+    forward, backward and manual; after_backward(auto) runs between backward and manual (`run`'s
+    --repeat: its fresh graphs before another full-size tensor is made)."""
+    torch = import_torch()
+    values = call.values
+    notes: list[str] = []
+    with torch.enable_grad():
+        out = check_output(call.evaluate(values))
+        chain = grad_fn_chain(out)
+        clock.mark("forward")
+        u = cotangent(out, seed)
+        if out.requires_grad:
+            # A one-element output goes as loss.backward() takes it, without a gradient: an
+            # explicit one makes torch import sympy (torch.fx's shape checks), 0.2 s and 30 MiB.
+            backward(out, None if out.numel() == 1 else u, values)
+        else:
+            notes.append("fn's output does not depend on any checked tensor (it has no "
+                         "grad_fn): autograd's gradients are zero")
+    # A checked tensor fn does not reach keeps .grad None: its gradient is zero.
+    auto = [x.grad if x.grad is not None else torch.zeros_like(x) for x in values]
+    out = out.detach()
+    clock.mark("backward")
+    if after_backward is not None:
+        after_backward(auto)
+    mine = None
+    if manual is not None:
+        with torch.no_grad():
+            given = manual(*call.inputs, grad_output=u)
+        mine = check_manual(call, given)
+        clock.mark("manual")
+    return Gradients(out, u, chain, auto, mine, notes)
+
+
+def manual_vs_autograd(
+    names: Sequence[str],
+    manual: Sequence[Tensor],
+    auto: Sequence[Tensor],
+    tolerances: Callable[[Any], tuple[float, float]],
+    exact: bool,
+) -> list[Comparison]:
+    """The one comparison of hand-derived gradients with autograd's, per checked tensor, in
+    order: check(), `run`'s plain and model checks, and --ranks (distributed/verdict.py).
+
+    tolerances(dtype) gives (rtol, atol) for a tensor's dtype; exact asks for bit-exact equality
+    (the tutorial's eq().all()). One Comparison per tensor: shape, bit-exact, mismatched k of N,
+    the greatest absolute and relative differences with their index, the tolerances, the verdict
+    (engine/compare.py, without full-size copies when the two are bit-exact)."""
+    comparisons = []
+    for name, m, a in zip(names, manual, auto, strict=True):
+        rtol, atol = tolerances(m.dtype)
+        comparisons.append(compare(name, m, a, rtol, atol, exact))
+    return comparisons
+
+
+def check_manual(call: Call, given: object) -> list[Tensor]:
+    """manual's return: one tensor per checked tensor, each shaped, typed and placed like it."""
+    torch = import_torch()
+    names = ", ".join(c.name for c in call.checked)
+    count = len(call.checked)
+    if isinstance(given, torch.Tensor):
+        grads: list[object] = [given]
+    elif isinstance(given, (tuple, list)):
+        grads = list(given)
+    else:
+        raise TypeError(f"manual returned a {type(given).__name__}, not a tensor or a tuple of "
+                        f"tensors (one per checked tensor: {names})")
+    if len(grads) != count:
+        raise ValueError(
+            f"manual returned {len(grads)} gradient(s) for {count} checked tensor(s) ({names}): "
+            "one per input with requires_grad=True, in order, then one per parameter"
+        )
+    out: list[Tensor] = []
+    for c, g in zip(call.checked, grads, strict=True):
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"manual's gradient for {c.name} is a {type(g).__name__}, not a "
+                            "tensor")
+        x = c.value
+        if g.shape != x.shape:
+            raise ValueError(f"manual's gradient for {c.name} has shape {list(g.shape)}, but "
+                             f"{c.name} has shape {list(x.shape)}")
+        if g.dtype != x.dtype:
+            raise ValueError(f"manual's gradient for {c.name} is {dtype_name(g.dtype)}, but "
+                             f"{c.name} is {dtype_name(x.dtype)}: return it in the tensor's own "
+                             "dtype")
+        if g.device != x.device:
+            raise ValueError(f"manual's gradient for {c.name} is on {g.device}, but {c.name} is "
+                             f"on {x.device}")
+        out.append(g.detach())
+    return out
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -84,20 +84,8 @@ class TestHere:
         assert ranks["ranks"] == 2 and ranks["ranks_agree"] is True and ranks["cause"] is None
         assert [s["name"] for s in doc["statistics"]] == ["linear.weight", "linear.bias"]
 
-    def test_run_across_ranks_a_rank_failed(self, tmp_path: Path) -> None:
-        target = tmp_path / "dies.py"
-        target.write_text(
-            "import os, signal, torch\n"
-            "class Dies(torch.nn.Linear):\n"
-            "    def __init__(self):\n"
-            "        super().__init__(3, 3)\n"
-            "    def inputs(self, generator, dtype, device):\n"
-            "        return (torch.rand(4, 3, generator=generator, dtype=dtype, device=device),)\n"
-            "    def train_step(self, model, micro_batches):\n"
-            "        if torch.distributed.get_rank() == 1:\n"
-            "            os.kill(os.getpid(), signal.SIGKILL)\n"
-            "        model(*micro_batches[0]).sum().backward()\n"
-        )
+    def test_run_across_ranks_a_rank_failed(self) -> None:
+        target = Path(__file__).with_name("ranks_targets.py")  # rank 1 kills itself
         doc = expect(cli("run", "--json", "--ranks", "2", "--target", f"{target}:Dies",
                          "--timeout", "60"), 4, "error")
         assert "rank 1 of 2 was killed by SIGKILL" in doc["error"]["message"]

@@ -214,10 +214,9 @@ FAILING = Path(__file__).with_name("ranks_targets.py")
 
 
 class TestRanksThatFail:
-    def test_a_killed_rank_is_named_with_its_log_tail(self, tmp_path: Path) -> None:
-        target = FAILING
+    def test_a_killed_rank_is_named_with_its_log_tail(self) -> None:
         start = time.monotonic()
-        done = process("run", "--target", f"{target}:Dies", "--ranks", "2", "--timeout", "60")
+        done = process("run", "--target", f"{FAILING}:Dies", "--ranks", "2", "--timeout", "60")
         took = time.monotonic() - start
         assert done.returncode == 4, done.stderr
         lines = done.stderr.splitlines()
@@ -227,10 +226,9 @@ class TestRanksThatFail:
         assert "Traceback" not in done.stderr and done.stdout == ""
         assert took < 15, took
 
-    def test_a_hung_rank_is_named_at_the_timeout(self, tmp_path: Path) -> None:
-        target = FAILING
+    def test_a_hung_rank_is_named_at_the_timeout(self) -> None:
         start = time.monotonic()
-        done = process("run", "--target", f"{target}:Hangs", "--ranks", "2", "--timeout", "5")
+        done = process("run", "--target", f"{FAILING}:Hangs", "--ranks", "2", "--timeout", "5")
         took = time.monotonic() - start
         assert done.returncode == 4, done.stderr
         lines = done.stderr.splitlines()
@@ -250,11 +248,9 @@ class TestRanksThatFail:
         ("RaisesOnRank1", "train_step() raised ValueError: planted: rank 1 refuses (at "
                           "ranks_targets.py:"),
     ])
-    def test_the_users_own_exception_is_exit_1_with_the_error(
-        self, tmp_path: Path, name: str, error: str
-    ) -> None:
-        target = FAILING
-        code, doc = run_json("--target", f"{target}:{name}", "--ranks", "2")
+    def test_the_users_own_exception_is_exit_1_with_the_error(self, name: str,
+                                                              error: str) -> None:
+        code, doc = run_json("--target", f"{FAILING}:{name}", "--ranks", "2")
         assert code == 1 and doc["verdict"]["passed"] is False
         assert doc["verdict"]["error"].startswith(error), doc["verdict"]
         assert doc["environment"]["host"], doc["environment"]

@@ -26,19 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
 from autograd_check.distributed.rendezvous import lost_contact
-from autograd_check.engine.budget import layer_shapes
+from autograd_check.engine.model import draw_model
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.errors import BadInput
 from autograd_check.losses.base import Loss
 from autograd_check.losses.inputs import InputsTarget, load_any_target
 from autograd_check.losses.resolve import resolve_loss
-from autograd_check.losses.user import TargetRaised, _where
+from autograd_check.losses.user import TargetRaised, _where, reduction_of
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-REDUCTIONS = ("mean", "sum")
 DEFAULT_TARGET_LOSS = "output.square().mean()"
 
 
@@ -88,28 +87,27 @@ def _model_problem(spec: CheckSpec, loss_def: Loss, device: torch.device,
     if spec.model is None:
         raise BadInput(f"target {spec.target!r} is a loss; --ranks needs --model linear|mlp with "
                        "it, or a --target module with inputs(generator, dtype, device)")
-    gen = torch.Generator().manual_seed(spec.seed)
-    real = loss_def.draw_real(gen, spec.shape, dtype)
-    x = torch.rand(spec.shape, generator=gen, dtype=dtype)
+    # The model check's own draws (the same seed gives the same real, x and parameters), as
+    # torch.nn.Linear layers with tanh between them.
+    real, x, drawn = draw_model(spec, device, loss_def)
     layers: dict[str, nn.Module] = {}
-    shapes = layer_shapes(spec)
-    for i, (name, out, inp) in enumerate(shapes):
-        linear = torch.nn.Linear(inp, out, dtype=dtype)
-        k = 1.0 / inp ** 0.5  # the draws of engine/model.init_layers, in its order
+    for i, layer in enumerate(drawn):
+        out, inp = layer.weight.shape
+        linear = torch.nn.Linear(inp, out, dtype=dtype, device=device)
         with torch.no_grad():
-            linear.weight.copy_(torch.rand((out, inp), generator=gen, dtype=dtype) * 2 * k - k)
-            linear.bias.copy_(torch.rand((out,), generator=gen, dtype=dtype) * 2 * k - k)
-        layers[name] = linear
-        if i < len(shapes) - 1:
+            linear.weight.copy_(layer.weight)
+            linear.bias.copy_(layer.bias)
+        layers[layer.name] = linear
+        if i < len(drawn) - 1:
             layers[f"tanh{i + 1}"] = torch.nn.Tanh()
-    module = torch.nn.Sequential(OrderedDict(layers)).to(device)
+    module = torch.nn.Sequential(OrderedDict(layers))
 
     def loss_of(model: nn.Module, micro: tuple[Tensor, ...]) -> Tensor:
         out: Tensor = loss_def.forward(model(micro[0]), micro[1])
         return out
 
     reduction = getattr(loss_def, "reduction", "mean")
-    return Problem(module, (x.to(device), real.to(device)), loss_of, reduction, loss_def.name,
+    return Problem(module, (x, real), loss_of, reduction, loss_def.name,
                    loss_def.formula, user_code=loss_def.user_code)
 
 
@@ -123,10 +121,7 @@ def _target_problem(spec: CheckSpec, target: InputsTarget, device: torch.device,
     module.to(device=device, dtype=dtype)  # its floating-point parameters, as without --ranks
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     batch = tuple(t.detach() for t in target.draw(gen, dtype, device))
-    reduction = getattr(module, "reduction", "mean")
-    if reduction not in REDUCTIONS:
-        raise BadInput(f"target {target.short!r}: reduction {reduction!r} is not allowed; "
-                       f"choose one of {', '.join(REDUCTIONS)}")
+    reduction = reduction_of(target.short, module)
     user_loss = getattr(module, "loss", None)
     options_name = "fsdp_options" if spec.parallel == "fsdp" else "ddp_options"
     options = getattr(module, options_name, None) or {}

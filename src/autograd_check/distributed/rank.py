@@ -161,7 +161,7 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
             "the default train step")
     run_user(problem, what, step, model, micro)
     stepped = time.monotonic()
-    grads = _gradients(problem.module, spec.parallel)
+    grads = _gradients(problem.module)
     unreduced = spec.parallel == "fsdp" and _unreduced(problem.module)
     present = [g is not None for g in grads]
     flat = _flat([g if g is not None else torch.zeros_like(_full(p))
@@ -291,7 +291,7 @@ def _wrap(problem: Problem, parallel: str, device: torch.device) -> Any:
     return DistributedDataParallel(problem.module, device_ids=ids, **problem.options)
 
 
-def _gradients(module: torch.nn.Module, parallel: str) -> list[Tensor | None]:
+def _gradients(module: torch.nn.Module) -> list[Tensor | None]:
     """Each parameter's gradient, whole (FSDP2's gathered from its shards on every rank)."""
     return [None if p.grad is None else _full(p.grad).detach() for p in module.parameters()]
 

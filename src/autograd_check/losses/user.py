@@ -280,16 +280,20 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
         manual_grad=manual_grad,
         user_code=True,
         evaluate=evaluate,
-        reduction=_reduction(text, obj),
+        reduction=reduction_of(text, obj),
     )
 
 
-def _reduction(text: str, obj: Any) -> str:
+REDUCTIONS = ("mean", "sum")
+
+
+def reduction_of(text: str, obj: Any) -> str:
     """The target's `reduction` ("mean", the default, or "sum"): how its loss reduces over the
     batch, which a check over ranks needs (DDP averages the ranks' gradients)."""
     value = getattr(obj, "reduction", "mean")
-    if value not in ("mean", "sum"):
-        raise BadInput(f"target {text!r}: reduction {value!r} is not allowed; choose mean or sum")
+    if value not in REDUCTIONS:
+        raise BadInput(f"target {text!r}: reduction {value!r} is not allowed; choose one of "
+                       f"{', '.join(REDUCTIONS)}")
     return str(value)
 
 

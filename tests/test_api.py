@@ -441,3 +441,24 @@ def test_repr_is_the_verdict_line() -> None:
     result = check(torch.sin, leaf(3))
     assert repr(result) == f"<CheckResult {str(result).splitlines()[0]}>"
     assert "\n" not in repr(result) and "comparisons=" not in repr(result)
+
+
+class TestHowManualIsCalled:
+    """manual(*inputs, grad_output): grad_output by keyword where manual names it so, else as its
+    last positional argument, whatever its name."""
+
+    @pytest.mark.parametrize("manual", [
+        lambda x, grad_output: grad_output * torch.cos(x),
+        lambda x, *, grad_output: grad_output * torch.cos(x),
+        lambda x, go: go * torch.cos(x),
+        lambda *args: args[1] * torch.cos(args[0]),
+        lambda x, **kw: kw["grad_output"] * torch.cos(x),
+    ])
+    def test_any_name_for_grad_output(self, manual: Any) -> None:
+        assert check(torch.sin, leaf(3, 2), manual=manual).passed
+
+    @pytest.mark.parametrize("manual", [lambda x: torch.cos(x), lambda x, y, go: torch.cos(x)])
+    def test_a_manual_that_cannot_take_them_is_a_type_error(self, manual: Any) -> None:
+        with pytest.raises(TypeError, match=r"cannot be called as manual\(\*inputs, "
+                           r"grad_output\) with 1 input\(s\)"):
+            check(torch.sin, leaf(3), manual=manual)

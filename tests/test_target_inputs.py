@@ -414,3 +414,23 @@ class TestOnTheCluster:
         doc = json.loads(done.stdout)
         assert doc["environment"]["slurm"]["step_id"] is not None
         assert doc["reference"]["name"] == "projection"
+
+
+class TestWhatDoesNotApply:
+    """A target that gives its own inputs has no use for --model or --shape: refused at the
+    edge (exit 2), not silently ignored and recorded as if used."""
+
+    @pytest.mark.parametrize(("flags", "named"), [
+        (["--model", "linear"], "so model would be ignored: it applies only"),
+        (["--shape", "7x9"], "so shape would be ignored: it applies only"),
+        (["--shape", "7x9", "--model", "mlp"], "so model and shape would be ignored: they apply"),
+    ])
+    def test_model_and_shape_are_refused(self, flags: list[str], named: str) -> None:
+        code, out, err = cli("run", "--target", LOGSUMEXP, *flags)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and named in err, err
+
+    def test_across_ranks_too(self) -> None:
+        code, _, err = cli("run", "--target", f"{EXAMPLES / 'ranks_correct.py'}:TwoLayer",
+                           "--ranks", "2", "--shape", "8x4")
+        assert code == 2 and "so shape would be ignored" in err, err

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.errors import BadInput
-from autograd_check.losses.inputs import find_target, load_any_target
+from autograd_check.losses.inputs import InputsTarget, find_target, load_any_target
 from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 
 if TYPE_CHECKING:
@@ -105,17 +105,25 @@ def spec_from(check_values: Mapping[str, Any]) -> CheckSpec:
     """Build the CheckSpec from the check flags and the [check] table of --config, flags first."""
     values = dict(check_values)
     path = values.pop("config", None)
-    spec = build_spec(merge(values, check_table(path)))
+    merged = merge(values, check_table(path))
+    spec = build_spec(merged)
     slurm_table(path)
-    if spec.target is not None and spec.ranks is not None:
+    if spec.target is None:
+        return spec
+    if spec.ranks is not None:
         # Across ranks the target is made inside each rank, once torch.distributed is set up
         # (its __init__ may ask for the rank): here only its file and name are checked.
-        find_target(spec.target)
-    elif spec.target is not None:
+        own_inputs = find_target(spec.target)
+    else:
         # Import the user's --target here, at the edge: a typo is exit 2 before a Slurm job is
         # queued, not a job that fails on the node (run imports it again from a cache).
-
-        load_any_target(spec.target)
+        own_inputs = isinstance(load_any_target(spec.target), InputsTarget)
+    ignored = [key for key in ("model", "shape") if merged.get(key) is not None]
+    if own_inputs and ignored:
+        raise BadInput(f"target {spec.target!r} gives its own inputs (inputs(generator, dtype, "
+                       f"device)), so {' and '.join(ignored)} would be ignored: "
+                       f"{'they apply' if len(ignored) > 1 else 'it applies'} only to a built-in "
+                       "loss or a target with loss(predicted, real)")
     return spec
 
 

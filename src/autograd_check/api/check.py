@@ -19,7 +19,12 @@ from autograd_check.api.call import (
     prepare,
     to64,
 )
-from autograd_check.api.gradients import check_manual, dtype_name, manual_vs_autograd
+from autograd_check.api.gradients import (
+    call_manual,
+    check_manual,
+    dtype_name,
+    manual_vs_autograd,
+)
 from autograd_check.api.references import (
     Outcome,
     finite_diff,
@@ -229,7 +234,7 @@ def _gradients64(twin: Call, manual: Callable[..., Any] | None, u64: Tensor) -> 
     gradients: list[dict[str, Tensor]] = [{"autograd": g.detach()} for g in auto]
     if manual is not None:
         with torch.no_grad():
-            given = manual(*twin.inputs, grad_output=u64.to(out.dtype))
+            given = call_manual(manual, twin.inputs, u64.to(out.dtype))
         for grads, m in zip(gradients, check_manual(twin, given), strict=True):
             grads["manual"] = m
     return out, gradients

@@ -15,6 +15,7 @@ before the comparison's temporaries, for peak memory); everything computed is th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,10 +88,35 @@ def autograd_then_manual(
     mine = None
     if manual is not None:
         with torch.no_grad():
-            given = manual(*call.inputs, grad_output=u)
+            given = call_manual(manual, call.inputs, u)
         mine = check_manual(call, given)
         clock.mark("manual")
     return Gradients(out, u, chain, auto, mine, notes)
+
+
+def call_manual(manual: Callable[..., Any], inputs: Sequence[Tensor],
+                grad_output: Tensor) -> Any:
+    """manual(*inputs, grad_output): grad_output by keyword where manual names a parameter so
+    (or takes **kwargs), else as its last positional argument, whatever its name. TypeError when
+    manual cannot take the inputs and grad_output at all (before it runs)."""
+    try:
+        signature = inspect.signature(manual)
+    except (TypeError, ValueError):  # a builtin without one: as documented, by keyword
+        return manual(*inputs, grad_output=grad_output)
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    by_name = kinds.get("grad_output") in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           inspect.Parameter.KEYWORD_ONLY)
+    by_name = by_name or inspect.Parameter.VAR_KEYWORD in kinds.values()
+    args, kwargs = (list(inputs), {"grad_output": grad_output}) if by_name else (
+        [*inputs, grad_output], {})
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        raise TypeError(
+            f"manual{signature} cannot be called as manual(*inputs, grad_output) with "
+            f"{len(inputs)} input(s): it takes each of fn's inputs, in order, then grad_output"
+        ) from None
+    return manual(*args, **kwargs)
 
 
 def manual_vs_autograd(

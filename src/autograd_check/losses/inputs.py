@@ -124,12 +124,12 @@ def _what(error: BaseException, filename: str | None) -> str:
     return f"{frames[-1].name}()" if frames else "fn(*inputs)"
 
 
-def find_target(text: str) -> None:
+def find_target(text: str) -> bool:
     """Import the target's file or module and find its NAME, without calling anything in it:
-    BadInput when either is missing."""
+    BadInput when either is missing. Whether it gives its own inputs (the inputs form)."""
     where, name = split(text)
     module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
-    _resolve(text, module, name, instantiate=False)
+    return callable(getattr(_resolve(text, module, name, instantiate=False), "inputs", None))
 
 
 def load_any_target(text: str) -> Loss | InputsTarget:

@@ -43,7 +43,8 @@ def test_linear_module_and_its_parameters(autograd_check):
         return grad_output @ layer.weight, grad_output.T @ x, grad_output.sum(dim=0)
 
     result = autograd_check.assert_gradients(layer, autograd_check.randn(4, 3), manual=manual)
-    assert [c.name for c in result.comparisons] == ["x", "weight", "bias"]
+    # manual against autograd for each, then (the backward being MyLinear's own) projection
+    assert [c.name for c in result.comparisons][:3] == ["x", "weight", "bias"]
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,

@@ -1,10 +1,14 @@
 """check()'s arguments, checked once and prepared: what is checked, under which names, how fn is
 evaluated at other values, the cotangent, and the caller's state kept as it was.
 
-fn is evaluated on detached views of the caller's tensors (no copy: the same storage), so nothing
-of the caller's autograd state is touched: a checked input is a fresh leaf that requires grad, and
-an `nn.Module` is called through `torch.func.functional_call` with its parameters (detached) and
-copies of its buffers (so running statistics are not updated).
+Isolation (check(), and a --target through it): the caller's tensors are never handed to the
+user's code. fn, manual and every backward get copies (a checked input is a fresh leaf that
+requires grad, made from a copy), and a private copy of every input, parameter and buffer is kept
+(`pristine`) to see a write afterwards (api/contract.py) and to start each call from the values
+the caller gave. An `nn.Module` is called through `torch.func.functional_call` with copies of its
+parameters and buffers (so running statistics are not updated). `run`'s built-in losses, whose
+code is the tool's own, are evaluated on the tensors themselves (isolate=False: no copies, for
+peak memory at large shapes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.api.contract import written
 from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
@@ -33,8 +38,9 @@ OPTIONS: dict[str, Any] = {
     "directions": DEFAULT_DIRECTIONS,
     "step": DEFAULT_STEP,
     "max_fd_elements": DEFAULT_MAX_FD_ELEMENTS,
+    "nondet_tol": 0.0,
 }
-"""check()'s **options and their defaults."""
+"""check()'s own **options and their defaults; any other keyword argument goes to fn."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Arguments:
     """check()'s keyword arguments, validated."""
 
     reference: str
+    reference_given: bool
+    """Whether the caller named the reference (else it is the default for manual or not)."""
     rtol: float | None
     atol: float | None
     exact: bool
@@ -50,6 +58,11 @@ class Arguments:
     directions: int
     step: float
     max_fd_elements: int
+    nondet_tol: float = 0.0
+    name: str | None = None
+    """The label of the report (fn's own name when None)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """fn's non-tensor keyword arguments."""
 
     def tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
         """(rtol, atol): those given, else torch.testing.assert_close's defaults for dtype."""
@@ -85,14 +98,15 @@ def parse_arguments(
     order: object,
     seed: object,
     options: dict[str, Any],
+    name: object = None,
 ) -> Arguments:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"check() got an unexpected option {unknown[0]!r}; its options are "
-            + ", ".join(OPTIONS)
-        )
-    opts = {**OPTIONS, **options}
+    """check()'s arguments, validated (TypeError/ValueError naming the bad one). options holds
+    check()'s own (OPTIONS) and, apart from those, fn's keyword arguments."""
+    kwargs = {k: v for k, v in options.items() if k not in OPTIONS}
+    opts = {**OPTIONS, **{k: v for k, v in options.items() if k in OPTIONS}}
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, not {type(name).__name__}")
+    given = reference is not None
     if manual is not None and not callable(manual):
         raise TypeError(f"manual must be a function or None, not {type(manual).__name__}")
     if reference is None:
@@ -108,6 +122,13 @@ def parse_arguments(
         )
     if not isinstance(exact, bool):
         raise TypeError(f"exact must be True or False, not {type(exact).__name__}")
+    if exact and manual is None:
+        raise ValueError("exact=True asks manual and autograd to agree bit for bit, and manual "
+                         "is None: pass manual=..., or drop exact (a numerical reference is "
+                         "never bit-exact)")
+    if "directions" in options and given and reference in ("autograd", "finite-diff"):
+        raise ValueError(f"directions applies to reference='projection' or 'forward', not to "
+                         f"reference={reference!r}: drop it, or pick one of those")
     order = _whole("order", order, 1)
     if order > 2:
         raise ValueError(f"order must be 1 or 2, not {order}")
@@ -116,8 +137,16 @@ def parse_arguments(
         raise TypeError(f"step must be a number, not {type(step).__name__}")
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"step must be a finite number > 0, not {step!r}")
+    nondet_tol = opts["nondet_tol"]
+    if isinstance(nondet_tol, bool) or not isinstance(nondet_tol, (int, float)) or not (
+            math.isfinite(nondet_tol) and nondet_tol >= 0):
+        raise ValueError(f"nondet_tol must be a finite number >= 0, not {nondet_tol!r}")
     return Arguments(
         reference=str(reference),
+        reference_given=given,
+        nondet_tol=float(nondet_tol),
+        name=name,
+        kwargs=kwargs,
         rtol=_tolerance("rtol", rtol),
         atol=_tolerance("atol", atol),
         exact=exact,
@@ -135,7 +164,8 @@ class Checked:
 
     name: str
     value: Tensor
-    """A detached view of the caller's tensor (same storage) that requires grad: a fresh leaf."""
+    """A fresh leaf that requires grad: a copy of the caller's tensor (a detached view of it when
+    the call is not isolated)."""
     role: str
     """'input' or 'parameter'."""
     key: int | str
@@ -156,7 +186,16 @@ class Call:
     caller_tensors: list[Tensor]
     """The caller's own tensors (inputs and parameters), whose .grad is left as it was."""
     state: dict[str, Tensor] = field(default_factory=dict)
-    """A module's parameters (detached) and buffers (copies), for functional_call."""
+    """A module's parameters and buffers (copies), for functional_call."""
+    isolate: bool = True
+    """Whether every call of fn gets copies of the inputs and buffers (the user's code)."""
+    pristine: list[Tensor] = field(default_factory=list)
+    """Private copies of inputs (then of the module's state, in state's order), never handed
+    out: what a call's copies are compared with, and made from (isolate only)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Non-tensor keyword arguments passed to fn (and to manual) as they are."""
+    output: int | None = None
+    """For an fn with several outputs, the one checked (api/outputs.py), else None."""
     _cast: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -166,6 +205,11 @@ class Call:
     def evaluate(self, values: Sequence[Tensor], float64: bool = False) -> Any:
         """fn with the checked tensors replaced by values; with float64, every other floating
         input, parameter and buffer is cast to float64 too (values are the caller's to cast)."""
+        return self.invoke(*self.arguments(values, float64))
+
+    def arguments(self, values: Sequence[Tensor], float64: bool = False) -> tuple[
+            list[Tensor], dict[str, Tensor]]:
+        """fn's positional inputs and a module's state for one call: copies when isolated."""
         torch = import_torch()
         if float64:
             if not self._cast:
@@ -174,14 +218,80 @@ class Call:
             args, state = list(self._cast["inputs"]), dict(self._cast["state"])
         else:
             args, state = list(self.inputs), dict(self.state)
+        if self.isolate:  # each call its own copies: what one call writes, the next never sees
+            args = [t.clone() for t in args]
+            state = {k: t.clone() for k, t in state.items()}
         for c, v in zip(self.checked, values, strict=True):
             if c.role == "input":
                 args[int(c.key)] = v
             else:
                 state[str(c.key)] = v
-        if self.module is None:
-            return self.fn(*args)
-        return torch.func.functional_call(self.module, state, tuple(args))
+        return args, state
+
+    def invoke(self, args: Sequence[Tensor], state: dict[str, Tensor]) -> Any:
+        torch = import_torch()
+        if self.module is not None:
+            out = torch.func.functional_call(self.module, state, tuple(args), self.kwargs or None)
+        elif self.kwargs and function_class(torch, self.fn) is not None:
+            out = self.fn(*positional(torch, self.fn, args, self.kwargs))
+        else:
+            out = self.fn(*args, **self.kwargs)
+        return out if self.output is None else out[self.output]
+
+    def fresh_leaves(self) -> list[Tensor]:
+        """New leaves for the checked tensors, at the values the caller gave."""
+        if not self.isolate:
+            return [c.value.detach().requires_grad_() for c in self.checked]
+        return [self.kept(c.role, c.key).clone().requires_grad_() for c in self.checked]
+
+    def kept(self, role: str, key: int | str) -> Tensor:
+        """The private copy of an input (by position) or of a module's state entry (by name)."""
+        if role == "input":
+            return self.pristine[int(key)]
+        return self.pristine[len(self.inputs) + list(self.state).index(str(key))]
+
+    @property
+    def input_names(self) -> list[str]:
+        named = {int(c.key): c.name for c in self.checked if c.role == "input"}
+        return [named.get(i, f"inputs[{i}]") for i in range(len(self.inputs))]
+
+    def written_inputs(self, who: str, given: Sequence[Tensor],
+                       state: dict[str, Tensor] | None = None) -> list[str]:
+        """Sentences for each of given (the inputs handed to who) and, for a module, each state
+        entry, that was written: compared with the private copies (isolated calls only)."""
+        if not self.isolate:
+            return []
+        names, tensors = list(self.input_names), list(given)
+        kept = self.pristine[: len(tensors)]
+        if state is not None and self.module is not None:
+            # parameters only: a module in training mode updates its buffers (running stats)
+            parameters = {n for n, _ in self.module.named_parameters()}
+            for k, t in state.items():
+                if k in parameters:
+                    names.append(f"{type(self.module).__name__}.{k}")
+                    tensors.append(t)
+                    kept.append(self.kept("parameter", k))
+        return written(who, names, tensors, kept)
+
+    def manual_inputs(self) -> list[Tensor]:
+        """What manual is given: copies of the inputs when isolated, else the inputs."""
+        if not self.isolate:
+            return list(self.inputs)
+        return [self.kept("input", i).clone() for i in range(len(self.inputs))]
+
+    def restore(self) -> None:
+        """Every working copy back to the caller's values (after a call wrote into them)."""
+        if not self.isolate:
+            return
+        torch = import_torch()
+        with torch.no_grad():
+            for i, t in enumerate(self.inputs):
+                t.copy_(self.kept("input", i))
+            for k, t in self.state.items():
+                t.data.copy_(self.kept("parameter", k))  # .data: a leaf's graph is not this
+            for c in self.checked:
+                c.value.data.copy_(self.kept(c.role, c.key))
+        self._cast.clear()
 
 
 def to64(torch: Any, t: Tensor) -> Tensor:
@@ -201,6 +311,23 @@ def describe_fn(fn: object) -> str:
         return f"torch.{getattr(fn, '__name__', '?')}"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return str(name) if name else type(fn).__name__
+
+
+def function_class(torch: Any, fn: Any) -> type | None:
+    """The autograd.Function whose apply fn is, else None."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        return owner
+    return None
+
+
+def positional(torch: Any, fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """MyFunction.apply's arguments all by position (apply takes no keywords on every torch):
+    kwargs bound to forward's parameters by name."""
+    target, skip = _signature_target(torch, fn, None)
+    bound = inspect.signature(target).bind(*([None] * skip), *args, **kwargs)
+    bound.apply_defaults()
+    return list(bound.args[skip:])
 
 
 def _signature_target(torch: Any, fn: Any, module: Any | None) -> tuple[Any, int]:
@@ -237,11 +364,13 @@ def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str
     return names if len(names) == count and len(set(names)) == count else fallback
 
 
-def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = None) -> Call:
+def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = None,
+            isolate: bool = True, kwargs: dict[str, Any] | None = None) -> Call:
     """Check fn and inputs (TypeError/ValueError naming the argument) and prepare the call.
 
     names, when given, name the inputs (one per input) instead of fn's signature: the CLI's
-    model check names them as its own statistics do (input, fc1.weight, ...)."""
+    model check names them as its own statistics do (input, fc1.weight, ...). isolate: copies
+    for every call (the module docstring); kwargs: fn's non-tensor keyword arguments."""
     torch = import_torch()
     if not callable(fn):
         raise TypeError(f"fn must be callable (a function, MyFunction.apply or an nn.Module), "
@@ -252,6 +381,10 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
                 f"inputs[{i}] is a {type(x).__name__}, not a tensor: check() takes fn's inputs "
                 "as tensors (bind other arguments with a lambda or functools.partial)"
             )
+    for key, value in (kwargs or {}).items():
+        if isinstance(value, torch.Tensor):
+            raise TypeError(f"keyword argument {key} is a tensor: pass tensors as inputs, by "
+                            "position (keyword arguments are fn's non-tensor options)")
     tensors: list[Tensor] = list(inputs)  # type: ignore[arg-type]  # all tensors, checked above
     module = fn if isinstance(fn, torch.nn.Module) else None
     if names is None:
@@ -267,7 +400,8 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
             raise ValueError(f"inputs[{i}] ({name}) is {str(x.dtype).removeprefix('torch.')}: "
                              "complex inputs are not supported; check the real and imaginary "
                              "parts as two real tensors")
-        checked.append(Checked(name, x.detach().requires_grad_(), "input", i))
+        value = x.detach().clone() if isolate else x.detach()
+        checked.append(Checked(name, value.requires_grad_(), "input", i))
     state: dict[str, Tensor] = {}
     caller = [x for x in tensors if x.is_leaf]
     if module is not None:
@@ -278,11 +412,11 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
                     raise ValueError(f"parameter {pname} of fn is complex: complex parameters "
                                      "are not supported")
                 name = pname if pname not in names else f"{type(module).__name__}.{pname}"
-                value = p.detach().requires_grad_()
+                value = (p.detach().clone() if isolate else p.detach()).requires_grad_()
                 checked.append(Checked(name, value, "parameter", pname))
                 state[pname] = value
             else:
-                state[pname] = p.detach()
+                state[pname] = p.detach().clone() if isolate else p.detach()
         for bname, b in module.named_buffers():
             state[bname] = b.detach().clone()
     if not checked:
@@ -294,16 +428,30 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
         fn=fn,
         name=describe_fn(fn),
         module=module,
-        inputs=[x.detach() for x in tensors],
+        inputs=[x.detach().clone() if isolate else x.detach() for x in tensors],
         checked=checked,
         caller_tensors=caller,
         state=state,
+        isolate=isolate,
+        pristine=[t.detach().clone() for t in (*tensors, *state.values())] if isolate else [],
+        kwargs=dict(kwargs or {}),
     )
 
 
+class SeveralOutputs(Exception):
+    """fn returned a tuple or list of tensors: the check goes output by output (api/outputs)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"fn returned {count} tensors")
+        self.count = count
+
+
 def check_output(out: object) -> Tensor:
-    """fn's output must be one floating-point tensor."""
+    """fn's output must be one floating-point tensor (SeveralOutputs for a tuple of them)."""
     torch = import_torch()
+    if isinstance(out, (tuple, list)) and out and all(
+            isinstance(o, torch.Tensor) for o in out):
+        raise SeveralOutputs(len(out))
     if not isinstance(out, torch.Tensor):
         hint = " (for several outputs, check one at a time: lambda *x: f(*x)[0])" if isinstance(
             out, (tuple, list)) else ""

@@ -12,19 +12,24 @@ from autograd_check.api import gradients as one_path
 from autograd_check.api.call import (
     Arguments,
     Call,
+    SeveralOutputs,
     caller_state_kept,
     check_output,
+    cotangent,
     describe_fn,
     parse_arguments,
     prepare,
     to64,
 )
+from autograd_check.api.contract import backward_contract, custom_functions, merge
 from autograd_check.api.gradients import (
+    against_float64,
     call_manual,
     check_manual,
     dtype_name,
     manual_vs_autograd,
 )
+from autograd_check.api.outputs import by_output
 from autograd_check.api.references import (
     Outcome,
     finite_diff,
@@ -34,7 +39,7 @@ from autograd_check.api.references import (
     second_order,
 )
 from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult, Comparison, TensorView
+from autograd_check.engine.result import CheckResult, Comparison, ContractCheck, TensorView
 from autograd_check.engine.tensors import Clock, tensor_view
 
 if TYPE_CHECKING:
@@ -51,6 +56,7 @@ def check(
     exact: bool = False,
     order: int = 1,
     seed: int = 0,
+    name: str | None = None,
     **options: Any,
 ) -> CheckResult:
     """Check the gradients of fn(*inputs) for every input with requires_grad=True (and, for an
@@ -59,10 +65,11 @@ def check(
     manual(*inputs, grad_output=u) returns the hand-derived gradients, one per checked tensor;
     reference is 'autograd' (manual against autograd; the default with manual), 'projection'
     (the default without), 'forward' or 'finite-diff'; order=2 also checks the double backward.
-    options: directions (k = 1), step (h = 1e-6), max_fd_elements (65536).
+    options: directions (k = 1), step (h = 1e-6), max_fd_elements (65536), nondet_tol (0);
+    any other keyword argument is passed to fn (and to manual) as it is; name labels the report.
     """
     return check_named(fn, inputs, None, manual=manual, reference=reference, rtol=rtol,
-                       atol=atol, exact=exact, order=order, seed=seed, **options)
+                       atol=atol, exact=exact, order=order, seed=seed, name=name, **options)
 
 
 def check_named(
@@ -77,15 +84,23 @@ def check_named(
     exact: bool = False,
     order: int = 1,
     seed: int = 0,
+    name: str | None = None,
     **options: Any,
 ) -> CheckResult:
     """check(fn, *inputs, ...) with the inputs named by names (one per input) rather than by
     fn's signature; names=None is check() itself. For names that are not Python identifiers,
     as the CLI's model check gives (fc1.weight, ...: engine/through_api.py)."""
-    args = parse_arguments(manual, reference, rtol, atol, exact, order, seed, options)
-    call = prepare(fn, inputs, names)
+    args = parse_arguments(manual, reference, rtol, atol, exact, order, seed, options, name)
+    call = prepare(fn, inputs, names, kwargs=args.kwargs)
     with caller_state_kept(call.caller_tensors):
-        return _check(call, manual, args)
+        try:
+            result = _check(call, manual, args)
+        except SeveralOutputs as several:
+            result = by_output(call, manual, args, several.count, _check)
+    if args.name is not None:
+        result.loss_name = args.name
+        result.spec["name"] = args.name
+    return result
 
 
 def assert_gradients(
@@ -98,12 +113,13 @@ def assert_gradients(
     exact: bool = False,
     order: int = 1,
     seed: int = 0,
+    name: str | None = None,
     **options: Any,
 ) -> CheckResult:
     """check(), raising AssertionError with the plain-text verdict when it fails."""
     __tracebackhide__ = True  # pytest shows the caller's line, not this one
     result = check(fn, *inputs, manual=manual, reference=reference, rtol=rtol, atol=atol,
-                   exact=exact, order=order, seed=seed, **options)
+                   exact=exact, order=order, seed=seed, name=name, **options)
     if not result.passed:
         raise AssertionError(str(result))
     return result
@@ -121,42 +137,80 @@ def _rounding_scale(out: Tensor, u: Tensor) -> float:
 def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> CheckResult:
     torch = import_torch()
     clock = Clock(call.values[0].device)
-    got = one_path.autograd_then_manual(call, manual, args.seed, clock)
+    try:
+        got = one_path.autograd_then_manual(call, manual, args.seed, clock)
+    except Exception:
+        undefined = _undefined_raised(call, args)
+        if undefined is None:
+            raise
+        return _contract_only(call, args, manual, undefined, clock)
     out, u, notes = got.out, got.grad_output, list(got.notes)
+    names = [c.name for c in call.checked]
+    contract: list[ContractCheck] = []
+    if got.functions:  # its findings first: they name the Function, isolation's do not
+        contract += backward_contract(
+            got.functions, lambda: _fresh_forward(call), names, u, args.tolerances,
+            args.nondet_tol, call.output is not None)
+        clock.mark("contract")
+    contract = merge([*contract, *got.contract])
     gradients: list[dict[str, Tensor]] = [{"autograd": g} for g in got.auto]
     comparisons: list[Comparison] = []
+    references = [] if args.reference == "autograd" else [args.reference]
+    why = None
+    if got.functions and args.reference == "autograd":
+        own = ", ".join(f"{f.__qualname__}.backward" for f in got.functions)
+        if args.reference_given:
+            notes.append(f"autograd runs your own backward ({own}): manual against autograd "
+                         "alone compares your code with itself; add reference='projection' "
+                         "for an independent check")
+        else:  # never the user's code against itself by default
+            references.append("projection")
+            why = (f"autograd runs your own backward ({own}), so manual against autograd "
+                   "alone would compare your code with itself: projection checks both")
+    twin = half_precision_twin(call) if manual is not None or any(
+        r in ("projection", "forward") for r in references) or args.order == 2 else None
+    ref_out: Tensor = out
+    ref_gradients: list[dict[str, Tensor]] = gradients
+    if twin is not None:
+        ref_out, ref_gradients = _gradients64(twin, manual, u.to(torch.float64))
     if got.manual is not None:
-        comparisons += manual_vs_autograd(
-            [c.name for c in call.checked], got.manual, got.auto, args.tolerances, args.exact)
+        rows = manual_vs_autograd(names, got.manual, got.auto, args.tolerances, args.exact)
+        if twin is not None and not args.exact:
+            rows, judged = against_float64(rows, got.manual, got.auto,
+                                           [g["autograd"] for g in ref_gradients],
+                                           args.tolerances)
+            notes += judged
+        comparisons += rows
         clock.mark("compare")
         for m, grads in zip(got.manual, gradients, strict=True):
             grads["manual"] = m
     block: dict[str, Any] = {"name": args.reference, "order": args.order, "seed": args.seed}
+    if why is not None:
+        block.update(references=["autograd", *references], why=why)
     fd_block = None
-    # float16/bfloat16: projection, forward and order=2 check the backward at float64 copies of
-    # the tensors (half_precision_twin); finite-diff compares element by element, where the
-    # half type's own tolerances are the right ones.
-    twin = half_precision_twin(call) if args.reference in ("projection", "forward") or (
-        args.order == 2) else None
-    if args.reference != "autograd":
-        ref_call, ref_u, ref_gradients, ref_out = call, u, gradients, out
-        if twin is not None and args.reference != "finite-diff":
-            ref_call, ref_u = twin, u.to(torch.float64)
-            ref_out, ref_gradients = _gradients64(twin, manual, ref_u)
-            notes.append(half_precision_note(call, args.reference))
-        scale = _rounding_scale(ref_out, ref_u)
+    for reference in references:
+        # float16/bfloat16: projection, forward and order=2 check the backward at float64 copies
+        # of the tensors (half_precision_twin); finite-diff compares element by element, where
+        # the half type's own tolerances are the right ones.
+        use_twin = twin is not None and reference != "finite-diff"
+        ref_call, ref_u = (twin, u.to(torch.float64)) if use_twin and twin is not None else (
+            call, u)
+        grads_here = ref_gradients if use_twin else gradients
+        if use_twin:
+            notes.append(half_precision_note(call, reference))
+        scale = _rounding_scale(ref_out if use_twin else out, ref_u)
         outcome: Outcome
-        if args.reference == "projection":
-            outcome = projection(ref_call, args, ref_u, ref_gradients, scale)
-        elif args.reference == "forward":
-            outcome = forward(ref_call, args, ref_u, ref_gradients)
+        if reference == "projection":
+            outcome = projection(ref_call, args, ref_u, grads_here, scale)
+        elif reference == "forward":
+            outcome = forward(ref_call, args, ref_u, grads_here)
         else:
             outcome = finite_diff(call, args, u, gradients, scale)
             fd_block = outcome.block
         comparisons += outcome.comparisons
         notes += outcome.notes
         block.update(outcome.block)
-        clock.mark(args.reference.replace("-", "_"))
+        clock.mark(reference.replace("-", "_"))
     if args.order == 2:
         second = second_order(call if twin is None else twin, args,
                               u if twin is None else u.to(torch.float64))
@@ -169,7 +223,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
     manual_rows = comparisons[: len(call.checked)] if manual is not None else []
     return CheckResult(
         spec=_spec(call, args, manual),
-        passed=all(c.passed for c in comparisons),
+        passed=all(c.passed for c in comparisons) and all(c.passed for c in contract),
         bit_exact=bool(manual_rows) and all(c.bit_exact for c in manual_rows),
         criterion="exact" if args.exact else "tolerance",
         loss_name=call.name,
@@ -181,10 +235,63 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         tensors=_views(call, out),
         environment=collect_environment(call.values[0].device),
         timings=clock.total(),
-        notes=notes,
+        notes=list(dict.fromkeys(notes)),
         finite_diff=fd_block,
         reference=block,
+        contract=contract,
     )
+
+
+def _undefined_raised(call: Call, args: Arguments) -> ContractCheck | None:
+    """For one output of several: the failed undefined-grad-output rule when the backward
+    raised because an unused output's gradient was None, else None."""
+    if call.output is None:
+        return None
+    torch = import_torch()
+    try:
+        with torch.enable_grad():
+            out, _ = _fresh_forward(call)
+            classes = custom_functions(out)
+            u = cotangent(out, args.seed)
+        if not classes:
+            return None
+        checks = backward_contract(classes, lambda: _fresh_forward(call),
+                                   [c.name for c in call.checked], u, args.tolerances,
+                                   args.nondet_tol, True)
+    except Exception:
+        return None
+    return next((c for c in checks if c.kind == "undefined-grad-output" and not c.passed), None)
+
+
+def _contract_only(call: Call, args: Arguments, manual: Callable[..., Any] | None,
+                   broken: ContractCheck, clock: Clock) -> CheckResult:
+    """A failed check that could not compare gradients: the backward broke a rule first."""
+    return CheckResult(
+        spec=_spec(call, args, manual),
+        passed=False,
+        bit_exact=False,
+        criterion="exact" if args.exact else "tolerance",
+        loss_name=call.name,
+        loss_value=float("nan"),
+        loss_formula="fn(*inputs)",
+        gradient_formula=describe_fn(manual) if manual is not None else "none given",
+        grad_fn_chain=[],
+        comparisons=[],
+        tensors={},
+        environment=collect_environment(call.values[0].device),
+        timings=clock.total(),
+        reference={"name": args.reference, "order": args.order, "seed": args.seed},
+        contract=[broken],
+    )
+
+
+def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:
+    """fn at new leaves (copies of the caller's values), with its graph: for the contract."""
+    torch = import_torch()
+    leaves = call.fresh_leaves()
+    with torch.enable_grad():
+        out = check_output(call.evaluate(leaves))
+    return out, leaves
 
 
 def half_precision_twin(call: Call) -> Call | None:

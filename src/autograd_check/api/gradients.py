@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
 from autograd_check.api.call import Call, check_output, cotangent
-from autograd_check.engine.compare import compare
-from autograd_check.engine.result import Comparison
+from autograd_check.api.contract import custom_functions, rule, same_values
+from autograd_check.engine.compare import compare, compare_with_truth
+from autograd_check.engine.result import Comparison, ContractCheck
 from autograd_check.engine.tensors import Clock, grad_fn_chain
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ class Gradients:
     manual: list[Tensor] | None
     """None when no manual was given."""
     notes: list[str]
+    contract: list[ContractCheck] = field(default_factory=list)
+    """Isolation's rules (inputs and grad_output left unwritten), for an isolated call."""
+    functions: list[type] = field(default_factory=list)
+    """The user's autograd.Function classes in fn's graph (isolated calls only)."""
 
 
 def _backward(out: Tensor, grad_output: Tensor | None, checked: list[Tensor]) -> None:
@@ -67,15 +72,25 @@ def autograd_then_manual(
     torch = import_torch()
     values = call.values
     notes: list[str] = []
+    problems: dict[str, list[str]] = {"input-mutated": [], "grad-output-mutated": []}
     with torch.enable_grad():
-        out = check_output(call.evaluate(values))
+        args, state = call.arguments(values)
+        out = check_output(call.invoke(args, state))
+        problems["input-mutated"] += call.written_inputs("fn", args, state)
+        del args, state
         chain = grad_fn_chain(out)
+        classes = custom_functions(out) if call.isolate else []
         clock.mark("forward")
         u = cotangent(out, seed)
         if out.requires_grad:
             # A one-element output goes as loss.backward() takes it, without a gradient: an
             # explicit one makes torch import sympy (torch.fx's shape checks), 0.2 s and 30 MiB.
-            backward(out, None if out.numel() == 1 else u, values)
+            given = None if out.numel() == 1 else (u.clone() if call.isolate else u)
+            backward(out, given, values)
+            if given is not None and given is not u and not same_values(given, u):
+                problems["grad-output-mutated"].append(
+                    "the backward wrote into grad_output (in place): use out-of-place ops")
+                del given
         else:
             notes.append("fn's output does not depend on any checked tensor (it has no "
                          "grad_fn): autograd's gradients are zero")
@@ -87,34 +102,48 @@ def autograd_then_manual(
         after_backward(auto)
     mine = None
     if manual is not None:
+        inputs = call.manual_inputs()
+        u_given = u.clone() if call.isolate else u
         with torch.no_grad():
-            given = call_manual(manual, call.inputs, u)
-        mine = check_manual(call, given)
+            returned = call_manual(manual, inputs, u_given, call.kwargs)
+        problems["input-mutated"] += call.written_inputs("manual", inputs)
+        if u_given is not u and not same_values(u_given, u):
+            problems["grad-output-mutated"].append(
+                "manual wrote into grad_output (in place): use out-of-place ops")
+        del inputs, u_given
+        mine = check_manual(call, returned)
         clock.mark("manual")
-    return Gradients(out, u, chain, auto, mine, notes)
+    if any(problems.values()):
+        call.restore()  # the references then evaluate fn at the caller's values, not the written
+    contract = [rule(kind, found) for kind, found in problems.items()] if call.isolate else []
+    return Gradients(out, u, chain, auto, mine, notes, contract, classes)
 
 
 def call_manual(manual: Callable[..., Any], inputs: Sequence[Tensor],
-                grad_output: Tensor) -> Any:
-    """manual(*inputs, grad_output): grad_output by keyword where manual names a parameter so
-    (or takes **kwargs), else as its last positional argument, whatever its name. TypeError when
-    manual cannot take the inputs and grad_output at all (before it runs)."""
+                grad_output: Tensor, options: dict[str, Any] | None = None) -> Any:
+    """manual(*inputs, grad_output, **options): grad_output by keyword where manual names a
+    parameter so (or takes **kwargs), else as its last positional argument, whatever its name;
+    options are fn's non-tensor keyword arguments. TypeError when manual cannot take the inputs
+    and grad_output at all (before it runs)."""
+    options = options or {}
     try:
         signature = inspect.signature(manual)
     except (TypeError, ValueError):  # a builtin without one: as documented, by keyword
-        return manual(*inputs, grad_output=grad_output)
+        return manual(*inputs, grad_output=grad_output, **options)
     kinds = {p.name: p.kind for p in signature.parameters.values()}
     by_name = kinds.get("grad_output") in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                            inspect.Parameter.KEYWORD_ONLY)
     by_name = by_name or inspect.Parameter.VAR_KEYWORD in kinds.values()
-    args, kwargs = (list(inputs), {"grad_output": grad_output}) if by_name else (
-        [*inputs, grad_output], {})
+    args, kwargs = (list(inputs), {"grad_output": grad_output, **options}) if by_name else (
+        [*inputs, grad_output], dict(options))
     try:
         signature.bind(*args, **kwargs)
     except TypeError:
+        extra = f" and {', '.join(options)} by keyword" if options else ""
         raise TypeError(
             f"manual{signature} cannot be called as manual(*inputs, grad_output) with "
-            f"{len(inputs)} input(s): it takes each of fn's inputs, in order, then grad_output"
+            f"{len(inputs)} input(s){extra}: it takes each of fn's inputs, in order, then "
+            "grad_output" + (", then fn's keyword arguments" if options else "")
         ) from None
     return manual(*args, **kwargs)
 
@@ -179,3 +208,27 @@ def check_manual(call: Call, given: object) -> list[Tensor]:
 
 def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def against_float64(
+    rows: list[Comparison], manual: Sequence[Tensor], auto: Sequence[Tensor],
+    truth: Sequence[Tensor], tolerances: Callable[[Any], tuple[float, float]],
+) -> tuple[list[Comparison], list[str]]:
+    """Half precision (float16, bfloat16): each failed manual-vs-autograd row judged again
+    against truth, the float64 gradient at the same inputs (engine/compare.compare_with_truth),
+    with a note per tensor so judged. Other rows are returned as they are."""
+    out: list[Comparison] = []
+    notes: list[str] = []
+    for row, m, a, t in zip(rows, manual, auto, truth, strict=True):
+        if row.passed or m.element_size() != 2 or not m.is_floating_point():
+            out.append(row)
+            continue
+        rtol, atol = tolerances(m.dtype)
+        judged = compare_with_truth(row.name, m, a, t, rtol, atol)
+        out.append(judged)
+        notes.append(
+            f"{row.name} is {dtype_name(m.dtype)}: manual and autograd round differently, so "
+            f"{row.mismatched} element(s) apart were judged against the gradient in float64 at "
+            "the same inputs: manual passes where its error is within autograd's own plus "
+            f"atol + rtol·|float64| ({judged.mismatched} did not)")
+    return out, notes

@@ -82,3 +82,29 @@ def compare(
         atol,
         passed,
     )
+
+
+def compare_with_truth(
+    name: str, manual: Tensor, auto: Tensor, truth: Tensor, rtol: float, atol: float
+) -> Comparison:
+    """Half precision: manual against autograd, judged against truth (the gradient evaluated in
+    float64 at the same, rounded, inputs). An element passes when manual is close to autograd
+    (compare's test), or when manual's error is within the dtype's rounding of autograd's own:
+
+        |manual − truth| ≤ |autograd − truth| + atol + rtol·|truth|
+
+    Two correct half-precision gradients round differently; the one that is off by more than
+    the other's error plus one rounding is wrong. The statistics stay manual against autograd."""
+    torch = import_torch()
+    base = compare(name, manual, auto, rtol, atol, False)
+    if base.passed:
+        return base
+    f64 = torch.float64
+    m = manual.detach().to(f64).reshape(-1)
+    a = auto.detach().to(f64).reshape(-1)
+    t = truth.detach().to(f64).reshape(-1)
+    close = torch.isclose(m, a, rtol=rtol, atol=atol)
+    within = (m - t).abs() <= (a - t).abs() + atol + rtol * t.abs()
+    mismatched = base.numel - int((close | within).sum())
+    base.mismatched, base.passed = mismatched, mismatched == 0
+    return base

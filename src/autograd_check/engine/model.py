@@ -236,7 +236,9 @@ def run_model_check(
         t.requires_grad_()
     clock.mark("draw")
     seen = _Seen([la.name for la in layers], names)
-    call = prepare(partial(_loss_through, loss_def, real, seen), inputs, names)
+    # A built-in loss is the tool's own code on the tool's own tensors: no copies (peak memory)
+    call = prepare(partial(_loss_through, loss_def, real, seen), inputs, names,
+                   isolate=loss_def.user_code)
     again = partial(_autograd_grads, loss_def, layers, x, real) if spec.repeat > 1 else None
     repeats: list[dict[str, Any]] = []
     got = one_path.autograd_then_manual(

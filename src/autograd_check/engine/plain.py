@@ -47,7 +47,9 @@ def run_plain(
 
     real, predicted = draw(spec, device, loss_def)
     clock.mark("draw")
-    call = prepare(partial(_loss, loss_def, real), [predicted], ["predicted"])
+    # A built-in loss is the tool's own code on the tool's own tensors: no copies (peak memory)
+    call = prepare(partial(_loss, loss_def, real), [predicted], ["predicted"],
+                   isolate=loss_def.user_code)
     again = plain_rerun(loss_def, predicted, real) if spec.repeat > 1 else None
     repeats: list[dict[str, Any]] = []
     got = one_path.autograd_then_manual(

@@ -46,6 +46,17 @@ class Comparison:
 
 
 @dataclass
+class ContractCheck:
+    """One rule a backward must keep, whatever its numbers (api/contract.py): torch's own
+    gradcheck checks most of them. kind names the rule (CONTRACT_KINDS), text says what was seen."""
+
+    kind: str
+    name: str
+    passed: bool
+    text: str
+
+
+@dataclass
 class CheckResult:
     spec: dict[str, Any]
     passed: bool
@@ -71,6 +82,9 @@ class CheckResult:
     """The Python API (check()): the reference's name, method, directions, step and order."""
     distributed: dict[str, Any] | None = None
     """--ranks N: DDP or FSDP2 against the full-batch gradient (distributed/verdict.py)."""
+    contract: list[ContractCheck] = field(default_factory=list)
+    """The backward's contract (inputs and grad_output left unwritten, linear in grad_output,
+    gradient shapes, ...): the rules that ran, passed or not (api/contract.py)."""
 
     def __str__(self) -> str:
         return verdict_text(self)
@@ -118,6 +132,8 @@ class CheckResult:
             doc["reference"] = self.reference
         if self.distributed is not None:
             doc["distributed"] = self.distributed
+        if self.contract:
+            doc["contract"] = [asdict(c) for c in self.contract]
         return doc
 
     @classmethod
@@ -143,6 +159,7 @@ class CheckResult:
             repeat=unplain(doc["repeat"]) if doc.get("repeat") else None,
             reference=unplain(doc["reference"]) if doc.get("reference") else None,
             distributed=unplain(doc["distributed"]) if doc.get("distributed") else None,
+            contract=[ContractCheck(**c) for c in doc.get("contract", [])],
         )
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -182,6 +199,17 @@ def comparison_cells(c: Comparison) -> tuple[str, ...]:
     )
 
 
+def contract_lines(contract: list[ContractCheck]) -> list[str]:
+    """The backward's contract: one line for the rules kept, one per rule broken."""
+    if not contract:
+        return []
+    kept = [c.name for c in contract if c.passed]
+    lines = [f"contract: {len(kept)} of {len(contract)} rules kept"
+             + (f" ({', '.join(kept)})" if kept else "")]
+    lines += [f"contract FAIL [{c.kind}] {c.name}: {c.text}" for c in contract if not c.passed]
+    return lines
+
+
 def distributed_lines(block: dict[str, Any] | None) -> list[str]:
     """--ranks: the ranks' agreement, the reference's scaling and the likely cause, as text."""
     if block is None:
@@ -208,7 +236,9 @@ def verdict_text(result: CheckResult) -> str:
     failed = sum(not c.passed for c in comparisons)
     reference = result.reference or {}
     head = f"{'PASS' if result.passed else 'FAIL'}: {result.loss_name}"
-    if reference.get("name"):
+    if reference.get("references"):
+        head += f", references {', '.join(reference['references'])}"
+    elif reference.get("name"):
         head += f", reference {reference['name']}"
         if reference.get("order", 1) != 1:
             head += f", order {reference['order']}"
@@ -227,6 +257,7 @@ def verdict_text(result: CheckResult) -> str:
             lines.append(("  " + "  ".join(cells)).rstrip())
     if result.error is not None:
         lines.append(f"error: {result.error}")
+    lines += contract_lines(result.contract)
     lines += distributed_lines(result.distributed)
     lines.append(
         "criterion: bit-exact equality (exact=True)" if result.criterion == "exact"

@@ -227,6 +227,18 @@ def determinism_line(env: dict[str, Any]) -> str:
     )
 
 
+def contract_rows(grid: Table, result: CheckResult) -> None:
+    """The backward's contract: the rules kept on one row, each rule broken on its own."""
+    if not result.contract:
+        return
+    kept = [c.name for c in result.contract if c.passed]
+    grid.add_row("contract", f"{len(kept)} of {len(result.contract)} rules kept"
+                 + (f": {', '.join(kept)}" if kept else ""))
+    for c in result.contract:
+        if not c.passed:
+            grid.add_row(Text(c.name, style="bold red"), Text(f"FAIL [{c.kind}] {c.text}"))
+
+
 def verdict_panel(result: CheckResult) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -244,6 +256,7 @@ def verdict_panel(result: CheckResult) -> Panel:
         grid.add_row("error", Text(result.error))
         grid.add_row("verdict by", "the check could not finish: the target's own code raised")
     if not result.comparisons:
+        contract_rows(grid, result)
         grid.add_row("environment", environment_line(result.environment))
         if result.environment:
             grid.add_row("determinism", determinism_line(result.environment))
@@ -288,6 +301,7 @@ def verdict_panel(result: CheckResult) -> Panel:
             )
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))
+    contract_rows(grid, result)
     grid.add_row("environment", environment_line(result.environment))
     if result.environment:
         grid.add_row("determinism", determinism_line(result.environment))
@@ -351,7 +365,10 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
         loss.add_row("finite differences", finite_diff_text(result.finite_diff))
     elif result.reference is not None and result.reference.get("method"):
         block = result.reference
-        loss.add_row("reference", Text(f"{block['name']}: {block['method']}"))
+        name = ", ".join(block.get("references", [])[1:]) or block["name"]
+        loss.add_row("reference", Text(f"{name}: {block['method']}"))
+        if block.get("why"):
+            loss.add_row("why", Text(block["why"]))
     if result.reference is not None and "second_order" in result.reference:
         second = result.reference["second_order"]
         loss.add_row("order 2", Text(str(second.get("method", "the double backward"))))

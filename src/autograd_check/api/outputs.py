@@ -1,0 +1,84 @@
+"""An fn with several outputs (a tuple or list of tensors), checked output by output.
+
+Output k is checked as fn(*inputs)[k] alone, with every check of a one-output fn: manual is
+given grad_output as a tuple with one entry per output, the cotangent at k and zeros elsewhere
+(as torch materialises the gradient of an unused output); the backward is left to autograd, so
+a Function that calls ctx.set_materialize_grads(False) receives None for the other outputs,
+which the contract checks (api/contract.py: undefined-grad-output). Outputs that are not
+floating point (the indices of a max) have no gradient and are not checked. The results are
+one CheckResult: each row's name starts with its output ("output 1: x: autograd vs projection").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from autograd_check._torch import import_torch
+from autograd_check.api.call import Arguments, Call
+from autograd_check.api.contract import merge
+from autograd_check.api.gradients import call_manual
+from autograd_check.engine.result import CheckResult
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+Check = Callable[[Call, "Callable[..., Any] | None", Arguments], CheckResult]
+
+
+def _manual_for(manual: Callable[..., Any], k: int, likes: list[Tensor]) -> Callable[..., Any]:
+    torch = import_torch()
+
+    def part(*inputs: Any, grad_output: Tensor, **kwargs: Any) -> Any:
+        full = tuple(grad_output if j == k else torch.zeros_like(o) for j, o in enumerate(likes))
+        return call_manual(manual, inputs, full, kwargs)  # type: ignore[arg-type]
+
+    return part
+
+
+def by_output(call: Call, manual: Callable[..., Any] | None, args: Arguments, count: int,
+              check: Check) -> CheckResult:
+    """check(call for output k) for each floating-point output k, as one result."""
+    torch = import_torch()
+    with torch.no_grad():
+        likes = [o.detach() for o in call.evaluate(call.values)]
+    results: list[tuple[int, CheckResult]] = []
+    for k, like in enumerate(likes):
+        if not like.is_floating_point():
+            continue
+        part = replace(call, output=k, _cast={})
+        results.append((k, check(part, None if manual is None else _manual_for(manual, k, likes),
+                                 args)))
+    if not results:
+        raise ValueError(f"none of fn's {count} outputs is floating point: gradients need one")
+    return _combine(results, count)
+
+
+def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
+    first = results[0][1]
+    comparisons, contract, notes = [], [], []
+    tensors = {k: v for k, v in first.tensors.items() if k != "output"}
+    timings: dict[str, float] = {}
+    for k, r in results:
+        comparisons += [replace(c, name=f"output {k}: {c.name}") for c in r.comparisons]
+        contract += r.contract
+        notes += r.notes
+        if "output" in r.tensors:
+            tensors[f"output {k}"] = replace(r.tensors["output"], name=f"output {k}")
+        for phase, seconds in r.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + seconds
+    merged = merge(contract)
+    return replace(
+        first,
+        spec={**first.spec, "outputs": count},
+        passed=all(r.passed for _, r in results),
+        bit_exact=all(r.bit_exact for _, r in results),
+        loss_value=sum(r.loss_value for _, r in results),
+        loss_formula="Σₖ ⟨grad_outputₖ, fn(*inputs)[k]⟩, each output checked alone",
+        comparisons=comparisons,
+        contract=merged,
+        tensors=tensors,
+        timings=timings,
+        notes=list(dict.fromkeys(notes)),
+    )

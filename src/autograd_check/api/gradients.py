@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from autograd_check._torch import import_torch
 from autograd_check.api.call import Call, check_output, cotangent
 from autograd_check.api.contract import custom_functions, rule, same_values
-from autograd_check.engine.compare import compare, compare_with_truth
+from autograd_check.engine.compare import HALF_ROUNDING, compare, compare_with_truth
 from autograd_check.engine.result import Comparison, ContractCheck
 from autograd_check.engine.tensors import Clock, grad_fn_chain
 
@@ -220,7 +220,7 @@ def against_float64(
     out: list[Comparison] = []
     notes: list[str] = []
     for row, m, a, t in zip(rows, manual, auto, truth, strict=True):
-        if row.passed or m.element_size() != 2 or not m.is_floating_point():
+        if row.passed or not is_half(m.dtype):
             out.append(row)
             continue
         rtol, atol = tolerances(m.dtype)
@@ -230,5 +230,20 @@ def against_float64(
             f"{row.name} is {dtype_name(m.dtype)}: manual and autograd round differently, so "
             f"{row.mismatched} element(s) apart were judged against the gradient in float64 at "
             "the same inputs: manual passes where its error is within autograd's own plus "
-            f"atol + rtol·|float64| ({judged.mismatched} did not)")
+            f"atol + {HALF_ROUNDING:g}·ε·max|float64| ({judged.mismatched} did not)")
     return out, notes
+
+
+def is_half(dtype: Any) -> bool:
+    """float16 or bfloat16: the types whose gradients are judged against float64."""
+    return str(dtype) in ("torch.float16", "torch.bfloat16")
+
+
+def backward_grad(loss: Tensor, leaf: Tensor) -> Tensor:
+    """d loss / d leaf by autograd (zero when loss does not depend on it)."""
+    torch = import_torch()
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(loss.sum(), [leaf], allow_unused=True,
+                                      materialize_grads=True)
+    detached: Tensor = grad.detach()
+    return detached

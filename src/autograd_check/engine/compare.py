@@ -84,17 +84,28 @@ def compare(
     )
 
 
+HALF_ROUNDING = 4.0
+"""K in the half-precision criterion (compare_with_truth): measured on correct RMSNorm and
+BatchNorm backwards written by hand in bfloat16 and float16 (32x32, 30 seeds each), the manual
+gradient's error exceeded autograd's by at most 1.13·ε·‖truth‖∞; with the mean term of
+BatchNorm's dx dropped, by at least 10·ε·‖truth‖∞ (bfloat16) and 81·ε·‖truth‖∞ (float16)."""
+
+
 def compare_with_truth(
     name: str, manual: Tensor, auto: Tensor, truth: Tensor, rtol: float, atol: float
 ) -> Comparison:
     """Half precision: manual against autograd, judged against truth (the gradient evaluated in
     float64 at the same, rounded, inputs). An element passes when manual is close to autograd
-    (compare's test), or when manual's error is within the dtype's rounding of autograd's own:
+    (compare's test), or when manual's error is within autograd's own plus a few roundings of
+    the tensor's scale:
 
-        |manual − truth| ≤ |autograd − truth| + atol + rtol·|truth|
+        |manual − truth| ≤ |autograd − truth| + atol + K·ε·‖truth‖∞      (K = HALF_ROUNDING)
 
-    Two correct half-precision gradients round differently; the one that is off by more than
-    the other's error plus one rounding is wrong. The statistics stay manual against autograd."""
+    ε the dtype's machine epsilon. Two correct half-precision gradients round differently, and
+    a hand-written one rounds where autograd's kernels accumulate in float32: element by element
+    they can be far apart where the gradient is a small difference of large terms. The one off
+    by more than the other's error plus a few roundings is wrong. The statistics stay manual
+    against autograd."""
     torch = import_torch()
     base = compare(name, manual, auto, rtol, atol, False)
     if base.passed:
@@ -103,8 +114,10 @@ def compare_with_truth(
     m = manual.detach().to(f64).reshape(-1)
     a = auto.detach().to(f64).reshape(-1)
     t = truth.detach().to(f64).reshape(-1)
+    eps = torch.finfo(manual.dtype).eps
+    scale = float(t.abs().max()) if t.numel() else 0.0
     close = torch.isclose(m, a, rtol=rtol, atol=atol)
-    within = (m - t).abs() <= (a - t).abs() + atol + rtol * t.abs()
+    within = (m - t).abs() <= (a - t).abs() + atol + HALF_ROUNDING * eps * scale
     mismatched = base.numel - int((close | within).sum())
     base.mismatched, base.passed = mismatched, mismatched == 0
     return base

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from autograd_check._torch import import_torch
 from autograd_check.api import gradients as one_path
 from autograd_check.api.call import prepare
-from autograd_check.api.gradients import manual_vs_autograd
+from autograd_check.api.gradients import against_float64, is_half, manual_vs_autograd
 from autograd_check.engine.budget import layer_shapes
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import repeat_gradients, repeat_passed
@@ -271,6 +271,13 @@ def run_model_check(
     comparisons = manual_vs_autograd(order, [manual[n] for n in order],
                                      [autos[n] for n in order], lambda _: (rtol, atol),
                                      spec.exact)
+    half_notes: list[str] = []
+    if is_half(x.dtype) and not spec.exact and not all(c.passed for c in comparisons):
+        f64 = [Layer(la.name, to64(la.weight), to64(la.bias)) for la in layers]
+        truth = _autograd_grads(loss_def, f64, to64(x), to64(real))
+        comparisons, half_notes = against_float64(
+            comparisons, [manual[n] for n in order], [autos[n] for n in order],
+            [truth[n] for n in order], lambda _: (rtol, atol))
     for c, name in zip(comparisons, order, strict=True):
         m = manual[name]
         if not c.bit_exact and m.numel() <= TENSOR_DATA_LIMIT:
@@ -296,7 +303,7 @@ def run_model_check(
         environment={},
         timings=clock.total(),
         notes=[f"model: {describe(spec)}", *draw_notes(loss_def),
-               *(finite_diff.notes if finite_diff else [])],
+               *(finite_diff.notes if finite_diff else []), *half_notes],
         finite_diff=finite_diff.block if finite_diff else None,
         repeat=repeat,
     )

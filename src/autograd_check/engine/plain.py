@@ -23,11 +23,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.api import gradients as one_path
-from autograd_check.api.call import prepare
-from autograd_check.api.gradients import manual_vs_autograd
+from autograd_check.api.call import Call, parse_arguments, prepare
+from autograd_check.api.contract import backward_contract, merge
+from autograd_check.api.gradients import (
+    against_float64,
+    backward_grad,
+    is_half,
+    manual_vs_autograd,
+)
+from autograd_check.api.references import Outcome, projection
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
-from autograd_check.engine.finite_diff import Progress, plain_finite_diff
+from autograd_check.engine.finite_diff import Progress, plain_finite_diff, to64
 from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
 from autograd_check.engine.spec import CheckSpec
 from autograd_check.engine.tensors import Clock, draw, draw_notes, overflow_notes, tensor_view
@@ -60,6 +67,16 @@ def run_plain(
     (auto,), (manual,) = got.auto, got.manual
     loss_value = float(got.out)
     repeat = repeats[0] if repeats else None
+    contract, own = list(got.contract), None
+    if got.functions:  # the target's loss runs its own autograd.Function: its rules, and a
+        # reference independent of its backward (manual against autograd alone is not one)
+        contract = [*backward_contract(
+            got.functions, partial(_fresh_forward, call), ["predicted"], got.grad_output,
+            lambda _: (rtol, atol), 0.0, False), *contract]
+        if spec.reference == "manual":
+            own = _projection(spec, call, got.grad_output, auto, manual, loss_value, got.functions)
+        clock.mark("contract")
+    contract = merge(contract)
     finite_diff = None
     if spec.reference == "finite-diff":
         finite_diff = plain_finite_diff(
@@ -68,9 +85,17 @@ def run_plain(
         clock.mark("finite_diff")
 
     tensors = {"real": tensor_view("real", real), "predicted": tensor_view("predicted", predicted)}
+    # half precision: kept for a float64 evaluation of the gradient, should the two disagree
+    kept = (predicted, real) if is_half(predicted.dtype) and not spec.exact else None
     del real, predicted, call, again  # summarised; free them before the comparison's temporaries
     (comparison,) = manual_vs_autograd(["predicted"], [manual], [auto], lambda _: (rtol, atol),
                                        spec.exact)
+    half_notes: list[str] = []
+    if kept is not None and not comparison.passed:
+        truth = _gradient64(loss_def, *kept)
+        (comparison,), half_notes = against_float64(
+            [comparison], [manual], [auto], [truth], lambda _: (rtol, atol))
+    del kept
     tensors["manual_grad"] = tensor_view("manual_grad", manual)
     tensors["autograd_grad"] = (
         TensorView(**{**vars(tensors["manual_grad"]), "name": "autograd_grad"})
@@ -80,11 +105,13 @@ def run_plain(
     if not comparison.bit_exact and manual.numel() <= TENSOR_DATA_LIMIT:
         tensors["difference"] = tensor_view("difference", difference(manual, auto))
     clock.mark("compare")
-    comparisons = [comparison, *(finite_diff.comparisons if finite_diff else [])]
+    comparisons = [comparison, *(finite_diff.comparisons if finite_diff else []),
+                   *(own.comparisons if own else [])]
 
     return CheckResult(
         spec=spec.to_dict(),
-        passed=all(c.passed for c in comparisons) and repeat_passed(repeat),
+        passed=all(c.passed for c in comparisons) and repeat_passed(repeat) and all(
+            c.passed for c in contract),
         bit_exact=comparison.bit_exact,
         criterion="exact" if spec.exact else "tolerance",
         loss_name=loss_def.name,
@@ -97,10 +124,39 @@ def run_plain(
         environment={},
         timings=clock.total(),
         notes=[*overflow_notes(loss_value, spec.dtype), *draw_notes(loss_def),
-               *(finite_diff.notes if finite_diff else [])],
+               *(finite_diff.notes if finite_diff else []), *half_notes,
+               *(own.notes if own else [])],
         finite_diff=finite_diff.block if finite_diff else None,
         repeat=repeat,
+        reference=own.block if own else None,
+        contract=contract,
     )
+
+
+def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:
+    leaves = call.fresh_leaves()
+    return call.evaluate(leaves), leaves
+
+
+def _projection(spec: CheckSpec, call: Call, u: Tensor, auto: Tensor, manual: Tensor,
+                loss_value: float, functions: list[type]) -> Outcome:
+    """projection beside manual against autograd, for a loss whose backward is the target's
+    own: its rows, its block (with why), and its notes."""
+    args = parse_arguments(None, "projection", spec.rtol, spec.atol, False, 1, spec.seed, {})
+    outcome = projection(call, args, u, [{"autograd": auto, "manual": manual}], abs(loss_value))
+    own = ", ".join(f"{f.__qualname__}.backward" for f in functions)
+    outcome.block = {"name": "manual", "references": ["manual", "projection"],
+                     "why": f"autograd runs the target's own backward ({own}), so manual against "
+                            "autograd alone would compare the target's code with itself: "
+                            "projection checks both", **outcome.block}
+    return outcome
+
+
+def _gradient64(loss_def: Loss, predicted: Tensor, real: Tensor) -> Tensor:
+    """The loss's gradient by autograd in float64, at the same (half-precision) values."""
+    p64 = to64(predicted).requires_grad_()
+    grad: Tensor = backward_grad(loss_def.forward(p64, to64(real)), p64)
+    return grad
 
 
 def _loss(loss_def: Loss, real: Tensor, predicted: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
@@ -243,6 +243,16 @@ class Call:
         if not self.isolate:
             return [c.value.detach().requires_grad_() for c in self.checked]
         return [self.kept(c.role, c.key).clone().requires_grad_() for c in self.checked]
+
+    def fresh(self, **changes: Any) -> Call:
+        """This call with new leaves for the checked tensors (no .grad yet), and changes."""
+        checked = [replace(c, value=v) for c, v in zip(self.checked, self.fresh_leaves(),
+                                                       strict=True)]
+        state = dict(self.state)
+        for c in checked:
+            if c.role == "parameter":
+                state[str(c.key)] = c.value
+        return replace(self, checked=checked, state=state, _cast={}, **changes)
 
     def kept(self, role: str, key: int | str) -> Tensor:
         """The private copy of an input (by position) or of a module's state entry (by name)."""

@@ -234,7 +234,8 @@ def non_contiguous(u: Tensor) -> Tensor:
         dims = list(range(u.dim()))[::-1]
         spread = torch.empty(tuple(u.shape[d] for d in dims), dtype=u.dtype,
                              device=u.device).permute(dims)
-    return spread.copy_(u)
+    copied: Tensor = spread.copy_(u)
+    return copied
 
 
 def _error(e: BaseException) -> str:

@@ -21,13 +21,15 @@ catches"). Every class is a target: `autograd-check run --target examples/traps.
                                                                              projection FAIL
     RMSNorm              correct, in any dtype: bfloat16 and float16 included  PASS
 
-    python examples/traps.py       # the verdict of each, one line each; exits 0 when each
-                                   # verdict is the expected one
+    python examples/traps.py              # the verdict of each, one line each; exits 0
+                                          # when each verdict is the expected one
+    python examples/traps.py --gradcheck  # beside torch.autograd.gradcheck's, slow and fast
 """
 
 import sys
 
 import torch
+from torch.autograd.gradcheck import GradcheckError
 
 
 def _randn(generator, dtype, device, *shape):
@@ -295,10 +297,43 @@ def verdict(trap, dtype=torch.float64, seed=0):
     return result, "pass" if result.passed else (broken or failed or ["manual vs autograd"])[0]
 
 
+def gradcheck_verdict(trap, fast_mode):
+    """torch.autograd.gradcheck on the same trap, in float64: 'caught: why', 'missed', or why it
+    cannot say (it checks autograd's backward only, and builds an n x n Jacobian in slow mode)."""
+    if not (isinstance(trap, type) and issubclass(trap, torch.autograd.Function)):
+        return "n/a: no backward of its own"
+    generator = torch.Generator().manual_seed(0)
+    inputs = [t.detach().double().requires_grad_()
+              for t in trap.inputs(generator, torch.float64, "cpu")]
+    if not fast_mode and sum(t.numel() for t in inputs) > 4096:
+        n = sum(t.numel() for t in inputs)
+        return f"not run: a {n}x{n} Jacobian"
+    try:
+        torch.autograd.gradcheck(trap.apply, inputs, fast_mode=fast_mode)
+    except GradcheckError as e:
+        return "caught: " + _first_words(str(e))
+    except Exception as e:  # the backward itself raised under gradcheck
+        return f"the backward raised {type(e).__name__}"
+    return "missed"
+
+
+def _first_words(text):
+    """gradcheck's reason, up to its first comma or 'for' (its messages go on for pages)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.split(",")[0].split(" for ")[0].removeprefix("backward ")
+
+
 if __name__ == "__main__":
     ok = True
+    compare = "--gradcheck" in sys.argv[1:]
+    if compare:
+        print(f"{'trap':18} {'autograd-check':27} {'gradcheck':37} gradcheck fast_mode")
     for trap in TRAPS:
         _, caught = verdict(trap)
         ok = ok and caught == trap.expected
-        print(f"{trap.__name__:20} {caught:28} expected {trap.expected}")
+        if compare:
+            print(f"{trap.__name__:18} {caught:27} {gradcheck_verdict(trap, False):37} "
+                  f"{gradcheck_verdict(trap, True)}")
+        else:
+            print(f"{trap.__name__:20} {caught:28} expected {trap.expected}")
     sys.exit(0 if ok else 1)

@@ -2,13 +2,13 @@
 evaluated at other values, the cotangent, and the caller's state kept as it was.
 
 Isolation (check(), and a --target through it): the caller's tensors are never handed to the
-user's code. fn, manual and every backward get copies (a checked input is a fresh leaf that
-requires grad, made from a copy), and a private copy of every input, parameter and buffer is kept
-(`pristine`) to see a write afterwards (api/contract.py) and to start each call from the values
-the caller gave. An `nn.Module` is called through `torch.func.functional_call` with copies of its
-parameters and buffers (so running statistics are not updated). `run`'s built-in losses, whose
-code is the tool's own, are evaluated on the tensors themselves (isolate=False: no copies, for
-peak memory at large shapes).
+user's code. fn works on the check's own copies (a checked input is a fresh leaf made from a
+copy), manual and every backward on fresh copies of their own; the caller's tensors, which no
+user code is given, are the kept values (`pristine`) that each step's copies are compared with
+afterwards (api/contract.py) and put back from after a write. An `nn.Module` is called through
+`torch.func.functional_call` with copies of its parameters and buffers (so running statistics
+are not updated). `run`'s built-in losses, whose code is the tool's own, are evaluated on the
+tensors themselves (isolate=False: no copies, for peak memory at large shapes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.api.contract import written
+from autograd_check.api.contract import same_values, written
 from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
@@ -218,9 +218,6 @@ class Call:
             args, state = list(self._cast["inputs"]), dict(self._cast["state"])
         else:
             args, state = list(self.inputs), dict(self.state)
-        if self.isolate:  # each call its own copies: what one call writes, the next never sees
-            args = [t.clone() for t in args]
-            state = {k: t.clone() for k, t in state.items()}
         for c, v in zip(self.checked, values, strict=True):
             if c.role == "input":
                 args[int(c.key)] = v
@@ -282,6 +279,23 @@ class Call:
                     tensors.append(t)
                     kept.append(self.kept("parameter", k))
         return written(who, names, tensors, kept)
+
+    def writes(self, who: str) -> list[str]:
+        """After a run of evaluations: a sentence for each working copy (input, its float64 cast,
+        a module's parameter) that who wrote into, each then put back (isolated calls only).
+        The working copies are the tool's own, so a write never reaches the caller; checking
+        once after many evaluations, rather than copying for each, keeps a reference as fast as
+        fn itself."""
+        if not self.isolate:
+            return []
+        found = self.written_inputs(who, self.inputs, self.state)
+        for cast, t in zip(self._cast.get("inputs", []), self.inputs, strict=False):
+            if cast is not t and not found and not same_values(cast.to(t.dtype), t):
+                found = [f"{who} wrote into a float64 copy of its inputs: it must leave its "
+                         "inputs as it found them"]
+        if found:
+            self.restore()
+        return found
 
     def manual_inputs(self) -> list[Tensor]:
         """What manual is given: copies of the inputs when isolated, else the inputs."""
@@ -413,10 +427,13 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
         value = x.detach().clone() if isolate else x.detach()
         checked.append(Checked(name, value.requires_grad_(), "input", i))
     state: dict[str, Tensor] = {}
+    originals: list[Tensor] = []
+    """The module's own parameters and buffers, in state's order."""
     caller = [x for x in tensors if x.is_leaf]
     if module is not None:
         for pname, p in module.named_parameters():
             caller.append(p)
+            originals.append(p)
             if p.requires_grad:
                 if p.is_complex():
                     raise ValueError(f"parameter {pname} of fn is complex: complex parameters "
@@ -428,6 +445,7 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
             else:
                 state[pname] = p.detach().clone() if isolate else p.detach()
         for bname, b in module.named_buffers():
+            originals.append(b)
             state[bname] = b.detach().clone()
     if not checked:
         raise ValueError(
@@ -438,12 +456,16 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
         fn=fn,
         name=describe_fn(fn),
         module=module,
-        inputs=[x.detach().clone() if isolate else x.detach() for x in tensors],
+        # a checked input's place holds its leaf's data (fn gets the leaf itself): no 2nd copy
+        inputs=[next((c.value.detach() for c in checked if c.role == "input" and c.key == i),
+                     x.detach().clone() if isolate else x.detach())
+                for i, x in enumerate(tensors)],
         checked=checked,
         caller_tensors=caller,
         state=state,
         isolate=isolate,
-        pristine=[t.detach().clone() for t in (*tensors, *state.values())] if isolate else [],
+        # the caller's own tensors are never handed to fn or manual: they are the kept values
+        pristine=[t.detach() for t in (*tensors, *originals)] if isolate else [],
         kwargs=dict(kwargs or {}),
     )
 

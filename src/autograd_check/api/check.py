@@ -21,7 +21,7 @@ from autograd_check.api.call import (
     prepare,
     to64,
 )
-from autograd_check.api.contract import backward_contract, custom_functions, merge
+from autograd_check.api.contract import backward_contract, custom_functions, merge, rule
 from autograd_check.api.gradients import (
     against_float64,
     call_manual,
@@ -147,12 +147,13 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
     out, u, notes = got.out, got.grad_output, list(got.notes)
     names = [c.name for c in call.checked]
     contract: list[ContractCheck] = []
+    writes: list[str] = []
     if got.functions:  # its findings first: they name the Function, isolation's do not
         contract += backward_contract(
             got.functions, lambda: _fresh_forward(call), names, u, args.tolerances,
             args.nondet_tol, call.output is not None)
+        writes += call.writes("fn")
         clock.mark("contract")
-    contract = merge([*contract, *got.contract])
     gradients: list[dict[str, Tensor]] = [{"autograd": g} for g in got.auto]
     comparisons: list[Comparison] = []
     references = [] if args.reference == "autograd" else [args.reference]
@@ -210,6 +211,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         comparisons += outcome.comparisons
         notes += outcome.notes
         block.update(outcome.block)
+        writes += call.writes(f"fn (evaluated by {reference})")
         clock.mark(reference.replace("-", "_"))
     if args.order == 2:
         second = second_order(call if twin is None else twin, args,
@@ -219,7 +221,9 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         comparisons += second.comparisons
         notes += second.notes
         block["second_order"] = second.block
+        writes += call.writes("fn (evaluated by order=2)")
         clock.mark("second_order")
+    contract = merge([*contract, *got.contract, rule("input-mutated", writes)])
     manual_rows = comparisons[: len(call.checked)] if manual is not None else []
     return CheckResult(
         spec=_spec(call, args, manual),

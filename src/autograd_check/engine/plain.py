@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.api import gradients as one_path
 from autograd_check.api.call import Call, parse_arguments, prepare
-from autograd_check.api.contract import backward_contract, merge
+from autograd_check.api.contract import backward_contract, merge, rule
 from autograd_check.api.gradients import (
     against_float64,
     backward_grad,
@@ -75,6 +75,7 @@ def run_plain(
             lambda _: (rtol, atol), 0.0, False), *contract]
         if spec.reference == "manual":
             own = _projection(spec, call, got.grad_output, auto, manual, loss_value, got.functions)
+        contract.append(rule("input-mutated", call.writes("loss")))
         clock.mark("contract")
     contract = merge(contract)
     finite_diff = None

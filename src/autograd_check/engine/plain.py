@@ -19,6 +19,7 @@ predicted are summarised and dropped before the comparison's temporaries.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import Progress, plain_finite_diff, to64
 from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
-from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec, nondet_tol
 from autograd_check.engine.tensors import Clock, draw, draw_notes, overflow_notes, tensor_view
 from autograd_check.losses.base import Loss
 from autograd_check.losses.user import backward
@@ -72,9 +73,10 @@ def run_plain(
         # reference independent of its backward (manual against autograd alone is not one)
         contract = [*backward_contract(
             got.functions, partial(_fresh_forward, call), ["predicted"], got.grad_output,
-            lambda _: (rtol, atol), 0.0, False), *contract]
+            lambda _: (rtol, atol), nondet_tol(spec), False), *contract]
         if spec.reference == "manual":
-            own = _projection(spec, call, got.grad_output, auto, manual, loss_value, got.functions)
+            own = _projection(spec, loss_def, real, call, got.grad_output, auto, manual,
+                              loss_value, got.functions)
         contract.append(rule("input-mutated", call.writes("loss")))
         clock.mark("contract")
     contract = merge(contract)
@@ -139,12 +141,20 @@ def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:
     return call.evaluate(leaves), leaves
 
 
-def _projection(spec: CheckSpec, call: Call, u: Tensor, auto: Tensor, manual: Tensor,
-                loss_value: float, functions: list[type]) -> Outcome:
+def _evaluate(loss_def: Loss, real: Tensor, predicted: Tensor) -> Tensor:
+    return (loss_def.evaluate or loss_def.forward)(predicted, real)
+
+
+def _projection(spec: CheckSpec, loss_def: Loss, real: Tensor, call: Call, u: Tensor,
+                auto: Tensor, manual: Tensor, loss_value: float,
+                functions: list[type]) -> Outcome:
     """projection beside manual against autograd, for a loss whose backward is the target's
     own: its rows, its block (with why), and its notes."""
     args = parse_arguments(None, "projection", spec.rtol, spec.atol, False, 1, spec.seed, {})
-    outcome = projection(call, args, u, [{"autograd": auto, "manual": manual}], abs(loss_value))
+    # evaluated without the target's forward checks (a grad_fn): projection runs under no_grad
+    evaluate = replace(call, fn=partial(_evaluate, loss_def, real), _cast={})
+    outcome = projection(evaluate, args, u, [{"autograd": auto, "manual": manual}],
+                         abs(loss_value))
     own = ", ".join(f"{f.__qualname__}.backward" for f in functions)
     outcome.block = {"name": "manual", "references": ["manual", "projection"],
                      "why": f"autograd runs the target's own backward ({own}), so manual against "

@@ -381,3 +381,9 @@ def _combine_ranks(parsed: dict[str, Any]) -> None:
             f"{ranks} ranks x {parsed['accumulate']} micro-batches of equal size and the last is "
             f"the features; choose e.g. {shards * 2}x{shape[-1]}"
         )
+
+
+def nondet_tol(spec: CheckSpec) -> float:
+    """How far two backwards of one graph may differ in a check's verdict: 0 with
+    --deterministic, else any spread is information only (as --repeat reports it)."""
+    return 0.0 if spec.deterministic else float("inf")

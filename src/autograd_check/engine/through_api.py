@@ -17,7 +17,7 @@ from autograd_check._torch import import_torch
 from autograd_check.api.check import check_named
 from autograd_check.engine import model
 from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.spec import CheckSpec, nondet_tol
 from autograd_check.engine.tensors import draw, draw_notes, tensor_view
 from autograd_check.errors import BadInput
 from autograd_check.losses.base import Loss
@@ -56,7 +56,7 @@ def _check(spec: CheckSpec, fn: Callable[..., Any], inputs: tuple[Any, ...],
     return check_named(fn, inputs, names, manual=manual,
                        reference=_given_reference(spec), rtol=spec.rtol,
                        atol=spec.atol, exact=spec.exact, order=spec.order, seed=spec.seed,
-                       max_fd_elements=spec.max_fd_elements)
+                       max_fd_elements=spec.max_fd_elements, nondet_tol=nondet_tol(spec))
 
 
 def _as_spec_result(spec: CheckSpec, result: CheckResult) -> CheckResult:

@@ -340,3 +340,29 @@ def test_the_cli_judges_a_half_precision_target_against_float64(
                         lambda name, m, a, t, rtol, atol: gradients.compare(
                             name, m, a, rtol, atol, False))
     assert CliRunner().invoke(app, argv).exit_code == 1  # the criterion is what passes it
+
+
+def test_a_spread_between_backwards_is_in_run_s_verdict_only_when_deterministic() -> None:
+    target = f"{ROOT}/examples/traps.py:NoisyBackward"
+    info = CliRunner().invoke(app, ["run", "--target", target, "--dtype", "float64", "--json"])
+    assert info.exit_code == 0, info.output
+    row = next(c for c in json.loads(info.stdout)["contract"] if c["kind"] == "nondeterministic")
+    assert row["passed"] and "information" in row["text"]
+    strict = CliRunner().invoke(app, ["run", "--target", target, "--dtype", "float64",
+                                      "--deterministic", "--json"])
+    assert strict.exit_code == 1, strict.output
+    row = next(c for c in json.loads(strict.stdout)["contract"]
+               if c["kind"] == "nondeterministic")
+    assert not row["passed"]
+
+
+def test_a_function_deep_in_a_long_graph_is_found() -> None:
+    """The walk keeps every node it met alive: an id() reused by a freed node object cannot
+    end it early, whatever torch makes of next_functions."""
+    from autograd_check.api.contract import custom_functions
+
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = Square.apply(x)
+    for _ in range(3000):
+        y = y * 1.0 + 0.0
+    assert custom_functions(y) == [Square]

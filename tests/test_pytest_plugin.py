@@ -93,6 +93,26 @@ class TestTheFixture:
         """))
         run(examples).assert_outcomes(passed=2)
 
+    @pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+    def test_a_correct_hand_written_backward_passes_in_every_dtype(
+            self, examples: pytest.Pytester, dtype: str) -> None:
+        """In half precision manual and autograd round differently: judged against float64."""
+        examples.makepyfile(dedent("""
+            from traps import GradOutputInPlace, RMSNorm
+
+            def test_rms_norm(autograd_check):
+                x, w = autograd_check.randn(32, 32), autograd_check.randn(32)
+                autograd_check.assert_gradients(RMSNorm.fn, x, w, manual=RMSNorm.manual)
+
+            def test_the_trap_fails_by_its_name(autograd_check):
+                result = autograd_check.check(GradOutputInPlace.apply,
+                                              autograd_check.randn(4, 5),
+                                              manual=GradOutputInPlace.manual)
+                assert [c.kind for c in result.contract if not c.passed] == [
+                    "grad-output-mutated"]
+        """))
+        run(examples, "--autograd-check-dtype", dtype).assert_outcomes(passed=2)
+
     def test_to_moves_a_module_and_a_tensor(self, pytester: pytest.Pytester) -> None:
         pytester.makepyfile("""
             import pytest

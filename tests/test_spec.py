@@ -140,3 +140,18 @@ def test_memory_estimate_refuses_what_does_not_fit() -> None:
 def test_peak_depends_on_the_loss_dtype_and_repeat(values: dict[str, str], tensors: int) -> None:
     spec = build_spec({"shape": "1000", **values})
     assert needed_bytes(spec) == tensors * 1000 * spec.itemsize
+
+
+@pytest.mark.parametrize(("ranks", "accumulate", "shape"), [
+    ("2", "1", (4, 8)), ("3", "1", (3, 8)), ("2", "2", (8, 8)), ("1", "1", (3, 8))])
+def test_ranks_without_a_shape_get_a_batch_that_splits(ranks: str, accumulate: str,
+                                                       shape: tuple[int, ...]) -> None:
+    """`run --ranks 2 --model mlp`, the first command a user types, needs no --shape."""
+    spec = build_spec({"model": "mlp", "ranks": ranks, "accumulate": accumulate})
+    assert spec.shape == shape
+
+
+def test_a_shape_given_with_ranks_is_kept_or_refused() -> None:
+    assert build_spec({"model": "mlp", "ranks": "2", "shape": "6x4"}).shape == (6, 4)
+    with pytest.raises(BadInput, match="shape 3x8: its first dimension"):
+        build_spec({"model": "mlp", "ranks": "2", "shape": "3x8"})

@@ -113,6 +113,9 @@ class TestFit:
         assert problem(partitions=("debug", "nosuch"), cpus=1000) is None
 
     def test_no_default_partition_no_verdict(self) -> None:
+        """Without a partition named or a default one, sbatch decides: no verdict, where the
+        same request against the default partition is refused."""
+        assert "1000 CPUs" in str(fit_problem(Request(cpus=1000), PARTS, NODES, CONFIG))
         parts = [{**p, "Default": "NO"} for p in PARTS]
         assert fit_problem(Request(cpus=1000), parts, NODES, CONFIG) is None
 

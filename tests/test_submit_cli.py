@@ -139,9 +139,12 @@ class TestNoSlurm:
         assert "AUTOGRAD_CHECK_LOG_DIR" in runner.invoke(app, ["status", "--help"]).stdout
 
     def test_unknown_job(self, tmp_path: Path) -> None:
+        """No queue, no accounting, nothing in the log folder: the job is not known (4, the
+        exit code of a job that failed or vanished), not Slurm missing (3): the files alone
+        could have answered."""
         result = runner.invoke(app, ["status", "999999", "--log-dir", str(tmp_path)])
-        assert result.exit_code in (3, 4)
-        one_error_line(result.stderr)
+        assert result.exit_code == 4, result.stderr
+        assert "Slurm job 999999 is unknown" in one_error_line(result.stderr)
 
 
 @pytest.mark.usefixtures("no_slurm_env")

@@ -334,8 +334,18 @@ class TestEarlierSubmission:
         assert said == [f"--force: job array 12 of an earlier sweep into --out {str(tmp_path)!r} "
                         "still has 1 task(s) pending or running (12_1); cancelling it"]
 
-    def test_no_manifest_no_refusal(self, tmp_path: Path) -> None:
-        stop_earlier(Store(tmp_path / "new"), force=False)
+    def test_no_manifest_no_refusal(self, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """A folder no sweep wrote into: nothing to stop, so neither the queue nor scancel is
+        asked, and nothing is written."""
+        def asked(*_: Any) -> Any:
+            raise AssertionError("the queue was asked about a sweep that never ran")
+
+        monkeypatch.setattr(launch, "live_tasks", asked)
+        monkeypatch.setattr(launch, "cancel_arrays", asked)
+        said, on_note = notes()
+        assert stop_earlier(Store(tmp_path / "new"), force=True, on_note=on_note) is None
+        assert said == [] and not (tmp_path / "new").exists()
 
 
 class TestBookkeeping:

@@ -333,8 +333,31 @@ def _env(work: Path) -> dict[str, str]:
     return env
 
 
+def cancel_jobs_from(work: Path) -> list[str]:
+    """scancel every job still queued whose working folder is under work (a page's commands
+    may queue one that never starts, as docs/cluster.md's plain sbatch does): a docs run leaves
+    nothing of its own in the queue. The ids cancelled (none where Slurm is not here)."""
+    if shutil.which("squeue") is None:
+        return []
+    listed = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True,
+                            timeout=60)
+    ours = [job for job, _, folder in (line.partition(" ") for line in listed.stdout.splitlines())
+            if folder == str(work) or folder.startswith(f"{work}/")]
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True, timeout=60)
+    return ours
+
+
 def run_page(page: Path, blocks: list[Block], normaliser_work: Path) -> dict[int, list[str]]:
-    """Run one page's selected blocks in order; the new body of each, by block start line."""
+    """Run one page's selected blocks in order; the new body of each, by block start line. What
+    the page queued and left is cancelled at the end (cancel_jobs_from)."""
+    try:
+        return _run_blocks(blocks, normaliser_work)
+    finally:
+        cancel_jobs_from(normaliser_work)
+
+
+def _run_blocks(blocks: list[Block], normaliser_work: Path) -> dict[int, list[str]]:
     work = normaliser_work
     for name in LINKED:
         (work / name).symlink_to(ROOT / name)

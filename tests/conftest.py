@@ -11,6 +11,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,7 +72,33 @@ def slurm_cluster() -> Iterator[None]:
         if IN_CI:
             pytest.fail(f"CI=true and Slurm is not usable: {reason}")
         pytest.skip(reason)
+    before = _queued()
     yield
+    _nothing_left_queued(before)
+
+
+def _queued() -> dict[str, str]:
+    """Job id -> 'name state work-folder' for every job in the queue."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%i|%j %T %Z"], capture_output=True,
+                            text=True, timeout=60)
+    return dict(line.partition("|")[::2] for line in listed.stdout.splitlines() if line)
+
+
+def _nothing_left_queued(before: dict[str, str], grace_s: float = 30.0) -> None:
+    """At the end of the session: the suite's tests (and the docs runs) cancel or wait for what
+    they queued, so no job that was not queued before the first Slurm test is left; one that is
+    (after a grace for jobs that are just ending) is cancelled, and the session fails naming it.
+    """
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = {job: what for job, what in _queued().items() if job not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if left:
+        subprocess.run(["scancel", *left], capture_output=True, timeout=60)
+        pytest.fail("the test session left jobs in the Slurm queue (now cancelled): "
+                    + "; ".join(f"{job} {what}" for job, what in sorted(left.items())))
 
 
 @pytest.fixture

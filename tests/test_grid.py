@@ -134,3 +134,27 @@ def test_range_is_inclusive_and_ordered(first: int, length: int) -> None:
 def test_case_key_format() -> None:
     assert case_key((2, 3, 4), "bfloat16", "cuda:0", "huber", 12) == \
         "2x3x4_bfloat16_cuda0_huber_seed12"
+
+
+class TestTargets:
+    """A sweep over a --target names the target in its cases, not the unused default loss."""
+
+    def test_a_loss_form_target_stands_where_the_loss_does(self) -> None:
+        (case,) = list(grid(target="examples/buggy_target.py:smooth_l1").cases())
+        assert case.key == "3x8_float32_cpu_buggy_target.py-smooth_l1_seed0"
+
+    def test_a_target_with_its_own_inputs_has_no_shape(self) -> None:
+        g = build_grid({"target": "pkg.mod:Thing", "dtypes": "float32,float64"},
+                       own_inputs=True)
+        assert [c.key for c in g.cases()] == ["float32_cpu_pkg.mod-Thing_seed0",
+                                              "float64_cpu_pkg.mod-Thing_seed0"]
+        again = Grid.from_dict(g.to_dict())  # resumed from the manifest: the same names
+        assert again.own_inputs and [c.key for c in again.cases()] == [
+            c.key for c in g.cases()]
+        assert "own_inputs" not in grid(target="pkg.mod:Thing").to_dict()
+
+    @pytest.mark.parametrize("key", ["shapes", "shape"])
+    def test_a_shape_for_a_target_with_its_own_inputs_is_refused(self, key: str) -> None:
+        with pytest.raises(BadInput, match=f"gives its own inputs .* so --{key} would be "
+                                           "ignored"):
+            build_grid({"target": "pkg.mod:Thing", key: "4x4"}, own_inputs=True)

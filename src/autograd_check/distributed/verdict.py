@@ -26,7 +26,7 @@ from autograd_check.engine.host import collect_environment
 from autograd_check.engine.result import CheckResult
 from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
 from autograd_check.errors import CheckError
-from autograd_check.losses.user import _short
+from autograd_check.losses.user import short_name
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -256,7 +256,7 @@ def failed_result(spec: CheckSpec, error: str) -> CheckResult:
     return CheckResult(
         spec=spec.to_dict(), passed=False, bit_exact=False,
         criterion="exact" if spec.exact else "tolerance",
-        loss_name=_short(spec.target) if spec.target else spec.loss, loss_value=math.nan,
+        loss_name=short_name(spec.target) if spec.target else spec.loss, loss_value=math.nan,
         loss_formula="loss",
         gradient_formula="none given", grad_fn_chain=[], comparisons=[], tensors={},
         environment=_environment(spec), timings={}, error=error,

@@ -39,9 +39,9 @@ from autograd_check.losses.user import (
     _import_file,
     _import_module,
     _resolve,
-    _short,
     _where,
     is_file,
+    short_name,
     split,
 )
 
@@ -139,7 +139,7 @@ def load_any_target(text: str) -> Loss | InputsTarget:
     where, name = split(text)
     module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
     filename = getattr(module, "__file__", None)
-    short = _short(text)
+    short = short_name(text)
     raw = _resolve(text, module, name, instantiate=False)
     label = name or where
     if isinstance(raw, type) and issubclass(raw, torch.autograd.Function):

@@ -62,7 +62,7 @@ def is_file(where: str) -> bool:
     return where.endswith(".py") or "/" in where or os.sep in where
 
 
-def _short(text: str) -> str:
+def short_name(text: str) -> str:
     """The target as the user would recognise it: a file's name rather than its absolute path."""
     where, name = split(text)
     shown = Path(where).name if is_file(where) else where
@@ -211,7 +211,7 @@ def load_target(text: str) -> Loss:
 def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
     user_loss: Callable[..., Any] = obj.loss
     user_grad: Callable[..., Any] = obj.manual_grad
-    short = _short(text)
+    short = short_name(text)
 
     def call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -26,6 +26,7 @@ from autograd_check.engine.spec import (
     parse_parallel,
 )
 from autograd_check.errors import BadInput
+from autograd_check.losses.user import short_name
 from autograd_check.numbers import shown, whole
 
 DEFAULT_MAX_CASES = 10_000
@@ -75,6 +76,9 @@ class Grid:
     """Rank counts (--ranks 1,2,4); empty: no ranks axis (each case one process, as before)."""
     parallel: tuple[str, ...] = ()
     """ddp / fsdp (--parallel); empty: no parallel axis (the cases' default, ddp, with ranks)."""
+    own_inputs: bool = False
+    """The --target gives its own inputs (inputs(generator, dtype, device)): no shape axis, and
+    its cases are named without one."""
 
     def axis(self, name: str) -> tuple[Any, ...]:
         return tuple(getattr(self, name))
@@ -111,13 +115,18 @@ class Grid:
             if self.axis(axis):
                 data[axis] = list(self.axis(axis))
         data["check"] = dict(self.common)
+        if self.own_inputs:  # only then: every other grid keeps its id
+            data["own_inputs"] = True
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Grid:
-        values = {axis: data.get(axis) for axis in GRID_AXES}
+        own_inputs = data.get("own_inputs") is True
+        # a target with its own inputs has the default shape only, which was not given
+        values = {axis: data.get(axis) for axis in GRID_AXES
+                  if not (own_inputs and axis == "shapes")}
         values.update(data.get("check", {}))
-        return build_grid(values)
+        return build_grid(values, own_inputs=own_inputs)
 
     def rank_counts(self) -> list[int | None]:
         """The distinct rank counts of the cases, in the grid's order ([None] without ranks)."""
@@ -140,7 +149,8 @@ class Grid:
             if loss != "huber":
                 # --delta is Huber's: the grid's other losses leave it out.
                 values.pop("delta", None)
-            key = case_key(shape, dtype, device, loss, seed, ranks, parallel)
+            key = case_key(shape, dtype, device, loss, seed, ranks, parallel,
+                           target=common.get("target"), own_inputs=self.own_inputs)
             try:
                 spec = build_spec(values)
             except BadInput as e:
@@ -149,11 +159,16 @@ class Grid:
 
 
 def case_key(shape: tuple[int, ...], dtype: str, device: str, loss: str, seed: int,
-             ranks: int | None = None, parallel: str | None = None) -> str:
+             ranks: int | None = None, parallel: str | None = None, *,
+             target: str | None = None, own_inputs: bool = False) -> str:
     """A file-name-safe, readable key: 3x8_float32_cpu_mse-sum_seed0 (cuda:1 becomes cuda1);
-    with the ranks and parallel axes, ..._seed0_ranks2_fsdp."""
+    with the ranks and parallel axes, ..._seed0_ranks2_fsdp. A --target stands where the loss
+    does (its file's name and NAME: traps.py-RMSNorm), and a target that gives its own inputs
+    has no shape: float32_cpu_traps.py-RMSNorm_seed0."""
     shape_text = "x".join(str(d) for d in shape)
-    key = f"{shape_text}_{dtype}_{device.replace(':', '')}_{loss}_seed{seed}"
+    what = loss if target is None else re.sub(r"[^\w.+-]", "-", short_name(target))
+    key = f"{shape_text}_" if not own_inputs else ""
+    key += f"{dtype}_{device.replace(':', '')}_{what}_seed{seed}"
     if ranks is not None:
         key += f"_ranks{ranks}"
     if parallel is not None:
@@ -233,12 +248,19 @@ def _value_text(value: Any) -> str:
     return "x".join(str(d) for d in value) if isinstance(value, tuple) else str(value)
 
 
-def build_grid(values: Mapping[str, Any]) -> Grid:
+def build_grid(values: Mapping[str, Any], own_inputs: bool = False) -> Grid:
     """Validate raw values (flags, TOML; None = not given) into a Grid.
 
     Keys are the axes (shapes, dtypes, devices, losses, seeds), their singular check options
     (shape, dtype, ... meaning a one-value axis) and the other check options shared by every case.
+    own_inputs: the --target gives its own inputs (found at the edge, where it is imported), so
+    a shape would be ignored: refused.
     """
+    shaped = [f"--{k}" for k in ("shapes", "shape") if values.get(k) is not None]
+    if own_inputs and shaped:
+        raise BadInput(f"target {values.get('target')!r} gives its own inputs (inputs(generator, "
+                       f"dtype, device)), so {shaped[0]} would be ignored: it applies only to a "
+                       "built-in loss or a target with loss(predicted, real)")
     axes: dict[str, tuple[Any, ...]] = {}
     dropped: list[str] = []
     common: dict[str, Any] = {}
@@ -291,6 +313,7 @@ def build_grid(values: Mapping[str, Any]) -> Grid:
         dropped=tuple(dropped),
         ranks=axes.get("ranks", ()),
         parallel=axes.get("parallel", ()),
+        own_inputs=own_inputs,
     )
 
 

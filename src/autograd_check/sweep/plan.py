@@ -14,6 +14,7 @@ from autograd_check.config import slurm_from, slurm_table
 from autograd_check.document import envelope
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.execute import check_memory
+from autograd_check.losses.inputs import find_target
 from autograd_check.safety import check_folder_chain
 from autograd_check.slurm.arrays import (
     array_parameters,
@@ -114,7 +115,9 @@ def plan_sweep(
     `on_note` hears of values given more than once."""
     request = read_request(check_values, axis_values, flags)
     settings = request.settings
-    grid = build_grid(request.grid_values)
+    target = request.grid_values.get("target")
+    # the target is imported here, at the edge (as run does): does it give its own inputs?
+    grid = build_grid(request.grid_values, own_inputs=target is not None and find_target(target))
     check_size(grid, settings.max_cases)
     for dropped in grid.dropped:
         if on_note is not None:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput, EnvironmentProblem, JobFailed
+from autograd_check.errors import (
+    EXIT_NOT_ENDED,
+    BadInput,
+    EnvironmentProblem,
+    JobFailed,
+    JobNotEnded,
+)
 from autograd_check.slurm.commands import JobInfo, parse_scontrol_record
 from autograd_check.slurm.node import outcome_to_result, run_job
 from autograd_check.slurm.options import SlurmOptions
@@ -167,10 +173,28 @@ class TestAnswers:
         assert "oom_kill" in e.value.log_tail and e.value.state == "OUT_OF_MEMORY"
 
     def test_collect_still_running(self, tmp_path: Path) -> None:
+        """Not a failure (4): a job of its own exit code, 5, that says to --wait."""
         folder = tmp_path / "logs"
         folder.mkdir(mode=0o700)
-        with pytest.raises(JobFailed, match="RUNNING.*no result yet"):
+        with pytest.raises(JobNotEnded, match="RUNNING.*no result yet.*--wait") as e:
             collect("9", folder, JobInfo("9", "RUNNING", "scontrol"))
+        assert e.value.exit_code == EXIT_NOT_ENDED == 5 and e.value.state == "RUNNING"
+        assert not isinstance(e.value, JobFailed)
+
+    def test_result_of_a_running_job_exits_5_with_its_state(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from typer.testing import CliRunner
+
+        from autograd_check.cli import app
+
+        folder = tmp_path / "logs"
+        folder.mkdir(mode=0o700)
+        monkeypatch.setattr("autograd_check.slurm.watch.job_info",
+                            lambda job_id: JobInfo(job_id, "PENDING", "squeue"))
+        got = CliRunner().invoke(app, ["result", "9", "--log-dir", str(folder), "--json"])
+        assert got.exit_code == 5, got.output
+        assert "Slurm job 9 is PENDING: no result yet" in got.stderr
+        assert json.loads(got.stdout)["job"]["state"] == "PENDING"
 
     def test_wait_returns_at_once_when_the_result_is_there(
         self, tmp_path: Path, answer: dict[str, object]

@@ -7,6 +7,7 @@ EXIT_MISMATCH = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_JOB_FAILED = 4
+EXIT_NOT_ENDED = 5
 EXIT_INTERRUPTED = 130
 """What a shell reports for a command stopped by Ctrl-C (128 + SIGINT); SIGTERM and SIGHUP are
 treated alike."""
@@ -21,6 +22,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
     EXIT_JOB_FAILED: "the Slurm job itself (or a rank of --ranks) failed, was cancelled, timed "
     "out or vanished",
+    EXIT_NOT_ENDED: "the Slurm job has not ended yet: no result to show (`result ID --wait` "
+    "waits for it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP): records kept, a Slurm job keeps "
     "running",
     EXIT_BROKEN_PIPE: "stdout was closed early (its reader, `head` say, stopped), as for a "
@@ -34,6 +37,7 @@ EXIT_CODE_SHORT: dict[int, str] = {
     EXIT_BAD_INPUT: "bad input (nothing ran)",
     EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
     EXIT_JOB_FAILED: "Slurm job or rank failed/cancelled/timed out/vanished",
+    EXIT_NOT_ENDED: "Slurm job still queued or running",
     EXIT_INTERRUPTED: "interrupted",
     EXIT_BROKEN_PIPE: "output closed early",
 }
@@ -58,8 +62,8 @@ class EnvironmentProblem(CheckError):
     exit_code = EXIT_ENVIRONMENT
 
 
-class JobFailed(CheckError):
-    """A Slurm job failed, was cancelled, timed out or vanished."""
+class JobState(CheckError):
+    """A Slurm job's answer is not a result: its state, and the tail of its log."""
 
     exit_code = EXIT_JOB_FAILED
 
@@ -67,3 +71,15 @@ class JobFailed(CheckError):
         super().__init__(message)
         self.state = state
         self.log_tail = log_tail
+
+
+class JobFailed(JobState):
+    """A Slurm job failed, was cancelled, timed out or vanished."""
+
+    exit_code = EXIT_JOB_FAILED
+
+
+class JobNotEnded(JobState):
+    """A Slurm job is still queued or running: no result yet, and nothing has failed."""
+
+    exit_code = EXIT_NOT_ENDED

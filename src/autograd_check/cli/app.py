@@ -35,7 +35,7 @@ from autograd_check.errors import (
     EXIT_INTERRUPTED,
     EXIT_PASS,
     CheckError,
-    JobFailed,
+    JobState,
 )
 from autograd_check.render.console import PROG, detail, error
 
@@ -428,7 +428,7 @@ def edge(func: F) -> F:
         except CheckError as e:
             error(str(e))
             extra: dict[str, Any] = {}
-            if isinstance(e, JobFailed):
+            if isinstance(e, JobState):
                 if e.log_tail:
                     detail("last lines of the job's log", e.log_tail)
                 extra["job"] = {"state": e.state, "log_tail": e.log_tail}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.engine.result import CheckResult
-from autograd_check.errors import EnvironmentProblem, JobFailed
+from autograd_check.errors import EnvironmentProblem, JobFailed, JobNotEnded
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,
     CALL_TIMEOUT_S,
@@ -284,7 +284,7 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
         info = info or job_info(job_id)
         state = info.state if info else "UNKNOWN"
         if info is not None and not info.finished:
-            raise JobFailed(
+            raise JobNotEnded(
                 f"{where} is {state}" + (f" ({info.reason})" if info.reason else "")
                 + ": no result yet; wait for it with `autograd-check result "
                 + f"{job_id} --wait`",

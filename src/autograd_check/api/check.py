@@ -26,6 +26,8 @@ from autograd_check.api.gradients import (
     against_float64,
     call_manual,
     check_manual,
+    contract_findings,
+    diagnose_rows,
     dtype_name,
     manual_vs_autograd,
 )
@@ -156,6 +158,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         clock.mark("contract")
     gradients: list[dict[str, Tensor]] = [{"autograd": g} for g in got.auto]
     comparisons: list[Comparison] = []
+    findings: list[dict[str, Any]] = []
     references = [] if args.reference == "autograd" else [args.reference]
     why = None
     if got.functions and args.reference == "autograd":
@@ -182,6 +185,8 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
                                            args.tolerances)
             notes += judged
         comparisons += rows
+        findings += diagnose_rows(rows, got.manual, got.auto, args.tolerances, args.exact,
+                                  *_clues(call))
         clock.mark("compare")
         for m, grads in zip(got.manual, gradients, strict=True):
             grads["manual"] = m
@@ -243,6 +248,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         finite_diff=fd_block,
         reference=block,
         contract=contract,
+        diagnosis=[*contract_findings(contract, names), *findings],
     )
 
 
@@ -287,6 +293,18 @@ def _contract_only(call: Call, args: Arguments, manual: Callable[..., Any] | Non
         reference={"name": args.reference, "order": args.order, "seed": args.seed},
         contract=[broken],
     )
+
+
+def _clues(call: Call) -> tuple[dict[str, list[int]], dict[str, Tensor]]:
+    """What a diagnosis may name: each input's and checked tensor's shape (a factor that is a
+    size), and their values (a condition that splits the wrong elements off)."""
+    sizes = {c.name: list(c.value.shape) for c in call.checked}
+    values: dict[str, Tensor] = {}
+    for name, t in zip(call.input_names, call.inputs, strict=True):
+        sizes.setdefault(name, list(t.shape))
+        if t.is_floating_point():
+            values[name] = t.detach()
+    return sizes, values
 
 
 def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:

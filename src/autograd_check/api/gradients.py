@@ -24,6 +24,7 @@ from autograd_check._torch import import_torch
 from autograd_check.api.call import Call, check_output, cotangent
 from autograd_check.api.contract import custom_functions, rule, same_values
 from autograd_check.engine.compare import HALF_ROUNDING, compare, compare_with_truth
+from autograd_check.engine.diagnose import Finding, diagnose, swapped
 from autograd_check.engine.result import Comparison, ContractCheck
 from autograd_check.engine.tensors import Clock, grad_fn_chain
 
@@ -247,3 +248,35 @@ def backward_grad(loss: Tensor, leaf: Tensor) -> Tensor:
                                       materialize_grads=True)
     detached: Tensor = grad.detach()
     return detached
+
+
+def diagnose_rows(
+    rows: Sequence[Comparison], manual: Sequence[Tensor], auto: Sequence[Tensor],
+    tolerances: Callable[[Any], tuple[float, float]], exact: bool,
+    sizes: dict[str, list[int]], conditions: dict[str, Tensor],
+) -> list[dict[str, Any]]:
+    """Why each failed manual-vs-autograd row is wrong (engine/diagnose.py), as plain data: a
+    gradient given for the wrong tensor first, then each row's own explanation. conditions are
+    tensors (inputs, d = predicted − real) whose values may split the wrong elements off."""
+    failed = [i for i, row in enumerate(rows) if not row.passed]
+    if not failed:
+        return []
+    names = [row.name for row in rows]
+    rtol, atol = tolerances(manual[0].dtype)
+    swaps = swapped(names, manual, auto, rtol, atol)
+    found = []
+    for i in failed:
+        rtol, atol = tolerances(manual[i].dtype)
+        finding = swaps.get(i) or diagnose(
+            names[i], manual[i], auto[i], rtol, atol, exact=exact, sizes=sizes,
+            conditions={k: v for k, v in conditions.items() if v.shape == manual[i].shape})
+        found.append(finding.to_dict())
+    return found
+
+
+def contract_findings(contract: Sequence[ContractCheck], names: Sequence[str]) -> list[
+        dict[str, Any]]:
+    """A broken rule that is itself the bug's explanation, as a finding of the same kind."""
+    kinds = ("grad-output-mutated", "grad-output-ignored", "input-mutated")
+    return [Finding(", ".join(names), c.kind, c.text).to_dict() for c in contract
+            if not c.passed and c.kind in kinds]

@@ -57,13 +57,14 @@ def by_output(call: Call, manual: Callable[..., Any] | None, args: Arguments, co
 
 def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
     first = results[0][1]
-    comparisons, contract, notes = [], [], []
+    comparisons, contract, notes, diagnosis = [], [], [], []
     tensors = {k: v for k, v in first.tensors.items() if k != "output"}
     timings: dict[str, float] = {}
     for k, r in results:
         comparisons += [replace(c, name=f"output {k}: {c.name}") for c in r.comparisons]
         contract += r.contract
         notes += r.notes
+        diagnosis += [{**d, "tensor": f"output {k}: {d['tensor']}"} for d in r.diagnosis]
         if "output" in r.tensors:
             tensors[f"output {k}"] = replace(r.tensors["output"], name=f"output {k}")
         for phase, seconds in r.timings.items():
@@ -78,6 +79,7 @@ def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
         loss_formula="Σₖ ⟨grad_outputₖ, fn(*inputs)[k]⟩, each output checked alone",
         comparisons=comparisons,
         contract=merged,
+        diagnosis=diagnosis,
         tensors=tensors,
         timings=timings,
         notes=list(dict.fromkeys(notes)),

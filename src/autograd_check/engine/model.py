@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 from autograd_check._torch import import_torch
 from autograd_check.api import gradients as one_path
 from autograd_check.api.call import prepare
-from autograd_check.api.gradients import against_float64, is_half, manual_vs_autograd
+from autograd_check.api.gradients import (
+    against_float64,
+    diagnose_rows,
+    is_half,
+    manual_vs_autograd,
+)
 from autograd_check.engine.budget import layer_shapes
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import repeat_gradients, repeat_passed
@@ -278,6 +283,9 @@ def run_model_check(
         comparisons, half_notes = against_float64(
             comparisons, [manual[n] for n in order], [autos[n] for n in order],
             [truth[n] for n in order], lambda _: (rtol, atol))
+    diagnosis = diagnose_rows(
+        comparisons, [manual[n] for n in order], [autos[n] for n in order],
+        lambda _: (rtol, atol), spec.exact, {n: list(manual[n].shape) for n in order}, {})
     for c, name in zip(comparisons, order, strict=True):
         m = manual[name]
         if not c.bit_exact and m.numel() <= TENSOR_DATA_LIMIT:
@@ -304,6 +312,7 @@ def run_model_check(
         timings=clock.total(),
         notes=[f"model: {describe(spec)}", *draw_notes(loss_def),
                *(finite_diff.notes if finite_diff else []), *half_notes],
+        diagnosis=diagnosis,
         finite_diff=finite_diff.block if finite_diff else None,
         repeat=repeat,
     )

@@ -29,6 +29,8 @@ from autograd_check.api.contract import backward_contract, merge, rule
 from autograd_check.api.gradients import (
     against_float64,
     backward_grad,
+    contract_findings,
+    diagnose_rows,
     is_half,
     manual_vs_autograd,
 )
@@ -36,7 +38,7 @@ from autograd_check.api.references import Outcome, projection
 from autograd_check.engine.compare import difference
 from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
 from autograd_check.engine.finite_diff import Progress, plain_finite_diff, to64
-from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
+from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
 from autograd_check.engine.spec import CheckSpec, nondet_tol
 from autograd_check.engine.tensors import Clock, draw, draw_notes, overflow_notes, tensor_view
 from autograd_check.losses.base import Loss
@@ -90,6 +92,9 @@ def run_plain(
     tensors = {"real": tensor_view("real", real), "predicted": tensor_view("predicted", predicted)}
     # half precision: kept for a float64 evaluation of the gradient, should the two disagree
     kept = (predicted, real) if is_half(predicted.dtype) and not spec.exact else None
+    # what a diagnosis may name (the wrong elements exactly where d = predicted − real < t):
+    # kept where that costs little beside the check's own tensors
+    clues = {"predicted": predicted, "real": real} if predicted.numel() <= CLUE_ELEMENTS else {}
     del real, predicted, call, again  # summarised; free them before the comparison's temporaries
     (comparison,) = manual_vs_autograd(["predicted"], [manual], [auto], lambda _: (rtol, atol),
                                        spec.exact)
@@ -99,6 +104,9 @@ def run_plain(
         (comparison,), half_notes = against_float64(
             [comparison], [manual], [auto], [truth], lambda _: (rtol, atol))
     del kept
+    diagnosis = [*contract_findings(contract, ["predicted"]), *_diagnose(
+        spec, comparison, manual, auto, clues, rtol, atol)]
+    del clues
     tensors["manual_grad"] = tensor_view("manual_grad", manual)
     tensors["autograd_grad"] = (
         TensorView(**{**vars(tensors["manual_grad"]), "name": "autograd_grad"})
@@ -133,7 +141,25 @@ def run_plain(
         repeat=repeat,
         reference=own.block if own else None,
         contract=contract,
+        diagnosis=diagnosis,
     )
+
+
+CLUE_ELEMENTS = 1 << 20
+"""predicted and real are kept for a diagnosis up to this many elements (8 MiB in float64)."""
+
+
+def _diagnose(spec: CheckSpec, comparison: Comparison, manual: Tensor, auto: Tensor,
+              clues: dict[str, Tensor], rtol: float, atol: float) -> list[dict[str, Any]]:
+    """Why manual differs from autograd, when it does (engine/diagnose.py)."""
+    if comparison.passed:
+        return []
+    conditions = dict(clues)
+    if "real" in clues and clues["real"].shape == clues["predicted"].shape and \
+            clues["real"].is_floating_point():
+        conditions = {"d = predicted − real": clues["predicted"] - clues["real"], **conditions}
+    return diagnose_rows([comparison], [manual], [auto], lambda _: (rtol, atol), spec.exact,
+                         {"predicted": list(manual.shape)}, conditions)
 
 
 def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:

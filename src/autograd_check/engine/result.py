@@ -82,6 +82,9 @@ class CheckResult:
     """The Python API (check()): the reference's name, method, directions, step and order."""
     distributed: dict[str, Any] | None = None
     """--ranks N: DDP or FSDP2 against the full-batch gradient (distributed/verdict.py)."""
+    diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    """Why each failed tensor is wrong (engine/diagnose.py): tensor, kind, text, factor,
+    elements; empty when the check passed."""
     contract: list[ContractCheck] = field(default_factory=list)
     """The backward's contract (inputs and grad_output left unwritten, linear in grad_output,
     gradient shapes, ...): the rules that ran, passed or not (api/contract.py)."""
@@ -134,6 +137,8 @@ class CheckResult:
             doc["distributed"] = self.distributed
         if self.contract:
             doc["contract"] = [asdict(c) for c in self.contract]
+        if self.diagnosis:
+            doc["diagnosis"] = self.diagnosis
         return doc
 
     @classmethod
@@ -160,6 +165,7 @@ class CheckResult:
             reference=unplain(doc["reference"]) if doc.get("reference") else None,
             distributed=unplain(doc["distributed"]) if doc.get("distributed") else None,
             contract=[ContractCheck(**c) for c in doc.get("contract", [])],
+            diagnosis=[dict(unplain(d)) for d in doc.get("diagnosis", [])],
         )
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -267,4 +273,5 @@ def verdict_text(result: CheckResult) -> str:
         if key in reference:
             lines.append(f"{key}: {reference[key]}")
     lines += [f"note: {note}" for note in result.notes]
+    lines += [f"likely cause ({d['tensor']}): [{d['kind']}] {d['text']}" for d in result.diagnosis]
     return "\n".join(lines)

@@ -302,6 +302,9 @@ def verdict_panel(result: CheckResult) -> Panel:
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))
     contract_rows(grid, result)
+    for finding in result.diagnosis:
+        grid.add_row("likely cause", Text(f"{finding['tensor']}: [{finding['kind']}] "
+                                          f"{finding['text']}"))
     grid.add_row("environment", environment_line(result.environment))
     if result.environment:
         grid.add_row("determinism", determinism_line(result.environment))

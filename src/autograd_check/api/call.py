@@ -496,15 +496,22 @@ def check_output(out: object) -> Tensor:
     return tensor
 
 
+COTANGENT_SALT = 0x9E3779B97F4A7C15
+"""XORed into the seed of grad_output's generator. With the seed itself, a test that draws its
+input as torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) for
+an fn whose output has that shape got grad_output equal to its input: then Jᵀu of x @ wᵀ is
+symmetric, and a transposed weight gradient passed."""
+
+
 def cotangent(out: Tensor, seed: int) -> Tensor:
     """grad_output: 1 for a one-element output (a loss of shape () or (1,)), as loss.backward()
     gives; else a standard normal drawn on the CPU in float64 from
-    torch.Generator().manual_seed(seed), then cast to the output's dtype and moved to its device
-    (the same on every device)."""
+    torch.Generator().manual_seed(seed ^ COTANGENT_SALT), then cast to the output's dtype and
+    moved to its device (the same on every device)."""
     torch = import_torch()
     if out.numel() == 1:
         return out.detach().new_ones(out.shape)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed ^ COTANGENT_SALT)
     draw: Tensor = torch.randn(tuple(out.shape), generator=gen, dtype=torch.float64)
     return draw.to(dtype=out.dtype, device=out.device)
 

@@ -24,6 +24,7 @@ from autograd_check.api.call import (
 from autograd_check.api.contract import backward_contract, custom_functions, merge, rule
 from autograd_check.api.gradients import (
     against_float64,
+    autograd_against_float64,
     call_manual,
     check_manual,
     contract_findings,
@@ -161,28 +162,26 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
     findings: list[dict[str, Any]] = []
     references = [] if args.reference == "autograd" else [args.reference]
     why = None
-    if got.functions and args.reference == "autograd":
+    if got.functions and args.reference == "autograd":  # never the user's code against itself
         own = ", ".join(f"{f.__qualname__}.backward" for f in got.functions)
-        if args.reference_given:
-            notes.append(f"autograd runs your own backward ({own}): manual against autograd "
-                         "alone compares your code with itself; add reference='projection' "
-                         "for an independent check")
-        else:  # never the user's code against itself by default
-            references.append("projection")
-            why = (f"autograd runs your own backward ({own}), so manual against autograd "
-                   "alone would compare your code with itself: projection checks both")
-    twin = half_precision_twin(call) if manual is not None or any(
+        references.append("projection")
+        why = (f"autograd runs your own backward ({own}), so manual against autograd alone "
+               "would compare your code with itself: projection checks both")
+    twin = half_precision_twin(call) if manual is not None or got.functions or any(
         r in ("projection", "forward") for r in references) or args.order == 2 else None
     ref_out: Tensor = out
     ref_gradients: list[dict[str, Tensor]] = gradients
     if twin is not None:
         ref_out, ref_gradients = _gradients64(twin, manual, u.to(torch.float64))
+    if twin is not None and got.functions:  # your backward in half precision, judged too
+        comparisons += autograd_against_float64(
+            names, got.auto, [g["autograd"] for g in ref_gradients], args.tolerances)
     if got.manual is not None:
         rows = manual_vs_autograd(names, got.manual, got.auto, args.tolerances, args.exact)
         if twin is not None and not args.exact:
             rows, judged = against_float64(rows, got.manual, got.auto,
                                            [g["autograd"] for g in ref_gradients],
-                                           args.tolerances)
+                                           args.tolerances, trust_auto=not got.functions)
             notes += judged
         comparisons += rows
         findings += diagnose_rows(rows, got.manual, got.auto, args.tolerances, args.exact,
@@ -229,7 +228,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         writes += call.writes("fn (evaluated by order=2)")
         clock.mark("second_order")
     contract = merge([*contract, *got.contract, rule("input-mutated", writes)])
-    manual_rows = comparisons[: len(call.checked)] if manual is not None else []
+    manual_rows = [c for c in comparisons if " vs " not in c.name] if manual is not None else []
     return CheckResult(
         spec=_spec(call, args, manual),
         passed=all(c.passed for c in comparisons) and all(c.passed for c in contract),

@@ -21,6 +21,7 @@ when fn calls a bound `MyFunction.apply` saved before the check.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -131,6 +132,16 @@ class Seen:
     mutated: list[str] = field(default_factory=list)
     undefined: list[str] = field(default_factory=list)
     """Functions that were given an undefined (None) grad_output, by name."""
+    probe: bool = False
+    """While set, each backward is also called again, and with a non-contiguous grad_output:
+    the user's own backward alone, so torch's ops around it (which may round differently for
+    another layout, or be non-deterministic on a GPU) are not blamed."""
+    tolerances: Callable[[Any], tuple[float, float]] | None = None
+    nondet_tol: float = 0.0
+    differ: list[str] = field(default_factory=list)
+    spread: float = 0.0
+    again_raised: list[str] = field(default_factory=list)
+    strided: list[str] = field(default_factory=list)
 
 
 def _meta(x: object) -> tuple[Any, ...] | None:
@@ -141,6 +152,7 @@ def _meta(x: object) -> tuple[Any, ...] | None:
 
 
 def _watch_forward(original: Callable[..., Any], setup_context: bool) -> Callable[..., Any]:
+    @functools.wraps(original)  # its signature too: apply binds keyword arguments by it
     def forward(ctx: Any, *args: Any, **kwargs: Any) -> Any:
         inputs = args[0] if setup_context else args
         setattr(ctx, MARK, [_meta(x) for x in inputs])
@@ -156,12 +168,15 @@ def _watch_backward(cls: type, original: Callable[..., Any], seen: Seen) -> Call
     torch = import_torch()
     name = f"{cls.__qualname__}.backward"
 
+    @functools.wraps(original)
     def backward(ctx: Any, *grads: Any) -> Any:
         seen.calls += 1
         kept = [g.clone() if isinstance(g, torch.Tensor) else None for g in grads]
         if any(g is None for g in grads) and name not in seen.undefined:
             seen.undefined.append(name)
         result = original(ctx, *grads)
+        if seen.probe:
+            _probe(name, original, ctx, kept, result, seen)
         for i, (g, k) in enumerate(zip(grads, kept, strict=True)):
             if k is not None and not same_values(g, k):
                 seen.mutated.append(
@@ -189,6 +204,55 @@ def _watch_backward(cls: type, original: Callable[..., Any], seen: Seen) -> Call
                                    f"which is on {device}")
         return result
     return backward
+
+
+def _outputs(result: Any) -> list[Any]:
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def _probe(name: str, original: Callable[..., Any], ctx: Any, kept: list[Any], result: Any,
+           seen: Seen) -> None:
+    """The user's backward called again on the same grad_output, and on a non-contiguous copy
+    of it: the same answer (bit for bit, or within nondet_tol), and the same within the
+    dtype's tolerances."""
+    torch = import_torch()
+    first = _outputs(result)
+    try:
+        again = _outputs(original(ctx, *[k.clone() if k is not None else None for k in kept]))
+    except Exception as e:
+        seen.again_raised.append(
+            f"{name} raised when called a second time on the same graph ({_error(e)}): it "
+            "writes into, or frees, what it saved; a backward must be callable again "
+            "(retain_graph=True, double backward, gradient checkpointing)")
+        return
+    for i, (a, b) in enumerate(zip(first, again, strict=False)):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or same_values(
+                a, b):
+            continue
+        gap = float((a.to(torch.float64) - b.to(torch.float64)).abs().max())
+        seen.spread = max(seen.spread, gap)
+        if not gap <= seen.nondet_tol:  # NaN is never within
+            seen.differ.append(
+                f"{name} gave gradient {i} differently when called twice on the same "
+                f"grad_output (by up to {gap:.3g}, nondet_tol={seen.nondet_tol:g}): it is not "
+                "deterministic (raise nondet_tol to allow a known spread)")
+    if not any(k is not None and k.dim() > 0 for k in kept):
+        return
+    strided = [non_contiguous(k) if k is not None and k.dim() > 0 else k for k in kept]
+    try:
+        other = _outputs(original(ctx, *strided))
+    except Exception as e:
+        seen.strided.append(
+            f"{name} raised for a non-contiguous grad_output (as a transpose or an expand "
+            f"downstream gives it): {_error(e)}; use .reshape, not .view, or .contiguous() first")
+        return
+    for i, (a, b) in enumerate(zip(first, other, strict=False)):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            continue
+        rtol, atol = seen.tolerances(a.dtype) if seen.tolerances else (0.0, 0.0)
+        if a.shape != b.shape or not bool(torch.isclose(b, a, rtol=rtol, atol=atol).all()):
+            seen.strided.append(f"{name} gave gradient {i} differently for a non-contiguous "
+                                "grad_output than for a contiguous one with the same values")
 
 
 @contextmanager
@@ -269,13 +333,18 @@ def backward_contract(
     several_outputs: bool,
 ) -> list[ContractCheck]:
     """The backward's rules, on a fresh forward (forward() gives out and its leaves) with the
-    user's Functions watched; u is the check's cotangent (never handed out itself)."""
-    torch = import_torch()
+    user's Functions watched; u is the check's cotangent (never handed out itself).
+
+    Linearity is checked through the whole graph (a scaled cotangent scales every gradient
+    exactly: −2 is a power of two, and its sign catches a backward that uses |grad_output|);
+    the rest on the user's backward alone, as it is called (_probe)."""
     names = list(names)
     checks: list[ContractCheck] = []
     with watching(classes) as seen:
+        seen.tolerances, seen.nondet_tol = tolerances, nondet_tol
         out, leaves = forward()
         run = Backwards(out, leaves, names)
+        seen.probe = True
         try:
             g1 = run.vjp(u.clone())
         except Exception as e:  # the backward itself raised: that is the user's error to see
@@ -285,61 +354,19 @@ def backward_contract(
                     f"used was undefined (None, as with ctx.set_materialize_grads(False)): "
                     f"{_error(e)}; treat a None grad_output as zero"])]
             raise
-        problems: list[str] = []
-        scale = 2.0
-        try:
-            g2 = run.vjp(u * scale)
-            g0 = run.vjp(torch.zeros_like(u))
-        except Exception as e:
-            problems.append(f"the backward raised for a scaled grad_output: {_error(e)}")
-            g2 = g0 = []
-        for name, a, b, z in zip(names, g1, g2, g0, strict=False):
-            rtol, atol = tolerances(a.dtype)
-            doubled = compare(name, b, a * scale, rtol, atol, False)
-            if not doubled.passed:
-                problems.append(
-                    f"with grad_output doubled, {name}'s gradient is not doubled "
-                    f"({doubled.mismatched} of {doubled.numel} elements differ): the backward "
-                    "ignores grad_output or adds to it (gradcheck: backward not multiplied by "
-                    "grad_output); a loss scaled by 2, or by AMP, gets the wrong gradient")
-            elif not compare(name, z, torch.zeros_like(z), 0.0, atol + rtol * float(
-                    a.abs().max()), False).passed:
-                problems.append(f"with grad_output zero, {name}'s gradient is not zero: the "
-                                "backward adds a term that does not depend on grad_output")
-        checks.append(rule("grad-output-ignored", problems,
-                           "the gradient of a doubled or zero grad_output is doubled or zero"))
-        again = run.vjp(u.clone())
-        differ, spread = [], 0.0
-        for name, a, b in zip(names, g1, again, strict=True):
-            if same_values(a, b):
-                continue
-            gap = float((a.to(torch.float64) - b.to(torch.float64)).abs().max())
-            spread = max(spread, gap)
-            if gap > nondet_tol or gap != gap:  # NaN: never within
-                differ.append(f"the backward gave {name} a different gradient when called twice "
-                              f"on the same graph (by up to {gap:.3g}, nondet_tol="
-                              f"{nondet_tol:g}): it is not deterministic (raise nondet_tol to "
-                              "allow a known spread)")
-        kept = "bit for bit the same" if spread == 0.0 else (
-            f"within nondet_tol={nondet_tol:g} (spread {spread:.3g})" if math.isfinite(nondet_tol)
-            else f"not bit for bit (spread {spread:.3g}): information, as --deterministic "
-                 "was not asked")
-        checks.append(rule("nondeterministic", differ, kept))
+        finally:
+            seen.probe = False
+        if not seen.again_raised:  # a backward that cannot run twice says so below instead
+            checks.append(rule("grad-output-ignored", _linearity(run, names, u, g1, tolerances),
+                               "the gradient of a grad_output scaled by −2, or zero, is scaled "
+                               "by −2, or zero"))
+        kept = "bit for bit the same" if seen.spread == 0.0 else (
+            f"within nondet_tol={nondet_tol:g} (spread {seen.spread:.3g})"
+            if math.isfinite(nondet_tol) else f"not bit for bit (spread {seen.spread:.3g}): "
+            "information, as --deterministic was not asked")
+        checks.append(rule("nondeterministic", seen.again_raised + seen.differ, kept))
         if u.dim() > 0:
-            strided = non_contiguous(u)
-            problems = []
-            try:
-                gn = run.vjp(strided)
-                for name, a, b in zip(names, g1, gn, strict=True):
-                    rtol, atol = tolerances(a.dtype)
-                    if not compare(name, b, a, rtol, atol, False).passed:
-                        problems.append(f"with a non-contiguous grad_output, {name}'s gradient "
-                                        "differs from the contiguous one's")
-            except Exception as e:
-                problems.append(f"the backward raised for a non-contiguous grad_output (as an "
-                                f"expand or a transpose gives it): {_error(e)}; use .reshape, "
-                                "not .view, or .contiguous() first")
-            checks.append(rule("non-contiguous-grad-output", problems,
+            checks.append(rule("non-contiguous-grad-output", seen.strided,
                                "the same gradient for a non-contiguous grad_output"))
         checks.append(rule("gradient-shape", seen.shape, "each gradient shaped as its input"))
         checks.append(rule("gradient-dtype", seen.dtype + seen.device,
@@ -350,3 +377,31 @@ def backward_contract(
             checks.append(rule("undefined-grad-output", [],
                                "took an undefined gradient for the outputs not checked"))
     return checks
+
+
+def _linearity(run: Backwards, names: list[str], u: Tensor, g1: list[Tensor],
+               tolerances: Callable[[Any], tuple[float, float]]) -> list[str]:
+    torch = import_torch()
+    scale = -2.0
+    try:
+        g2 = run.vjp(u * scale)
+        g0 = run.vjp(torch.zeros_like(u))
+    except Exception as e:
+        return [f"the backward raised for a grad_output scaled by {scale:g} or zero: "
+                f"{_error(e)}"]
+    problems = []
+    for name, a, b, z in zip(names, g1, g2, g0, strict=True):
+        rtol, atol = tolerances(a.dtype)
+        scaled = compare(name, b, a * scale, rtol, atol, False)
+        if not scaled.passed:
+            problems.append(
+                f"with grad_output scaled by {scale:g}, {name}'s gradient is not "
+                f"({scaled.mismatched} of {scaled.numel} elements differ): the backward "
+                "ignores grad_output, adds to it or takes its absolute value (gradcheck: "
+                "backward not multiplied by grad_output); a loss scaled by 2, or by AMP, "
+                "gets the wrong gradient")
+        elif not compare(name, z, torch.zeros_like(z), 0.0, atol + rtol * float(
+                a.abs().max()), False).passed:
+            problems.append(f"with grad_output zero, {name}'s gradient is not zero: the "
+                            "backward adds a term that does not depend on grad_output")
+    return problems

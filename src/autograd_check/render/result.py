@@ -129,6 +129,7 @@ REFERENCE_TITLES = {
     "finite-diff": "against finite differences",
     "projection": "against projection (central differences along random directions)",
     "forward": "against forward mode (jvp against vjp along random directions)",
+    "float64": "against the gradient in float64 (your backward, in half precision)",
 }
 """A comparison with a reference is named '… vs REFERENCE'; its table's title, by reference."""
 
@@ -164,7 +165,8 @@ def finite_diff_table(comparisons: list[Comparison], reference: str = "finite-di
     table.add_column("tensor", overflow="fold")
     table.add_column("gradient")
     # projection and forward compare one number per random direction
-    table.add_column("shape" if reference == "finite-diff" else "directions", overflow="fold")
+    table.add_column("shape" if reference in ("finite-diff", "float64") else "directions",
+                     overflow="fold")
     table.add_column("mismatched", justify="right", overflow="fold", min_width=10)
     table.add_column("greatest abs diff", justify="right", overflow="fold", min_width=9)
     table.add_column("greatest rel diff", justify="right", overflow="fold", min_width=9)

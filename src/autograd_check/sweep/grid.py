@@ -80,6 +80,10 @@ class Grid:
     """The --target gives its own inputs (inputs(generator, dtype, device)): no shape axis, and
     its cases are named without one."""
 
+    def spec_value(self, key: str) -> Any:
+        """A check option every case shares (validated), or None."""
+        return dict(self.common).get(key)
+
     def axis(self, name: str) -> tuple[Any, ...]:
         return tuple(getattr(self, name))
 

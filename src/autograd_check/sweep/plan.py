@@ -115,9 +115,12 @@ def plan_sweep(
     `on_note` hears of values given more than once."""
     request = read_request(check_values, axis_values, flags)
     settings = request.settings
-    target = request.grid_values.get("target")
-    # the target is imported here, at the edge (as run does): does it give its own inputs?
-    grid = build_grid(request.grid_values, own_inputs=target is not None and find_target(target))
+    grid = build_grid(request.grid_values)
+    target = grid.spec_value("target")
+    # the target (its name checked above) is imported here, at the edge, as run does: does it
+    # give its own inputs? Then its cases have no shape, and a shape given is refused.
+    if target is not None and find_target(target):
+        grid = build_grid(request.grid_values, own_inputs=True)
     check_size(grid, settings.max_cases)
     for dropped in grid.dropped:
         if on_note is not None:

@@ -313,7 +313,7 @@ def test_half_precision_is_judged_against_float64(monkeypatch: pytest.MonkeyPatc
     result = check(batch_norm, x, manual=batch_norm_manual)
     assert result.passed and "judged against the gradient in float64" in str(result)
     monkeypatch.setattr("autograd_check.api.check.against_float64",
-                        lambda rows, *_: (rows, []))
+                        lambda rows, *_, **__: (rows, []))
     assert not check(batch_norm, x, manual=batch_norm_manual).passed
 
 
@@ -366,3 +366,134 @@ def test_a_function_deep_in_a_long_graph_is_found() -> None:
     for _ in range(3000):
         y = y * 1.0 + 0.0
     assert custom_functions(y) == [Square]
+
+
+# --- found by review: each once a false PASS, a false FAIL or a traceback ---------------------
+
+
+class CancellingLayerNorm(torch.autograd.Function):
+    """layer_norm whose backward recomputes the variance as E[x²] − E[x]²: exact in float64,
+    garbage in a half type when the mean is large."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.nn.functional.layer_norm(x, x.shape[-1:])
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        n = x.shape[-1]
+        mu = x.mean(-1, keepdim=True)
+        var = (x * x).mean(-1, keepdim=True) - mu * mu
+        rstd = (var.clamp_min(0) + 1e-5).rsqrt()
+        xh = (x - mu) * rstd
+        return rstd / n * (n * g - g.sum(-1, keepdim=True) - xh * (g * xh).sum(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_your_backward_in_a_half_type_is_judged_itself(dtype: torch.dtype) -> None:
+    x = (torch.randn(4, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+         + 30).to(dtype).requires_grad_()
+    result = check(CancellingLayerNorm.apply, x)
+    assert not result.passed
+    assert [c.name for c in result.comparisons if not c.passed] == ["x: autograd vs float64"]
+    fine = check(CancellingLayerNorm.apply, x.detach().double().requires_grad_())
+    assert fine.passed, str(fine)
+
+
+def test_a_bug_in_the_small_elements_is_not_hidden_in_bfloat16() -> None:
+    def zeroed(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        g = 3 * x * x * grad_output
+        return torch.where(x.abs() < 0.5, torch.zeros_like(g), g)
+
+    for seed in range(5):
+        x = torch.randn(32, 32, generator=torch.Generator().manual_seed(seed)).to(
+            torch.bfloat16).requires_grad_()
+        assert not check(lambda x: x**3, x, manual=zeroed, seed=seed).passed, seed
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_torch_s_batch_norm_after_your_function_is_not_blamed(dtype: torch.dtype) -> None:
+    class Half(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, t: torch.Tensor, c: float) -> torch.Tensor:
+            ctx.c = c
+            return t * c
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return g * ctx.c, None
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.bn = torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(Half.apply(self.lin(x), 0.5))
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        block = Block().to(dtype)
+        x = torch.randn(8, 6, dtype=dtype, requires_grad=True)
+        result = check(block, x, seed=seed)
+        assert [c.kind for c in result.contract if not c.passed] == [], str(result)
+
+
+def test_a_keyword_reaches_a_classic_forward_while_it_is_watched() -> None:
+    class Scale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, alpha: float) -> torch.Tensor:
+            ctx.alpha = alpha
+            return x * alpha
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return g * ctx.alpha, None
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert check(Scale.apply, x, alpha=2.0).passed
+
+
+def test_a_backward_that_cannot_run_twice_is_named() -> None:
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+            (x,) = ctx.saved_tensors
+            x.mul_(x)  # computes in place on what it saved
+            return g * 3 * x
+
+    result = check(Cube.apply, torch.randn(5, dtype=torch.float64, requires_grad=True))
+    broken = {c.kind: c.text for c in result.contract if not c.passed}
+    assert "raised when called a second time" in broken["nondeterministic"]
+
+
+def test_a_backward_that_takes_the_absolute_grad_output_fails() -> None:
+    class SquareLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(x)
+            return (x * x).sum()
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+            (x,) = ctx.saved_tensors
+            return g.abs() * 2 * x  # right for a positive loss scale only
+
+    result = check(SquareLoss.apply, torch.randn(5, dtype=torch.float64, requires_grad=True))
+    assert [c.kind for c in result.contract if not c.passed] == ["grad-output-ignored"]
+
+
+def test_an_explicit_reference_autograd_is_not_your_code_alone() -> None:
+    result, _ = TRAPS.verdict(TRAPS.SharedHelper)
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    explicit = check(TRAPS.SharedHelper.apply, x, manual=TRAPS.SharedHelper.manual,
+                     reference="autograd")
+    assert not explicit.passed and explicit.reference["references"] == [  # type: ignore[index]
+        "autograd", "projection"]

@@ -337,9 +337,11 @@ def test_the_cli_judges_a_half_precision_target_against_float64(
     assert got.exit_code == 0, got.output
     assert any("float64" in n for n in json.loads(got.stdout)["notes"])
     monkeypatch.setattr(gradients, "compare_with_truth",
-                        lambda name, m, a, t, rtol, atol: gradients.compare(
+                        lambda name, m, a, t, rtol, atol, *_: gradients.compare(
                             name, m, a, rtol, atol, False))
-    assert CliRunner().invoke(app, argv).exit_code == 1  # the criterion is what passes it
+    again = CliRunner().invoke(app, argv)
+    assert again.exit_code == 1, again.output
+    assert not json.loads(again.stdout)["verdict"]["passed"]  # the criterion is what passes it
 
 
 def test_a_spread_between_backwards_is_in_run_s_verdict_only_when_deterministic() -> None:

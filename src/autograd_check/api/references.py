@@ -327,14 +327,19 @@ def _gradient_sum(
 
 
 def _differentiated_once_only(s: Tensor) -> bool:
-    """Whether S's graph holds the Error node that @once_differentiable puts on its gradients."""
-    seen: set[int] = set()
+    """Whether S's graph holds the Error node that @once_differentiable puts on its gradients.
+
+    The Python objects for a graph's nodes can be made afresh on each access of next_functions
+    and freed when dropped, and a freed object's id() is given to the next one: a walk that keeps
+    only ids would take a new node for one already seen and stop early (seen on torch 2.1 and
+    2.4). So the nodes seen are held, which keeps each id theirs until the walk ends."""
+    seen: dict[int, Any] = {}
     stack = [s.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node  # held: its id cannot be reused while the walk runs
         if type(node).__name__ == "Error":
             return True
         stack.extend(f for f, _ in node.next_functions)

@@ -164,11 +164,29 @@ def test_an_element_nearer_a_kink_than_the_step_does_not_fail_correct_code(gap: 
         assert result.passed, (seed, str(result))
 
 
-def test_the_block_says_what_was_used() -> None:
+def test_the_block_says_what_was_used(error: Any) -> None:
     result = check(OneWrong.apply, leaf(4, 5), directions=3)
     block = result.reference
     assert block is not None
-    assert block["evaluations"] == 4 * 3 + 1
+    assert block["evaluations"] == 2 * 3  # d(h) settles each direction: no d(2h), no L(x)
     assert "d(2h)" in block["criterion"] and "δ⁴L" in block["criterion"]
     assert "34.8·(rtol·‖g‖₂ + atol·√n)" in block["criterion"]
     assert result.comparisons[0].rtol == 0.0
+    error.ERROR = 0.5
+    failed = check(OneWrong.apply, leaf(4, 5), directions=3)
+    assert not failed.passed and failed.reference is not None
+    assert failed.reference["evaluations"] == 4 * 3 + 1
+    assert failed.comparisons[0].atol > result.comparisons[0].atol
+
+
+def test_a_passing_direction_needs_no_second_step() -> None:
+    """The tolerance only widens with d(2h) and L(x): where d(h) is within the narrowest one
+    (float64's rounding of L and the gradient's own), they are not evaluated."""
+    calls = []
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.dtype)
+        return torch.sin(x)
+
+    check(counted, leaf(8, 8))
+    assert calls == [torch.float64] * 3  # autograd's pass, L(x + h·v), L(x − h·v)

@@ -24,7 +24,7 @@ E_fd, the error of d(h) itself, estimated from the evaluations:
 smooth L but of order J·h where x ± 2h·v crosses a kink of slope jump J (relu, abs), where
 Richardson's estimate can be near zero while d(h) is off by up to J/2 (for one kink,
 S·(both terms) ≥ 2× that error, wherever it lies); N = FD_NOISE·ε·Σ|u·y|/h bounds the float64
-rounding of L over 2h (numeric_tolerances). No fixed rtol: in float64 the test keeps what the
+rounding of L over 2h (as for finite-diff). No fixed rtol: in float64 the test keeps what the
 difference quotient is accurate to.
 
 E_g, what a correct g may be off by in its own dtype: each element within rtol·|gᵢ| + atol
@@ -350,7 +350,7 @@ def forward(
                     atol + allowance, False))
     outcome.block = {
         "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
-                  "v uniform in [-1, 1)",
+                  "v = a ⊗ b as for projection",
         "directions": k,
         "criterion": "|⟨v, g⟩ − ⟨J·v, u⟩| ≤ atol + rtol·|⟨J·v, u⟩|, atol widened by "
                      "rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁)",

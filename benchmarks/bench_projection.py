@@ -169,7 +169,10 @@ def cost(method: Callable[[torch.Tensor, int], bool], n: int, dtype: torch.dtype
 
 
 def rung(r: float | None) -> str:
-    return "not within 100x" if r is None else f"{r:g} ({r:.1%})" if r < 1 else f"{r:g}x"
+    if r is None:
+        return "not within 100x"
+    at_most = "≤ " if r == LADDER[0] else ""  # the ladder's first rung: it may catch less
+    return f"{at_most}{r:g} ({r:.1%})" if r < 1 else f"{r:g}x"
 
 
 def section(size: int, dtypes: list[torch.dtype], methods: dict[str, Callable[..., bool]],
@@ -218,7 +221,7 @@ def main() -> int:
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__} · Python {platform.python_version()} · {cpu_name()} · "
-          f"{torch.get_num_threads()} threads · {a.seeds} seeds")
+          f"torch threads: {torch.get_num_threads()} · {a.seeds} seeds")
     print("\nL = Σ x·sin(x), x standard normal; the backward's element of typical size (|g| "
           "closest to rms(g)) off by the factor 1 + r\n")
     ok, table = section(a.size, [torch.float64, torch.float32], METHODS, a.seeds,

@@ -196,6 +196,55 @@ class TestSecondOrder:
             check(Once.apply, leaf(4), order=2)
 
 
+    def test_the_graph_walk_survives_reused_ids(self) -> None:
+        """Node objects made afresh at each access and freed once dropped (as torch's can be):
+        CPython gives a freed object's id to the next one, so a walk keeping only ids would take
+        the next node for the last and stop short of the Error node (torch 2.1 and 2.4 did)."""
+        from autograd_check.api.references import _differentiated_once_only
+
+        class Error:
+            next_functions = ()
+
+        class Node:
+            def __init__(self, depth: int) -> None:
+                self.depth = depth
+
+            @property
+            def next_functions(self) -> tuple[tuple[object, int], ...]:
+                return ((Error() if self.depth == 9 else Node(self.depth + 1), 0),)
+
+        class Root:
+            @property
+            def grad_fn(self) -> Node:
+                return Node(0)
+
+        assert _differentiated_once_only(Root())  # type: ignore[arg-type]
+
+    def test_once_differentiable_deep_in_the_graph_is_named(self) -> None:
+        from torch.autograd.function import once_differentiable
+
+        class Once(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+                ctx.save_for_backward(x)
+                return x**2
+
+            @staticmethod
+            @once_differentiable
+            def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+                (x,) = ctx.saved_tensors
+                return g * 2 * x
+
+        def deep(x: torch.Tensor) -> torch.Tensor:
+            y = Once.apply(x)
+            for _ in range(50):
+                y = torch.sin(y) + 0.5 * y
+            return y
+
+        with pytest.raises(ValueError, match="once_differentiable"):
+            check(deep, leaf(4), order=2)
+
+
 class TestModules:
     def test_parameters_are_checked_by_name(self) -> None:
         x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)

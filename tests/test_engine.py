@@ -83,6 +83,36 @@ def test_large_tensors_are_summarised_not_carried() -> None:
     assert small.data is not None and len(small.data) == 64
 
 
+@pytest.fixture
+def no_half_aminmax(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.aminmax as on torch 2.1's CPU, which has none for float16 and bfloat16."""
+    aminmax = torch.aminmax
+
+    def older(t: torch.Tensor, *args: object, **kwargs: object) -> object:
+        if t.dtype in (torch.float16, torch.bfloat16):
+            raise RuntimeError(f'"aminmax_cpu" not implemented for {t.dtype}')
+        return aminmax(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "aminmax", older)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.usefixtures("no_half_aminmax")
+def test_half_statistics_are_taken_in_float32(dtype: torch.dtype) -> None:
+    from autograd_check.engine.tensors import tensor_view
+
+    t = torch.tensor([[0.5, -3.0], [2.25, 1.0]], dtype=dtype)
+    view = tensor_view("t", t)
+    assert (view.min, view.max, view.mean, view.dtype) == (-3.0, 2.25, 0.1875, str(dtype)[6:])
+    # through a whole check, as `run --dtype float16` and check() on half tensors take it
+    result = execute(build_spec({"dtype": str(dtype)[6:]}))
+    assert result.passed and result.tensors["predicted"].dtype == str(dtype)[6:]
+    from autograd_check import check
+
+    x = torch.linspace(-1, 1, 6, dtype=dtype).requires_grad_()
+    assert check(torch.tanh, x).passed
+
+
 def test_unravel() -> None:
     assert unravel(0, [3, 8]) == [0, 0]
     assert unravel(13, [3, 8]) == [1, 5]

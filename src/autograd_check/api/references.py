@@ -4,18 +4,48 @@ All of them look at the scalar L(x) = ⟨u, fn(x)⟩, u the cotangent (grad_outp
 is the vector-Jacobian product Jᵀu that autograd (and a custom backward) computes.
 
 projection (the default without manual): for each checked tensor x and each of k random
-directions v (Directions: v = a ⊗ b, x viewed as a matrix, a and b uniform in [-1, 1)), the
-directional derivative by central differences in float64,
+directions v (Directions: v = a ⊗ b, x viewed as a matrix, |aᵢ| and |bⱼ| uniform in [0.5, 1) with
+random signs, so every element of x weighs at least 0.25 in v), the directional derivative by
+central differences in float64 at two steps,
 
-    d = (L(x + h·v) − L(x − h·v)) / 2h,          h = step = 1e-6 (gradcheck's eps)
+    d(h) = (L(x + h·v) − L(x − h·v)) / 2h,       h = step = 1e-6 (gradcheck's eps), and d(2h)
 
-against ⟨g, v⟩ for the gradient g (autograd's, and manual's when given): 2k evaluations of fn per
-checked tensor instead of 2n, as torch.autograd.gradcheck(fast_mode=True) does. They agree when
+against ⟨g, v⟩ for the gradient g (autograd's, and manual's when given), as
+torch.autograd.gradcheck(fast_mode=True) does with one step. They agree when
 
-    |⟨g, v⟩ − d| ≤ atol + rtol·|d|,   rtol = max(1e-3, the check's rtol),
-    atol = max(1e-5, the check's atol, 8·ε·|L|/h) + the check's rtol·‖g‖₁
+    |⟨g, v⟩ − d(h)| ≤ E_fd + E_g
 
-the last term allowing each element of g its own dtype's rounding (|v| ≤ 1).
+E_fd, the error of d(h) itself, estimated from the evaluations:
+
+    E_fd = S·(|d(h) − d(2h)|/3 + |δ⁴L|/2h) + N,     S = FD_SAFETY = 6
+
+|d(h) − d(2h)|/3 is Richardson's estimate of the truncation error of d(h) (c·h² + O(h⁴));
+δ⁴L = L(x+2hv) − 4L(x+hv) + 6L(x) − 4L(x−hv) + L(x−2hv), the fourth difference, is O(h⁴) for a
+smooth L but of order J·h where x ± 2h·v crosses a kink of slope jump J (relu, abs), where
+Richardson's estimate can be near zero while d(h) is off by up to J/2 (for one kink,
+S·(both terms) ≥ 2× that error, wherever it lies); N = FD_NOISE·ε·Σ|u·y|/h bounds the float64
+rounding of L over 2h (as for finite-diff). No fixed rtol: in float64 the test keeps what the
+difference quotient is accurate to.
+
+E_g, what a correct g may be off by in its own dtype: each element within rtol·|gᵢ| + atol
+(the dtype's, or the check's own rtol and atol), those errors δ enter ⟨δ, v⟩ = Σ δ_rc·a_r·b_c with
+the signs of a and b, drawn independently of δ. That is a decoupled Rademacher chaos of order 2
+(given the magnitudes |a|, |b|): by Bonami's hypercontractive inequality ‖X‖_q ≤ (q − 1)·‖X‖₂
+for q ≥ 2, with ‖X‖₂ ≤ ‖δ‖₂ ≤ rtol·‖g‖₂ + atol·√n, and Markov's inequality at q = 1 + c/e,
+
+    P(|⟨δ, v⟩| > c·(rtol·‖g‖₂ + atol·√n)) ≤ exp(−1 − c/e)
+
+so c = e·(ln(1/p) − 1) = 34.8 for a false-fail probability p = FALSE_FAIL = 1e-6 per direction:
+
+    E_g = c·(rtol·‖g‖₂ + atol·√n) + FD_NOISE·ε·‖g‖₁      (the last: the float64 sum ⟨g, v⟩)
+
+It grows like ‖δ‖₂ (√n), not like ‖δ‖₁ (n): one element wrong by r·|gᵢ| adds at least
+0.25·r·|gᵢ| to ⟨g, v⟩, which is caught when it passes E_fd + E_g (docs/api.md, measured).
+
+Cost: E_fd ≥ N, so a direction where |⟨g, v⟩ − d(h)| ≤ N + E_g passes whatever d(2h) and L(x)
+would say; they are evaluated only for the other directions. A passing check costs 2k
+evaluations of fn per checked tensor (as gradcheck's fast mode), a failing one up to 4k, and one
+of L(x), instead of finite differences' 2n.
 
 forward: forward mode against reverse mode, both analytic, in the inputs' dtype: for each
 direction v, ⟨J·v, u⟩ (a jvp, torch.autograd.forward_ad) against ⟨v, Jᵀ·u⟩ = ⟨v, g⟩, within
@@ -33,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
@@ -50,6 +80,15 @@ from autograd_check.engine.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+FD_SAFETY = 6.0
+"""projection: the factor on its estimate of d(h)'s error (Richardson's, and the fourth
+difference): 6× the truncation error of a smooth L, 2× the error of d(h) at one kink."""
+FALSE_FAIL = 1e-6
+"""projection: the probability, per direction, that a correct gradient's own rounding (within its
+dtype's rtol and atol) fails it."""
+ROUNDING_SPREAD = math.e * (math.log(1 / FALSE_FAIL) - 1)
+"""c = e·(ln(1/p) − 1) = 34.8: |⟨δ, v⟩| ≤ c·‖δ‖₂ but with probability p (module docstring)."""
 
 Gradients = Sequence[Mapping[str, "Tensor"]]
 """Per checked tensor: label ('autograd', 'manual') → its gradient."""
@@ -93,10 +132,11 @@ def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
 
 
 class Directions:
-    """Random directions v = a ⊗ b for a tensor viewed as a rows × columns matrix, a and b
-    uniform in [-1, 1) (so |v| ≤ 1): O(√n) random numbers per direction rather than n, and
-    neither x ± h·v (torch.addr) nor ⟨g, v⟩ = aᵀ·g·b needs v itself. Drawn on the tensor's
-    device from torch.Generator(device).manual_seed(seed + 1 + i), i the tensor's place."""
+    """Random directions v = a ⊗ b for a tensor viewed as a rows × columns matrix, |aᵢ| and |bⱼ|
+    uniform in [0.5, 1) with random signs (so 0.25 ≤ |v| < 1: no element of the tensor is left out
+    of a direction): O(√n) random numbers per direction rather than n, and neither x ± h·v
+    (torch.addr) nor ⟨g, v⟩ = aᵀ·g·b needs v itself. Drawn on the tensor's device from
+    torch.Generator(device).manual_seed(seed + 1 + i), i the tensor's place."""
 
     def __init__(self, x: Tensor, seed: int) -> None:
         torch = import_torch()
@@ -106,13 +146,18 @@ class Directions:
         self.a: Tensor | None = None
         self.b: Tensor | None = None
 
-    def draw(self) -> None:
+    def _factor(self, size: int) -> Tensor:
+        """size numbers: w uniform in [-1, 1), then 0.5 + |w|/2 with w's sign (|w| and its sign
+        are independent)."""
         torch = import_torch()
-        f64 = torch.float64
-        self.a = torch.empty(self.rows, dtype=f64, device=self.device).uniform_(
+        w = torch.empty(size, dtype=torch.float64, device=self.device).uniform_(
             -1.0, 1.0, generator=self.gen)
-        self.b = torch.empty(self.cols, dtype=f64, device=self.device).uniform_(
-            -1.0, 1.0, generator=self.gen)
+        factor: Tensor = torch.copysign(w.abs().mul_(0.5).add_(0.5), w)
+        return factor
+
+    def draw(self) -> None:
+        self.a = self._factor(self.rows)
+        self.b = self._factor(self.cols)
 
     def step(self, x64: Tensor, h: float, out: Tensor) -> None:
         """out = x64 + h·v (h may be negative)."""
@@ -135,6 +180,37 @@ class Directions:
         return v.reshape(like.shape).to(like.dtype)
 
 
+def _agreement(
+    name: str, analytic: Tensor, numeric: Tensor, tolerance: Tensor
+) -> Comparison:
+    """compare()'s statistics with rtol = 0 and each direction's own atol (tolerance[j]): the
+    row shows the widest of them."""
+    row = compare(name, analytic, numeric, 0.0, float(tolerance.max()), False)
+    close = (analytic - numeric).abs() <= tolerance  # NaN is never close
+    mismatched = int((~close).sum())
+    return replace(row, mismatched=mismatched, passed=mismatched == 0)
+
+
+class _Center:
+    """L(x) in float64, evaluated once per check when a direction first needs it, and Σ|u·y|
+    there (the size of L whose float64 rounding N allows for)."""
+
+    def __init__(self, call: Call, x64: list[Tensor], u64: Tensor | None) -> None:
+        self.call, self.x64, self.u64 = call, x64, u64
+        self.value: Tensor | None = None
+        self.scale = math.inf
+
+    def get(self) -> Tensor:
+        if self.value is None:
+            torch = import_torch()
+            y = self.call.evaluate(self.x64, float64=True).to(torch.float64)
+            self.value = reduce64(y, self.u64)
+            size = y.abs().reshape(-1)
+            self.scale = float(size.sum() if self.u64 is None else torch.dot(
+                size, self.u64.abs().reshape(-1)))
+        return self.value
+
+
 def projection(
     call: Call, args: Arguments, u: Tensor, gradients: Gradients, scale: float
 ) -> Outcome:
@@ -143,40 +219,71 @@ def projection(
     u64 = None if u.dim() == 0 else u.to(torch.float64)
     x64 = [to64(torch, x).contiguous() for x in call.values]
     outcome = Outcome()
+    evaluations = 0
     with torch.no_grad():
+        center = _Center(call, x64, u64)
+        if not math.isfinite(scale):  # fn overflowed in x's dtype: the size of L in float64
+            center.get()
+            evaluations += 1
+            scale = center.scale
+        noise = FD_NOISE * FLOAT64_EPS * scale / h if math.isfinite(scale) else 0.0
         for i, c in enumerate(call.checked):
             xi = x64[i]
             directions = Directions(xi, args.seed + i)
             buf = torch.empty_like(xi)
             values = list(x64)
             values[i] = buf
+
+            def loss(step: float, values: list[Tensor] = values, xi: Tensor = xi,
+                     buf: Tensor = buf, directions: Directions = directions) -> Tensor:
+                directions.step(xi, step, buf)
+                return reduce64(call.evaluate(values, float64=True), u64)
+
+            rtol, atol = args.tolerances(c.value.dtype)
+            spread: dict[str, float] = {}
+            for label, g in gradients[i].items():
+                g64 = g.detach().to(torch.float64)
+                spread[label] = ROUNDING_SPREAD * (
+                    rtol * float(torch.linalg.vector_norm(g64)) + atol * math.sqrt(g.numel())
+                ) + FD_NOISE * FLOAT64_EPS * float(torch.linalg.vector_norm(g64, 1))
             numeric = torch.empty(k, dtype=torch.float64)
+            error = torch.full((k,), noise, dtype=torch.float64)
             analytic = {label: torch.empty(k, dtype=torch.float64) for label in gradients[i]}
             for j in range(k):
                 directions.draw()
-                directions.step(xi, h, buf)
-                plus = reduce64(call.evaluate(values, float64=True), u64)
-                directions.step(xi, -h, buf)
-                minus = reduce64(call.evaluate(values, float64=True), u64)
-                numeric[j] = (plus - minus) / (2 * h)
+                plus, minus = loss(h), loss(-h)
+                evaluations += 2
+                d1 = (plus - minus) / (2 * h)
+                numeric[j] = d1
+                settled = True
                 for label, g in gradients[i].items():
-                    analytic[label][j] = directions.along(g)
+                    analytic[label][j] = along = directions.along(g)
+                    # E_fd ≥ N: within N + E_g, the verdict is a pass whatever d(2h) says
+                    settled = settled and bool((along - d1).abs() <= noise + spread[label])
+                if settled:
+                    continue
+                plus2, minus2 = loss(2 * h), loss(-2 * h)
+                evaluations += 2 + (center.value is None)
+                d2 = (plus2 - minus2) / (4 * h)
+                fourth = plus2 - 4 * plus + 6 * center.get() - 4 * minus + minus2
+                error[j] += FD_SAFETY * ((d1 - d2).abs() / 3 + fourth.abs() / (2 * h))
             del buf
-            rtol, atol = args.tolerances(c.value.dtype)
-            fd_rtol, fd_atol = numeric_tolerances(args, rtol, atol, scale)
-            for label, g in gradients[i].items():
-                allowance = rtol * float(torch.linalg.vector_norm(g.detach(), 1))
-                outcome.comparisons.append(compare(
-                    f"{c.name}: {label} vs projection", analytic[label], numeric, fd_rtol,
-                    fd_atol + allowance, False))
+            for label in gradients[i]:
+                outcome.comparisons.append(_agreement(
+                    f"{c.name}: {label} vs projection", analytic[label], numeric,
+                    error + spread[label]))
     outcome.block = {
-        "method": "directional derivatives by central differences in float64: "
-                  "(L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, v = a ⊗ b with a, b "
-                  "uniform in [-1, 1)",
+        "method": "directional derivatives by central differences in float64 at steps h and "
+                  "2h: d(h) = (L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, v = a ⊗ b with "
+                  "|a|, |b| uniform in [0.5, 1) and random signs; d(2h) and L(x) only for a "
+                  "direction that d(h) alone does not pass",
         "directions": k,
         "step": h,
-        "criterion": "|⟨g, v⟩ − d| ≤ atol + rtol·|d|, atol widened by rtol_dtype·‖g‖₁",
-        "evaluations": 2 * k * len(call.checked),
+        "criterion": f"|⟨g, v⟩ − d(h)| ≤ {FD_SAFETY:g}·(|d(h) − d(2h)|/3 + |δ⁴L|/2h) + "
+                     f"{FD_NOISE:g}·ε·Σ|u·y|/h + {ROUNDING_SPREAD:.1f}·(rtol·‖g‖₂ + atol·√n) + "
+                     f"{FD_NOISE:g}·ε·‖g‖₁ (the error of the difference quotient, and a correct "
+                     f"g's own rounding but with probability {FALSE_FAIL:g} per direction)",
+        "evaluations": evaluations,
     }
     return outcome
 
@@ -243,7 +350,7 @@ def forward(
                     atol + allowance, False))
     outcome.block = {
         "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
-                  "v uniform in [-1, 1)",
+                  "v = a ⊗ b as for projection",
         "directions": k,
         "criterion": "|⟨v, g⟩ − ⟨J·v, u⟩| ≤ atol + rtol·|⟨J·v, u⟩|, atol widened by "
                      "rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁)",
@@ -327,14 +434,19 @@ def _gradient_sum(
 
 
 def _differentiated_once_only(s: Tensor) -> bool:
-    """Whether S's graph holds the Error node that @once_differentiable puts on its gradients."""
-    seen: set[int] = set()
+    """Whether S's graph holds the Error node that @once_differentiable puts on its gradients.
+
+    The Python objects for a graph's nodes can be made afresh on each access of next_functions
+    and freed when dropped, and a freed object's id() is given to the next one: a walk that keeps
+    only ids would take a new node for one already seen and stop early (seen on torch 2.1 and
+    2.4). So the nodes seen are held, which keeps each id theirs until the walk ends."""
+    seen: dict[int, Any] = {}
     stack = [s.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node  # held: its id cannot be reused while the walk runs
         if type(node).__name__ == "Error":
             return True
         stack.extend(f for f, _ in node.next_functions)

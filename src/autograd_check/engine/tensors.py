@@ -61,11 +61,17 @@ def grad_fn_chain(t: Tensor) -> list[str]:
 
 
 def tensor_view(name: str, t: Tensor) -> TensorView:
+    """Shape, dtype, min, max, mean, the first values, and all of them when small. The statistics
+    of float16 and bfloat16 tensors (and of integers, for the mean) are taken in float32: older
+    torch has no CPU aminmax for half types (2.1), and a float32 mean does not round to the half
+    type on the way."""
     torch = import_torch()
     t = t.detach()
     flat = t.reshape(-1)
+    if flat.is_floating_point() and flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
     lo, hi = torch.aminmax(flat)
-    mean = flat.mean() if flat.dtype in (torch.float32, torch.float64) else flat.float().mean()
+    mean = flat.mean() if flat.is_floating_point() else flat.float().mean()
     small = t.numel() <= TENSOR_DATA_LIMIT
     return TensorView(
         name=name,

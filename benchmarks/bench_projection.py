@@ -66,7 +66,7 @@ class Planted(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
         Planted.backwards += 1
         (x,) = ctx.saved_tensors
-        g = grad_output * (torch.sin(x) + x * torch.cos(x))
+        g = (grad_output * (torch.sin(x) + x * torch.cos(x))).contiguous()  # for .view
         if Planted.ERROR:
             flat = g.view(-1)
             i = int((flat.abs() - flat.pow(2).mean().sqrt()).abs().argmin())

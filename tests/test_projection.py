@@ -36,7 +36,7 @@ class OneWrong(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        g = grad_output * (torch.sin(x) + x * torch.cos(x))
+        g = (grad_output * (torch.sin(x) + x * torch.cos(x))).contiguous()  # for .view
         flat = g.view(-1)
         i = int((flat.abs() - flat.pow(2).mean().sqrt()).abs().argmin())
         flat[i] *= 1 + OneWrong.ERROR
@@ -124,7 +124,7 @@ def test_rounding_within_the_dtype_is_allowed_for() -> None:
 
         def manual(x: torch.Tensor, grad_output: torch.Tensor,
                    gen: torch.Generator = gen) -> torch.Tensor:
-            g = grad_output * (torch.sin(x) + x * torch.cos(x))
+            g = (grad_output * (torch.sin(x) + x * torch.cos(x))).contiguous()  # for .view
             signs = torch.randint(0, 2, g.shape, generator=gen, dtype=torch.float64) * 2 - 1
             return g + 0.9 * signs * (rtol * g.abs() + atol)
 

@@ -11,6 +11,8 @@
   (folders 0700, files 0600), whatever the umask.
 - `mask_secrets`: setup lines and sbatch options as they are stored (manifest, report), with the
   values of variables and options whose names look secret replaced by ***.
+- `python_module_argv`: how the tool starts a Python of its own (the node's guard, a job step):
+  as `python -m MODULE` would, but with no working folder on sys.path.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,30 @@ def script_value(what: str, value: str, *, path: bool = False) -> str:
         raise BadInput(f"{what} {value!r} contains '%', which Slurm and submitit expand "
                        "(%j, %u ...); choose a folder name without it")
     return value
+
+
+# -- the Pythons the tool starts -------------------------------------------------------------------
+_SAFE_START = ("import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; import runpy; "
+               'runpy.run_module("{module}", run_name="__main__", alter_sys=True)')
+
+
+def python_module_argv(module: str, *, executable: str | None = None,
+                       unbuffered: bool = False) -> list[str]:
+    """`python [-u] -m MODULE` as an argv, but started so that no working folder is on sys.path.
+
+    `python -m` (and `-c`) put the working folder first on sys.path, so a package planted there
+    by another user (an `autograd_check/`, a `runpy.py`) would be imported, and run as you,
+    before the tool's own code. `-P` and PYTHONSAFEPATH turn that off only from Python 3.11, and
+    `-I` would also drop PYTHONPATH and the user's site-packages (where the tool may be
+    installed). So on every version the tool starts `python -c CODE`: `-c` puts '' (the working
+    folder) first, CODE's first statement takes it off before anything is imported (`sys` is
+    built in; the startup's own imports, site included, ran before '' was added), then runpy runs
+    MODULE as `-m` would (`__main__`, sys.argv[0] its file). Nothing changes directory: the
+    check itself still runs in the folder it was started from."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", module):
+        raise ValueError(f"not a module name: {module!r}")
+    return [executable or sys.executable, *(["-u"] if unbuffered else []),
+            "-c", _SAFE_START.format(module=module)]
 
 
 # -- the way to a folder --------------------------------------------------------------------------

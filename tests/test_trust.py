@@ -1,0 +1,192 @@
+"""Nobody else's code or data acts as you (issue 17, second hardening pass, docs/security.md):
+every Python the tool starts has no working folder on its sys.path; a setup line never reaches
+an argv; `result` unpickles only from the descriptor it checked; a local sweep and `report` credit
+only your own records."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograd_check.engine.spec import CheckSpec
+from autograd_check.safety import python_module_argv
+
+SAFE_CLI = python_module_argv("autograd_check")
+"""The CLI itself started without the working folder on sys.path: its own start must not import
+what the tests plant there (as the console script, whose sys.path[0] is its bin folder)."""
+SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_"))}
+    env.pop("AUTOGRAD_CHECK_LOG_DIR", None)
+    env.update(COLUMNS="120", NO_COLOR="1", **extra)
+    return env
+
+
+def plant(folder: Path) -> Path:
+    """What a group member writes into the folder you work from: packages named as the ones the
+    tool's Pythons import first, each leaving a marker when imported. Returns the marker."""
+    marker = folder / "planted-code-ran"
+    for package in ("autograd_check", "multiprocessing", "runpy", "submitit"):
+        (folder / package).mkdir(parents=True)
+        (folder / package / "__init__.py").write_text(
+            f"open({str(marker)!r}, 'a').write({package!r} + ' ran\\n')\n")
+    return marker
+
+
+def run_in(folder: Path, argv: list[str], timeout: float = 300,
+           **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=folder,
+                          env=clean_env(**env), check=False)
+
+
+# -- 1. no working folder on sys.path ----------------------------------------------------------
+class TestNoWorkingFolderOnThePath:
+    def test_the_plant_works_on_python_dash_m(self, tmp_path: Path) -> None:
+        """The control: `python -m autograd_check` from the planted folder runs the plant."""
+        marker = plant(tmp_path)
+        run_in(tmp_path, [sys.executable, "-m", "autograd_check", "--version"])
+        assert "autograd_check ran" in marker.read_text()
+
+    def test_a_started_python_imports_nothing_from_its_folder(self, tmp_path: Path) -> None:
+        marker = plant(tmp_path)
+        done = run_in(tmp_path, [*SAFE_CLI, "--version"])
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists()
+        # sys.argv as `python -m` gives it, and the folder stays the working folder
+        probe = run_in(tmp_path, [*python_module_argv("json.tool"), "--help"])
+        assert probe.returncode == 0 and "json.tool" in probe.stdout, probe.stderr
+        assert not marker.exists()
+
+    def test_a_module_name_is_checked(self) -> None:
+        with pytest.raises(ValueError):
+            python_module_argv('x"); import os; ("')
+
+    def test_the_guard_and_the_step_start_that_way(self, tmp_path: Path) -> None:
+        from autograd_check.slurm.batch import sbatch_script
+        from autograd_check.slurm.options import SlurmOptions, build_slurm_options
+        from autograd_check.slurm.step import step_command
+
+        script = sbatch_script(CheckSpec(), build_slurm_options({"log_dir": str(tmp_path)}))
+        assert "-m autograd_check.slurm.guard" not in script
+        assert 'run_module("autograd_check.slurm.guard"' in script
+        step = step_command(CheckSpec(), SlurmOptions())
+        assert step[step.index(sys.executable):][:3] == SAFE_CLI
+        assert "-m" not in step
+
+    def test_local_ranks_fork_server_imports_nothing_from_the_folder(
+        self, tmp_path: Path
+    ) -> None:
+        """run --ranks: multiprocessing's fork server starts as `python -c`, with '' first."""
+        marker = plant(tmp_path)
+        done = run_in(tmp_path, [*SAFE_CLI, "run", "--ranks", "2", "--model", "linear",
+                                 "--shape", "4x8", "--json", "--timeout", "240"])
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists(), marker.read_text()
+        assert json.loads(done.stdout)["verdict"]["passed"] is True
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+class TestNoWorkingFolderOnTheNode:
+    def test_a_batch_job_from_a_planted_folder(self, tmp_path: Path) -> None:
+        """The node runs the job in the submit folder: the guard's Python must not import it."""
+        marker = plant(tmp_path)
+        logs = tmp_path / "logs"
+        done = run_in(tmp_path, [*SAFE_CLI, "submit", "--wait", "--json", "--shape", "2x2",
+                                 "--log-dir", str(logs), *SMALL])
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists(), marker.read_text()
+        assert json.loads(done.stdout)["verdict"]["passed"] is True
+
+    def test_a_step_inside_salloc_from_a_planted_folder(self, tmp_path: Path) -> None:
+        marker = plant(tmp_path)
+        done = salloc(tmp_path, *SAFE_CLI, "submit", "--json", "--shape", "2x2",
+                      "--log-dir", str(tmp_path / "logs"))
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists(), marker.read_text()
+        assert json.loads(done.stdout)["environment"]["slurm"]["step_id"] is not None
+
+
+def salloc(folder: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_in(folder, ["salloc", "--nodes=1", "--ntasks=1", "--cpus-per-task=1",
+                           "--mem=500M", "--time=5", "--job-name=agc-test-trust", *command],
+                  **env)
+
+
+# -- 7. a setup line never reaches an argv -----------------------------------------------------
+class TestStepSetup:
+    def test_the_setup_goes_through_a_private_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """run_step hands srun a 0600 file in the log folder, removed afterwards; the argv (what
+        `ps` and `sacct -o SubmitLine` show) holds none of the setup text."""
+        from autograd_check.slurm import step
+        from autograd_check.slurm.options import SlurmOptions
+        from autograd_check.slurm.where import Allocation
+
+        seen: dict[str, object] = {}
+        answer = step.step_main(json.dumps(CheckSpec(shape=(2, 2)).to_dict()))[0]
+
+        class FakeSrun:
+            returncode = 0
+
+            def __init__(self, cmd: list[str], stdout: object, **kwargs: object) -> None:
+                setup = Path(cmd[cmd.index("bash") + 1])
+                seen.update(cmd=cmd, file=setup, mode=setup.stat().st_mode & 0o7777,
+                            text=setup.read_text())
+                stdout.write(answer + "\n")  # type: ignore[attr-defined]
+
+            def wait(self, timeout: float | None = None) -> int:
+                return 0
+
+        monkeypatch.setattr(step, "require_slurm", lambda *tools: None)
+        monkeypatch.setattr(step.subprocess, "Popen", FakeSrun)
+        opts = SlurmOptions(setup=("export HF_TOKEN=hf_s3cret",), log_dir=tmp_path / "l")
+        old = os.umask(0)
+        try:
+            result = step.run_step(CheckSpec(shape=(2, 2)), opts, Allocation("9", None, (), "h"))
+        finally:
+            os.umask(old)
+        assert result.passed
+        assert not any("hf_s3cret" in str(a) for a in seen["cmd"])  # type: ignore[attr-defined]
+        assert seen["mode"] == 0o600 and "export HF_TOKEN=hf_s3cret" in str(seen["text"])
+        assert Path(str(seen["file"])).parent == tmp_path / "l"
+        assert not Path(str(seen["file"])).exists()
+
+    def test_dry_run_shows_no_setup_text(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from typer.testing import CliRunner
+
+        from autograd_check.cli import app
+
+        for var in list(os.environ):
+            if var.startswith("SLURM_"):
+                monkeypatch.delenv(var)
+        monkeypatch.setenv("SLURM_JOB_ID", "9")
+        result = CliRunner().invoke(app, ["submit", "--dry-run", "--setup",
+                                          "export API_KEY=k3y"])
+        assert result.exit_code == 0, result.stderr
+        assert "k3y" not in result.stdout and "/.step-setup.XXXXXXXX.sh " in result.stdout
+
+    @pytest.mark.slurm
+    @pytest.mark.usefixtures("slurm_cluster")
+    def test_a_step_with_a_secret_setup_on_the_cluster(self, tmp_path: Path) -> None:
+        logs = tmp_path / "logs"
+        done = salloc(tmp_path, *SAFE_CLI, "submit", "--json", "--shape", "2x2",
+                      "--setup", "export AGC_TOKEN=tok-s3cret-771", "--log-dir", str(logs))
+        assert done.returncode == 0, done.stderr
+        alloc = re.search(r"Granted job allocation (\d+)", done.stderr)
+        assert alloc, done.stderr
+        submitted = subprocess.run(
+            ["sacct", "-n", "-P", "-j", alloc.group(1), "-o", "SubmitLine%2000"],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert "tok-s3cret-771" not in submitted.stdout
+        assert not list(logs.glob(".step-setup.*"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,158 @@ class TestStepSetup:
             capture_output=True, text=True, timeout=30, check=False)
         assert "tok-s3cret-771" not in submitted.stdout
         assert not list(logs.glob(".step-setup.*"))
+
+
+# -- 3. result unpickles only what it checked --------------------------------------------------
+class Planted:
+    """A pickle whose loading leaves a marker: what another user would plant."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="session")
+def other_user() -> tuple[int, int]:
+    """(uid, gid) of a second user (tests/test_security.py's), made once; root only."""
+    import pwd
+    import shutil
+
+    if os.getuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("a second user needs root and useradd")
+    try:
+        entry = pwd.getpwnam("agc-other")
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "agc-other"], capture_output=True, timeout=60, check=False)
+        entry = pwd.getpwnam("agc-other")
+    return entry.pw_uid, entry.pw_gid
+
+
+class TestResultReadsWhatItChecked:
+    JOB = "5"
+
+    @pytest.fixture
+    def logs(self, tmp_path: Path) -> Path:
+        import pickle
+
+        from autograd_check.slurm.where import job_paths
+
+        logs = tmp_path / "own" / "logs"
+        logs.mkdir(parents=True, mode=0o700)
+        logs.parent.chmod(0o700)
+        path = job_paths(logs, self.JOB).result_pickle
+        path.write_bytes(pickle.dumps(("success", {"outcome": "result", "answer": "real"})))
+        path.chmod(0o600)
+        return logs
+
+    def load(self, logs: Path) -> object:
+        from autograd_check.slurm.watch import load_outcome
+
+        return load_outcome(logs, self.JOB)
+
+    def refused(self, logs: Path, words: str) -> None:
+        from autograd_check.errors import EnvironmentProblem
+
+        with pytest.raises(EnvironmentProblem) as e:
+            self.load(logs)
+        assert words in str(e.value) and "not loaded" in str(e.value), str(e.value)
+
+    def pickle_path(self, logs: Path) -> Path:
+        from autograd_check.slurm.where import job_paths
+
+        return Path(job_paths(logs, self.JOB).result_pickle)
+
+    def test_a_private_result_loads(self, logs: Path) -> None:
+        assert self.load(logs) == ("success", {"outcome": "result", "answer": "real"})
+
+    def test_a_symbolic_link_as_the_result_file_is_refused(self, logs: Path) -> None:
+        import pickle
+
+        marker = logs.parent / "planted-code-ran"
+        elsewhere = logs / "elsewhere.pkl"
+        elsewhere.write_bytes(pickle.dumps(Planted(str(marker))))
+        elsewhere.chmod(0o600)
+        path = self.pickle_path(logs)
+        path.unlink()
+        path.symlink_to(elsewhere)
+        self.refused(logs, "is a symbolic link")
+        assert not marker.exists()
+
+    def test_a_log_dir_reached_through_a_shared_folder_is_refused(
+        self, logs: Path, tmp_path: Path
+    ) -> None:
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o777)
+        shared.chmod(0o777)
+        (shared / "logs").symlink_to(logs)
+        self.refused(shared / "logs", "without the sticky bit")
+        link = tmp_path / "own" / "link"
+        link.symlink_to(logs)  # a link of yours in a private folder: followed
+        assert self.load(link)[0] == "success"  # type: ignore[index]
+
+    def test_what_another_user_owns_is_refused(
+        self, logs: Path, tmp_path: Path, other_user: tuple[int, int]
+    ) -> None:
+        link = tmp_path / "own" / "theirs"
+        link.symlink_to(logs)
+        os.lchown(link, *other_user)  # their link, even to your folder
+        self.refused(link, f"belongs to another user (uid {other_user[0]})")
+        os.chown(self.pickle_path(logs), *other_user)
+        self.refused(logs, f"belongs to another user (uid {other_user[0]})")
+        os.chown(logs, *other_user)
+        self.refused(logs, f"'{logs}' belongs to another user")
+
+    def test_a_fifo_is_refused_without_hanging(self, logs: Path) -> None:
+        path = self.pickle_path(logs)
+        path.unlink()
+        os.mkfifo(path, 0o600)
+
+        def hung(signum: int, frame: object) -> None:
+            raise TimeoutError("opening the FIFO hung")
+
+        previous = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(20)
+        try:
+            self.refused(logs, "is not a plain file")
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def test_what_is_unpickled_is_the_descriptor_that_was_checked(
+        self, logs: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another user swaps the file right after the check: the checked one is loaded."""
+        import pickle
+
+        from autograd_check.slurm import watch
+
+        marker = logs.parent / "planted-code-ran"
+        real_open = watch.open_private
+
+        def open_then_swap(path: Path) -> int:
+            fd = real_open(path)
+            swapped = path.with_name("swap.tmp")
+            swapped.write_bytes(pickle.dumps(Planted(str(marker))))
+            os.replace(swapped, path)
+            return fd
+
+        monkeypatch.setattr(watch, "open_private", open_then_swap)
+        assert self.load(logs) == ("success", {"outcome": "result", "answer": "real"})
+        assert not marker.exists()
+
+    def test_the_cli_says_so_with_exit_3(
+        self, logs: Path, other_user: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from typer.testing import CliRunner
+
+        from autograd_check.cli import app
+        from autograd_check.slurm import watch
+
+        os.chown(self.pickle_path(logs), *other_user)
+        monkeypatch.setattr(watch, "job_info", lambda *a, **k: None)
+        result = CliRunner().invoke(app, ["result", self.JOB, "--log-dir", str(logs)])
+        assert result.exit_code == 3, result.stderr
+        assert "belongs to another user" in result.stderr

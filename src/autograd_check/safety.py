@@ -11,6 +11,8 @@
   (folders 0700, files 0600), whatever the umask.
 - `mask_secrets`: setup lines and sbatch options as they are stored (manifest, report), with the
   values of variables and options whose names look secret replaced by ***.
+- `open_private`: open a file so that what is read is what was checked (the folder chain and
+  the file, through descriptors: nothing can be swapped between the check and the read).
 - `python_module_argv`: how the tool starts a Python of its own (the node's guard, a job step):
   as `python -m MODULE` would, but with no working folder on sys.path.
 """
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -152,6 +155,108 @@ def check_folder_chain(path: Path, what: str, *, itself: bool = True) -> None:
             "all the way from /, e.g. under your home directory, or remove the others' write "
             "permission (chmod go-w)"
         )
+
+
+# -- opening what was checked ---------------------------------------------------------------------
+class Unsafe(Exception):
+    """open_private's refusal: str() says which entry on the way, and why."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _writable_by_others(st: os.stat_result) -> bool:
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def open_private(path: Path) -> int:
+    """A descriptor open for reading on `path`, a plain file that nobody but you could have
+    written, reached through folders nobody but you and root can change (folder_chain_problem's
+    rule; the folder holding the file, and the file, must be yours and writable by you alone).
+
+    Checking paths and then opening the path again leaves a moment in which another user who can
+    write a folder on the way swaps a symbolic link in. Here the way is walked with directory
+    descriptors: each folder is opened (O_NOFOLLOW) in the one before it and checked with fstat,
+    a symbolic link on the way is followed only when it is yours or root's (the folder holding it
+    was checked, so nobody else can change it), and the file is opened with O_NOFOLLOW and
+    checked with fstat. Read only from the descriptor returned: it is what was checked.
+    Raises Unsafe (the entry and why), or OSError when something on the way is missing."""
+    me = os.getuid()
+    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    if not todo:
+        raise Unsafe(f"{str(path)!r} is not a file")
+    leaf = todo.pop(0)
+    where = "/"
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        links = 0
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            entry = os.path.normpath(os.path.join(where, name))
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise Unsafe(f"{entry!r} is not a folder") from None
+                if st.st_uid not in (0, me):
+                    raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})") from None
+                links += 1
+                if links > _MAX_LINKS:
+                    raise Unsafe(f"{entry!r}: too many symbolic links") from None
+                target = Path(os.readlink(name, dir_fd=fd))
+                todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+                if target.is_absolute():
+                    os.close(fd)
+                    fd, where = os.open("/", _DIR_FLAGS), "/"
+                continue
+            os.close(fd)
+            fd, where = child, entry
+            st = os.fstat(fd)
+            if not todo:  # the folder that holds the file: yours alone
+                if st.st_uid != me:
+                    raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})")
+                if _writable_by_others(st):
+                    raise Unsafe(f"{entry!r} can be written by other users (mode {_mode(st)})")
+            elif st.st_uid not in (0, me):
+                raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})")
+            elif _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
+                raise Unsafe(f"{entry!r} can be written by other users (mode {_mode(st)}, "
+                             "without the sticky bit)")
+        entry = os.path.join(where, leaf)
+        try:  # O_NONBLOCK: a FIFO planted under the name must not hang the open
+            file = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                           dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Unsafe(f"{entry!r} is a symbolic link") from None
+            raise
+    finally:
+        os.close(fd)
+    st = os.fstat(file)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = f"{entry!r} is not a plain file"
+    elif st.st_uid != me:
+        problem = f"{entry!r} belongs to another user (uid {st.st_uid})"
+    elif _writable_by_others(st):
+        problem = f"{entry!r} can be written by other users (mode {_mode(st)})"
+    if problem is not None:
+        os.close(file)
+        raise Unsafe(problem)
+    os.set_blocking(file, True)
+    return file
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of `path`, read from the descriptor open_private checked (Unsafe, OSError)."""
+    fd = open_private(path)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 # -- what the tool creates ------------------------------------------------------------------------

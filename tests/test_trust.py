@@ -346,3 +346,95 @@ class TestResultReadsWhatItChecked:
         result = CliRunner().invoke(app, ["result", self.JOB, "--log-dir", str(logs)])
         assert result.exit_code == 3, result.stderr
         assert "belongs to another user" in result.stderr
+
+
+# -- 4. records: only yours count ---------------------------------------------------------------
+BUGGY = Path(__file__).resolve().parents[1] / "examples" / "buggy_target.py"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from autograd_check.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+class TestPlantedRecords:
+    """A group member writes "passed" records (same grid id) into your local sweep's --out."""
+
+    @pytest.fixture
+    def failing(self, tmp_path: Path) -> Path:
+        """A local sweep whose target fails every case (exit 1): what the truth is."""
+        out = tmp_path / "own" / "sweep"
+        out.parent.mkdir(mode=0o700)
+        code, _, stderr = invoke("sweep", "--local", "--target", str(BUGGY), "--seeds", "0-1",
+                                 "--out", str(out))
+        assert code == 1, stderr
+        return out
+
+    def plant_passes(self, out: Path, owner: tuple[int, int]) -> list[Path]:
+        """Every record turned into a pass, as a file of `owner`'s."""
+        planted = []
+        for path in sorted((out / "records").glob("*.json")):
+            doc = json.loads(path.read_text())
+            doc["verdict"]["passed"] = True
+            path.unlink()
+            path.write_text(json.dumps(doc))
+            path.chmod(0o600)
+            os.chown(path, *owner)
+            planted.append(path)
+        assert planted
+        return planted
+
+    def test_the_plant_works_on_your_own_records(self, failing: Path) -> None:
+        """The control: the same edit made by you is believed (records are the truth)."""
+        self.plant_passes(failing, (os.getuid(), os.getgid()))
+        assert invoke("report", str(failing))[0] == 0
+
+    def test_another_users_records_never_count(
+        self, failing: Path, other_user: tuple[int, int]
+    ) -> None:
+        planted = self.plant_passes(failing, other_user)
+        code, stdout, _ = invoke("report", str(failing))
+        assert code == 4, stdout  # their cases are missing, not passed
+        assert "2 missing" in stdout and "written by another user" in stdout
+        code, stdout, _ = invoke("report", str(failing), "--json")
+        ignored = json.loads(stdout)["ignored_records"]
+        assert len(ignored) == 2 and all(
+            f"written by another user (uid {other_user[0]})" in why for why in ignored.values())
+        # the sweep does not resume from them: it runs both cases again, and says why
+        code, _, stderr = invoke("sweep", "--local", "--target", str(BUGGY), "--seeds", "0-1",
+                                 "--out", str(failing))
+        assert code == 1, stderr
+        assert "2 record(s) in" in stderr and "written by another user" in stderr
+        for path in planted:
+            assert path.stat().st_uid == os.getuid()
+            assert json.loads(path.read_text())["verdict"]["passed"] is False
+        assert invoke("report", str(failing))[0] == 1
+
+    @pytest.mark.parametrize("where", ["parent", "out", "records"])
+    def test_a_folder_others_can_write_is_refused(self, failing: Path, where: str) -> None:
+        folder = {"parent": failing.parent, "out": failing, "records": failing / "records"}
+        folder[where].chmod(0o775)  # a group-writable project folder (umask 002)
+        for args in (["report", str(failing)],
+                     ["sweep", "--local", "--target", str(BUGGY), "--seeds", "0-1",
+                      "--out", str(failing)]):
+            code, _, stderr = invoke(*args)
+            assert code == 2, stderr
+            assert "can be written by other users" in stderr and "plant" not in stderr
+            assert "write records there" in stderr
+        folder[where].chmod(0o700)
+
+    def test_a_symlinked_record_never_counts(self, failing: Path) -> None:
+        record = sorted((failing / "records").glob("*.json"))[0]
+        real = failing / "elsewhere.json"
+        doc = json.loads(record.read_text())
+        doc["verdict"]["passed"] = True
+        real.write_text(json.dumps(doc))
+        real.chmod(0o600)
+        record.unlink()
+        record.symlink_to(real)
+        code, stdout, _ = invoke("report", str(failing))
+        assert code == 4 and "a symbolic link" in stdout

@@ -143,15 +143,19 @@ def folder_chain_problem(path: Path, *, itself: bool = True) -> str | None:
     return None
 
 
-def check_folder_chain(path: Path, what: str, *, itself: bool = True) -> None:
+JOB_RISK = "replace the job's files and run code as you"
+
+
+def check_folder_chain(path: Path, what: str, *, itself: bool = True,
+                       risk: str = JOB_RISK) -> None:
     """BadInput (one line, naming the folder at fault and what to do) when another user could
     replace `path` or what it holds: a job loads pickles from there, and loading a pickle runs
-    whatever its writer put in it."""
+    whatever its writer put in it (`risk` says what else they could do: plant records)."""
     problem = folder_chain_problem(path, itself=itself)
     if problem is not None:
         raise BadInput(
-            f"{what} {str(path)!r} is not safe: {problem}, so another user could replace the "
-            "job's files and run code as you. Use a folder that only you (and root) can change "
+            f"{what} {str(path)!r} is not safe: {problem}, so another user could {risk}. "
+            "Use a folder that only you (and root) can change "
             "all the way from /, e.g. under your home directory, or remove the others' write "
             "permission (chmod go-w)"
         )

@@ -18,6 +18,7 @@ from autograd_check.document import dumps
 from autograd_check.errors import BadInput, EnvironmentProblem
 from autograd_check.render.result import fmt
 from autograd_check.sweep.report import GROUPS, OPTIONAL_GROUPS, CaseRow, Report
+from autograd_check.sweep.store import FOREIGN
 
 if TYPE_CHECKING:
     from autograd_check.sweep.launch import Submission
@@ -83,8 +84,10 @@ def ignored_note(report: Report) -> str:
     """Record files that exist but do not count, and why (the first few)."""
     reasons = list(report.ignored.values())
     shown = "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "")
-    return (f"{len(reasons)} record file(s) do not count and their cases are missing (they run "
-            f"again on resume): {shown}")
+    foreign = sum(FOREIGN in why for why in reasons)
+    whose = f" ({foreign} of them {FOREIGN}, never counted)" if foreign else ""
+    return (f"{len(reasons)} record file(s) do not count{whose} and their cases are missing (they "
+            f"run again on resume): {shown}")
 
 
 def _state_text(state: str) -> str:

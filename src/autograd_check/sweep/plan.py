@@ -128,6 +128,7 @@ def plan_sweep(
         check_folders(Store(settings.out), opts)
     else:
         slurm_table(request.config)  # unused here, but a misspelled key is still refused
+        Store(settings.out).check_safe()  # a record is a verdict: only you may write them
         check_local(cases)
     return Plan(grid, cases, mode, Store(settings.out), settings.cases_per_task,
                 settings.max_parallel, opts, case_timeout=settings.case_timeout)

@@ -438,3 +438,95 @@ class TestPlantedRecords:
         record.symlink_to(real)
         code, stdout, _ = invoke("report", str(failing))
         assert code == 4 and "a symbolic link" in stdout
+
+
+# -- 9. smaller faults --------------------------------------------------------------------------
+class TestSmallerFaults:
+    @pytest.mark.parametrize("umask", [0o000, 0o022])
+    def test_the_plot_is_private_whatever_the_umask(self, tmp_path: Path, umask: int) -> None:
+        pytest.importorskip("matplotlib")
+        out = tmp_path / "sweep"
+        code, _, stderr = invoke("sweep", "--local", "--seeds", "0-1", "--out", str(out))
+        assert code == 0, stderr
+        plot = tmp_path / "p.png"
+        old = os.umask(umask)
+        try:
+            code, _, stderr = invoke("report", str(out), "--plot", str(plot))
+        finally:
+            os.umask(old)
+        assert code == 0, stderr
+        assert plot.read_bytes().startswith(b"\x89PNG")
+        assert plot.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    @pytest.mark.parametrize("time", ["1", "00:01:00", "0:30"])
+    def test_a_sweep_time_within_the_warning_delay_is_refused(
+        self, tmp_path: Path, time: str
+    ) -> None:
+        code, _, stderr = invoke("sweep", "--slurm", "--dry-run", "--seeds", "0-1",
+                                 "--time", time, "--out", str(tmp_path / "s"))
+        assert code == 2, stderr
+        assert "too short for a sweep's array task" in stderr and "--time 2" in stderr
+        assert stderr.count("\n") == 1
+        code, _, stderr = invoke("sweep", "--slurm", "--dry-run", "--seeds", "0-1",
+                                 "--time", "2", "--out", str(tmp_path / "s"))
+        assert code == 0, stderr
+
+    @pytest.mark.parametrize("form", ["{name}:loss", "{name}", "./{name}:loss", "{path}/",
+                                      "{path}:loss"])
+    def test_a_target_that_is_a_folder_is_named(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+    ) -> None:
+        folder = tmp_path / "losses_here"
+        folder.mkdir()
+        monkeypatch.chdir(tmp_path)
+        target = form.format(name=folder.name, path=folder)
+        code, _, stderr = invoke("run", "--target", target)
+        assert code == 2, stderr
+        assert "is a folder" in stderr and "there is: nothing" not in stderr
+        assert "losses_here" in stderr and "FILE.py:NAME" in stderr
+
+    HANGS = '''
+        import signal
+        import time
+
+
+        def loss(predicted, real):
+            if STUCK:  # a call that does not come back to Python (signals blocked here)
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                time.sleep(1000)
+            while True:
+                time.sleep(0.05)
+
+
+        def manual_grad(predicted, real):
+            return 2 * (predicted - real)
+    '''
+
+    def hanging(self, tmp_path: Path, block: bool) -> Path:
+        import textwrap
+
+        path = tmp_path / "hangs.py"
+        path.write_text(textwrap.dedent(self.HANGS).replace("STUCK", str(block)))
+        return path
+
+    def test_run_timeout_stops_a_target_that_hangs(self, tmp_path: Path) -> None:
+        target = self.hanging(tmp_path, block=False)
+        code, stdout, stderr = invoke("run", "--target", str(target), "--timeout", "1")
+        assert code == 4, stderr
+        assert stdout == ""
+        assert "did not finish within 1 s (--timeout) and was stopped in " in stderr
+        assert f"{target}:11 in loss" in stderr
+        code, stdout, stderr = invoke("run", "--target", str(target), "--timeout", "1",
+                                      "--json")
+        assert code == 4 and json.loads(stdout)["error"]["exit_code"] == 4, stderr
+        code, _, stderr = invoke("run", "--timeout", "0")
+        assert code == 2 and "timeout '0' is not allowed" in stderr
+
+    def test_run_timeout_ends_a_check_python_cannot_stop(self, tmp_path: Path) -> None:
+        target = self.hanging(tmp_path, block=True)
+        done = run_in(tmp_path, [*SAFE_CLI, "run", "--target", str(target), "--timeout", "1"],
+                      timeout=120)
+        assert done.returncode == 4, done.stderr
+        assert "did not finish within 1 s (--timeout) and is stuck where Python cannot stop it" \
+            in done.stderr

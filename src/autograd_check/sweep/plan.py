@@ -19,6 +19,7 @@ from autograd_check.slurm.arrays import (
     array_parameters,
     array_script,
     check_rank_layout,
+    check_time_for_arrays,
     max_array_size,
 )
 from autograd_check.slurm.options import SlurmOptions
@@ -125,6 +126,7 @@ def plan_sweep(
     if mode == "slurm":
         opts = slurm_from(slurm_values, request.config)
         check_rank_layout(opts, grid.rank_counts())  # --nodes must divide every rank count
+        check_time_for_arrays(opts)  # longer than the warning signal's delay
         check_folders(Store(settings.out), opts)
     else:
         slurm_table(request.config)  # unused here, but a misspelled key is still refused

@@ -295,6 +295,40 @@ class TestResultReadsWhatItChecked:
         os.chown(logs, *other_user)
         self.refused(logs, f"'{logs}' belongs to another user")
 
+    def test_a_folder_you_may_only_search_is_fine_for_another_user(
+        self, other_user: tuple[int, int]
+    ) -> None:
+        """The way is opened with O_PATH: a root folder of mode 0711 on the way (a cluster's
+        /scratch) is searched as the path lookup would, not read. Run as the other user."""
+        import shutil
+        import tempfile
+
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+        if python is None:
+            pytest.skip("no python3 the other user can run")
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        top = Path(tempfile.mkdtemp(dir="/tmp", prefix="agc-search-"))
+        try:
+            top.chmod(0o711)
+            theirs = top / "theirs"
+            theirs.mkdir(mode=0o700)
+            os.chown(theirs, *other_user)
+            code = ("import os, sys; from pathlib import Path; "
+                    "from autograd_check.safety import open_private; "
+                    "p = Path(sys.argv[1]); p.write_bytes(b'answer'); p.chmod(0o600); "
+                    "print(os.read(open_private(p), 16).decode())")
+            done = subprocess.run(
+                ["setpriv", f"--reuid={other_user[0]}", f"--regid={other_user[1]}",
+                 "--clear-groups", "env", f"PYTHONPATH={src}", python, "-c", code,
+                 str(theirs / "5_0_result.pkl")],
+                capture_output=True, text=True, timeout=60, cwd="/", check=False)
+            if "Permission denied" in done.stderr and "autograd_check" not in done.stderr:
+                pytest.skip(f"the other user cannot run {python}: {done.stderr.strip()}")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.strip() == "answer"
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+
     def test_a_fifo_is_refused_without_hanging(self, logs: Path) -> None:
         path = self.pickle_path(logs)
         path.unlink()

@@ -166,7 +166,10 @@ class Unsafe(Exception):
     """open_private's refusal: str() says which entry on the way, and why."""
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = (getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
+              | os.O_CLOEXEC)
+"""A folder on the way is opened to look up the next name and to fstat it, nothing else: O_PATH
+(Linux) needs only search permission, as the path lookup it replaces (a 0711 /scratch)."""
 
 
 def _writable_by_others(st: os.stat_result) -> bool:

@@ -180,9 +180,13 @@ class TestStepSetup:
     @pytest.mark.slurm
     @pytest.mark.usefixtures("slurm_cluster")
     def test_a_step_with_a_secret_setup_on_the_cluster(self, tmp_path: Path) -> None:
+        """A config's [slurm] setup line (the salloc command line names only the config)."""
         logs = tmp_path / "logs"
+        config = tmp_path / "profile.toml"
+        config.write_text('[slurm]\nsetup = ["export AGC_TOKEN=tok-s3cret-771", '
+                          '"test -n \\"$AGC_TOKEN\\" || exit 9"]\n')
         done = salloc(tmp_path, *SAFE_CLI, "submit", "--json", "--shape", "2x2",
-                      "--setup", "export AGC_TOKEN=tok-s3cret-771", "--log-dir", str(logs))
+                      "--config", str(config), "--log-dir", str(logs))
         assert done.returncode == 0, done.stderr
         alloc = re.search(r"Granted job allocation (\d+)", done.stderr)
         assert alloc, done.stderr

@@ -452,6 +452,45 @@ class TestPlantedRecords:
             assert json.loads(path.read_text())["verdict"]["passed"] is False
         assert invoke("report", str(failing))[0] == 1
 
+    def test_a_group_member_writing_with_setpriv(self, other_user: tuple[int, int]) -> None:
+        """The attack as the issue ran it: another user (setpriv) writes "passed" records into an
+        --out that others could write. Refused while it is so; once it is private again, their
+        records still never count."""
+        import shutil
+        import tempfile
+
+        top = Path(tempfile.mkdtemp(dir="/tmp", prefix="agc-project-"))
+        try:
+            top.chmod(0o755)
+            out = top / "sweep"
+            args = ("sweep", "--local", "--target", str(BUGGY), "--seeds", "0-1",
+                    "--out", str(out))
+            assert invoke(*args)[0] == 1
+            for folder in (out, out / "records"):
+                folder.chmod(0o777)  # a umask-000 mistake, or a shared project folder
+            for path in sorted((out / "records").glob("*.json")):
+                doc = json.loads(path.read_text())
+                doc["verdict"]["passed"] = True
+                path.unlink()
+                done = subprocess.run(
+                    ["setpriv", f"--reuid={other_user[0]}", f"--regid={other_user[1]}",
+                     "--clear-groups", "sh", "-c", 'cat > "$1"', "sh", str(path)],
+                    input=json.dumps(doc), capture_output=True, text=True, timeout=60,
+                    check=False)
+                assert done.returncode == 0, done.stderr
+                assert path.stat().st_uid == other_user[0]
+            code, _, stderr = invoke(*args)
+            assert code == 2 and "can be written by other users" in stderr, stderr
+            assert invoke("report", str(out))[0] == 2
+            for folder in (out, out / "records"):
+                folder.chmod(0o700)
+            code, stdout, _ = invoke("report", str(out))
+            assert code == 4 and "2 of them written by another user" in stdout, stdout
+            code, _, stderr = invoke(*args)
+            assert code == 1 and "written by another user" in stderr, stderr
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+
     @pytest.mark.parametrize("where", ["parent", "out", "records"])
     def test_a_folder_others_can_write_is_refused(self, failing: Path, where: str) -> None:
         folder = {"parent": failing.parent, "out": failing, "records": failing / "records"}

@@ -125,7 +125,8 @@ def _started_from_root() -> Iterator[None]:
     version the new interpreter starts in / (root's: nobody else can plant anything there); each
     rank goes back to this folder itself (rank_process). chdir is the process's: for these few
     milliseconds a relative path in another thread of this process would resolve from /."""
-    back = os.open(".", os.O_RDONLY | os.O_DIRECTORY)  # fchdir back even if renamed meanwhile
+    # fchdir back even if renamed meanwhile; O_PATH: a folder you may search but not read is fine
+    back = os.open(".", getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
     try:
         os.chdir("/")
         yield

@@ -72,8 +72,6 @@ class TestRefusedBeforeAnythingRuns:
             (["--model", "mlp", "--shape", "6x8", "--ranks", "2", "--accumulate", "2"],
              "shape 6x8: its first dimension (the batch) must split into 2 ranks x 2 "
              "micro-batches"),
-            (["--model", "mlp", "--shape", "8x8", "--timeout", "5"],
-             "timeout applies to run only with --ranks"),
             (["--model", "mlp", "--shape", "8x8", "--ranks", "2", "--timeout", "0"],
              "timeout '0' is not allowed"),
             (["--target", f"{ROOT / 'examples' / 'correct_target.py'}:log_cosh", "--ranks", "2"],

@@ -217,7 +217,8 @@ class TestGuard:
     def test_the_job_script_runs_the_guard_first(self, tmp_path: Path) -> None:
         opts = build_slurm_options({"log_dir": str(tmp_path / "logs")})
         script = sbatch_script(CheckSpec(), opts)
-        assert f"-u -m autograd_check.slurm.guard -u -m submitit.core._submit {tmp_path}" in script
+        assert (f'run_module("autograd_check.slurm.guard", run_name="__main__", alter_sys=True)\' '
+                f"-u -m submitit.core._submit {tmp_path}") in script
 
 
 class Planted:

@@ -22,7 +22,7 @@ from autograd_check.slurm.options import (
     parse_sbatch_args,
     parse_time,
 )
-from autograd_check.slurm.step import step_command
+from autograd_check.slurm.step import setup_script, step_command
 
 
 class TestTime:
@@ -235,7 +235,9 @@ class TestStepCommand:
         assert cmd[:2] == ["srun", "--ntasks=1"]
         assert "--cpus-per-task=1" in cmd and "--mem=500M" in cmd and "--time=3" in cmd
         i = cmd.index(sys.executable)
-        assert cmd[i + 1 : i + 5] == ["-m", "autograd_check", "_step", "--spec"]
+        # python -c <start without the working folder on sys.path, then autograd_check>
+        assert cmd[i + 1] == "-c" and 'run_module("autograd_check"' in cmd[i + 2]
+        assert cmd[i + 3 : i + 5] == ["_step", "--spec"]
         assert '"shape": [4, 4]' in cmd[i + 5]
         assert "bash" not in cmd
 
@@ -245,10 +247,12 @@ class TestStepCommand:
             a.startswith("--gpus") for a in step_command(CheckSpec(), SlurmOptions())
         )
 
-    def test_setup_runs_in_bash_with_arguments_apart(self) -> None:
-        opts = SlurmOptions(setup=("module load x",))
-        cmd = step_command(CheckSpec(), opts)
+    def test_setup_runs_in_bash_from_a_file_with_arguments_apart(self) -> None:
+        opts = SlurmOptions(setup=("module load x", "export HF_TOKEN=hf_secret"))
+        cmd = step_command(CheckSpec(), opts, "/logs/.step-setup.abc.sh")
         i = cmd.index("bash")
-        assert cmd[i + 1] == "-c"
-        assert cmd[i + 2] == 'module load x\nexec "$@"'
-        assert cmd[i + 4] == sys.executable  # the check's argv follows as "$@", not as text
+        assert cmd[i + 1] == "/logs/.step-setup.abc.sh"
+        assert cmd[i + 2] == sys.executable  # the check's argv follows as "$@", not as text
+        # the setup lines (a secret among them) are in the file only: ps and sacct show argv
+        assert not any("hf_secret" in a or "module load" in a for a in cmd)
+        assert setup_script(opts) == 'module load x\nexport HF_TOKEN=hf_secret\nexec "$@"\n'

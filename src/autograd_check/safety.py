@@ -11,14 +11,20 @@
   (folders 0700, files 0600), whatever the umask.
 - `mask_secrets`: setup lines and sbatch options as they are stored (manifest, report), with the
   values of variables and options whose names look secret replaced by ***.
+- `open_private`: open a file so that what is read is what was checked (the folder chain and
+  the file, through descriptors: nothing can be swapped between the check and the read).
+- `python_module_argv`: how the tool starts a Python of its own (the node's guard, a job step):
+  as `python -m MODULE` would, but with no working folder on sys.path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,30 @@ def script_value(what: str, value: str, *, path: bool = False) -> str:
         raise BadInput(f"{what} {value!r} contains '%', which Slurm and submitit expand "
                        "(%j, %u ...); choose a folder name without it")
     return value
+
+
+# -- the Pythons the tool starts -------------------------------------------------------------------
+_SAFE_START = ("import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; import runpy; "
+               'runpy.run_module("{module}", run_name="__main__", alter_sys=True)')
+
+
+def python_module_argv(module: str, *, executable: str | None = None,
+                       unbuffered: bool = False) -> list[str]:
+    """`python [-u] -m MODULE` as an argv, but started so that no working folder is on sys.path.
+
+    `python -m` (and `-c`) put the working folder first on sys.path, so a package planted there
+    by another user (an `autograd_check/`, a `runpy.py`) would be imported, and run as you,
+    before the tool's own code. `-P` and PYTHONSAFEPATH turn that off only from Python 3.11, and
+    `-I` would also drop PYTHONPATH and the user's site-packages (where the tool may be
+    installed). So on every version the tool starts `python -c CODE`: `-c` puts '' (the working
+    folder) first, CODE's first statement takes it off before anything is imported (`sys` is
+    built in; the startup's own imports, site included, ran before '' was added), then runpy runs
+    MODULE as `-m` would (`__main__`, sys.argv[0] its file). Nothing changes directory: the
+    check itself still runs in the folder it was started from."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", module):
+        raise ValueError(f"not a module name: {module!r}")
+    return [executable or sys.executable, *(["-u"] if unbuffered else []),
+            "-c", _SAFE_START.format(module=module)]
 
 
 # -- the way to a folder --------------------------------------------------------------------------
@@ -113,18 +143,127 @@ def folder_chain_problem(path: Path, *, itself: bool = True) -> str | None:
     return None
 
 
-def check_folder_chain(path: Path, what: str, *, itself: bool = True) -> None:
+JOB_RISK = "replace the job's files and run code as you"
+
+
+def check_folder_chain(path: Path, what: str, *, itself: bool = True,
+                       risk: str = JOB_RISK) -> None:
     """BadInput (one line, naming the folder at fault and what to do) when another user could
     replace `path` or what it holds: a job loads pickles from there, and loading a pickle runs
-    whatever its writer put in it."""
+    whatever its writer put in it (`risk` says what else they could do: plant records)."""
     problem = folder_chain_problem(path, itself=itself)
     if problem is not None:
         raise BadInput(
-            f"{what} {str(path)!r} is not safe: {problem}, so another user could replace the "
-            "job's files and run code as you. Use a folder that only you (and root) can change "
+            f"{what} {str(path)!r} is not safe: {problem}, so another user could {risk}. "
+            "Use a folder that only you (and root) can change "
             "all the way from /, e.g. under your home directory, or remove the others' write "
             "permission (chmod go-w)"
         )
+
+
+# -- opening what was checked ---------------------------------------------------------------------
+class Unsafe(Exception):
+    """open_private's refusal: str() says which entry on the way, and why."""
+
+
+_DIR_FLAGS = (getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
+              | os.O_CLOEXEC)
+"""A folder on the way is opened to look up the next name and to fstat it, nothing else: O_PATH
+(Linux) needs only search permission, as the path lookup it replaces (a 0711 /scratch)."""
+
+
+def _writable_by_others(st: os.stat_result) -> bool:
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def open_private(path: Path) -> int:
+    """A descriptor open for reading on `path`, a plain file that nobody but you could have
+    written, reached through folders nobody but you and root can change (folder_chain_problem's
+    rule; the folder holding the file, and the file, must be yours and writable by you alone).
+
+    Checking paths and then opening the path again leaves a moment in which another user who can
+    write a folder on the way swaps a symbolic link in. Here the way is walked with directory
+    descriptors: each folder is opened (O_NOFOLLOW) in the one before it and checked with fstat,
+    a symbolic link on the way is followed only when it is yours or root's (the folder holding it
+    was checked, so nobody else can change it), and the file is opened with O_NOFOLLOW and
+    checked with fstat. Read only from the descriptor returned: it is what was checked.
+    Raises Unsafe (the entry and why), or OSError when something on the way is missing."""
+    me = os.getuid()
+    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    if not todo:
+        raise Unsafe(f"{str(path)!r} is not a file")
+    leaf = todo.pop(0)
+    where = "/"
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        links = 0
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            entry = os.path.normpath(os.path.join(where, name))
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise Unsafe(f"{entry!r} is not a folder") from None
+                if st.st_uid not in (0, me):
+                    raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})") from None
+                links += 1
+                if links > _MAX_LINKS:
+                    raise Unsafe(f"{entry!r}: too many symbolic links") from None
+                target = Path(os.readlink(name, dir_fd=fd))
+                todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+                if target.is_absolute():
+                    os.close(fd)
+                    fd, where = os.open("/", _DIR_FLAGS), "/"
+                continue
+            os.close(fd)
+            fd, where = child, entry
+            st = os.fstat(fd)
+            if not todo:  # the folder that holds the file: yours alone
+                if st.st_uid != me:
+                    raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})")
+                if _writable_by_others(st):
+                    raise Unsafe(f"{entry!r} can be written by other users (mode {_mode(st)})")
+            elif st.st_uid not in (0, me):
+                raise Unsafe(f"{entry!r} belongs to another user (uid {st.st_uid})")
+            elif _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
+                raise Unsafe(f"{entry!r} can be written by other users (mode {_mode(st)}, "
+                             "without the sticky bit)")
+        entry = os.path.join(where, leaf)
+        try:  # O_NONBLOCK: a FIFO planted under the name must not hang the open
+            file = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                           dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Unsafe(f"{entry!r} is a symbolic link") from None
+            raise
+    finally:
+        os.close(fd)
+    st = os.fstat(file)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = f"{entry!r} is not a plain file"
+    elif st.st_uid != me:
+        problem = f"{entry!r} belongs to another user (uid {st.st_uid})"
+    elif _writable_by_others(st):
+        problem = f"{entry!r} can be written by other users (mode {_mode(st)})"
+    if problem is not None:
+        os.close(file)
+        raise Unsafe(problem)
+    os.set_blocking(file, True)
+    return file
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of `path`, read from the descriptor open_private checked (Unsafe, OSError)."""
+    fd = open_private(path)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 # -- what the tool creates ------------------------------------------------------------------------

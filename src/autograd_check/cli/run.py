@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Annotated, Any
 
@@ -13,23 +14,34 @@ from autograd_check.cli.options import RANKS_PANEL, JsonOutput, ShowTensors, che
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from
 from autograd_check.distributed.launch import DEFAULT_RANKS_TIMEOUT_S
+from autograd_check.engine.deadline import TimedOut, time_limit
 from autograd_check.engine.execute import execute
-from autograd_check.errors import BadInput
-from autograd_check.render.console import warning
+from autograd_check.errors import EXIT_JOB_FAILED, JobFailed
+from autograd_check.render.console import error, warning
 from autograd_check.render.progress import fd_progress
 from autograd_check.slurm.options import parse_timeout
 from autograd_check.slurm.where import run_outside_node_warning
 
-RanksTimeout = Annotated[
+RunTimeout = Annotated[
     str | None,
     typer.Option(
         "--timeout",
-        help="With --ranks: seconds before the ranks still running are stopped (exit 4, with "
-        "the rank's log tail).",
-        metavar="SECONDS", show_default=f"{DEFAULT_RANKS_TIMEOUT_S:g}",
+        help="Seconds before the check is stopped where it is (a --target that hangs): exit 4, "
+        "saying where it was. With --ranks: before the ranks still running are stopped (exit 4, "
+        f"with the rank's log tail; {DEFAULT_RANKS_TIMEOUT_S:g} unless given).",
+        metavar="SECONDS", show_default="no limit",
         rich_help_panel=RANKS_PANEL,
     ),
 ]
+
+
+def _hung(seconds: float) -> None:
+    """The check did not come back to Python HANG_GRACE_S after --timeout (a C call that never
+    returns, signals blocked): say so and end the process, as a sweep's hung case does."""
+    error(f"the check did not finish within {seconds:g} s (--timeout) and is stuck where "
+          "Python cannot stop it (a call into C that does not return); the process was ended")
+    sys.stdout.flush()
+    os._exit(EXIT_JOB_FAILED)
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -37,7 +49,7 @@ RanksTimeout = Annotated[
 @check_options
 def run(
     *,
-    timeout: RanksTimeout = None,
+    timeout: RunTimeout = None,
     show_tensors: ShowTensors = None,
     json_output: JsonOutput = False,
     check_values: dict[str, Any],
@@ -47,13 +59,17 @@ def run(
     # With --json, stdout holds the document only: what a user's --target prints goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
         spec = spec_from(check_values)
-        if timeout is not None and spec.ranks is None:
-            raise BadInput("timeout applies to run only with --ranks (a Slurm job's is submit's)")
-        ranks_timeout = parse_timeout(timeout) if timeout is not None else None
+        seconds = parse_timeout(timeout) if timeout is not None else None
         outside = run_outside_node_warning()
         if outside:  # warn and go on: a login node may be exactly where the user wants it
             warning(outside)
-        with fd_progress(spec) as progress:
-            result = execute(spec, progress, ranks_timeout=ranks_timeout)
+        here = seconds if spec.ranks is None else None  # the ranks have their own clock
+        try:
+            with fd_progress(spec) as progress, time_limit(here, _hung):
+                result = execute(spec, progress, ranks_timeout=seconds)
+        except TimedOut as e:
+            where = e.where()
+            raise JobFailed(f"the check {e} and was stopped"
+                            + (f" in {where}" if where else ""), state="TIMEOUT") from None
     show_result(result, json_output=json_output, show_tensors=show_tensors)
     raise typer.Exit(result.exit_code)

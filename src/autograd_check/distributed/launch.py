@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,15 @@ def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) ->
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(preload(spec.parallel or "ddp"))
     procs = []
+    here = _working_folder()
     try:
         for rank in range(spec.ranks):
             identity = Identity(rank, spec.ranks, rank, folder, "rendezvous.json", "127.0.0.1")
             proc = context.Process(
-                target=rank_process, args=(spec.to_dict(), identity),
+                target=rank_process, args=(spec.to_dict(), identity, here),
                 name=f"autograd-check rank {rank}", daemon=True)
-            proc.start()
+            with _started_from_root():
+                proc.start()
             procs.append(proc)
         _watch(procs, folder, timeout)
         return _outcome(folder, spec.ranks)
@@ -104,6 +107,34 @@ def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) ->
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _working_folder() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None  # removed under us: the rank stays in /
+
+
+@contextlib.contextmanager
+def _started_from_root() -> Iterator[None]:
+    """Start the fork server (or, with CUDA, a spawned rank) in /, then come back here.
+
+    multiprocessing starts them as `python -c ...`, which puts the working folder ('') first on
+    sys.path until they take the parent's path: a `multiprocessing/` (or `socket.py`, ...)
+    planted there by another user would be imported, and run as you, first. -P and
+    PYTHONSAFEPATH exist only from Python 3.11 and the argv is multiprocessing's, so on every
+    version the new interpreter starts in / (root's: nobody else can plant anything there); each
+    rank goes back to this folder itself (rank_process). chdir is the process's: for these few
+    milliseconds a relative path in another thread of this process would resolve from /."""
+    # fchdir back even if renamed meanwhile; O_PATH: a folder you may search but not read is fine
+    back = os.open(".", getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
+    try:
+        os.chdir("/")
+        yield
+    finally:
+        os.fchdir(back)
+        os.close(back)
+
+
 def preload(parallel: str) -> list[str]:
     """What the fork server loads before it forks the ranks (when it starts): the ranks' code,
     torch.distributed, and torch._dynamo, which DDP's constructor loads (0.9 s, 800 modules):
@@ -112,9 +143,13 @@ def preload(parallel: str) -> list[str]:
     return [*modules, "torch.distributed.fsdp"] if parallel == "fsdp" else modules
 
 
-def rank_process(spec_data: dict[str, Any], identity: Identity) -> None:
+def rank_process(spec_data: dict[str, Any], identity: Identity, cwd: str | None = None) -> None:
     """A local rank: its output to its own log, its outcome to a file, its exit code as for
-    the check (0 pass, 1 mismatch or the user's error, 2+ for the rest)."""
+    the check (0 pass, 1 mismatch or the user's error, 2+ for the rest). It runs in `cwd`, the
+    caller's folder (its fork server was started in /, see _started_from_root)."""
+    if cwd is not None:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
     log = identity.folder / f"rank-{identity.rank}.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)

@@ -252,6 +252,9 @@ def parse_target(value: object) -> str:
         raise BadInput(f"target {shown(value)} is not {form}")
     if where.endswith(".py") or "/" in where or os.sep in where:
         path = Path(where).expanduser()
+        if path.is_dir():
+            raise BadInput(f"target {shown(value)}: {where!r} is a folder, not a .py file; name "
+                           f"a file in it ({where.rstrip('/')}/FILE.py:NAME)")
         if path.suffix != ".py":
             raise BadInput(f"target {shown(value)}: {where!r} is not a .py file; expected {form}")
         if not path.is_file():

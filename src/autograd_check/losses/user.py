@@ -142,7 +142,7 @@ def _import_module(text: str, name: str) -> ModuleType:
     if added:
         sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except (Exception, SystemExit) as e:
         missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
         if missing is not None and (name == missing or name.startswith(missing + ".")):
@@ -157,6 +157,13 @@ def _import_module(text: str, name: str) -> ModuleType:
     finally:
         if added:
             sys.path.remove(cwd)
+    if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):
+        # a folder without __init__.py imports as an empty namespace package: it has nothing
+        folders = ", ".join(repr(str(place)) for place in module.__path__)
+        raise BadInput(
+            f"target {text!r}: {name!r} is a folder ({folders}), not a Python file or module; "
+            f"name a file in it (FOLDER/FILE.py:NAME) or a module (package.module:NAME)")
+    return module
 
 
 def _where(error: BaseException, filename: str | None) -> str | None:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -17,7 +20,9 @@ from rich.text import Text
 from autograd_check.document import dumps
 from autograd_check.errors import BadInput, EnvironmentProblem
 from autograd_check.render.result import fmt
+from autograd_check.safety import PRIVATE_FILE
 from autograd_check.sweep.report import GROUPS, OPTIONAL_GROUPS, CaseRow, Report
+from autograd_check.sweep.store import FOREIGN
 
 if TYPE_CHECKING:
     from autograd_check.sweep.launch import Submission
@@ -83,8 +88,10 @@ def ignored_note(report: Report) -> str:
     """Record files that exist but do not count, and why (the first few)."""
     reasons = list(report.ignored.values())
     shown = "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "")
-    return (f"{len(reasons)} record file(s) do not count and their cases are missing (they run "
-            f"again on resume): {shown}")
+    foreign = sum(FOREIGN in why for why in reasons)
+    whose = f" ({foreign} of them {FOREIGN}, never counted)" if foreign else ""
+    return (f"{len(reasons)} record file(s) do not count{whose} and their cases are missing (they "
+            f"run again on resume): {shown}")
 
 
 def _state_text(state: str) -> str:
@@ -306,12 +313,27 @@ def plot(report: Report, path: Path) -> None:
     if series:
         ax.legend(fontsize=8)
     try:
-        fig.savefig(path, dpi=120, format=check_plot_path(path))
+        _save_private(fig, path, check_plot_path(path))
     except OSError as e:
         raise BadInput(f"--plot {str(path)!r} cannot be written: {e.strerror or e}") \
             from None
     finally:
         plt.close(fig)
+
+
+def _save_private(fig: Any, path: Path, kind: str) -> None:
+    """Write the figure to `path` 0600 whatever the umask (a sweep's results are its user's only,
+    docs/security.md), whole or not at all: a temporary file beside it, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=120, format=kind)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def print_report(report: Report, *, json_output: bool = False, as_markdown: bool = False) -> None:

@@ -26,7 +26,7 @@ from autograd_check.slurm.batch import (
 from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
 from autograd_check.slurm.guard import node_python
 from autograd_check.slurm.new_job import allocation_blocks_new_job
-from autograd_check.slurm.options import SlurmOptions
+from autograd_check.slurm.options import DEFAULT_TIME_MIN, SlurmOptions
 from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
 from autograd_check.slurm.where import Allocation, have, prepare_log_dir, require_slurm
 
@@ -59,6 +59,24 @@ def array_parameters(
     params = executor_parameters(spec, opts)
     params["array_parallelism"] = max(1, min(max_parallel or tasks, tasks))
     return params
+
+
+SIGNAL_DELAY_S = 90
+"""submitit's signal_delay_s (left at its default): Slurm sends an array task USR2 this long
+before its time limit, and the task is then requeued (checkpointable)."""
+
+
+def check_time_for_arrays(opts: SlurmOptions) -> None:
+    """Refuse (BadInput) a --time no longer than the warning signal's delay: the signal would
+    come as the task starts, and submitit would requeue it at once, three times, and give up."""
+    minutes = opts.time_min or DEFAULT_TIME_MIN
+    if minutes * 60 <= SIGNAL_DELAY_S:
+        shortest = SIGNAL_DELAY_S // 60 + 1
+        raise BadInput(
+            f"time {minutes} min is too short for a sweep's array task: Slurm warns it "
+            f"{SIGNAL_DELAY_S} s before its time limit (so that it can be requeued), which would "
+            f"be as it starts, and it would be requeued at once, again and again; give --time "
+            f"{shortest} or more")
 
 
 def check_rank_layout(opts: SlurmOptions, rank_counts: Sequence[int | None]) -> None:

@@ -4,7 +4,11 @@ then hand over to submitit, which loads and runs it.
 submitit's sbatch script runs `<python> -u -m submitit.core._submit FOLDER`; the executor's
 `python` is `node_python()` here, so the node runs
 
-    <python> -u -m autograd_check.slurm.guard -u -m submitit.core._submit FOLDER
+    <python> -u -c '<start without the working folder on sys.path; run this module>' \
+        -u -m submitit.core._submit FOLDER
+
+(safety.python_module_argv: the batch job runs in the folder it was submitted from, and a package
+planted there must not be imported before the guard, or by it.)
 
 Before anything is unpickled the guard checks, with the rule `submit` applied (safety.py), that
 nobody but the job's user (and root) could have changed the way to the log folder, that the folder
@@ -22,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from autograd_check.safety import folder_chain_problem
+from autograd_check.safety import folder_chain_problem, python_module_argv
 
 MODULE = "autograd_check.slurm.guard"
 SUBMITIT_ARGS = ("-u", "-m", "submitit.core._submit")
@@ -32,8 +36,9 @@ PICKLE_WAIT_S = 60
 
 
 def node_python(executable: str | None = None) -> str:
-    """The `python` of submitit's SlurmExecutor: this interpreter, running the guard first."""
-    return f"{shlex.quote(executable or sys.executable)} -u -m {MODULE}"
+    """The `python` of submitit's SlurmExecutor: this interpreter, running the guard first, with
+    no working folder on its sys.path."""
+    return shlex.join(python_module_argv(MODULE, executable=executable, unbuffered=True))
 
 
 def pickle_problem(path: Path) -> str | None:

@@ -1,16 +1,18 @@
-"""A job step inside the current allocation (salloc): `srun ... python -m autograd_check _step`
-runs the check on the allocated node and answers with one marked JSON line."""
+"""A job step inside the current allocation (salloc): `srun ... python -c <start> _step` (as
+`python -m autograd_check _step`, without the working folder on sys.path) runs the check on the
+allocated node and answers with one marked JSON line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +27,7 @@ from autograd_check.errors import (
     EnvironmentProblem,
     JobFailed,
 )
+from autograd_check.safety import PRIVATE_FILE, python_module_argv
 from autograd_check.slurm.batch import rank_layout
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
@@ -36,11 +39,17 @@ STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""
 
 
-def step_command(spec: CheckSpec, opts: SlurmOptions) -> list[str]:
-    """srun ... python -m autograd_check _step --spec JSON, as an argv list (no shell).
+SETUP_PREFIX, SETUP_SUFFIX = ".step-setup.", ".sh"
+"""The setup file's name in the log folder (--dry-run shows XXXXXXXX for its random part)."""
 
-    Setup lines, when given, run in `bash -c` before the check, which gets its arguments as
-    "$@": the only shell text is what the user wrote as setup lines.
+
+def step_command(spec: CheckSpec, opts: SlurmOptions, setup_file: str | None = None) -> list[str]:
+    """srun ... python -c <start> _step --spec JSON, as an argv list (no shell).
+
+    The check's Python starts with no working folder on sys.path (safety.python_module_argv).
+    Setup lines, when given, run in bash before the check, which gets its arguments as "$@";
+    bash reads them from `setup_file` (run_step writes it, 0600, in the private log folder, see
+    setup_script), never from the argv: any local user sees an argv in `ps`, and sacct keeps it.
     """
     nodes, per_node = rank_layout(spec, opts)
     cmd = ["srun", f"--ntasks={nodes * per_node}", f"--nodes={nodes}",
@@ -59,11 +68,42 @@ def step_command(spec: CheckSpec, opts: SlurmOptions) -> list[str]:
     for key, value in opts.sbatch_args:
         if key in GPU_SBATCH_KEYS:
             cmd.append(f"--{key}={value}" if value else f"--{key}")
-    check = [sys.executable, "-m", "autograd_check", "_step", "--spec", json.dumps(spec.to_dict())]
+    check = [*python_module_argv("autograd_check"), "_step", "--spec",
+             json.dumps(spec.to_dict())]
     if opts.setup:
-        script = "\n".join([*opts.setup, 'exec "$@"'])
-        return [*cmd, "bash", "-c", script, "autograd-check-step", *check]
+        shown = str(opts.folder() / f"{SETUP_PREFIX}XXXXXXXX{SETUP_SUFFIX}")
+        return [*cmd, "bash", setup_file or shown, *check]
     return [*cmd, *check]
+
+
+def setup_script(opts: SlurmOptions) -> str:
+    """What bash runs in the step: the setup lines, then the check ("$@")."""
+    return "\n".join([*opts.setup, 'exec "$@"', ""])
+
+
+@contextlib.contextmanager
+def setup_file(opts: SlurmOptions) -> Iterator[str | None]:
+    """The setup lines in a file of the private log folder (0600: they may hold a secret, as the
+    batch job's script does), for as long as the step runs; None without setup lines. The log
+    folder is where the node can read it: it is on a filesystem the nodes share."""
+    if not opts.setup:
+        yield None
+        return
+    folder = opts.folder()
+    prepare_log_dir(folder)
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=SETUP_PREFIX, suffix=SETUP_SUFFIX)
+    except OSError as e:
+        raise EnvironmentProblem(
+            f"cannot write the step's setup file in {folder}: {e.strerror or e}") from None
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # mkstemp's 0600, whatever the umask
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(setup_script(opts))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def ignored_for_step(opts: SlurmOptions) -> list[str]:
@@ -116,7 +156,6 @@ def run_step(
         raise EnvironmentProblem(
             f"allocation {alloc.job_id} has {tasks} task(s), and --ranks {spec.ranks} runs one "
             f"task per rank: ask salloc for --ntasks={spec.ranks} (or give --new-job)")
-    cmd = step_command(spec, opts)
     where = f"a step of Slurm job {alloc.job_id}"
     # no inherited MASTER_PORT, RANK, ... for the ranks
     env = job_environment(dict(os.environ), memory=False)
@@ -124,7 +163,9 @@ def run_step(
         folder = opts.folder()
         prepare_log_dir(folder)
         env[RENDEZVOUS_ENV] = str(folder)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            setup_file(opts) as setup:
+        cmd = step_command(spec, opts, setup)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,

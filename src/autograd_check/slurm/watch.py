@@ -3,6 +3,7 @@ waiting for it (every wait bounded) and collecting its result."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from autograd_check.engine.result import CheckResult
 from autograd_check.errors import EnvironmentProblem, JobFailed, JobNotEnded
+from autograd_check.safety import Unsafe, open_private
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,
     CALL_TIMEOUT_S,
@@ -26,7 +28,7 @@ from autograd_check.slurm.commands import (
 )
 from autograd_check.slurm.fit import never_starts, reason_word
 from autograd_check.slurm.node import outcome_to_result
-from autograd_check.slurm.where import ensure_private, have, job_paths, require_slurm
+from autograd_check.slurm.where import have, job_paths, require_slurm
 
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
@@ -241,15 +243,28 @@ def _settle(
 def load_outcome(folder: Path, job_id: str) -> tuple[str, Any] | None:
     """submitit's ("success", answer) or ("error", traceback) for the job, or None if absent.
 
-    Only from a folder and file that no other user can write.
+    Only from a file that nobody but you could have written, in a folder that nobody but you
+    (and root) can change all the way from /, and only what was checked: the file is opened
+    through directory descriptors and checked on its own descriptor, and that descriptor is what
+    is unpickled (safety.open_private). EnvironmentProblem (exit 3) otherwise.
     """
     paths = job_paths(folder, job_id)
-    if not paths.result_pickle.exists():
+    if not os.path.lexists(paths.result_pickle):
         return None
-    ensure_private(folder, "log dir")
-    ensure_private(paths.result_pickle, "result file")
     try:
-        with open(paths.result_pickle, "rb") as f:
+        fd = open_private(paths.result_pickle)
+    except Unsafe as e:
+        raise EnvironmentProblem(
+            f"result file {str(paths.result_pickle)!r} not loaded: {e}; results are pickles, so "
+            "they are only loaded from a private folder that only you (and root) can change all "
+            "the way from / (chmod go-w), and from a plain file of yours"
+        ) from None
+    except OSError as e:
+        raise EnvironmentProblem(
+            f"result file {str(paths.result_pickle)!r} cannot be read: {e.strerror or e}"
+        ) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
             outcome = pickle.load(f)
     except Exception as e:  # noqa: BLE001  (unpickling a cut file raises almost anything)
         raise EnvironmentProblem(

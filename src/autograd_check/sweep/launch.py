@@ -42,7 +42,7 @@ from autograd_check.sweep.grid import Case
 from autograd_check.sweep.plan import Plan, any_cuda
 from autograd_check.sweep.runner import ArrayTask, HangFn, Tally, chunks, run_cases
 from autograd_check.sweep.running import Claim, claim
-from autograd_check.sweep.store import Store, now, outcome_of, select
+from autograd_check.sweep.store import FOREIGN, Store, now, outcome_of, select
 
 Note = Callable[[str], None]
 
@@ -356,6 +356,7 @@ def start_sweep(plan: Plan, *, rerun_failed: bool, force: bool, on_note: Note = 
     store = plan.store
     if plan.slurm is not None:
         check_slurm_here(plan.slurm)
+    store.check_safe()  # nobody else can plant records (or the manifest) on the way to them
     store.check_grid(plan.grid, force=force)  # another grid in --out: refused before anything
     # The lock is held from the look at earlier submissions until this one is in the manifest
     # (for Slurm: until its arrays are), so a second sweep into DIR sees it and refuses. DIR's
@@ -374,11 +375,19 @@ def start_sweep(plan: Plan, *, rerun_failed: bool, force: bool, on_note: Note = 
         todo, skipped = select(plan.cases, store, plan.grid_id, rerun_failed=rerun_failed)
         recorded = store.recorded_keys()
         again = [c.key for c in todo if c.key in recorded]
-        for key in again:  # a failed record (--rerun-failed), a half or another grid's one
+        # never resumed from: a record another user wrote (a group member's planted "passed")
+        _, unusable = store.credited_records(plan.grid_id, again) if again else ({}, {})
+        foreign = [key for key, why in unusable.items() if FOREIGN in why]
+        for key in again:  # a failed record (--rerun-failed), a half, another grid's or user's
             store.supersede(key)
-        if again:
+        if foreign:
+            on_note(f"{len(foreign)} record(s) in {store.records_dir} were {FOREIGN}, not by "
+                    f"you: not counted, moved to {store.root / 'superseded'}; running those "
+                    "cases again")
+        if len(again) > len(foreign):
             what = ("--rerun-failed: {} failed" if rerun_failed else
-                    "{} unusable (unreadable, or another grid's)").format(len(again))
+                    "{} unusable (unreadable, or another grid's)").format(
+                        len(again) - len(foreign))
             on_note(f"{what} record(s) moved to {store.root / 'superseded'}; running them again")
         if skipped:
             on_note(f"resuming: {skipped} of {len(plan.cases)} cases already have a record in "

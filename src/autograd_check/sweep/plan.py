@@ -20,6 +20,7 @@ from autograd_check.slurm.arrays import (
     array_parameters,
     array_script,
     check_rank_layout,
+    check_time_for_arrays,
     max_array_size,
 )
 from autograd_check.slurm.options import SlurmOptions
@@ -131,9 +132,11 @@ def plan_sweep(
     if mode == "slurm":
         opts = slurm_from(slurm_values, request.config)
         check_rank_layout(opts, grid.rank_counts())  # --nodes must divide every rank count
+        check_time_for_arrays(opts)  # longer than the warning signal's delay
         check_folders(Store(settings.out), opts)
     else:
         slurm_table(request.config)  # unused here, but a misspelled key is still refused
+        Store(settings.out).check_safe()  # a record is a verdict: only you may write them
         check_local(cases)
     return Plan(grid, cases, mode, Store(settings.out), settings.cases_per_task,
                 settings.max_parallel, opts, case_timeout=settings.case_timeout)

@@ -322,8 +322,10 @@ def slurm_states(store: Store) -> dict[str, str] | None:
 
 def load_report(directory: Path) -> Report:
     """`report DIR`: the report of the sweep in `directory`, with Slurm's states of the tasks that
-    still owe records; BadInput when it is not a directory or holds no sweep."""
+    still owe records; BadInput when it is not a directory or holds no sweep, or when another
+    user could change it or the way to it (they could plant records: Store.check_safe)."""
     store = Store(directory)
     if not store.root.is_dir():
         raise BadInput(f"{str(directory)!r} is not a directory")
+    store.check_safe("DIR")  # a record is a verdict: none that another user could have planted
     return build_report(store, states=slurm_states(store))

@@ -8,13 +8,14 @@ Layout of DIR (`--out`):
     DIR/superseded/            records moved aside by --rerun-failed (<key>.<time>.json)
     DIR/.lock                  flock'd around every read-modify-write of the manifest
 
-Records are the truth: a case is done exactly when its record exists, reads as a record, and
-carries this sweep's grid id (`credited`); anything else (half a file, another grid's record)
-counts as missing everywhere. A record is written to a temporary file in the same directory,
-flushed, fsync'd and renamed over its final name, so a reader (or a sweep killed at any moment)
-sees either no record or a whole one. Folders are 0700 and files 0600 whatever the umask: a
-sweep's files are its user's only (the manifest holds its setup lines, secrets masked; the array's
-tasks load pickles from DIR/logs), see docs/security.md.
+Records are the truth: a case is done exactly when its record exists, is a plain file of yours
+(never another user's: a group member who plants "passed" records must not make a sweep pass),
+reads as a record, and carries this sweep's grid id (`credited`); anything else (half a file,
+another grid's record, someone else's) counts as missing everywhere. A record is written to a
+temporary file in the same directory, flushed, fsync'd and renamed over its final name, so a
+reader (or a sweep killed at any moment) sees either no record or a whole one. Folders are 0700
+and files 0600 whatever the umask: a sweep's files are its user's only (the manifest holds its
+setup lines, secrets masked; the array's tasks load pickles from DIR/logs), see docs/security.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -37,7 +39,7 @@ from typing import Any
 
 from autograd_check.document import dumps, envelope
 from autograd_check.errors import BadInput, EnvironmentProblem
-from autograd_check.safety import PRIVATE_FILE, make_private_dirs
+from autograd_check.safety import PRIVATE_FILE, check_folder_chain, make_private_dirs
 from autograd_check.sweep.grid import Case, Grid
 
 MANIFEST = "manifest.json"
@@ -109,6 +111,38 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+FOREIGN = "written by another user"
+"""How a record that is not yours is named among the records that do not count."""
+RECORDS_RISK = "write records there that make a sweep pass (or fail) as if you ran it"
+
+
+def read_own_text(path: Path) -> tuple[str | None, str | None]:
+    """(text, None) for a plain file of yours that nobody else can write, read from the
+    descriptor that was checked (O_NOFOLLOW, fstat); else (None, why). FileNotFoundError when it
+    is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise
+        if e.errno == errno.ELOOP:
+            return None, "a symbolic link, not a record"
+        return None, f"unreadable: {e.strerror or e}"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, "not a plain file"
+        if st.st_uid != os.getuid():
+            return None, f"{FOREIGN} (uid {st.st_uid}), not by you"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return None, f"writable by other users (mode {oct(stat.S_IMODE(st.st_mode))[2:]})"
+        os.set_blocking(fd, True)
+        try:
+            return f.read().decode("utf-8"), None
+        except (OSError, UnicodeDecodeError) as e:
+            return None, f"unreadable: {e}"
 
 
 def outcome_of(doc: Mapping[str, Any]) -> str:
@@ -210,11 +244,11 @@ class Store:
         """None when `key` has a credited record, else why not ('no record', 'unreadable...')."""
         path = self.record_path(key)
         try:
-            text = path.read_text(encoding="utf-8")
+            text, why = read_own_text(path)
         except FileNotFoundError:
             return "no record"
-        except OSError as e:
-            return f"{path} is unreadable: {e.strerror or e}"
+        if text is None:
+            return f"{path} is {why}"
         try:
             doc = json.loads(text)
         except ValueError:
@@ -230,14 +264,29 @@ class Store:
         good: dict[str, dict[str, Any]] = {}
         bad: dict[str, str] = {}
         for key in sorted(wanted):
-            doc = self.read_record(key)
-            if doc is None:
-                bad[key] = f"{self.record_path(key)} is unreadable (not a JSON record)"
+            try:
+                text, why = read_own_text(self.record_path(key))
+            except FileNotFoundError:
+                continue  # gone meanwhile (moved aside): no record
+            doc = None
+            if text is not None:
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(text)
+                why = "unreadable (not a JSON record)"
+            if doc is None or not isinstance(doc, dict):
+                bad[key] = f"{self.record_path(key)} is {why}"
             elif (reason := record_problem(doc, grid_id)) is not None:
                 bad[key] = f"{self.record_path(key)} is {reason}"
             else:
                 good[key] = doc
         return good, bad
+
+    def check_safe(self, what: str = "--out") -> None:
+        """BadInput when another user could change DIR, its records folder or the way to them
+        (safety.check_folder_chain): they could plant records, and a record is a verdict."""
+        check_folder_chain(self.root, what, risk=RECORDS_RISK)
+        if os.path.lexists(self.records_dir):
+            check_folder_chain(self.records_dir, f"{what} records folder", risk=RECORDS_RISK)
 
     def recorded_keys(self) -> set[str]:
         """Keys with a record (temporary files, dot-prefixed, are never counted)."""
@@ -250,7 +299,8 @@ class Store:
     def read_record(self, key: str) -> dict[str, Any] | None:
         """The record, or None when there is none (or it cannot be read as a record)."""
         try:
-            doc = json.loads(self.record_path(key).read_text(encoding="utf-8"))
+            text, _why = read_own_text(self.record_path(key))
+            doc = json.loads(text) if text is not None else None
         except (OSError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
@@ -335,12 +385,15 @@ class Store:
 
     # -- manifest ------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest; None when there is none; BadInput when it is not yours (or not a plain
+        file of yours that only you can write) or not a manifest."""
         try:
-            text = self.manifest_path.read_text(encoding="utf-8")
+            text, why = read_own_text(self.manifest_path)
         except FileNotFoundError:
             return None
-        except OSError as e:
-            raise BadInput(f"{self.manifest_path} cannot be read: {e.strerror or e}") from None
+        if text is None:
+            raise BadInput(f"{self.manifest_path} is {why}; a sweep's manifest is read only "
+                           "from a file of yours")
         try:
             doc = json.loads(text)
         except ValueError:

@@ -37,6 +37,7 @@ from autograd_check.errors import (
     CheckError,
     JobFailed,
 )
+from autograd_check.process import claim, leave_if_copy
 from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +96,7 @@ def json_asked(args: Sequence[str] | None) -> bool:
 
 def print_json_error(code: int, message: str, **extra: Any) -> None:
     """When JSON was asked, stdout still gets a (plain JSON) error document."""
-
+    leave_if_copy()
     print(dumps(error_document(code, message, **extra)), flush=True)
 
 
@@ -243,6 +244,7 @@ class LazyGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         self._json = json_asked(args)
+        claim()  # this process writes the results; a fork of it made by a target will not
         try:
             with _stop_on_signals():
                 code = super().main(args, prog_name, complete_var, standalone_mode=False,
@@ -426,6 +428,7 @@ def edge(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CheckError as e:
+            leave_if_copy()
             error(str(e))
             extra: dict[str, Any] = {}
             if isinstance(e, JobFailed):

@@ -37,6 +37,7 @@ from typing import Any
 
 from autograd_check.document import dumps, envelope
 from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.process import leave_if_copy
 from autograd_check.safety import PRIVATE_FILE, make_private_dirs
 from autograd_check.sweep.grid import Case, Grid
 
@@ -63,7 +64,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     The file is 0600 (the user's only) whatever the umask. Ctrl-C, SIGTERM and SIGHUP wait until
     the write is done or undone: arriving between creating the temporary and renaming it (inside
-    mkstemp, say), they would leave a temporary behind."""
+    mkstemp, say), they would leave a temporary behind. A fork of the sweep made by a user's
+    code ends here, writing nothing (process.leave_if_copy)."""
+    leave_if_copy()
     with _signals_held():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:

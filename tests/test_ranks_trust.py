@@ -50,7 +50,8 @@ class Net(nn.Module):
 
 def env(**extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("SLURM_", "SRUN_", "SALLOC_")) and k not in RANK_VARIABLES}
+             if not k.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_"))
+             and k not in RANK_VARIABLES}
     clean.update(COLUMNS="120", NO_COLOR="1", PYTHONPATH=str(SRC), **extra)
     return clean
 
@@ -283,3 +284,28 @@ class TestTheWayOut:
         assert done.stderr.splitlines()[0] == (
             "autograd-check: error: rank 1 of 2 exited with code 0 without an answer before the "
             "check ended; the other ranks were stopped"), done.stderr
+
+    @pytest.mark.slurm
+    @pytest.mark.usefixtures("slurm_cluster")
+    def test_on_slurm_the_verdict_comes_back_and_the_stuck_rank_is_ended(
+            self, tmp_path: Path) -> None:
+        # Task 0's result comes back as soon as it has it; task 1, stuck in the teardown, is
+        # ended by the teardown's bound (rank.TEARDOWN_LIMIT_S, 30 s) with its stack in its log,
+        # not left to run until the job's time limit.
+        path = teardown_target(tmp_path)
+        logs = tmp_path / "logs"
+        began = time.monotonic()
+        done = run("submit", "--ranks", "2", "--target", f"{path}:HangsOnTheWayOut", "--wait",
+                   "--json", "--log-dir", str(logs), "--cpus", "1", "--mem", "1G",
+                   "--timeout", "120", timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["verdict"]["passed"] is True
+        assert time.monotonic() - began < 60
+        (log,) = logs.glob("*_1_log.err")
+        deadline = time.monotonic() + 90
+        while "Timeout (0:00:30)!" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(1)
+        text = log.read_text()
+        out = log.with_suffix(".out").read_text()
+        assert "rank 1: hanging in destroy_process_group" in out, out
+        assert "Timeout (0:00:30)!" in text and " in hang" in text, text[-2000:]

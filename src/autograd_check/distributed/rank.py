@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import faulthandler
 import json
 import os
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -118,11 +120,35 @@ def rank_main(spec: CheckSpec, identity: Identity,
         if answer is not None:
             answer(result)
     finally:
-        dist.destroy_process_group()
+        with bounded(TEARDOWN_LIMIT_S):
+            dist.destroy_process_group()
     if torn_down is not None:
         torn_down()
     farewell(store, identity)
     return result
+
+
+TEARDOWN_LIMIT_S = 30.0
+"""How long torch.distributed's teardown may take before this rank's process is ended."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float) -> Iterator[None]:
+    """End this process (exit 1, every thread's stack in its log) if the block outlasts
+    `seconds`. torch.distributed's teardown once deadlocked holding the GIL (torch 2.4.1, 5 of
+    13 runs: destroy_process_group waited for gloo's worker thread, which waited for the GIL), so
+    no Python thread or signal handler could end it: faulthandler's watchdog is a C thread. On
+    Slurm the task then fails with that stack (exit 4) instead of hanging until its time limit;
+    locally the launcher, which has every rank's answer by then, stops it first (launch.py)."""
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__ or sys.stderr)
+    except (AttributeError, ValueError, OSError):  # no stderr with a descriptor: unbounded
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 FAREWELL_KEY = "autograd-check/done"

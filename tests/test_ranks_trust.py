@@ -149,16 +149,21 @@ from pathlib import Path
 
 import torch
 
+import torch.distributed as dist
+
 from autograd_check.distributed.exchange import all_gather_json
-from autograd_check.distributed.rank import meet
+from autograd_check.distributed.rank import farewell, meet
 from autograd_check.distributed.rendezvous import Identity
 from autograd_check.errors import CheckError
 
 rank = int(sys.argv[2])
 identity = Identity(rank, 2, rank, Path(sys.argv[1]), "rendezvous.json", "127.0.0.1")
 try:
-    meet(identity, torch.device("cpu"))
-    print(json.dumps(all_gather_json(f"rank {rank}", 2, torch.device("cpu"))), flush=True)
+    store, _ = meet(identity, torch.device("cpu"))
+    gathered = all_gather_json(f"rank {rank}", 2, torch.device("cpu"))
+    dist.destroy_process_group()
+    farewell(store, identity)  # as rank_main ends: rank 0 keeps the store until rank 1 is done
+    print(json.dumps(gathered), flush=True)
 except CheckError as e:
     print(f"refused: {e}", flush=True)
     sys.exit(e.exit_code)

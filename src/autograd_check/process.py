@@ -2,7 +2,7 @@
 
 - A target that forks (at import, say) leaves two processes running the same command: each
   would print its document and write its records. The command records its process id when it
-  starts (claim); a copy that reaches a point where results are written ends there, silently,
+  starts (claimed); a copy that reaches a point where results are written ends there, silently,
   without writing (leave_if_copy), so only the original process writes results.
 - A target that calls os._exit(0) (some libraries do on fatal errors) would end the process with
   exit 0 and no verdict: a PASS to any caller that reads only the exit code. While a check runs
@@ -23,10 +23,17 @@ _REAL_EXIT = os._exit
 _original_pid: int | None = None
 
 
-def claim() -> None:
-    """This process runs the command: the one that writes its results."""
+@contextlib.contextmanager
+def claimed() -> Iterator[None]:
+    """For the block (a command): this process runs it, and is the one that writes its results.
+    Outside, no process is a copy: a test runner may fork between commands."""
     global _original_pid
-    _original_pid = os.getpid()
+    before, _original_pid = _original_pid, os.getpid()
+    try:
+        yield
+    finally:
+        if os.getpid() == _original_pid:
+            _original_pid = before
 
 
 def is_copy() -> bool:

@@ -37,7 +37,7 @@ from autograd_check.errors import (
     CheckError,
     JobFailed,
 )
-from autograd_check.process import claim, leave_if_copy
+from autograd_check.process import claimed, leave_if_copy
 from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -244,9 +244,9 @@ class LazyGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         self._json = json_asked(args)
-        claim()  # this process writes the results; a fork of it made by a target will not
         try:
-            with _stop_on_signals():
+            # claimed: this process writes the results; a fork of it made by a target will not
+            with _stop_on_signals(), claimed():
                 code = super().main(args, prog_name, complete_var, standalone_mode=False,
                                     **extra)
         except typer.Abort:  # Ctrl-C where click saw it first (completion, say)

@@ -37,6 +37,7 @@ from autograd_check.errors import (
     CheckError,
     JobState,
 )
+from autograd_check.process import claimed, leave_if_copy
 from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +96,7 @@ def json_asked(args: Sequence[str] | None) -> bool:
 
 def print_json_error(code: int, message: str, **extra: Any) -> None:
     """When JSON was asked, stdout still gets a (plain JSON) error document."""
-
+    leave_if_copy()
     print(dumps(error_document(code, message, **extra)), flush=True)
 
 
@@ -244,7 +245,8 @@ class LazyGroup(TyperGroup):
     ) -> Any:
         self._json = json_asked(args)
         try:
-            with _stop_on_signals():
+            # claimed: this process writes the results; a fork of it made by a target will not
+            with _stop_on_signals(), claimed():
                 code = super().main(args, prog_name, complete_var, standalone_mode=False,
                                     **extra)
         except typer.Abort:  # Ctrl-C where click saw it first (completion, say)
@@ -426,6 +428,7 @@ def edge(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CheckError as e:
+            leave_if_copy()
             error(str(e))
             extra: dict[str, Any] = {}
             if isinstance(e, JobState):

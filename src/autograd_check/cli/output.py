@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.document import dumps, envelope
+from autograd_check.process import leave_if_copy
 
 if TYPE_CHECKING:
     from autograd_check.engine.result import CheckResult
@@ -13,11 +14,12 @@ if TYPE_CHECKING:
 
 def print_document(kind: str, payload: Mapping[str, Any]) -> None:
     """One JSON document of this kind (autograd_check.document's envelope) on stdout."""
-
+    leave_if_copy()
     print(dumps(envelope(kind, payload)), flush=True)
 
 
 def show_result(result: CheckResult, *, json_output: bool, show_tensors: bool | None) -> None:
+    leave_if_copy()  # a fork made by the user's code shows nothing: one result, the original's
     if json_output:
         print(result.to_json())
         return

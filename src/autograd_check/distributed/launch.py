@@ -11,6 +11,11 @@ log in a private temporary folder, which is also where rank 0 announces its port
 watches them: when a rank dies, the others are stopped and the error names the rank with the tail
 of its log (JobFailed, exit 4); so it is when any rank is still running at the timeout. A rank
 whose user code raised (a --target's train_step, say) reports that error: a failed check, exit 1.
+A rank writes its answer as soon as the verdict is known, before it tears down torch.distributed
+(which can hang: on torch 2.4.1 destroy_process_group deadlocked in 5 of 13 runs, the main thread
+holding the GIL that gloo's worker thread waited for); once every rank has answered, the ranks
+have TEARDOWN_GRACE_S to end, then the rest are stopped and the result says so in a note. A rank
+that ends without an answer (os._exit(0) in the user's code, say) died, whatever its exit code.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ PROBE_S = 0.5
 PROBE_FRAMES = 4
 """How many of its innermost frames a rank still running at the timeout writes to its log."""
 WAITING = ": one may be stuck and the others waiting for it in a collective"
+TEARDOWN_GRACE_S = 3.0
+"""Once every rank has answered, how long they have to tear down and end before they are
+stopped (the verdict is known: nothing of the check is lost)."""
 SLURM_GRACE_S = 10.0
 """A Slurm rank that lost contact with another: how long it leaves Slurm to end the step."""
 _ERRORS: dict[str, type[CheckError]] = {
@@ -97,8 +105,17 @@ def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) ->
             with _started_from_root():
                 proc.start()
             procs.append(proc)
-        _watch(procs, folder, timeout)
-        return _outcome(folder, spec.ranks)
+        stopped = _watch(procs, folder, timeout)
+        result = _outcome(folder, spec.ranks)
+        # those still tearing down torch.distributed (the others waited for them to say goodbye)
+        stuck = [r for r in stopped if not (folder / f"down-{r}").exists()] or stopped
+        if stuck:
+            many = len(stuck) > 1
+            result.notes.append(
+                f"rank{'s' * many} {', '.join(map(str, stuck))} of {spec.ranks} had not ended "
+                f"{TEARDOWN_GRACE_S:g} s after every rank had the verdict (stuck tearing down "
+                f"torch.distributed) and {'were' if many else 'was'} stopped; the verdict stands")
+        return result
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -159,10 +176,16 @@ def rank_process(spec_data: dict[str, Any], identity: Identity, cwd: str | None 
     _answer_probe(identity)
     code = 0
     torch = import_torch()
+    answer = identity.folder / f"outcome-{identity.rank}.json"
+
+    def answered(result: CheckResult) -> None:  # before the teardown, which may hang
+        _write(answer, json.dumps({"outcome": "result", "result": result.to_dict()}))
+
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            result = rank_main(build_spec(spec_data), identity)
-        outcome: dict[str, Any] = {"outcome": "result", "result": result.to_dict()}
+            result = rank_main(build_spec(spec_data), identity, answered,
+                               (identity.folder / f"down-{identity.rank}").touch)
+        outcome: dict[str, Any] | None = None  # written by answered()
         code = result.exit_code
     except TargetRaised as e:  # the user's own code: a failed check, as without --ranks
         failed = failed_result(build_spec(spec_data), str(e))
@@ -176,7 +199,8 @@ def rank_process(spec_data: dict[str, Any], identity: Identity, cwd: str | None 
         traceback.print_exc()
         print(f"rank {identity.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         os._exit(3)
-    _write(identity.folder / f"outcome-{identity.rank}.json", json.dumps(outcome))
+    if outcome is not None:
+        _write(answer, json.dumps(outcome))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no atexit of the fork server's copy: the outcome file is the answer
@@ -188,29 +212,38 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _watch(procs: list[Any], folder: Path, timeout: float) -> None:
-    """Return when every rank has ended; JobFailed when one died or the time ran out."""
+def _watch(procs: list[Any], folder: Path, timeout: float) -> list[int]:
+    """Return when every rank has ended, or TEARDOWN_GRACE_S after every rank answered: then the
+    ranks that had not ended, which were stopped. JobFailed when one died or the time ran out."""
     deadline = time.monotonic() + timeout
+    answered_at: float | None = None
     while True:
         running = [p for p in procs if p.exitcode is None]
-        if any(p.exitcode not in (None, 0) for p in procs):
+        answered = [(folder / f"outcome-{r}.json").exists() for r in range(len(procs))]
+        if any(p.exitcode is not None and (p.exitcode != 0 or not answered[r])
+               for r, p in enumerate(procs)):
             # A rank ended early: the others would wait for it in a collective, or fail in one
             # (a peer's death reads as a broken connection there). A moment for them to end,
             # then the rank that died without answering is told from those it took down.
             time.sleep(DEATH_GRACE_S)
             ended = {r: p.exitcode for r, p in enumerate(procs) if p.exitcode is not None}
             _stop(procs)
-            died = [r for r, code in ended.items()
-                    if code != 0 and not (folder / f"outcome-{r}.json").exists()]
+            died = [r for r in ended if not (folder / f"outcome-{r}.json").exists()]
             if not died:
-                return  # every rank that ended answered (its own error, a failed check)
+                return []  # every rank that ended answered (its own error, a failed check)
             rank = min(died, key=lambda r: (ended[r] >= 0, r))  # one killed by a signal first
             raise JobFailed(f"rank {rank} of {len(procs)} {_death(ended[rank])} before the "
                             "check ended; the other ranks were stopped",
                             state="FAILED", log_tail=tail(folder, rank))
         if not running:
-            return
-        if time.monotonic() > deadline:
+            return []
+        if all(answered):
+            answered_at = time.monotonic() if answered_at is None else answered_at
+            if time.monotonic() - answered_at > TEARDOWN_GRACE_S:
+                stuck = [r for r, p in enumerate(procs) if p.exitcode is None]
+                _stop(procs)
+                return stuck
+        elif time.monotonic() > deadline:
             late = [i for i, p in enumerate(procs) if p in running]
             busy = _probe(procs, late, folder)
             _stop(procs)
@@ -257,6 +290,8 @@ def _answer_probe(identity: Identity) -> None:
 
 
 def _death(code: int) -> str:
+    if code == 0:
+        return "exited with code 0 without an answer"
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"

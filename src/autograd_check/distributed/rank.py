@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import faulthandler
 import json
+import os
 import socket
+import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (
     Problem,
     build_problem,
@@ -27,6 +32,8 @@ from autograd_check.distributed.rendezvous import (
     COLLECTIVE_TIMEOUT_S,
     Identity,
     LostContact,
+    is_loopback,
+    loopback_interface,
     lost_contact,
     open_store,
 )
@@ -55,14 +62,17 @@ def rank_device(spec: CheckSpec, identity: Identity) -> torch.device:
     return device
 
 
-def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
-    """This rank's part of the check; every rank returns rank 0's result."""
+def meet(identity: Identity, device: torch.device) -> tuple[Any, str]:
+    """Join this check's process group: the store (seen through this check's prefix) and the key
+    every rank then proves it knows, before anything of the check crosses (exchange.prove)."""
     # torch.distributed: loaded by the ranks only (locally, the fork server preloads it)
     import torch.distributed as dist
 
-    started = time.monotonic()
-    device = rank_device(spec, identity)
-    store = open_store(identity)
+    if device.type != "cuda" and is_loopback(identity.host):
+        # every rank is on this machine: gloo's own sockets listen on loopback too (by default
+        # they take the address the host name resolves to, reachable from other machines)
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback_interface()
+    store, key = open_store(identity)
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", store=store, rank=identity.rank,
         world_size=identity.world, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
@@ -70,11 +80,31 @@ def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
     try:
         if identity.rank == 0:  # every rank is in the group: the announcement has done its job
             identity.file.unlink(missing_ok=True)
+        prove(key, identity.rank, identity.world, device)
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    return store, key
+
+
+def rank_main(spec: CheckSpec, identity: Identity,
+              answer: Callable[[CheckResult], None] | None = None,
+              torn_down: Callable[[], None] | None = None) -> CheckResult:
+    """This rank's part of the check; every rank returns rank 0's result. `answer`, when given,
+    gets it as soon as it is known, before the process group is torn down (then `torn_down` is
+    called): a launcher that holds every rank's answer need not wait for a teardown that hangs
+    (launch.py)."""
+    import torch.distributed as dist  # torch: ranks only
+
+    started = time.monotonic()
+    device = rank_device(spec, identity)
+    store, _ = meet(identity, device)
+    try:
         met = time.monotonic()
         try:
             doc = _check(spec, identity, device, started, met)
-            box = [doc]
-            dist.broadcast_object_list(box, src=0)
+            # rank 0's result, as JSON data (never a pickle: see exchange.py), to every rank
+            doc = broadcast_json(doc, 0, identity.rank, device)
         except TargetRaised as e:  # for the ranks it leaves waiting in a collective
             _tell(store, identity, str(e))
             raise
@@ -84,12 +114,41 @@ def rank_main(spec: CheckSpec, identity: Identity) -> CheckResult:
             if lost is None:
                 raise
             raise _told(store, identity) or lost from None
-        assert box[0] is not None  # rank 0's result, sent to every rank
-        result = CheckResult.from_dict(json.loads(box[0]))
+        if not isinstance(doc, str):
+            raise LostContact(f"rank {identity.rank}: rank 0 sent no result", state="FAILED")
+        result = CheckResult.from_dict(json.loads(doc))
+        if answer is not None:
+            answer(result)
     finally:
-        dist.destroy_process_group()
+        with bounded(TEARDOWN_LIMIT_S):
+            dist.destroy_process_group()
+    if torn_down is not None:
+        torn_down()
     farewell(store, identity)
     return result
+
+
+TEARDOWN_LIMIT_S = 30.0
+"""How long torch.distributed's teardown may take before this rank's process is ended."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float) -> Iterator[None]:
+    """End this process (exit 1, every thread's stack in its log) if the block outlasts
+    `seconds`. torch.distributed's teardown once deadlocked holding the GIL (torch 2.4.1, 5 of
+    13 runs: destroy_process_group waited for gloo's worker thread, which waited for the GIL), so
+    no Python thread or signal handler could end it: faulthandler's watchdog is a C thread. On
+    Slurm the task then fails with that stack (exit 4) instead of hanging until its time limit;
+    locally the launcher, which has every rank's answer by then, stops it first (launch.py)."""
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__ or sys.stderr)
+    except (AttributeError, ValueError, OSError):  # no stderr with a descriptor: unbounded
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 FAREWELL_KEY = "autograd-check/done"
@@ -140,13 +199,12 @@ def _told(store: Any, identity: Identity) -> PeerRaised | None:
 def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: float,
            met: float) -> str | None:
     # torch.distributed: loaded by the ranks only
-    import torch.distributed as dist
 
     torch = import_torch()
     assert spec.ranks is not None and spec.parallel is not None and spec.accumulate is not None
     problem = build_problem(spec, device)
     names = [name for name, _ in problem.module.named_parameters()]
-    _same_parameters(problem, identity)  # before any collective that assumes it
+    _same_parameters(problem, identity, device)  # before any collective that assumes it
     reference = copy.deepcopy(problem.module) if identity.rank == 0 else None
     start_agree = _all_equal(_flat([p.detach() for p in problem.module.parameters()]),
                              identity.world)[0]
@@ -167,8 +225,7 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     flat = _flat([g if g is not None else torch.zeros_like(_full(p))
                   for g, p in zip(grads, problem.module.parameters(), strict=True)])
     agree, spread = _all_equal(flat, identity.world)
-    hosts: list[Any] = [None] * identity.world
-    dist.all_gather_object(hosts, socket.gethostname())
+    hosts = all_gather_json(socket.gethostname(), identity.world, device)
     if identity.rank != 0:
         return None
     assert reference is not None
@@ -202,15 +259,12 @@ class ModulesDiffer(TargetRaised):
         Exception.__init__(self, message)
 
 
-def _same_parameters(problem: Problem, identity: Identity) -> None:
+def _same_parameters(problem: Problem, identity: Identity, device: torch.device) -> None:
     """Every rank's parameters (names, shapes, requires_grad) against rank 0's: DDP and FSDP
     assume they agree, and fail deep inside (or abort) when they do not. Every rank sees the same
     gathered lists, so every rank raises the same error: a failed check, as for the user's code."""
-    import torch.distributed as dist  # torch: loaded by the ranks only
-
-    mine = [(n, tuple(p.shape), p.requires_grad) for n, p in problem.module.named_parameters()]
-    every: list[Any] = [None] * identity.world
-    dist.all_gather_object(every, mine)
+    mine = [[n, list(p.shape), p.requires_grad] for n, p in problem.module.named_parameters()]
+    every = all_gather_json(mine, identity.world, device)
     for rank, theirs in enumerate(every[1:], start=1):
         if theirs != every[0]:
             raise ModulesDiffer(f"the ranks built different modules: rank {rank}'s parameters "

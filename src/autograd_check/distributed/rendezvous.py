@@ -7,24 +7,32 @@ job's log folder on a cluster, a fresh temporary folder locally); the other rank
 connect. The process group is built on that store, so inherited MASTER_ADDR, MASTER_PORT, RANK,
 WORLD_SIZE and LOCAL_RANK are never read; they are also removed from what a submitted job
 inherits (INHERITED), with the allocation's memory variables that make a job's own srun fail.
+
+torch.distributed authenticates nobody: any process that reaches the store's port can read and
+write its keys and join the group. So (docs/security.md) the local ranks' store listens on the
+loopback interface only, every key of a check lies under a random prefix, the rendezvous file
+also holds a random key that never enters the store (every rank proves it knows it:
+exchange.prove), and nothing that crosses ranks is a pickle (exchange.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 import socket
 import stat
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autograd_check.errors import EnvironmentProblem, JobFailed
 
 if TYPE_CHECKING:
-    from torch._C._distributed_c10d import TCPStore
+    from torch._C._distributed_c10d import Store
 
 RENDEZVOUS_ENV = "AUTOGRAD_CHECK_RENDEZVOUS"
 """The folder of the rendezvous file, set for the ranks of a Slurm job or job step."""
@@ -88,16 +96,28 @@ def private_problem(path: Path) -> str | None:
     return None
 
 
-def announce(identity: Identity, port: int) -> None:
-    """Rank 0: write host and port, atomically, readable by the owner only."""
+@dataclass(frozen=True)
+class Announcement:
+    """What rank 0 writes to the private rendezvous file: where its store listens, the prefix of
+    every key of this check, and the key every rank proves it knows (never in the store)."""
+
+    host: str
+    port: int
+    prefix: str
+    key: str
+
+
+def announce(identity: Identity, announcement: Announcement) -> None:
+    """Rank 0: write the announcement, atomically, readable by the owner only."""
     tmp = identity.folder / f"{identity.key}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"host": identity.host, "port": port}, f)
+        json.dump({"host": announcement.host, "port": announcement.port,
+                   "prefix": announcement.prefix, "key": announcement.key}, f)
     os.replace(tmp, identity.file)
 
 
-def read_announcement(identity: Identity, deadline: float) -> tuple[str, int]:
+def read_announcement(identity: Identity, deadline: float) -> Announcement:
     """The other ranks: wait for rank 0's file (trusted only when private), then read it."""
     while not identity.file.exists():
         if time.monotonic() > deadline:
@@ -111,22 +131,64 @@ def read_announcement(identity: Identity, deadline: float) -> tuple[str, int]:
         if problem:
             raise EnvironmentProblem(f"rank {identity.rank}: rendezvous refused: {problem}")
     data = json.loads(identity.file.read_text())
-    return str(data["host"]), int(data["port"])
+    return Announcement(str(data["host"]), int(data["port"]), str(data["prefix"]),
+                        str(data["key"]))
 
 
-def open_store(identity: Identity) -> TCPStore:
-    """The store every rank of this check shares; rank 0 hosts it on a port the kernel picks."""
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def loopback_interface() -> str:
+    """The name of this machine's loopback interface (lo on Linux, lo0 on macOS)."""
+    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
+    return min(names, key=len) if names else "lo"
+
+
+def _listen(identity: Identity, timeout: timedelta) -> Any:
+    """Rank 0's TCPStore on a port the kernel picks: on the loopback interface only when every
+    rank is on this machine (torch's own listens on every interface), else on every interface."""
     # torch: loaded by the ranks only
     from torch.distributed import TCPStore  # type: ignore[attr-defined]
 
+    if not is_loopback(identity.host):
+        return TCPStore(identity.host, 0, identity.world, True, timeout=timeout,
+                        wait_for_workers=False)
+    family = socket.AF_INET6 if ":" in identity.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((identity.host, 0))
+        sock.listen(max(128, identity.world))
+        port = sock.getsockname()[1]
+    except BaseException:
+        sock.close()
+        raise
+    # the store owns the socket from here (detach: Python must not close it under the store)
+    return TCPStore(identity.host, port, identity.world, True, timeout=timeout,
+                    wait_for_workers=False, master_listen_fd=sock.detach(), use_libuv=False)
+
+
+def open_store(identity: Identity) -> tuple[Store, str]:
+    """The store every rank of this check shares (rank 0 hosts it on a port the kernel picks),
+    seen through this check's prefix, and the key every rank proves it knows."""
+    # torch: loaded by the ranks only
+    from torch.distributed import PrefixStore, TCPStore  # type: ignore[attr-defined]
+
     timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
     if identity.rank == 0:
-        store = TCPStore(identity.host, 0, identity.world, True, timeout=timeout,
-                         wait_for_workers=False)
-        announce(identity, store.port)
-        return store
-    host, port = read_announcement(identity, time.monotonic() + RENDEZVOUS_TIMEOUT_S)
-    return TCPStore(host, port, identity.world, False, timeout=timeout)
+        store = _listen(identity, timeout)
+        announcement = Announcement(identity.host, int(store.port),
+                                    f"autograd-check/{secrets.token_hex(16)}/",
+                                    secrets.token_hex(32))
+        announce(identity, announcement)
+    else:
+        announcement = read_announcement(identity, time.monotonic() + RENDEZVOUS_TIMEOUT_S)
+        store = TCPStore(announcement.host, announcement.port, identity.world, False,
+                         timeout=timeout, use_libuv=not is_loopback(announcement.host))
+    return PrefixStore(announcement.prefix, store), announcement.key
 
 
 def job_environment(environ: dict[str, str], *, memory: bool = True) -> dict[str, str]:

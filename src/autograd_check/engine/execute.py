@@ -26,6 +26,7 @@ from autograd_check.losses.base import Loss
 from autograd_check.losses.inputs import InputsTarget, load_any_target
 from autograd_check.losses.resolve import resolve_loss
 from autograd_check.losses.user import TargetRaised
+from autograd_check.process import TargetExited, exits_become_errors
 
 if TYPE_CHECKING:
     import torch
@@ -77,18 +78,25 @@ def run_check(
 ) -> CheckResult:
     """The check for this spec: plain (predicted drawn) or through --model; a --target is
     imported first, and its own errors make a failed result rather than a crash."""
-    target = load_any_target(spec.target) if spec.target is not None else None
-    if isinstance(target, InputsTarget):  # a target with its own inputs: the API's check
-        return run_inputs_target(spec, device, target)
-    loss_def = target if target is not None else resolve_loss(spec)
-    try:
-        if through_api(spec):  # --reference projection|forward, --order 2
-            return run_loss_through_api(spec, device, loss_def)
-        if spec.model is not None:
-            return run_model_check(spec, device, loss_def, progress)
-        return run_plain(spec, device, loss_def, progress)
-    except TargetRaised as e:
-        return user_code_failed(spec, device, loss_def, e)
+    # os._exit() in the user's code would end the process with no verdict (exit 0 for a check
+    # that never ran): while the check runs, it raises a SystemExit, which fails the check as
+    # sys.exit() does (process.exits_become_errors)
+    with exits_become_errors():
+        target = load_any_target(spec.target) if spec.target is not None else None
+        if isinstance(target, InputsTarget):  # a target with its own inputs: the API's check
+            return run_inputs_target(spec, device, target)
+        loss_def = target if target is not None else resolve_loss(spec)
+        try:
+            if through_api(spec):  # --reference projection|forward, --order 2
+                return run_loss_through_api(spec, device, loss_def)
+            if spec.model is not None:
+                return run_model_check(spec, device, loss_def, progress)
+            return run_plain(spec, device, loss_def, progress)
+        except TargetRaised as e:
+            return user_code_failed(spec, device, loss_def, e)
+        except TargetExited as e:  # called where no wrapper of the user's code caught it
+            return user_code_failed(spec, device, loss_def,
+                                    TargetRaised(loss_def.name, e, None))
 
 
 def user_code_failed(

@@ -39,10 +39,13 @@ from typing import Any
 
 from autograd_check.document import dumps, envelope
 from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.process import leave_if_copy
 from autograd_check.safety import PRIVATE_FILE, check_folder_chain, make_private_dirs
 from autograd_check.sweep.grid import Case, Grid
 
 MANIFEST = "manifest.json"
+DAMAGED_HINT = ("the tool does not write it so; move the folder aside (its records may still "
+                "be read one by one) and run the sweep again, or use another --out")
 RECORDS = "records"
 LOGS = "logs"
 SUPERSEDED = "superseded"
@@ -56,6 +59,42 @@ Store.remove_temporaries): writing a record takes milliseconds."""
 """--out when not given: ./sweep-results, relative to where the sweep starts."""
 
 
+class DamagedStore(BadInput):
+    """A sweep folder whose manifest or records/ is not of the shape the tool writes (edited,
+    or written by something else): one line naming the file and what is wrong, exit 2."""
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind as JSON names it: null, an object, a list, a string, ..."""
+    kinds = ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"),
+             (int, "a number"), (float, "a number"))
+    return "null" if value is None else next((k for t, k in kinds if isinstance(value, t)),
+                                             type(value).__name__)
+
+
+def manifest_problem(doc: Mapping[str, Any]) -> str | None:
+    """What is wrong with a manifest's shape (None: nothing), in words, before any part of it is
+    used: a field of the wrong kind would otherwise surface as a traceback deep in a command."""
+    grid = doc.get("grid")
+    if not isinstance(grid, dict):
+        return f"its 'grid' is {_json_kind(grid)}, not an object"
+    if not isinstance(doc.get("grid_id", ""), str):
+        return f"its 'grid_id' is {_json_kind(doc['grid_id'])}, not a string"
+    submissions = doc.get("submissions", [])
+    if not isinstance(submissions, list):
+        return f"its 'submissions' is {_json_kind(submissions)}, not a list"
+    for index, submission in enumerate(submissions):
+        if not isinstance(submission, dict):
+            return f"its submission {index} is {_json_kind(submission)}, not an object"
+        arrays = submission.get("arrays", [])
+        if not isinstance(arrays, list) or not all(isinstance(a, dict) for a in arrays):
+            return f"the arrays of its submission {index} are not a list of objects"
+        for array in arrays:
+            if not isinstance(array.get("task_jobs", []), list):
+                return f"an array of its submission {index} has 'task_jobs' that is not a list"
+    return None
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -65,7 +104,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     The file is 0600 (the user's only) whatever the umask. Ctrl-C, SIGTERM and SIGHUP wait until
     the write is done or undone: arriving between creating the temporary and renaming it (inside
-    mkstemp, say), they would leave a temporary behind."""
+    mkstemp, say), they would leave a temporary behind. A fork of the sweep made by a user's
+    code ends here, writing nothing (process.leave_if_copy)."""
+    leave_if_copy()
     with _signals_held():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -294,6 +335,10 @@ class Store:
             names = os.listdir(self.records_dir)
         except FileNotFoundError:
             return set()
+        except NotADirectoryError:
+            raise DamagedStore(
+                f"{self.records_dir} is not a folder, so this sweep's records cannot be read: "
+                f"{DAMAGED_HINT}") from None
         return {n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")}
 
     def read_record(self, key: str) -> dict[str, Any] | None:
@@ -400,6 +445,9 @@ class Store:
             raise BadInput(f"{self.manifest_path} is not a sweep manifest (not JSON)") from None
         if not isinstance(doc, dict) or doc.get("kind") != KIND or "grid" not in doc:
             raise BadInput(f"{self.manifest_path} is not an autograd-check sweep manifest")
+        problem = manifest_problem(doc)
+        if problem is not None:
+            raise DamagedStore(f"{self.manifest_path} is damaged: {problem}: {DAMAGED_HINT}")
         return doc
 
     def write_manifest(self, doc: Mapping[str, Any]) -> None:

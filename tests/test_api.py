@@ -531,3 +531,39 @@ class TestHowManualIsCalled:
         with pytest.raises(TypeError, match=r"cannot be called as manual\(\*inputs, "
                            r"grad_output\) with 1 input\(s\)"):
             check(torch.sin, leaf(3), manual=manual)
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (torch.zeros(0, 3, requires_grad=True), r"inputs\[0\] has no elements \(shape \[0, 3\]\)"),
+    (torch.tensor([1.0, float("nan")], requires_grad=True), r"inputs\[0\] holds 1 NaN"),
+    (torch.tensor([1.0, float("inf")], requires_grad=True), r"inputs\[0\] holds 1 NaN or inf"),
+])
+def test_an_input_with_no_gradient_to_check_is_named(x: torch.Tensor, message: str) -> None:
+    """Issue 17, item 6: not a RuntimeError from the tool's own code, nor 'atol nan'."""
+    with pytest.raises(ValueError, match=message):
+        check(torch.sin, x)
+    with pytest.raises(ValueError, match=message):
+        check(torch.sin, x, reference="projection")
+
+
+def test_a_mask_of_minus_inf_that_is_not_checked_is_fine() -> None:
+    mask = torch.tensor([0.0, float("-inf"), 0.0], dtype=torch.float64)
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert check(lambda x, mask: (x + mask).softmax(-1), x, mask).passed
+
+
+def test_a_target_whose_inputs_hold_nan_is_bad_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from autograd_check.cli import app
+
+    target = tmp_path / "nan_target.py"
+    target.write_text("import torch\n"
+                      "def fn(x):\n    return torch.sin(x)\n"
+                      "def inputs(generator, dtype, device):\n"
+                      "    return (torch.tensor([1.0, float('nan')], dtype=dtype, device=device)"
+                      ".requires_grad_(),)\n")
+    got = CliRunner().invoke(app, ["run", "--target", str(target)])
+    assert got.exit_code == 2, got.output
+    assert "holds 1 NaN or infinite value(s)" in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1

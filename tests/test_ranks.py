@@ -326,3 +326,17 @@ class TestMistakesOfTheModule:
         done = process("run", "--target", f"{FAILING}:Nope", "--ranks", "2")
         assert done.returncode == 2 and "no attribute 'Nope'" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_module_s_own_backward_keeps_its_contract_across_ranks() -> None:
+    """DDP and the full batch run the same wrong backward and agree: the rules of the module's
+    own autograd.Function are what fail the check (issue 16: ranks get the same checks)."""
+    code, doc = run_json("--target", f"{FAILING}:WritesGradOutput", "--ranks", "2",
+                         "--dtype", "float64")
+    assert code == 1, doc
+    broken = [c["kind"] for c in doc["contract"] if not c["passed"]]
+    assert broken == ["grad-output-mutated"]
+    assert all(s["passed"] for s in doc["statistics"])  # the ranks agree with the full batch
+    assert doc["diagnosis"][0]["kind"] == "grad-output-mutated"
+    code, doc = run_json("--target", CORRECT, "--ranks", "2", "--dtype", "float64")
+    assert code == 0 and "contract" not in doc  # torch's own backward: no rules of yours

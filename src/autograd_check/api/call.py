@@ -388,6 +388,21 @@ def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str
     return names if len(names) == count and len(set(names)) == count else fallback
 
 
+def _checkable(what: str, x: Tensor) -> None:
+    """A checked tensor has elements, all finite: no gradient is defined at NaN or inf, and no
+    reference can be evaluated there (ValueError naming it, before anything runs)."""
+    torch = import_torch()
+    if x.numel() == 0:
+        raise ValueError(f"{what} has no elements (shape {list(x.shape)}): there is no gradient "
+                         "to check; give it at least one element")
+    if x.is_floating_point():
+        bad = int((~torch.isfinite(x.detach())).sum())
+        if bad:
+            raise ValueError(f"{what} holds {bad} NaN or infinite value(s): no gradient is "
+                             "defined there; check at finite values (an input that does not "
+                             "require grad, an attention mask say, may hold -inf)")
+
+
 def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = None,
             isolate: bool = True, kwargs: dict[str, Any] | None = None) -> Call:
     """Check fn and inputs (TypeError/ValueError naming the argument) and prepare the call.
@@ -424,6 +439,7 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
             raise ValueError(f"inputs[{i}] ({name}) is {str(x.dtype).removeprefix('torch.')}: "
                              "complex inputs are not supported; check the real and imaginary "
                              "parts as two real tensors")
+        _checkable(name if name == f"inputs[{i}]" else f"inputs[{i}] ({name})", x)
         value = x.detach().clone() if isolate else x.detach()
         checked.append(Checked(name, value.requires_grad_(), "input", i))
     state: dict[str, Tensor] = {}
@@ -435,6 +451,7 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
             caller.append(p)
             originals.append(p)
             if p.requires_grad:
+                _checkable(f"parameter {pname}", p)
                 if p.is_complex():
                     raise ValueError(f"parameter {pname} of fn is complex: complex parameters "
                                      "are not supported")

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
+from autograd_check.api.contract import backward_contract, custom_functions, merge
 from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (
     Problem,
@@ -40,8 +41,8 @@ from autograd_check.distributed.rendezvous import (
 from autograd_check.distributed.verdict import Gathered, distributed_result
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import CheckSpec
+from autograd_check.engine.result import CheckResult, ContractCheck
+from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
 from autograd_check.engine.tensors import grad_fn_chain
 from autograd_check.losses.user import TargetRaised
 
@@ -232,8 +233,11 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     reference.zero_grad(set_to_none=True)
     loss = problem.loss_of(reference, problem.batch)
     chain = grad_fn_chain(loss)
+    own = custom_functions(loss)  # the module's own autograd.Functions: their rules too
     loss.backward()  # type: ignore[no-untyped-call]
     expected = [p.grad for p in reference.parameters()]
+    contract = run_user(problem, "the module's own backward, called again for its rules",
+                        _own_backward, spec, problem, reference, own) if own else []
     gathered = Gathered(
         names=names, grads=grads, present=present, expected=expected,
         start_agree=start_agree, ranks_agree=agree, rank_spread=spread,
@@ -242,6 +246,7 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
         unreduced=unreduced,
         frozen=[n for n, p in reference.named_parameters() if not p.requires_grad],
         hints=module_hints(reference),
+        contract=contract,
     )
     result = distributed_result(spec, problem, gathered, identity.world)
     result.environment = collect_environment(device)
@@ -250,6 +255,30 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
     result.timings = {"rendezvous_s": met - started, "train_step_s": stepped - met,
                       "reference_s": end - stepped, "total_s": end - started}
     return result.to_json(indent=None)
+
+
+def _own_backward(spec: CheckSpec, problem: Problem, module: torch.nn.Module,
+                  classes: list[type]) -> list[ContractCheck]:
+    """The contract of the module's own backward (api/contract.py), as check() keeps it: on a
+    copy of the reference module and the whole batch, at grad_output = 1 (the loss is a
+    scalar) and its scaled and zero counterparts."""
+    torch = import_torch()
+    fresh = copy.deepcopy(module)
+    fresh.zero_grad(set_to_none=True)
+    named = [(n, p) for n, p in fresh.named_parameters() if p.requires_grad]
+
+    def forward() -> tuple[Tensor, list[Tensor]]:
+        with torch.enable_grad():
+            return problem.loss_of(fresh, problem.batch), [p for _, p in named]
+
+    def tolerances(dtype: Any) -> tuple[float, float]:
+        rtol, atol = DEFAULT_TOLERANCES[str(dtype).removeprefix("torch.")]
+        return (rtol if spec.rtol is None else spec.rtol, atol if spec.atol is None else spec.atol)
+
+    out, _ = forward()
+    u = torch.ones_like(out.detach())
+    return merge(backward_contract(classes, forward, [n for n, _ in named], u, tolerances,
+                                   nondet_tol(spec), False))
 
 
 class ModulesDiffer(TargetRaised):

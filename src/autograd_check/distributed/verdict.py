@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check._torch import import_torch
-from autograd_check.api.gradients import manual_vs_autograd
+from autograd_check.api.gradients import contract_findings, manual_vs_autograd
 from autograd_check.engine.device import resolve_device
 from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult
+from autograd_check.engine.result import CheckResult, ContractCheck
 from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
 from autograd_check.errors import CheckError
 from autograd_check.losses.user import short_name
@@ -61,6 +61,8 @@ class Gathered:
     hints: list[str] = field(default_factory=list)
     """What in the module makes the ranks differ from the full batch by design
     (rank.module_hints)."""
+    contract: list[ContractCheck] = field(default_factory=list)
+    """The rules of the module's own backward, when it has one (api/contract.py)."""
 
 
 def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
@@ -92,7 +94,8 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
         expected.append(zero if e is None else e * scale)
     comparisons = manual_vs_autograd(got.names, grads, expected, lambda _d: (rtol, atol),
                                      spec.exact)
-    passed = all(c.passed for c in comparisons) and got.ranks_agree
+    passed = all(c.passed for c in comparisons) and got.ranks_agree and all(
+        c.passed for c in got.contract)
     if parallel == "fsdp":
         passed = passed and got.start_agree
     unused = [n for n, e in zip(got.names, got.expected, strict=True)
@@ -154,6 +157,8 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
         timings={},
         notes=notes,
         distributed=block,
+        contract=got.contract,
+        diagnosis=contract_findings(got.contract, got.names),
     )
 
 

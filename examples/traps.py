@@ -276,6 +276,23 @@ class RMSNorm:
         return _randn(generator, dtype, device, 32, 32), _randn(generator, dtype, device, 32)
 
 
+def batch_norm(x):
+    """A BatchNorm without its affine part, over dimension 0."""
+    mu, var = x.mean(0), x.var(0, unbiased=False)
+    return (x - mu) / torch.sqrt(var + 1e-5)
+
+
+def batch_norm_manual(x, grad_output, drop_mean=False):
+    """batch_norm's dx by hand (correct); drop_mean plants a classic bug: the mean term of dx
+    left out. A small difference of large terms: what half precision rounds differently."""
+    n = x.shape[0]
+    mu, var = x.mean(0), x.var(0, unbiased=False)
+    inv = 1 / torch.sqrt(var + 1e-5)
+    xh = (x - mu) * inv
+    mean_term = 0 if drop_mean else grad_output.sum(0)
+    return inv / n * (n * grad_output - mean_term - xh * (grad_output * xh).sum(0))
+
+
 TRAPS = [GradOutputInPlace, IgnoresGradOutput, SharedHelper, ManualWritesInput,
          WideBiasGradient, Float32Gradient, ViewsGradOutput, NoisyBackward, TwoOutputs,
          OneWrongElement, RMSNorm]

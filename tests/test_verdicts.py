@@ -268,20 +268,7 @@ def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return TRAPS.RMSNorm.fn(x, w)
 
 
-def batch_norm(x: torch.Tensor) -> torch.Tensor:
-    mu, var = x.mean(0), x.var(0, unbiased=False)
-    return (x - mu) / torch.sqrt(var + 1e-5)
-
-
-def batch_norm_manual(x: torch.Tensor, grad_output: torch.Tensor,
-                      drop_mean: bool = False) -> torch.Tensor:
-    n = x.shape[0]
-    mu, var = x.mean(0), x.var(0, unbiased=False)
-    inv = 1 / torch.sqrt(var + 1e-5)
-    xh = (x - mu) * inv
-    g = grad_output
-    mean_term = 0 if drop_mean else g.sum(0)
-    return inv / n * (n * g - mean_term - xh * (g * xh).sum(0))
+batch_norm, batch_norm_manual = TRAPS.batch_norm, TRAPS.batch_norm_manual
 
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]

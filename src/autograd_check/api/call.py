@@ -290,7 +290,9 @@ class Call:
             return []
         found = self.written_inputs(who, self.inputs, self.state)
         for cast, t in zip(self._cast.get("inputs", []), self.inputs, strict=False):
-            if cast is not t and not found and not same_values(cast.to(t.dtype), t):
+            if cast.data_ptr() == t.data_ptr():  # float64 already: the same memory, seen above
+                continue
+            if not found and not same_values(cast.to(t.dtype), t):
                 found = [f"{who} wrote into a float64 copy of its inputs: it must leave its "
                          "inputs as it found them"]
         if found:
@@ -388,6 +390,15 @@ def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str
     return names if len(names) == count and len(set(names)) == count else fallback
 
 
+def _working_inputs(tensors: Sequence[Tensor], checked: Sequence[Checked],
+                    isolate: bool) -> list[Tensor]:
+    """fn's inputs for the check: a checked input's place holds its leaf's data (fn is given
+    the leaf itself), any other a copy when isolated (the caller's never)."""
+    leaves = {int(c.key): c.value for c in checked if c.role == "input"}
+    return [leaves[i].detach() if i in leaves else (x.detach().clone() if isolate else x.detach())
+            for i, x in enumerate(tensors)]
+
+
 def _checkable(what: str, x: Tensor) -> None:
     """A checked tensor has elements, all finite: no gradient is defined at NaN or inf, and no
     reference can be evaluated there (ValueError naming it, before anything runs)."""
@@ -395,7 +406,8 @@ def _checkable(what: str, x: Tensor) -> None:
     if x.numel() == 0:
         raise ValueError(f"{what} has no elements (shape {list(x.shape)}): there is no gradient "
                          "to check; give it at least one element")
-    if x.is_floating_point():
+    # a finite sum says every element is (one pass, no n-sized mask); else count them
+    if x.is_floating_point() and not math.isfinite(float(x.detach().sum())):
         bad = int((~torch.isfinite(x.detach())).sum())
         if bad:
             raise ValueError(f"{what} holds {bad} NaN or infinite value(s): no gradient is "
@@ -473,10 +485,7 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
         fn=fn,
         name=describe_fn(fn),
         module=module,
-        # a checked input's place holds its leaf's data (fn gets the leaf itself): no 2nd copy
-        inputs=[next((c.value.detach() for c in checked if c.role == "input" and c.key == i),
-                     x.detach().clone() if isolate else x.detach())
-                for i, x in enumerate(tensors)],
+        inputs=_working_inputs(tensors, checked, isolate),
         checked=checked,
         caller_tensors=caller,
         state=state,

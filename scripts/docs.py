@@ -25,7 +25,7 @@ non-zero. Marker options (shell words after `docs.py`):
 Each page runs in its own fresh work folder, which is also $HOME (so the default Slurm log folder
 lands there too) and holds links to the repository's examples/, configs/, jobs/ and benchmarks/.
 Blocks of a page run in order (a later block may use files an earlier one wrote); pages run in
-parallel. Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.
+parallel, except with --slurm or --only-slurm (one job's page would hold the node another waits for). Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.
 
 Volatile details are normalised (see `Normaliser`): this host's name, CPU model, Python and torch
 versions and paths become the CANONICAL values below; durations become `n.n s`; dates become
@@ -411,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--slurm", action="store_true", help="also the Slurm blocks")
     group.add_argument("--only-slurm", action="store_true", help="only the Slurm blocks")
     ap.add_argument("--measured", action="store_true", help="also re-measure the benchmark blocks")
-    ap.add_argument("-j", "--jobs", type=int, default=2, help="pages run at once (default 2)")
+    ap.add_argument("-j", "--jobs", type=int, default=2,
+                    help="pages run at once (default 2; with --slurm or --only-slurm, one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (printed)")
     args = ap.parse_args(argv)
     if args.check and args.measured:
@@ -445,7 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_page(page, todo[page], work)
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        # Pages with Slurm blocks one at a time: a job of one page holds the node's CPUs while
+        # another page's job waits (PENDING where the page shows RUNNING, up/alloc for up/idle)
+        workers = 1 if args.slurm or args.only_slurm else max(1, args.jobs)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             done = dict(zip(todo, pool.map(one, todo), strict=True))
     finally:
         if args.keep:

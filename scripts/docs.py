@@ -25,7 +25,8 @@ non-zero. Marker options (shell words after `docs.py`):
 Each page runs in its own fresh work folder, which is also $HOME (so the default Slurm log folder
 lands there too) and holds links to the repository's examples/, configs/, jobs/ and benchmarks/.
 Blocks of a page run in order (a later block may use files an earlier one wrote); pages run in
-parallel, except with --slurm or --only-slurm (one job's page would hold the node another waits for). Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.
+parallel, except with --slurm or --only-slurm (one page's job would hold the node another waits
+for). Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.
 
 Volatile details are normalised (see `Normaliser`): this host's name, CPU model, Python and torch
 versions and paths become the CANONICAL values below; durations become `n.n s`; dates become

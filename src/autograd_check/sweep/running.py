@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.errors import BadInput
+from autograd_check.process import leave_if_copy
 from autograd_check.sweep.store import now
 
 RUNNING = ".running"
@@ -158,7 +159,10 @@ def _settled_owner(path: Path) -> Owner | None:
 
 
 def _create(path: Path, owner: Owner) -> bool:
-    """Create the file with `owner` in it; False when it exists already."""
+    """Create the file with `owner` in it; False when it exists already. A fork of the command
+    made by the user's code (a target that forks when imported, at the edge) claims nothing: it
+    ends here (process.leave_if_copy), or it would hold DIR against the command itself."""
+    leave_if_copy()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

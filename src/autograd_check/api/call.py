@@ -48,8 +48,6 @@ class Arguments:
     """check()'s keyword arguments, validated."""
 
     reference: str
-    reference_given: bool
-    """Whether the caller named the reference (else it is the default for manual or not)."""
     rtol: float | None
     atol: float | None
     exact: bool
@@ -143,7 +141,6 @@ def parse_arguments(
         raise ValueError(f"nondet_tol must be a number >= 0, not {nondet_tol!r}")
     return Arguments(
         reference=str(reference),
-        reference_given=given,
         nondet_tol=float(nondet_tol),
         name=name,
         kwargs=kwargs,

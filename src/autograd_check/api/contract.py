@@ -125,7 +125,6 @@ def custom_functions(out: Tensor) -> list[type]:
 class Seen:
     """What the watched backwards did."""
 
-    calls: int = 0
     shape: list[str] = field(default_factory=list)
     dtype: list[str] = field(default_factory=list)
     device: list[str] = field(default_factory=list)
@@ -170,7 +169,6 @@ def _watch_backward(cls: type, original: Callable[..., Any], seen: Seen) -> Call
 
     @functools.wraps(original)
     def backward(ctx: Any, *grads: Any) -> Any:
-        seen.calls += 1
         kept = [g.clone() if isinstance(g, torch.Tensor) else None for g in grads]
         if any(g is None for g in grads) and name not in seen.undefined:
             seen.undefined.append(name)

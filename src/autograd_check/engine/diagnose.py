@@ -32,8 +32,6 @@ from autograd_check._torch import import_torch
 if TYPE_CHECKING:
     from torch import Tensor
 
-KINDS = ("zero", "sign", "scale", "transpose", "swapped", "axis", "slice-scale", "subset",
-         "precision", "unknown", "grad-output-mutated", "grad-output-ignored", "input-mutated")
 FIT_RTOL = 1e-4
 """An explanation holds when m and the explained r agree within the check's tolerances, or this
 relative tolerance when wider (a constant fitted by least squares carries its own rounding)."""

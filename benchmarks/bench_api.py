@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from autograd_check import check
-from autograd_check.engine.host import cpu_name
+from autograd_check.base.environment import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

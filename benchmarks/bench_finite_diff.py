@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from autograd_check.engine.finite_diff import FD_ATOL, FD_RTOL, FD_STEP, plain_finite_diff
-from autograd_check.engine.spec import build_spec
-from autograd_check.engine.tensors import draw
+from autograd_check.base.spec import build_spec
+from autograd_check.checks.draw import draw
 from autograd_check.losses.builtin import LOSS_NAMES, get_loss
+from autograd_check.references.finite_diff import FD_ATOL, FD_RTOL, FD_STEP, plain_finite_diff
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

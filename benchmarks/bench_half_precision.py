@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from autograd_check.engine.compare import HALF_NORM, HALF_ROUNDING
+from autograd_check.kernel.compare import HALF_NORM, HALF_ROUNDING
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from autograd_check import check
-from autograd_check.engine.host import cpu_name
+from autograd_check.base.environment import cpu_name
 
 LADDER = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0,
           50.0, 100.0]

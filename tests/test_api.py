@@ -67,14 +67,14 @@ class TestExports:
 
     def test_names_are_the_api(self) -> None:
         from autograd_check.api import check as api
-        from autograd_check.engine import result, spec
+        from autograd_check.base import result, spec
 
         assert check is api.check and assert_gradients is api.assert_gradients
         assert CheckSpec is spec.CheckSpec and CheckResult is result.CheckResult
         assert {"check", "assert_gradients", "CheckSpec", "CheckResult"} <= set(dir(autograd_check))
 
     def test_check_stays_the_function_once_the_engine_is_loaded(self) -> None:
-        import autograd_check.engine.execute  # noqa: F401  (sets the package attribute `engine`)
+        import autograd_check.execute  # noqa: F401  (sets the package attribute `engine`)
 
         assert autograd_check.check is check
         assert "autograd_check.check" not in sys.modules  # no module shadows the function
@@ -200,7 +200,7 @@ class TestSecondOrder:
         """Node objects made afresh at each access and freed once dropped (as torch's can be):
         CPython gives a freed object's id to the next one, so a walk keeping only ids would take
         the next node for the last and stop short of the Error node (torch 2.1 and 2.4 did)."""
-        from autograd_check.api.references import _differentiated_once_only
+        from autograd_check.references.independent import _differentiated_once_only
 
         class Error:
             next_functions = ()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from autograd_check.base.errors import BadInput
 from autograd_check.cli import app
 from autograd_check.config import slurm_from, spec_from
-from autograd_check.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

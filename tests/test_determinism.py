@@ -13,18 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograd_check.cli import app
-from autograd_check.engine.determinism import (
+from autograd_check.base.errors import EnvironmentProblem
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import build_spec
+from autograd_check.checks.determinism import (
     CUBLAS_VARIABLE,
     bitwise_equal,
     deterministic_mode,
     repeat_gradients,
     repeat_passed,
 )
-from autograd_check.engine.execute import execute
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.cli import app
+from autograd_check.execute import execute
 
 runner = CliRunner()
 HAS_CUDA = torch.cuda.is_available()

@@ -1,4 +1,4 @@
-"""Why a gradient is wrong (engine/diagnose.py): each kind on a planted bug over seeds, never a
+"""Why a gradient is wrong (kernel/diagnose.py): each kind on a planted bug over seeds, never a
 claim on a passed check, and the finding in the result, its JSON, str(result) and the CLI."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from autograd_check import check
 from autograd_check.cli import app
-from autograd_check.engine.diagnose import diagnose, name_factor
+from autograd_check.kernel.diagnose import diagnose, name_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from autograd_check.engine.compare import compare, unravel
-from autograd_check.engine.execute import execute
-from autograd_check.engine.spec import DTYPES, build_spec
+from autograd_check.base.spec import DTYPES, build_spec
+from autograd_check.execute import execute
+from autograd_check.kernel.compare import compare, unravel
 from autograd_check.losses import builtin as losses
 
 
@@ -99,7 +99,7 @@ def no_half_aminmax(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.usefixtures("no_half_aminmax")
 def test_half_statistics_are_taken_in_float32(dtype: torch.dtype) -> None:
-    from autograd_check.engine.tensors import tensor_view
+    from autograd_check.kernel.views import tensor_view
 
     t = torch.tensor([[0.5, -3.0], [2.25, 1.0]], dtype=dtype)
     view = tensor_view("t", t)

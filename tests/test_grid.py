@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 from autograd_check.sweep.grid import DEFAULT_MAX_CASES, Grid, build_grid, case_key, check_size
 
 

@@ -7,65 +7,26 @@ torch, rich or submitit) and under TYPE_CHECKING. Read with ast: nothing is impo
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-PACKAGE = "autograd_check"
-
-
-def module_files() -> dict[str, Path]:
-    """Module name → file, for every module of the package (a package is its __init__.py)."""
-    out: dict[str, Path] = {}
-    for path in sorted((SRC / PACKAGE).rglob("*.py")):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = path
-    return out
-
-
-MODULES = module_files()
-
-
-def imported_names(name: str, path: Path) -> Iterator[tuple[str, int]]:
-    """(dotted name, line) of everything `name` imports, anywhere in its file. A `from X import
-    y` yields X and X.y (y may be a submodule); relative imports are made absolute."""
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package[: len(package) - node.level + 1]
-                base = ".".join(base_parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            yield base, node.lineno
-            for alias in node.names:
-                yield f"{base}.{alias.name}", node.lineno
-
-
-def own_module(dotted: str) -> str | None:
-    """The package's module a dotted name lies in (its longest prefix that is one), else None."""
-    while dotted and dotted not in MODULES:
-        dotted = dotted.rpartition(".")[0]
-    return dotted or None
-
-
-def import_graph() -> dict[str, dict[str, int]]:
-    """module → {module it imports: line}; a module's own packages (its parents) are left out:
-    Python runs them first anyway, and they may import what they hold."""
-    graph: dict[str, dict[str, int]] = {m: {} for m in MODULES}
-    for name, path in MODULES.items():
-        for dotted, line in imported_names(name, path):
-            target = own_module(dotted)
-            if target and target != name and not name.startswith(target + "."):
-                graph[name].setdefault(target, line)
-    return graph
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+# the walker and the floors live in the script that draws the graph, so the picture and the test
+# read the code the same way
+from package_graph import (  # noqa: E402
+    FLOORS,
+    MODULES,
+    PACKAGE,
+    floor_of,
+    import_graph,
+    imported_names,
+    own_module,
+    package_of,
+    upward,
+)
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -117,12 +78,12 @@ def describe(component: list[str], graph: dict[str, dict[str, int]]) -> str:
 class TestTheWalkerItself:
     def test_it_sees_the_whole_package(self) -> None:
         assert {"autograd_check", "autograd_check.cli.app", "autograd_check.slurm.watch",
-                "autograd_check.engine.spec"} <= set(MODULES)
+                "autograd_check.base.spec"} <= set(MODULES)
 
     def test_it_sees_imports_inside_functions_and_under_type_checking(self) -> None:
         graph = import_graph()
         # cli/run.py imports execute only inside the command (it loads torch)
-        assert "autograd_check.engine.execute" in graph["autograd_check.cli.run"]
+        assert "autograd_check.execute" in graph["autograd_check.cli.run"]
         # render/progress.py names JobInfo under TYPE_CHECKING only
         assert "autograd_check.slurm.commands" in graph["autograd_check.render.progress"]
 
@@ -130,6 +91,28 @@ class TestTheWalkerItself:
         graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
         assert cycles(graph) == [["a", "b", "c"]]
         assert cycles({"a": {"b": 1}, "b": {}}) == []
+
+
+def test_every_package_is_on_a_floor() -> None:
+    packages = {package_of(m) for m in MODULES}
+    placed = {p for _, ps, _ in FLOORS for p in ps}
+    assert packages <= placed, f"packages on no floor: {sorted(packages - placed)}"
+    assert len(placed) == sum(len(ps) for _, ps, _ in FLOORS), "a package on two floors"
+
+
+def test_the_floor_check_sees_an_upward_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is not vacuous: a made-up import of the CLI by the kernel is caught."""
+    graph = import_graph()
+    graph["autograd_check.kernel.compare"]["autograd_check.cli.app"] = 7
+    monkeypatch.setattr("package_graph.import_graph", lambda: graph)
+    assert upward() == ["autograd_check.kernel.compare:7 -> autograd_check.cli.app"]
+    assert floor_of("cli") > floor_of("kernel")
+
+
+def test_every_import_runs_downward() -> None:
+    """A package uses only packages on floors below its own (lazy and TYPE_CHECKING imports
+    included): the order is FLOORS in scripts/package_graph.py, drawn in docs/development.md."""
+    assert upward() == []
 
 
 def test_no_import_cycle() -> None:

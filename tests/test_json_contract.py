@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from autograd_check import __version__
-from autograd_check.document import KINDS
+from autograd_check.base.document import KINDS
 
 CLI = [sys.executable, "-m", "autograd_check"]
 SMALL = ["--cpus", "1", "--mem", "500M", "--timeout", "240"]

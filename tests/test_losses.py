@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from autograd_check.base import spec
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.checks.draw import draw
 from autograd_check.cli import app
-from autograd_check.engine import spec
-from autograd_check.engine.compare import compare
-from autograd_check.engine.execute import run_check
-from autograd_check.engine.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
-from autograd_check.engine.tensors import draw
-from autograd_check.errors import BadInput
+from autograd_check.execute import run_check
+from autograd_check.kernel.compare import compare
 from autograd_check.losses import builtin as losses
 from autograd_check.losses.base import TUTORIAL_DRAWS
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autograd_check.base.budget import PEAK_TENSORS, layer_shapes, needed_bytes
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import DTYPES, build_spec
+from autograd_check.base.spec import LOSS_NAMES as LOSSES
+from autograd_check.checks import model
 from autograd_check.cli import app
-from autograd_check.engine import model
-from autograd_check.engine.budget import PEAK_TENSORS, layer_shapes, needed_bytes
-from autograd_check.engine.execute import execute, run_check
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import DTYPES, build_spec
-from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
+from autograd_check.execute import execute, run_check
 
 runner = CliRunner()
 CPU = torch.device("cpu")

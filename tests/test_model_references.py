@@ -14,11 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autograd_check.base.spec import LOSS_NAMES as LOSSES
+from autograd_check.base.spec import build_spec
+from autograd_check.checks import model
 from autograd_check.cli import app
-from autograd_check.engine import model
-from autograd_check.engine.execute import run_check
-from autograd_check.engine.spec import build_spec
-from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
+from autograd_check.execute import run_check
 from autograd_check.losses.resolve import resolve_loss
 
 runner = CliRunner()

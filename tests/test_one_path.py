@@ -1,5 +1,5 @@
 """`run`'s built-in losses, models and the tutorial check are users of the Python API's own path
-(api/gradients.py): the same steps, the same numbers as check() on the same tensors."""
+(references/gradients.py): the same steps, the same numbers as check() on the same tensors."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 import torch
 
-from autograd_check.api import gradients
 from autograd_check.api.check import check, check_named
-from autograd_check.engine import model
-from autograd_check.engine.execute import execute
-from autograd_check.engine.spec import build_spec
-from autograd_check.engine.tensors import draw
-from autograd_check.losses.builtin import LOSS_NAMES
+from autograd_check.base.spec import LOSS_NAMES, build_spec
+from autograd_check.checks import model
+from autograd_check.checks.draw import draw
+from autograd_check.execute import execute
 from autograd_check.losses.resolve import resolve_loss
+from autograd_check.references import gradients
 
 
 @pytest.fixture()

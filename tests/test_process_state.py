@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import torch
 
-from autograd_check.engine.execute import execute
-from autograd_check.engine.finite_diff import CPU_THREADS
-from autograd_check.engine.spec import build_spec
+from autograd_check.base.spec import build_spec
+from autograd_check.execute import execute
 from autograd_check.losses.user import load_target
+from autograd_check.references.finite_diff import CPU_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autograd_check import check
-from autograd_check.api.references import FALSE_FAIL, ROUNDING_SPREAD, Directions
+from autograd_check.references.independent import FALSE_FAIL, ROUNDING_SPREAD, Directions
 
 SEEDS = range(20)
 

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autograd_check.engine.compare import compare, unravel
-from autograd_check.engine.execute import run_check
-from autograd_check.engine.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
-from autograd_check.losses.builtin import LOSS_NAMES as LOSSES
+from autograd_check.base.spec import DEFAULT_TOLERANCES, DTYPES, build_spec
+from autograd_check.base.spec import LOSS_NAMES as LOSSES
+from autograd_check.execute import run_check
+from autograd_check.kernel.compare import compare, unravel
 
 CPU = torch.device("cpu")
 SEEDS = st.integers(min_value=0, max_value=2**63 - 1)

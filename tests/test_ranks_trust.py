@@ -154,7 +154,7 @@ import torch.distributed as dist
 from autograd_check.distributed.exchange import all_gather_json
 from autograd_check.distributed.rank import farewell, meet
 from autograd_check.distributed.rendezvous import Identity
-from autograd_check.errors import CheckError
+from autograd_check.base.errors import CheckError
 
 rank = int(sys.argv[2])
 identity = Identity(rank, 2, rank, Path(sys.argv[1]), "rendezvous.json", "127.0.0.1")

@@ -17,7 +17,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_lists_every_exit_code() -> None:
-    from autograd_check.errors import EXIT_CODES
+    from autograd_check.base.errors import EXIT_CODES
 
     readme = (ROOT / "README.md").read_text()
     for code, meaning in EXIT_CODES.items():
@@ -25,6 +25,6 @@ def test_readme_lists_every_exit_code() -> None:
 
 
 def test_help_lists_the_same_exit_codes_as_the_table() -> None:
-    from autograd_check.errors import EXIT_CODE_SHORT, EXIT_CODES
+    from autograd_check.base.errors import EXIT_CODE_SHORT, EXIT_CODES
 
     assert list(EXIT_CODE_SHORT) == list(EXIT_CODES)

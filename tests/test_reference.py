@@ -22,11 +22,16 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from autograd_check.base.budget import ensure_affordable, estimate
+from autograd_check.base.errors import BadInput
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
+from autograd_check.checks.draw import draw
 from autograd_check.cli import app
-from autograd_check.engine import finite_diff as reference
-from autograd_check.engine.budget import ensure_affordable, estimate
-from autograd_check.engine.execute import execute
-from autograd_check.engine.finite_diff import (
+from autograd_check.execute import execute
+from autograd_check.losses.builtin import LOSSES, get_loss
+from autograd_check.references import finite_diff as reference
+from autograd_check.references.finite_diff import (
     FD_ATOL,
     FD_RTOL,
     FD_STEP,
@@ -34,11 +39,6 @@ from autograd_check.engine.finite_diff import (
     central_differences,
     fd_tolerances,
 )
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, build_spec
-from autograd_check.engine.tensors import draw
-from autograd_check.errors import BadInput
-from autograd_check.losses.builtin import LOSSES, get_loss
 from autograd_check.render.progress import fd_progress
 
 runner = CliRunner()

@@ -6,9 +6,9 @@ import json
 
 from rich.console import Console
 
-from autograd_check.engine.execute import execute
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import build_spec
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import build_spec
+from autograd_check.execute import execute
 from autograd_check.render.result import print_result
 
 

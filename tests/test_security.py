@@ -20,10 +20,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from autograd_check.cli import app
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput
-from autograd_check.safety import (
+from autograd_check.base.errors import BadInput
+from autograd_check.base.safety import (
     check_folder_chain,
     folder_chain_problem,
     make_private_dirs,
@@ -31,6 +29,8 @@ from autograd_check.safety import (
     masked_parameters,
     script_value,
 )
+from autograd_check.base.spec import CheckSpec
+from autograd_check.cli import app
 from autograd_check.slurm import guard
 from autograd_check.slurm.batch import sbatch_script
 from autograd_check.slurm.options import build_slurm_options, parse_sbatch_args, parse_setup

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import EnvironmentProblem, JobFailed
+from autograd_check.base.errors import EnvironmentProblem, JobFailed
+from autograd_check.base.spec import CheckSpec
 from autograd_check.slurm import commands, fit, watch
 from autograd_check.slurm import where as slurm_where
 from autograd_check.slurm.batch import executor_parameters

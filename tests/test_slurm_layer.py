@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import (
+from autograd_check.base.errors import (
     EXIT_NOT_ENDED,
     BadInput,
     EnvironmentProblem,
     JobFailed,
     JobNotEnded,
 )
+from autograd_check.base.spec import CheckSpec
 from autograd_check.slurm.commands import JobInfo, parse_scontrol_record
 from autograd_check.slurm.node import outcome_to_result, run_job
 from autograd_check.slurm.options import SlurmOptions

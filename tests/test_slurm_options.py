@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import CheckSpec
 from autograd_check.slurm.batch import executor_parameters, sbatch_script
 from autograd_check.slurm.options import (
     DEFAULT_TIME_MIN,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from autograd_check.engine.budget import ensure_fits, needed_bytes
-from autograd_check.engine.spec import CheckSpec, build_spec, parse_shape
-from autograd_check.errors import BadInput
+from autograd_check.base.budget import ensure_fits, needed_bytes
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import CheckSpec, build_spec, parse_shape
 
 
 def test_defaults_reproduce_the_tutorial() -> None:

@@ -39,7 +39,7 @@ class TestImportTorch:
 
     def test_import_torch_is_silent_without_numpy(self) -> None:
         done = python(
-            NO_NUMPY + "from autograd_check._torch import import_torch\n"
+            NO_NUMPY + "from autograd_check.base.lazy_torch import import_torch\n"
             "torch = import_torch()\n"
             "print(torch.ones(2).sum().item())\n"
         )
@@ -50,7 +50,7 @@ class TestImportTorch:
     def test_collector_is_left_enabled_and_torch_frozen(self) -> None:
         done = python(
             "import gc\n"
-            "from autograd_check._torch import import_torch\n"
+            "from autograd_check.base.lazy_torch import import_torch\n"
             "torch = import_torch()\n"
             "print(gc.isenabled(), gc.get_freeze_count() > 10000, import_torch() is torch)\n"
         )
@@ -61,7 +61,7 @@ class TestImportTorch:
         done = python(
             "import gc\n"
             "gc.disable()\n"
-            "from autograd_check._torch import import_torch\n"
+            "from autograd_check.base.lazy_torch import import_torch\n"
             "import_torch()\n"
             "print(gc.isenabled())\n"
         )

@@ -19,8 +19,8 @@ import pytest
 from submitit.core.utils import UncompletedJobError
 from typer.testing import CliRunner
 
+from autograd_check.base.errors import EXIT_JOB_FAILED, JobFailed
 from autograd_check.cli import app
-from autograd_check.errors import EXIT_JOB_FAILED, JobFailed
 from autograd_check.slurm import watch
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import JobStopping, run_job, stop_signal_escapes
@@ -128,7 +128,7 @@ def usr2_handler() -> Iterator[list[Any]]:
 
 
 def spec_of(target: str) -> dict[str, Any]:
-    from autograd_check.engine.spec import build_spec
+    from autograd_check.base.spec import build_spec
 
     return build_spec({"target": target}).to_dict()
 

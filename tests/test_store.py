@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 from autograd_check.sweep import store as store_module
 from autograd_check.sweep.grid import Grid, build_grid
 from autograd_check.sweep.store import Store, atomic_write_text, error_record, outcome_of, select

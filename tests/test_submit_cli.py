@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from autograd_check.base.spec import CheckSpec
 from autograd_check.cli import app
-from autograd_check.engine.spec import CheckSpec
 from autograd_check.slurm.step import STEP_MARKER
 from autograd_check.slurm.where import job_paths
 
@@ -326,7 +326,7 @@ class TestJobStatus:
         assert found.never_starts.startswith("--time is above the partition's limit")
 
     def test_a_job_nobody_knows(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-        from autograd_check.errors import JobFailed
+        from autograd_check.base.errors import JobFailed
         from autograd_check.slurm import watch
 
         monkeypatch.setattr(watch, "job_info", lambda job_id, deadline=None: None)
@@ -336,7 +336,7 @@ class TestJobStatus:
 
     @pytest.mark.usefixtures("no_slurm_tools")
     def test_no_slurm_and_no_folder(self, tmp_path: Path) -> None:
-        from autograd_check.errors import EnvironmentProblem
+        from autograd_check.base.errors import EnvironmentProblem
         from autograd_check.slurm import watch
 
         with pytest.raises(EnvironmentProblem, match="Slurm is not available here"):

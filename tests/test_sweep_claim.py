@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 from autograd_check.sweep.running import RUNNING, Owner, claim, process_start
 
 HANGS = textwrap.dedent("""\

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from autograd_check.errors import EXIT_INTERRUPTED, BadInput
+from autograd_check.base.errors import EXIT_INTERRUPTED, BadInput
 from autograd_check.slurm.arrays import ArrayProgress, JobIdentity, SubmittedArray
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.sweep import launch

@@ -13,10 +13,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import build_spec
 from autograd_check.cli import app
-from autograd_check.engine.execute import execute
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import BadInput
+from autograd_check.execute import execute
 from autograd_check.losses.user import load_target
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import build_spec
 from autograd_check.cli import app
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

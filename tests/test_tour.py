@@ -11,8 +11,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from autograd_check.base.errors import BadInput
 from autograd_check.cli import app
-from autograd_check.errors import BadInput
 from autograd_check.render.tour import steps_table, tour_renderable
 from autograd_check.tour import steps as tour
 from autograd_check.tour.runner import run_step, run_tour

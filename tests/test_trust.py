@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.safety import python_module_argv
+from autograd_check.base.safety import python_module_argv
+from autograd_check.base.spec import CheckSpec
 
 SAFE_CLI = python_module_argv("autograd_check")
 """The CLI itself started without the working folder on sys.path: its own start must not import
@@ -248,7 +248,7 @@ class TestResultReadsWhatItChecked:
         return load_outcome(logs, self.JOB)
 
     def refused(self, logs: Path, words: str) -> None:
-        from autograd_check.errors import EnvironmentProblem
+        from autograd_check.base.errors import EnvironmentProblem
 
         with pytest.raises(EnvironmentProblem) as e:
             self.load(logs)
@@ -318,7 +318,7 @@ class TestResultReadsWhatItChecked:
             theirs.mkdir(mode=0o700)
             os.chown(theirs, *other_user)
             code = ("import os, sys; from pathlib import Path; "
-                    "from autograd_check.safety import open_private; "
+                    "from autograd_check.base.safety import open_private; "
                     "p = Path(sys.argv[1]); p.write_bytes(b'answer'); p.chmod(0o600); "
                     "print(os.read(open_private(p), 16).decode())")
             done = subprocess.run(

@@ -16,8 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from autograd_check import check
-from autograd_check.api import gradients
 from autograd_check.cli import app
+from autograd_check.references import gradients
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,7 +348,7 @@ def test_a_spread_between_backwards_is_in_run_s_verdict_only_when_deterministic(
 def test_a_function_deep_in_a_long_graph_is_found() -> None:
     """The walk keeps every node it met alive: an id() reused by a freed node object cannot
     end it early, whatever torch makes of next_functions."""
-    from autograd_check.api.contract import custom_functions
+    from autograd_check.references.contract import custom_functions
 
     x = torch.randn(4, dtype=torch.float64, requires_grad=True)
     y = Square.apply(x)

@@ -5,8 +5,8 @@ The Python API (docs/api.md):
     from autograd_check import check, assert_gradients, CheckSpec, CheckResult
 
 Each name is imported when first used, so that `import autograd_check` (and the command line's
-start-up) loads neither torch nor the modules behind them. The engine lives in
-autograd_check.engine; the API's functions in autograd_check.api.
+start-up) loads neither torch nor the modules behind them. The spec and result live in
+autograd_check.base; the API's functions in autograd_check.api.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from autograd_check._version import __version__
 if TYPE_CHECKING:
     from autograd_check.api.check import assert_gradients as assert_gradients
     from autograd_check.api.check import check as check
-    from autograd_check.engine.result import CheckResult as CheckResult
-    from autograd_check.engine.spec import CheckSpec as CheckSpec
+    from autograd_check.base.result import CheckResult as CheckResult
+    from autograd_check.base.spec import CheckSpec as CheckSpec
 
 __all__ = ["CheckResult", "CheckSpec", "__version__", "assert_gradients", "check"]
 
@@ -33,12 +33,12 @@ def __getattr__(name: str) -> Any:
         return getattr(api, name)
     if name == "CheckSpec":
         # lazy: the engine's modules stay out of the command line's start-up
-        from autograd_check.engine.spec import CheckSpec
+        from autograd_check.base.spec import CheckSpec
 
         return CheckSpec
     if name == "CheckResult":
         # lazy: the engine's modules stay out of the command line's start-up
-        from autograd_check.engine.result import CheckResult
+        from autograd_check.base.result import CheckResult
 
         return CheckResult
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

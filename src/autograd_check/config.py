@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autograd_check.engine.spec import SPEC_KEYS, CheckSpec, build_spec
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.spec import SPEC_KEYS, CheckSpec, build_spec
 from autograd_check.losses.inputs import InputsTarget, find_target, load_any_target
 from autograd_check.slurm.options import SLURM_KEYS, build_slurm_options
 

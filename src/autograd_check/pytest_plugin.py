@@ -17,8 +17,6 @@ when a test first asks for the fixture; the API through the package's lazy names
 from __future__ import annotations
 
 import argparse
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -26,7 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 import autograd_check as api
-from autograd_check._torch import import_torch
+from autograd_check.base import device, spec
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
 
 if TYPE_CHECKING:
     import torch
@@ -35,37 +35,30 @@ if TYPE_CHECKING:
     from autograd_check import CheckResult
 
 DEVICES = "cpu, cuda, cuda:N or auto"
-DTYPES = ("float32", "float64", "float16", "bfloat16")
+DTYPES = tuple(spec.DTYPES)
 DEFAULT_DEVICE = "cpu"
 DEFAULT_DTYPE = "float32"
-DEFAULT_SEED = 0
+DEFAULT_SEED = spec.DEFAULT_SEED
 
-_DEVICE_RE = re.compile(r"cpu|auto|cuda(?::\d+)?")
 
 T = TypeVar("T")
 
 
-def parse_device(value: str) -> str:
-    text = value.strip().lower()
-    if _DEVICE_RE.fullmatch(text):
-        return text
-    raise argparse.ArgumentTypeError(f"device {value!r} is not known; choose {DEVICES}")
+def _for_argparse(parse: Callable[[object], T]) -> Callable[[str], T]:
+    """The spec's own parser (the command line's), its refusal as argparse's usage error."""
+    def parsed(value: str) -> T:
+        try:
+            return parse(value)
+        except BadInput as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parsed.__name__ = parse.__name__
+    return parsed
 
 
-def parse_dtype(value: str) -> str:
-    text = value.strip().lower().removeprefix("torch.")
-    if text in DTYPES:
-        return text
-    raise argparse.ArgumentTypeError(
-        f"dtype {value!r} is not supported; choose {', '.join(DTYPES[:-1])} or {DTYPES[-1]}"
-    )
-
-
-def parse_seed(value: str) -> int:
-    text = value.strip()
-    if text.isdigit() and int(text) < 2**64:  # what torch.Generator.manual_seed accepts
-        return int(text)
-    raise argparse.ArgumentTypeError(f"seed {value!r} is not an integer from 0 to 2**64 - 1")
+parse_device = _for_argparse(spec.parse_device)
+parse_dtype = _for_argparse(spec.parse_dtype)
+parse_seed = _for_argparse(spec.parse_seed)
 
 
 @dataclass(frozen=True)
@@ -119,23 +112,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SETTINGS] = Settings(**values)
 
 
-def _visible() -> str:
-    value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return "CUDA_VISIBLE_DEVICES is unset" if value is None else f"CUDA_VISIBLE_DEVICES={value!r}"
-
-
 def cuda_unusable(torch: Any, name: str) -> str | None:
     """Why the CUDA device `name` (cuda or cuda:N) cannot be used here, else None."""
-    said = f"--autograd-check-device {name}"
-    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
-        return f"{said}: this torch build ({torch.__version__}) has no CUDA support"
-    if not torch.cuda.is_available():
-        return f"{said}: no CUDA device is visible ({_visible()})"
-    index = int(name.partition(":")[2] or 0)
-    count = int(torch.cuda.device_count())
-    if index >= count:
-        return f"{said}: only {count} CUDA device(s) visible ({_visible()})"
-    return None
+    problem = device.cuda_unusable(torch, name)
+    return None if problem is None else f"--autograd-check-device {name}: {problem[0]}"
 
 
 class AutogradCheck:

@@ -1,15 +1,22 @@
 """check() and assert_gradients(): any function of any tensors, against its hand-derived gradient
-(manual), or against a reference (api/references.py), as a CheckResult."""
+(manual), or against a reference (references/independent.py), as a CheckResult."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
-from autograd_check._torch import import_torch
-from autograd_check.api import gradients as one_path
-from autograd_check.api.call import (
+from autograd_check.base.clock import Clock
+from autograd_check.base.environment import collect_environment
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult, Comparison, ContractCheck, TensorView
+from autograd_check.kernel.compare import to64
+from autograd_check.kernel.views import tensor_view
+from autograd_check.references import gradients as one_path
+from autograd_check.references.arguments import (
     Arguments,
     Call,
     SeveralOutputs,
@@ -19,10 +26,9 @@ from autograd_check.api.call import (
     describe_fn,
     parse_arguments,
     prepare,
-    to64,
 )
-from autograd_check.api.contract import backward_contract, custom_functions, merge, rule
-from autograd_check.api.gradients import (
+from autograd_check.references.contract import backward_contract, custom_functions, merge, rule
+from autograd_check.references.gradients import (
     against_float64,
     autograd_against_float64,
     call_manual,
@@ -32,8 +38,7 @@ from autograd_check.api.gradients import (
     dtype_name,
     manual_vs_autograd,
 )
-from autograd_check.api.outputs import by_output
-from autograd_check.api.references import (
+from autograd_check.references.independent import (
     Outcome,
     finite_diff,
     forward,
@@ -41,12 +46,12 @@ from autograd_check.api.references import (
     reduce64,
     second_order,
 )
-from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult, Comparison, ContractCheck, TensorView
-from autograd_check.engine.tensors import Clock, tensor_view
+from autograd_check.references.outputs import by_output
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+P = ParamSpec("P")
 
 
 def check(
@@ -71,29 +76,29 @@ def check(
     options: directions (k = 1), step (h = 1e-6), max_fd_elements (65536), nondet_tol (0);
     any other keyword argument is passed to fn (and to manual) as it is; name labels the report.
     """
-    return check_named(fn, inputs, None, manual=manual, reference=reference, rtol=rtol,
-                       atol=atol, exact=exact, order=order, seed=seed, name=name, **options)
-
-
-def check_named(
-    fn: Callable[..., Any],
-    inputs: Sequence[Any],
-    names: Sequence[str] | None,
-    *,
-    manual: Callable[..., Any] | None = None,
-    reference: str | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    exact: bool = False,
-    order: int = 1,
-    seed: int = 0,
-    name: str | None = None,
-    **options: Any,
-) -> CheckResult:
-    """check(fn, *inputs, ...) with the inputs named by names (one per input) rather than by
-    fn's signature; names=None is check() itself. For names that are not Python identifiers,
-    as the CLI's model check gives (fc1.weight, ...: engine/through_api.py)."""
     args = parse_arguments(manual, reference, rtol, atol, exact, order, seed, options, name)
+    return _named(fn, inputs, None, manual, args)
+
+
+_SIGNATURE = inspect.signature(check)
+
+
+def check_named(fn: Callable[..., Any], inputs: Sequence[Any], names: Sequence[str] | None,
+                **keywords: Any) -> CheckResult:
+    """check(fn, *inputs, **keywords) with the inputs named by names (one per input) rather than
+    by fn's signature; names=None is check() itself. For names that are not Python identifiers,
+    as the CLI's model check gives (fc1.weight, ...: checks/target.py). The keywords are
+    check()'s own, bound by its signature (written once, there)."""
+    given = _SIGNATURE.bind(fn, **keywords)
+    given.apply_defaults()
+    a = given.arguments
+    args = parse_arguments(a["manual"], a["reference"], a["rtol"], a["atol"], a["exact"],
+                           a["order"], a["seed"], a["options"], a["name"])
+    return _named(fn, inputs, names, a["manual"], args)
+
+
+def _named(fn: Callable[..., Any], inputs: Sequence[Any], names: Sequence[str] | None,
+           manual: Callable[..., Any] | None, args: Arguments) -> CheckResult:
     call = prepare(fn, inputs, names, kwargs=args.kwargs)
     with caller_state_kept(call.caller_tensors):
         try:
@@ -106,26 +111,24 @@ def check_named(
     return result
 
 
-def assert_gradients(
-    fn: Callable[..., Any],
-    *inputs: Any,
-    manual: Callable[..., Any] | None = None,
-    reference: str | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    exact: bool = False,
-    order: int = 1,
-    seed: int = 0,
-    name: str | None = None,
-    **options: Any,
-) -> CheckResult:
-    """check(), raising AssertionError with the plain-text verdict when it fails."""
-    __tracebackhide__ = True  # pytest shows the caller's line, not this one
-    result = check(fn, *inputs, manual=manual, reference=reference, rtol=rtol, atol=atol,
-                   exact=exact, order=order, seed=seed, name=name, **options)
-    if not result.passed:
-        raise AssertionError(str(result))
-    return result
+def _asserting(checking: Callable[P, CheckResult]) -> Callable[P, CheckResult]:
+    """check() with its own signature, raising AssertionError with the plain-text verdict
+    when the check fails."""
+
+    @functools.wraps(checking)
+    def asserted(*args: P.args, **kwargs: P.kwargs) -> CheckResult:
+        __tracebackhide__ = True  # pytest shows the caller's line, not this one
+        result = checking(*args, **kwargs)
+        if not result.passed:
+            raise AssertionError(str(result))
+        return result
+
+    asserted.__name__ = asserted.__qualname__ = "assert_gradients"
+    asserted.__doc__ = "check(), raising AssertionError with the plain-text verdict when it fails."
+    return asserted
+
+
+assert_gradients = _asserting(check)
 
 
 def _rounding_scale(out: Tensor, u: Tensor) -> float:
@@ -326,13 +329,12 @@ def half_precision_twin(call: Call) -> Call | None:
     backward (autograd's, and manual's) evaluated in float64, against float64 tolerances; the
     half-precision gradient itself is what manual against autograd compares, element by element.
     """
-    torch = import_torch()
     if not any(c.value.is_floating_point() and c.value.element_size() == 2
                for c in call.checked):
         return None
-    checked = [replace(c, value=to64(torch, c.value).requires_grad_()) for c in call.checked]
-    inputs = [to64(torch, t) for t in call.inputs]
-    state = {k: to64(torch, t) for k, t in call.state.items()}
+    checked = [replace(c, value=to64(c.value).requires_grad_()) for c in call.checked]
+    inputs = [to64(t) for t in call.inputs]
+    state = {k: to64(t) for k, t in call.state.items()}
     for c in checked:
         if c.role == "input":
             inputs[int(c.key)] = c.value.detach()

@@ -28,8 +28,8 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from autograd_check import __version__
-from autograd_check.document import dumps, error_document
-from autograd_check.errors import (
+from autograd_check.base.document import dumps, error_document
+from autograd_check.base.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_CODE_SHORT,
     EXIT_INTERRUPTED,
@@ -37,7 +37,7 @@ from autograd_check.errors import (
     CheckError,
     JobState,
 )
-from autograd_check.process import claimed, leave_if_copy
+from autograd_check.base.process import claimed, leave_if_copy
 from autograd_check.render.console import PROG, detail, error
 
 F = TypeVar("F", bound=Callable[..., Any])

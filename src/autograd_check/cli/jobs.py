@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from autograd_check.base.errors import EXIT_INTERRUPTED, EnvironmentProblem
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors
 from autograd_check.cli.output import print_document, show_result
-from autograd_check.errors import EXIT_INTERRUPTED, EnvironmentProblem
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import watch
@@ -32,7 +32,7 @@ from autograd_check.slurm.watch import job_status
 from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 
 if TYPE_CHECKING:
-    from autograd_check.engine.result import CheckResult
+    from autograd_check.base.result import CheckResult
     from autograd_check.slurm.watch import JobStatus
 
 JobId = Annotated[str, typer.Argument(help="The job id `submit` printed.", show_default=False)]

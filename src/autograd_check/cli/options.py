@@ -16,8 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
-from autograd_check.engine.spec import DEFAULT_HIDDEN, DEFAULT_MAX_FD_ELEMENTS, DEFAULT_SEED
-from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
+from autograd_check.base.spec import (
+    DEFAULT_DELTA,
+    DEFAULT_HIDDEN,
+    DEFAULT_MAX_FD_ELEMENTS,
+    DEFAULT_SEED,
+    LOSS_NAMES,
+)
 
 PANEL = "Check options"
 RANKS_PANEL = "Across ranks"

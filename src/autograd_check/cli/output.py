@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from autograd_check.document import dumps, envelope
-from autograd_check.process import leave_if_copy
+from autograd_check.base.document import dumps, envelope
+from autograd_check.base.process import leave_if_copy
 
 if TYPE_CHECKING:
-    from autograd_check.engine.result import CheckResult
+    from autograd_check.base.result import CheckResult
 
 
 def print_document(kind: str, payload: Mapping[str, Any]) -> None:
-    """One JSON document of this kind (autograd_check.document's envelope) on stdout."""
+    """One JSON document of this kind (autograd_check.base.document's envelope) on stdout."""
     leave_if_copy()
     print(dumps(envelope(kind, payload)), flush=True)
 

@@ -9,14 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
+from autograd_check.base.deadline import TimedOut, time_limit
+from autograd_check.base.errors import EXIT_JOB_FAILED, JobFailed
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import RANKS_PANEL, JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from
 from autograd_check.distributed.launch import DEFAULT_RANKS_TIMEOUT_S
-from autograd_check.engine.deadline import TimedOut, time_limit
-from autograd_check.engine.execute import execute
-from autograd_check.errors import EXIT_JOB_FAILED, JobFailed
+from autograd_check.execute import execute
 from autograd_check.render.console import error, warning
 from autograd_check.render.progress import fd_progress
 from autograd_check.slurm.options import parse_timeout

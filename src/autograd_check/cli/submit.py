@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autograd_check.base.errors import EXIT_PASS, EnvironmentProblem
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.jobs import hint_flags, show_job_result, stopped_waiting
 from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import print_document
 from autograd_check.cli.slurm_options import submit_slurm_options
 from autograd_check.config import slurm_from, spec_from
-from autograd_check.errors import EXIT_PASS, EnvironmentProblem
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import batch, step, watch, where

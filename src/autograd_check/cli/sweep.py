@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autograd_check.base.document import dumps
+from autograd_check.base.errors import EXIT_INTERRUPTED
 from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
 from autograd_check.cli.options import CHECK_PARAMETERS, JsonOutput, option_group
 from autograd_check.cli.slurm_options import slurm_options
-from autograd_check.document import dumps
-from autograd_check.errors import EXIT_INTERRUPTED
 from autograd_check.render.console import note
 from autograd_check.render.progress import SweepBar, array_progress
 from autograd_check.sweep.grid import DEFAULT_MAX_CASES

@@ -18,8 +18,8 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.base.errors import EnvironmentProblem
+from autograd_check.base.lazy_torch import import_torch
 
 if TYPE_CHECKING:
     import torch

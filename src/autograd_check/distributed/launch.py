@@ -34,13 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from autograd_check._torch import import_torch
+from autograd_check.base.errors import BadInput, CheckError, EnvironmentProblem, JobFailed
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import CheckSpec, build_spec
 from autograd_check.distributed.rank import rank_main
 from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import CheckSpec, build_spec
-from autograd_check.errors import BadInput, CheckError, EnvironmentProblem, JobFailed
 from autograd_check.losses.user import TargetRaised
 
 DEFAULT_RANKS_TIMEOUT_S = 600.0

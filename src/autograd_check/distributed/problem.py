@@ -1,7 +1,7 @@
 """What the ranks train and what the reference computes: a module, the global batch, the loss and
 how it reduces over the batch, and the training step (the target's own, or the default one).
 
---model linear|mlp: the model of engine/model.py as torch.nn.Linear layers (the same draws from the
+--model linear|mlp: the model of checks/model.py as torch.nn.Linear layers (the same draws from the
 seed: real, x, then the parameters), the batch (x, real) and the chosen loss. A --target module
 (the inputs form: an nn.Module with inputs(generator, dtype, device)) brings its own inputs; it may
 also give
@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.spec import CheckSpec
+from autograd_check.checks.model import draw_model
 from autograd_check.distributed.rendezvous import lost_contact
-from autograd_check.engine.model import draw_model
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput
 from autograd_check.losses.base import Loss
 from autograd_check.losses.inputs import InputsTarget, load_any_target
 from autograd_check.losses.resolve import resolve_loss
-from autograd_check.losses.user import TargetRaised, _where, reduction_of
+from autograd_check.losses.user import TargetRaised, reduction_of, user_line
 
 if TYPE_CHECKING:
     import torch
@@ -208,7 +208,7 @@ def run_user(problem: Problem, what: str, fn: Callable[..., Any], *args: Any) ->
         if not problem.user_code:
             raise
         raise TargetRaised(_what(e, problem.filename, what), e,
-                           _where(e, problem.filename)) from None
+                           user_line(e, problem.filename)) from None
 
 
 def _what(error: BaseException, filename: str | None, what: str) -> str:

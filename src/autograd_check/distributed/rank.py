@@ -19,8 +19,11 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.contract import backward_contract, custom_functions, merge
+from autograd_check.base.device import resolve_device
+from autograd_check.base.environment import collect_environment
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult, ContractCheck
+from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
 from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (
     Problem,
@@ -39,12 +42,9 @@ from autograd_check.distributed.rendezvous import (
     open_store,
 )
 from autograd_check.distributed.verdict import Gathered, distributed_result
-from autograd_check.engine.device import resolve_device
-from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult, ContractCheck
-from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
-from autograd_check.engine.tensors import grad_fn_chain
+from autograd_check.kernel.views import grad_fn_chain
 from autograd_check.losses.user import TargetRaised
+from autograd_check.references.contract import backward_contract, custom_functions, merge
 
 if TYPE_CHECKING:
     import torch
@@ -259,7 +259,7 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
 
 def _own_backward(spec: CheckSpec, problem: Problem, module: torch.nn.Module,
                   classes: list[type]) -> list[ContractCheck]:
-    """The contract of the module's own backward (api/contract.py), as check() keeps it: on a
+    """The contract of the module's own backward (references/contract.py), as check() keeps it: on a
     copy of the reference module and the whole batch, at grad_output = 1 (the loss is a
     scalar) and its scaled and zero counterparts."""
     torch = import_torch()

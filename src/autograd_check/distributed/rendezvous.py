@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autograd_check.errors import EnvironmentProblem, JobFailed
+from autograd_check.base.errors import EnvironmentProblem, JobFailed
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import Store

@@ -19,14 +19,14 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.gradients import contract_findings, manual_vs_autograd
-from autograd_check.engine.device import resolve_device
-from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult, ContractCheck
-from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
-from autograd_check.errors import CheckError
+from autograd_check.base.device import resolve_device
+from autograd_check.base.environment import collect_environment
+from autograd_check.base.errors import CheckError
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult, ContractCheck
+from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec
 from autograd_check.losses.user import short_name
+from autograd_check.references.gradients import contract_findings, manual_vs_autograd
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -62,7 +62,7 @@ class Gathered:
     """What in the module makes the ranks differ from the full batch by design
     (rank.module_hints)."""
     contract: list[ContractCheck] = field(default_factory=list)
-    """The rules of the module's own backward, when it has one (api/contract.py)."""
+    """The rules of the module's own backward, when it has one (references/contract.py)."""
 
 
 def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
@@ -258,17 +258,13 @@ def failed_result(spec: CheckSpec, error: str) -> CheckResult:
     """A check over ranks that the user's own code (a --target's train_step, loss or inputs)
     stopped: a failed check carrying the error, as without --ranks."""
     parallel = spec.parallel or "ddp"
-    return CheckResult(
-        spec=spec.to_dict(), passed=False, bit_exact=False,
-        criterion="exact" if spec.exact else "tolerance",
-        loss_name=short_name(spec.target) if spec.target else spec.loss, loss_value=math.nan,
-        loss_formula="loss",
-        gradient_formula="none given", grad_fn_chain=[], comparisons=[], tensors={},
-        environment=_environment(spec), timings={}, error=error,
+    return CheckResult.failed(
+        spec.to_dict(), error,
+        loss_name=short_name(spec.target) if spec.target else spec.loss, loss_formula="loss",
+        gradient_formula="none given", exact=spec.exact, environment=_environment(spec),
         distributed={"ranks": spec.ranks, "parallel": parallel,
                      "wrapper": PARALLEL_NAMES[parallel], "accumulate": spec.accumulate or 1,
-                     "stopped": True},
-    )
+                     "stopped": True})
 
 
 def _environment(spec: CheckSpec) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from autograd_check._torch import import_torch
+from autograd_check.base.lazy_torch import import_torch
 
 if TYPE_CHECKING:
     import torch

@@ -23,15 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autograd_check._torch import import_torch
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.spec import DEFAULT_DELTA, LOSS_NAMES
 from autograd_check.losses.base import Loss, draw_classes, draw_randn
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-DEFAULT_DELTA = 1.0
-"""Huber's δ when none is given."""
 
 def _wide(t: Tensor) -> Tensor:
     """float16/bfloat16 → float32 (see the module docstring); other dtypes unchanged."""
@@ -236,7 +235,8 @@ LOSSES: dict[str, Loss] = {
         "predicted = torch.randn(shape) (logits over the last dimension; N = numel / C samples)",
     ),
 }
-LOSS_NAMES = tuple(LOSSES)
+if tuple(LOSSES) != LOSS_NAMES:  # the spec names the losses (no torch); each name needs its loss
+    raise ImportError(f"built-in losses {tuple(LOSSES)} differ from the spec's {LOSS_NAMES}")
 
 
 def get_loss(name: str, delta: float | None = None) -> Loss:

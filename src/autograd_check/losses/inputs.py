@@ -29,20 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
 from autograd_check.losses.base import Loss
 from autograd_check.losses.user import (
     CONTRACT,
     TargetRaised,
-    _as_loss,
-    _import_file,
-    _import_module,
-    _resolve,
-    _where,
-    is_file,
+    as_loss,
+    import_target,
+    resolve_name,
     short_name,
     split,
+    user_line,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +49,8 @@ if TYPE_CHECKING:
 
 INPUTS = "inputs(generator, dtype, device)"
 INPUTS_CONTRACT = f"or {INPUTS} and fn(*inputs), with manual(*inputs, grad_output) optional"
-_API_DIR = Path(__file__).resolve().parents[1] / "api"
+_API_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("api", "references"))
+"""Where check() checks its arguments (a ValueError raised there is a refusal, not the user's)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class InputsTarget:
         try:
             given = self.inputs(generator, dtype, device)
         except (Exception, SystemExit) as e:
-            raise TargetRaised(INPUTS, e, _where(e, self.filename)) from None
+            raise TargetRaised(INPUTS, e, user_line(e, self.filename)) from None
         items = [given] if isinstance(given, torch.Tensor) else given
         if not isinstance(items, (tuple, list)) or not items:
             raise BadInput(f"target {self.short!r}: {INPUTS} returned "
@@ -101,9 +100,9 @@ class InputsTarget:
         except (TypeError, ValueError) as e:
             if _raised_in_api(e):
                 raise BadInput(f"target {self.short!r}: {e}") from None
-            raise TargetRaised(_what(e, self.filename), e, _where(e, self.filename)) from None
+            raise TargetRaised(_what(e, self.filename), e, user_line(e, self.filename)) from None
         except (Exception, SystemExit) as e:
-            raise TargetRaised(_what(e, self.filename), e, _where(e, self.filename)) from None
+            raise TargetRaised(_what(e, self.filename), e, user_line(e, self.filename)) from None
 
 
 def _kind(value: object) -> str:
@@ -115,7 +114,8 @@ def _kind(value: object) -> str:
 def _raised_in_api(error: BaseException) -> bool:
     """The innermost frame is the API's own (an argument it refused), not the user's code."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(_API_DIR)
+    return bool(frames) and any(Path(frames[-1].filename).resolve().is_relative_to(d)
+                                for d in _API_DIRS)
 
 
 def _what(error: BaseException, filename: str | None) -> str:
@@ -128,8 +128,8 @@ def find_target(text: str) -> bool:
     """Import the target's file or module and find its NAME, without calling anything in it:
     BadInput when either is missing. Whether it gives its own inputs (the inputs form)."""
     where, name = split(text)
-    module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
-    return callable(getattr(_resolve(text, module, name, instantiate=False), "inputs", None))
+    module = import_target(text, where)
+    return callable(getattr(resolve_name(text, module, name, instantiate=False), "inputs", None))
 
 
 def load_any_target(text: str) -> Loss | InputsTarget:
@@ -137,10 +137,10 @@ def load_any_target(text: str) -> Loss | InputsTarget:
     form (a Loss, as load_target gives). BadInput when it is neither."""
     torch = import_torch()
     where, name = split(text)
-    module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
+    module = import_target(text, where)
     filename = getattr(module, "__file__", None)
     short = short_name(text)
-    raw = _resolve(text, module, name, instantiate=False)
+    raw = resolve_name(text, module, name, instantiate=False)
     label = name or where
     if isinstance(raw, type) and issubclass(raw, torch.autograd.Function):
         function: Any = raw
@@ -149,7 +149,7 @@ def load_any_target(text: str) -> Loss | InputsTarget:
                            f"{INPUTS}; give it one as a @staticmethod returning its inputs")
         return InputsTarget(text, short, "function", function.apply, function.inputs,
                             _manual(text, label, function), filename)
-    obj = _resolve(text, module, name) if isinstance(raw, type) else raw
+    obj = resolve_name(text, module, name) if isinstance(raw, type) else raw
     if callable(getattr(obj, "inputs", None)):
         if isinstance(obj, torch.nn.Module):
             return InputsTarget(text, short, "module", obj, obj.inputs,
@@ -168,7 +168,7 @@ def load_any_target(text: str) -> Loss | InputsTarget:
         lacks = " and ".join(f"{f}(predicted, real)" for f in missing)
         tail = f" ({INPUTS_CONTRACT})" if len(missing) == 2 else ""
         raise BadInput(f"target {text!r}: {label} lacks {lacks}; {CONTRACT}{tail}")
-    return _as_loss(text, obj, filename)
+    return as_loss(text, obj, filename)
 
 
 def _manual(text: str, label: str, obj: Any) -> Callable[..., Any] | None:

@@ -9,7 +9,7 @@ from autograd_check.losses.builtin import get_loss
 from autograd_check.losses.user import load_target
 
 if TYPE_CHECKING:
-    from autograd_check.engine.spec import CheckSpec
+    from autograd_check.base.spec import CheckSpec
 
 
 def resolve_loss(spec: CheckSpec) -> Loss:

@@ -30,8 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
 from autograd_check.losses.base import Loss
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ _modules: dict[tuple[str, int], ModuleType] = {}
 process. They are kept here, not in sys.modules."""
 
 
-def _import_file(text: str, path: Path) -> ModuleType:
+def import_target_file(text: str, path: Path) -> ModuleType:
     try:
         stamp = path.stat().st_mtime_ns
     except OSError as e:
@@ -103,7 +103,7 @@ def _import_file(text: str, path: Path) -> ModuleType:
     except (Exception, SystemExit) as e:
         raise BadInput(
             f"target {text!r}: importing {path.name} raised {type(e).__name__}: {e}"
-            + (f" (at {at})" if (at := _where(e, str(path))) else "")
+            + (f" (at {at})" if (at := user_line(e, str(path))) else "")
         ) from None
     finally:
         sys.path.remove(str(path.parent))
@@ -134,7 +134,7 @@ def _in_folder(module: ModuleType | None, folder: Path) -> bool:
     return any(Path(place).resolve().parent == folder for place in places)
 
 
-def _import_module(text: str, name: str) -> ModuleType:
+def import_target_module(text: str, name: str) -> ModuleType:
     # A console script does not put the working directory on sys.path as `python -m` does; a
     # user naming `mypkg.losses` from their project directory expects it to be importable.
     cwd = os.getcwd()
@@ -166,7 +166,14 @@ def _import_module(text: str, name: str) -> ModuleType:
     return module
 
 
-def _where(error: BaseException, filename: str | None) -> str | None:
+def import_target(text: str, where: str) -> ModuleType:
+    """The module a --target names: its file (a path) or an importable module name."""
+    if is_file(where):
+        return import_target_file(text, Path(where))
+    return import_target_module(text, where)
+
+
+def user_line(error: BaseException, filename: str | None) -> str | None:
     """'FILE:LINE' of the innermost frame in the user's file, if there is one."""
     if filename is None:
         return None
@@ -174,7 +181,7 @@ def _where(error: BaseException, filename: str | None) -> str | None:
     return f"{Path(filename).name}:{frames[-1].lineno}" if frames else None
 
 
-def _resolve(text: str, module: ModuleType, name: str, instantiate: bool = True) -> Any:
+def resolve_name(text: str, module: ModuleType, name: str, instantiate: bool = True) -> Any:
     """The object NAME names; a class is called with no arguments unless instantiate is False."""
     obj: Any = module
     for part in name.split(".") if name else []:
@@ -206,16 +213,16 @@ def load_target(text: str) -> Loss:
     Loss it gives checks what the user's functions return and reports what they raise."""
     import_torch()  # before the user's own `import torch`, which would warn when numpy is missing
     where, name = split(text)
-    module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
-    obj = _resolve(text, module, name)
+    module = import_target(text, where)
+    obj = resolve_name(text, module, name)
     missing = [f for f in ("loss", "manual_grad") if not callable(getattr(obj, f, None))]
     if missing:
         lacks = " and ".join(f"{f}(predicted, real)" for f in missing)
         raise BadInput(f"target {text!r}: {name or where} lacks {lacks}; {CONTRACT}")
-    return _as_loss(text, obj, getattr(module, "__file__", None))
+    return as_loss(text, obj, getattr(module, "__file__", None))
 
 
-def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
+def as_loss(text: str, obj: Any, filename: str | None) -> Loss:
     user_loss: Callable[..., Any] = obj.loss
     user_grad: Callable[..., Any] = obj.manual_grad
     short = short_name(text)
@@ -227,7 +234,7 @@ def _as_loss(text: str, obj: Any, filename: str | None) -> Loss:
             # The user's sys.exit() fails their check, as any exception of theirs does. Ctrl-C,
             # a sweep's --case-timeout and a Slurm job being stopped are BaseExceptions that are
             # not SystemExit: they pass through (node.JobStopping, runner.CaseTimedOut).
-            raise TargetRaised(what, e, _where(e, filename)) from None
+            raise TargetRaised(what, e, user_line(e, filename)) from None
 
     def tensor_from(what: str, fn: Callable[..., Any], *args: Any) -> Tensor:
         torch = import_torch()

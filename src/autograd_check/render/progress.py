@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from autograd_check.engine.spec import CheckSpec
+from autograd_check.base.spec import CheckSpec
 from autograd_check.render.console import note, stderr_console
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from autograd_check.engine.finite_diff import Progress
+    from autograd_check.references.finite_diff import Progress
     from autograd_check.slurm.arrays import ArrayProgress
     from autograd_check.slurm.commands import JobInfo
     from autograd_check.sweep.grid import Case

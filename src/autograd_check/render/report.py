@@ -17,10 +17,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from autograd_check.document import dumps
-from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.base.document import dumps
+from autograd_check.base.errors import BadInput, EnvironmentProblem
+from autograd_check.base.safety import PRIVATE_FILE
 from autograd_check.render.result import fmt
-from autograd_check.safety import PRIVATE_FILE
 from autograd_check.sweep.report import GROUPS, OPTIONAL_GROUPS, CaseRow, Report
 from autograd_check.sweep.store import FOREIGN
 

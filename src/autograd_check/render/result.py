@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.base.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
 
 SHOW_WHOLE_UP_TO = 256
 """By default, tensors with at most this many elements are shown whole; larger ones summarised."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput, EnvironmentProblem
+from autograd_check.base.errors import BadInput, EnvironmentProblem
+from autograd_check.base.spec import CheckSpec
 from autograd_check.slurm.batch import (
     executor_parameters,
     rank_layout,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autograd_check.base.errors import BadInput, EnvironmentProblem
+from autograd_check.base.safety import private_umask
+from autograd_check.base.spec import CheckSpec
 from autograd_check.distributed.rendezvous import INHERITED, SLURM_MEMORY
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.errors import BadInput, EnvironmentProblem
-from autograd_check.safety import private_umask
 from autograd_check.slurm.fit import never_fits
 from autograd_check.slurm.guard import node_python
 from autograd_check.slurm.node import run_job

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 from autograd_check.slurm.commands import (
     CALL_TIMEOUT_S,
     JobInfo,

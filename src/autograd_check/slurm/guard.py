@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from autograd_check.safety import folder_chain_problem, python_module_argv
+from autograd_check.base.safety import folder_chain_problem, python_module_argv
 
 MODULE = "autograd_check.slurm.guard"
 SUBMITIT_ARGS = ("-u", "-m", "submitit.core._submit")

@@ -15,18 +15,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
-from autograd_check.engine.execute import execute
-from autograd_check.engine.host import slurm_ids
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import (
+from autograd_check.base.environment import slurm_ids
+from autograd_check.base.errors import (
     EXIT_BAD_INPUT,
     BadInput,
     CheckError,
     EnvironmentProblem,
     JobFailed,
 )
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import build_spec
+from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
+from autograd_check.execute import execute
 
 
 def error_envelope(error: CheckError) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.errors import BadInput
-from autograd_check.numbers import finite, shown, whole
-from autograd_check.safety import mask_secrets, script_value
+from autograd_check.base.errors import BadInput
+from autograd_check.base.numbers import finite, shown, whole
+from autograd_check.base.safety import mask_secrets, script_value
 from autograd_check.slurm.where import resolve_log_dir
 
 DEFAULT_JOB_NAME = "autograd-check"

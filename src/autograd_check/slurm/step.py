@@ -16,18 +16,18 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV, job_environment
-from autograd_check.engine.execute import execute
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import CheckSpec, build_spec
-from autograd_check.errors import (
+from autograd_check.base.errors import (
     EXIT_BAD_INPUT,
     BadInput,
     CheckError,
     EnvironmentProblem,
     JobFailed,
 )
-from autograd_check.safety import PRIVATE_FILE, python_module_argv
+from autograd_check.base.result import CheckResult
+from autograd_check.base.safety import PRIVATE_FILE, python_module_argv
+from autograd_check.base.spec import CheckSpec, build_spec
+from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV, job_environment
+from autograd_check.execute import execute
 from autograd_check.slurm.batch import rank_layout
 from autograd_check.slurm.commands import JobInfo
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograd_check.engine.result import CheckResult
-from autograd_check.errors import EnvironmentProblem, JobFailed, JobNotEnded
-from autograd_check.safety import Unsafe, open_private
+from autograd_check.base.errors import EnvironmentProblem, JobFailed, JobNotEnded
+from autograd_check.base.result import CheckResult
+from autograd_check.base.safety import Unsafe, open_private
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,
     CALL_TIMEOUT_S,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.errors import EnvironmentProblem
-from autograd_check.safety import check_folder_chain, make_private_dirs, script_value
+from autograd_check.base.errors import EnvironmentProblem
+from autograd_check.base.safety import check_folder_chain, make_private_dirs, script_value
 
 LOG_DIR_ENV = "AUTOGRAD_CHECK_LOG_DIR"
 DEFAULT_LOG_DIR = "~/.autograd-check/slurm"

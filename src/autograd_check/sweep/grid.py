@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check.engine.spec import (
+from autograd_check.base.errors import BadInput
+from autograd_check.base.numbers import shown, whole
+from autograd_check.base.spec import (
     MAX_ACCUMULATE,
     MAX_RANKS,
     SPEC_KEYS,
@@ -25,9 +27,7 @@ from autograd_check.engine.spec import (
     parse_count,
     parse_parallel,
 )
-from autograd_check.errors import BadInput
 from autograd_check.losses.user import short_name
-from autograd_check.numbers import shown, whole
 
 DEFAULT_MAX_CASES = 10_000
 """A grid with more cases than this is refused unless --max-cases says otherwise."""

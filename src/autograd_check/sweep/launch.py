@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograd_check.document import envelope
-from autograd_check.errors import EXIT_INTERRUPTED, BadInput, CheckError, EnvironmentProblem
-from autograd_check.safety import masked_parameters
+from autograd_check.base.document import envelope
+from autograd_check.base.errors import EXIT_INTERRUPTED, BadInput, CheckError, EnvironmentProblem
+from autograd_check.base.safety import masked_parameters
 from autograd_check.slurm.arrays import (
     ArrayProgress,
     JobIdentity,

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograd_check.base.device import resolve_device
+from autograd_check.base.document import envelope
+from autograd_check.base.safety import check_folder_chain
 from autograd_check.config import slurm_from, slurm_table
-from autograd_check.document import envelope
-from autograd_check.engine.device import resolve_device
-from autograd_check.engine.execute import check_memory
+from autograd_check.execute import check_memory
 from autograd_check.losses.inputs import find_target
-from autograd_check.safety import check_folder_chain
 from autograd_check.slurm.arrays import (
     array_parameters,
     array_script,

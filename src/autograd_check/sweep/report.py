@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograd_check.document import envelope, unplain
-from autograd_check.errors import (
+from autograd_check.base.document import envelope, unplain
+from autograd_check.base.errors import (
     EXIT_ENVIRONMENT,
     EXIT_JOB_FAILED,
     EXIT_MISMATCH,

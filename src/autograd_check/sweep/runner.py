@@ -21,12 +21,12 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from autograd_check.base.environment import slurm_ids
+from autograd_check.base.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
+from autograd_check.base.safety import make_private_dirs
+from autograd_check.base.spec import build_spec
 from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
-from autograd_check.engine.execute import execute
-from autograd_check.engine.host import slurm_ids
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
-from autograd_check.safety import make_private_dirs
+from autograd_check.execute import execute
 from autograd_check.slurm.node import job_folder, stop_signal_escapes
 from autograd_check.sweep.grid import Case
 from autograd_check.sweep.settings import DEFAULT_CASE_TIMEOUT_S

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograd_check.errors import BadInput
-from autograd_check.process import leave_if_copy
+from autograd_check.base.errors import BadInput
+from autograd_check.base.process import leave_if_copy
 from autograd_check.sweep.store import now
 
 RUNNING = ".running"

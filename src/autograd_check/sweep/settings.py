@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograd_check.base.errors import BadInput
+from autograd_check.base.numbers import finite
+from autograd_check.base.safety import script_value
 from autograd_check.config import check_table, checked_table
-from autograd_check.errors import BadInput
-from autograd_check.numbers import finite
-from autograd_check.safety import script_value
 from autograd_check.slurm.where import current_allocation, have
 from autograd_check.sweep.grid import AXIS_OF, DEFAULT_MAX_CASES, GRID_AXES
 from autograd_check.sweep.store import DEFAULT_OUT

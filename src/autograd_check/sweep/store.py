@@ -37,10 +37,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.document import dumps, envelope
-from autograd_check.errors import BadInput, EnvironmentProblem
-from autograd_check.process import leave_if_copy
-from autograd_check.safety import PRIVATE_FILE, check_folder_chain, make_private_dirs
+from autograd_check.base.document import dumps, envelope
+from autograd_check.base.errors import BadInput, EnvironmentProblem
+from autograd_check.base.process import leave_if_copy
+from autograd_check.base.safety import PRIVATE_FILE, check_folder_chain, make_private_dirs
 from autograd_check.sweep.grid import Case, Grid
 
 MANIFEST = "manifest.json"
@@ -51,7 +51,7 @@ LOGS = "logs"
 SUPERSEDED = "superseded"
 LOCK = ".lock"
 KIND = "manifest"
-"""The manifest's document kind (autograd_check.document)."""
+"""The manifest's document kind (autograd_check.base.document)."""
 DEFAULT_OUT = "sweep-results"
 TEMPORARY_GRACE_S = 60.0
 """A temporary file untouched this long was left by a writer that was killed (see

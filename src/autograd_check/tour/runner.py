@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autograd_check._torch import import_torch
-from autograd_check.document import envelope
+from autograd_check.base.document import envelope
+from autograd_check.base.lazy_torch import import_torch
 from autograd_check.tour.steps import Check, Evidence, Step, select_steps
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autograd_check._torch import import_torch
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
 
 
 @dataclass

@@ -5,10 +5,10 @@ Isolation (check(), and a --target through it): the caller's tensors are never h
 user's code. fn works on the check's own copies (a checked input is a fresh leaf made from a
 copy), manual and every backward on fresh copies of their own; the caller's tensors, which no
 user code is given, are the kept values (`pristine`) that each step's copies are compared with
-afterwards (api/contract.py) and put back from after a write. An `nn.Module` is called through
-`torch.func.functional_call` with copies of its parameters and buffers (so running statistics
-are not updated). `run`'s built-in losses, whose code is the tool's own, are evaluated on the
-tensors themselves (isolate=False: no copies, for peak memory at large shapes).
+afterwards (references/contract.py) and put back from after a write. An `nn.Module` is called
+through `torch.func.functional_call` with copies of its parameters and buffers (so running
+statistics are not updated). `run`'s built-in losses, whose code is the tool's own, are evaluated
+on the tensors themselves (isolate=False: no copies, for peak memory at large shapes).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.contract import same_values, written
-from autograd_check.engine.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.spec import DEFAULT_MAX_FD_ELEMENTS, DEFAULT_TOLERANCES
+from autograd_check.kernel.compare import to64
+from autograd_check.references.contract import same_values, written
 
 if TYPE_CHECKING:
     import torch
@@ -192,7 +193,7 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Non-tensor keyword arguments passed to fn (and to manual) as they are."""
     output: int | None = None
-    """For an fn with several outputs, the one checked (api/outputs.py), else None."""
+    """For an fn with several outputs, the one checked (references/outputs.py), else None."""
     _cast: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -207,11 +208,10 @@ class Call:
     def arguments(self, values: Sequence[Tensor], float64: bool = False) -> tuple[
             list[Tensor], dict[str, Tensor]]:
         """fn's positional inputs and a module's state for one call: copies when isolated."""
-        torch = import_torch()
         if float64:
             if not self._cast:
-                self._cast["inputs"] = [to64(torch, t) for t in self.inputs]
-                self._cast["state"] = {k: to64(torch, t) for k, t in self.state.items()}
+                self._cast["inputs"] = [to64(t) for t in self.inputs]
+                self._cast["state"] = {k: to64(t) for k, t in self.state.items()}
             args, state = list(self._cast["inputs"]), dict(self._cast["state"])
         else:
             args, state = list(self.inputs), dict(self.state)
@@ -315,10 +315,6 @@ class Call:
             for c in self.checked:
                 c.value.data.copy_(self.kept(c.role, c.key))
         self._cast.clear()
-
-
-def to64(torch: Any, t: Tensor) -> Tensor:
-    return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
 
 
 def describe_fn(fn: object) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from autograd_check._torch import import_torch
-from autograd_check.engine.result import Comparison
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import Comparison
 
 if TYPE_CHECKING:
     import torch
@@ -20,6 +20,13 @@ def unravel(flat_index: int, shape: list[int]) -> list[int]:
         flat_index, rest = divmod(flat_index, dim)
         index.append(rest)
     return index[::-1]
+
+
+def to64(t: Tensor) -> Tensor:
+    """A float64 copy of a floating tensor, detached (the truth half precision is judged by);
+    other dtypes (class indices) detached as they are."""
+    torch = import_torch()
+    return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
+from autograd_check.base.lazy_torch import import_torch
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.engine.compare import unravel, work_dtype
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.base.errors import EnvironmentProblem
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.kernel.compare import unravel, work_dtype
 from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """The one path of a manual-against-autograd check, shared by check() (api/check.py) and `run`'s
-built-in losses, models and the tutorial check (engine/plain.py, engine/model.py):
+built-in losses, models and the tutorial check (checks/plain.py, checks/model.py):
 
     forward        out = fn(*inputs), its grad_fn chain
     backward       out.backward(grad_output, inputs=checked), then each checked tensor's .grad:
@@ -20,18 +20,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.call import Call, check_output, cotangent
-from autograd_check.api.contract import custom_functions, rule, same_values
-from autograd_check.engine.compare import (
+from autograd_check.base.clock import Clock
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import Comparison, ContractCheck
+from autograd_check.kernel.compare import (
     HALF_NORM,
     HALF_ROUNDING,
     compare,
     compare_with_truth,
 )
-from autograd_check.engine.diagnose import Finding, diagnose, swapped
-from autograd_check.engine.result import Comparison, ContractCheck
-from autograd_check.engine.tensors import Clock, grad_fn_chain
+from autograd_check.kernel.diagnose import Finding, diagnose, swapped
+from autograd_check.kernel.views import grad_fn_chain
+from autograd_check.references.arguments import Call, check_output, cotangent
+from autograd_check.references.contract import custom_functions, rule, same_values
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -167,7 +168,7 @@ def manual_vs_autograd(
     tolerances(dtype) gives (rtol, atol) for a tensor's dtype; exact asks for bit-exact equality
     (the tutorial's eq().all()). One Comparison per tensor: shape, bit-exact, mismatched k of N,
     the greatest absolute and relative differences with their index, the tolerances, the verdict
-    (engine/compare.py, without full-size copies when the two are bit-exact)."""
+    (kernel/compare.py, without full-size copies when the two are bit-exact)."""
     comparisons = []
     for name, m, a in zip(names, manual, auto, strict=True):
         rtol, atol = tolerances(m.dtype)
@@ -277,7 +278,7 @@ def diagnose_rows(
     tolerances: Callable[[Any], tuple[float, float]], exact: bool,
     sizes: dict[str, list[int]], conditions: dict[str, Tensor],
 ) -> list[dict[str, Any]]:
-    """Why each failed manual-vs-autograd row is wrong (engine/diagnose.py), as plain data: a
+    """Why each failed manual-vs-autograd row is wrong (kernel/diagnose.py), as plain data: a
     gradient given for the wrong tensor first, then each row's own explanation. conditions are
     tensors (inputs, d = predicted − real) whose values may split the wrong elements off."""
     failed = [i for i, row in enumerate(rows) if not row.passed]

@@ -14,13 +14,16 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from autograd_check.engine.budget import ensure_affordable
-from autograd_check.errors import BadInput
-from autograd_check.losses.builtin import DEFAULT_DELTA, LOSS_NAMES
-from autograd_check.numbers import finite, shown, whole
+from autograd_check.base.budget import ensure_affordable
+from autograd_check.base.errors import BadInput
+from autograd_check.base.numbers import finite, shown, whole
 
 MAX_RANK = 8
 DEFAULT_SEED = 0
+LOSS_NAMES = ("mse-sum", "mse-mean", "l1", "huber", "bce-logits", "cross-entropy")
+"""The built-in losses, by name (losses/builtin.py holds one loss for each, and checks so)."""
+DEFAULT_DELTA = 1.0
+"""Huber's δ when none is given."""
 DTYPES: dict[str, int] = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 """Supported dtypes and their size in bytes."""
 
@@ -38,7 +41,8 @@ REFERENCES = ("manual", "finite-diff", "projection", "forward")
 """What autograd is checked against: the hand-derived gradient (always, when there is one), and
 with finite-diff also central differences in float64 (reference.py documents the step and the
 tolerances); projection (directional finite differences along random directions) and forward
-(forward-mode jvp against reverse-mode vjp) run through the Python API (api/references.py)."""
+(forward-mode jvp against reverse-mode vjp) run through the Python API
+(references/independent.py)."""
 REFERENCE_ALIASES = {"autograd": "manual"}
 """The Python API's name for the default reference, accepted as the CLI's."""
 DEFAULT_MAX_FD_ELEMENTS = 65536

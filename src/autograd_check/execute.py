@@ -3,35 +3,35 @@ sweeps all call."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from autograd_check._torch import import_torch
-from autograd_check.distributed.launch import execute_ranks
-from autograd_check.engine.budget import available_host_bytes, ensure_fits
-from autograd_check.engine.determinism import deterministic_mode
-from autograd_check.engine.device import resolve_device
-from autograd_check.engine.host import collect_environment
-from autograd_check.engine.model import run_model_check
-from autograd_check.engine.plain import run_plain
-from autograd_check.engine.result import CheckResult, TensorView
-from autograd_check.engine.spec import CheckSpec
-from autograd_check.engine.tensors import draw, tensor_view
-from autograd_check.engine.through_api import (
+from autograd_check.base.budget import available_host_bytes, ensure_fits
+from autograd_check.base.device import resolve_device
+from autograd_check.base.environment import collect_environment
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.process import TargetExited, exits_become_errors
+from autograd_check.base.result import CheckResult, TensorView
+from autograd_check.base.spec import CheckSpec
+from autograd_check.checks.determinism import deterministic_mode
+from autograd_check.checks.draw import draw
+from autograd_check.checks.model import run_model_check
+from autograd_check.checks.plain import run_plain
+from autograd_check.checks.target import (
     run_inputs_target,
     run_loss_through_api,
     through_api,
 )
+from autograd_check.distributed.launch import execute_ranks
+from autograd_check.kernel.views import tensor_view
 from autograd_check.losses.base import Loss
 from autograd_check.losses.inputs import InputsTarget, load_any_target
 from autograd_check.losses.resolve import resolve_loss
 from autograd_check.losses.user import TargetRaised
-from autograd_check.process import TargetExited, exits_become_errors
 
 if TYPE_CHECKING:
     import torch
 
-    from autograd_check.engine.finite_diff import Progress
+    from autograd_check.references.finite_diff import Progress
 
 
 def check_memory(spec: CheckSpec) -> None:
@@ -108,19 +108,6 @@ def user_code_failed(
         real, predicted = draw(spec, device, loss_def)
         tensors["real"] = tensor_view("real", real)
         tensors["predicted"] = tensor_view("predicted", predicted)
-    return CheckResult(
-        spec=spec.to_dict(),
-        passed=False,
-        bit_exact=False,
-        criterion="exact" if spec.exact else "tolerance",
-        loss_name=loss_def.name,
-        loss_value=math.nan,
-        loss_formula=loss_def.formula,
-        gradient_formula=loss_def.gradient_formula,
-        grad_fn_chain=[],
-        comparisons=[],
-        tensors=tensors,
-        environment={},
-        timings={},
-        error=str(error),
-    )
+    return CheckResult.failed(
+        spec.to_dict(), str(error), loss_name=loss_def.name, loss_formula=loss_def.formula,
+        gradient_formula=loss_def.gradient_formula, exact=spec.exact, tensors=tensors)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autograd_check.document import dumps, envelope, unplain
+from autograd_check.base.document import dumps, envelope, unplain
 
 TENSOR_DATA_LIMIT = 4096
 """Tensors with at most this many elements carry their values (nested lists) in the result."""
@@ -47,7 +48,7 @@ class Comparison:
 
 @dataclass
 class ContractCheck:
-    """One rule a backward must keep, whatever its numbers (api/contract.py): torch's own
+    """One rule a backward must keep, whatever its numbers (references/contract.py): torch's own
     gradcheck checks most of them. kind names the rule (CONTRACT_KINDS), text says what was seen."""
 
     kind: str
@@ -83,11 +84,11 @@ class CheckResult:
     distributed: dict[str, Any] | None = None
     """--ranks N: DDP or FSDP2 against the full-batch gradient (distributed/verdict.py)."""
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
-    """Why each failed tensor is wrong (engine/diagnose.py): tensor, kind, text, factor,
+    """Why each failed tensor is wrong (kernel/diagnose.py): tensor, kind, text, factor,
     elements; empty when the check passed."""
     contract: list[ContractCheck] = field(default_factory=list)
     """The backward's contract (inputs and grad_output left unwritten, linear in grad_output,
-    gradient shapes, ...): the rules that ran, passed or not (api/contract.py)."""
+    gradient shapes, ...): the rules that ran, passed or not (references/contract.py)."""
 
     def __str__(self) -> str:
         return verdict_text(self)
@@ -96,6 +97,21 @@ class CheckResult:
         """The verdict line, not every field: what `assert result.passed, result` shows in
         pytest's report when passed is False (str(result) is the whole verdict)."""
         return f"<CheckResult {verdict_text(self).splitlines()[0]}>"
+
+    @classmethod
+    def failed(cls, spec: dict[str, Any], error: str, *, loss_name: str, loss_formula: str,
+               gradient_formula: str, exact: bool = False, **fields: Any) -> CheckResult:
+        """A check that the user's own code stopped: failed, no comparison, carrying the error
+        (its type, message and line); other fields (tensors, environment, reference, the ranks'
+        block) as the caller knows them."""
+        base: dict[str, Any] = {
+            "spec": spec, "passed": False, "bit_exact": False,
+            "criterion": "exact" if exact else "tolerance", "loss_name": loss_name,
+            "loss_value": math.nan, "loss_formula": loss_formula,
+            "gradient_formula": gradient_formula, "grad_fn_chain": [], "comparisons": [],
+            "tensors": {}, "environment": {}, "timings": {}, "error": error,
+        }
+        return cls(**{**base, **fields})
 
     @property
     def exit_code(self) -> int:

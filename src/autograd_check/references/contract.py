@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.engine.compare import compare
-from autograd_check.engine.result import ContractCheck
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import ContractCheck
+from autograd_check.kernel.compare import compare
 
 if TYPE_CHECKING:
     from torch import Tensor

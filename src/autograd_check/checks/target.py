@@ -9,17 +9,17 @@ So the CLI, `submit` (on the node) and sweeps check exactly what `check()` check
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
 from autograd_check.api.check import check_named
-from autograd_check.engine import model
-from autograd_check.engine.result import CheckResult
-from autograd_check.engine.spec import CheckSpec, nondet_tol
-from autograd_check.engine.tensors import draw, draw_notes, tensor_view
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult
+from autograd_check.base.spec import CheckSpec, nondet_tol
+from autograd_check.checks import model
+from autograd_check.checks.draw import draw, draw_notes
+from autograd_check.kernel.views import tensor_view
 from autograd_check.losses.base import Loss
 from autograd_check.losses.inputs import InputsTarget
 from autograd_check.losses.user import TargetRaised
@@ -96,24 +96,13 @@ def run_inputs_target(spec: CheckSpec, device: torch.device, target: InputsTarge
 
 def _failed(spec: CheckSpec, target: InputsTarget, error: TargetRaised) -> CheckResult:
     """A failed check whose result carries the user's own error (type, message, line)."""
-    return CheckResult(
-        spec={**spec.to_dict(), "fn": target.short},
-        passed=False,
-        bit_exact=False,
-        criterion="exact" if spec.exact else "tolerance",
-        loss_name=target.short,
-        loss_value=math.nan,
+    return CheckResult.failed(
+        {**spec.to_dict(), "fn": target.short}, str(error), loss_name=target.short,
         loss_formula="fn(*inputs)",
         gradient_formula="manual(*inputs, grad_output)" if target.manual else "none given",
-        grad_fn_chain=[],
-        comparisons=[],
-        tensors={},
-        environment={},
-        timings={},
-        error=str(error),
+        exact=spec.exact,
         reference={"name": api_reference(spec, target.manual is not None),
-                    "order": spec.order, "seed": spec.seed},
-    )
+                   "order": spec.order, "seed": spec.seed})
 
 
 def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) -> CheckResult:
@@ -146,7 +135,7 @@ def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) 
 def run_model_through_api(spec: CheckSpec, device: torch.device,
                           loss_def: Loss) -> CheckResult:
     """--model with --reference projection|forward or --order 2: at the tensors the model check
-    draws (engine/model.py: the same seed gives the same real, x and parameters), through
+    draws (checks/model.py: the same seed gives the same real, x and parameters), through
     check(fn, x, W, b, ...) with fn(x, W, b, ...) = loss(model(x), real) and manual the model's
     hand-written backward (model.manual_backward from the loss's manual_grad at the output).
 

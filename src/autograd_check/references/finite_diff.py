@@ -39,15 +39,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.engine.budget import batch_pairs
-from autograd_check.engine.compare import compare
-from autograd_check.engine.result import Comparison
+from autograd_check.base.budget import batch_pairs
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import Comparison
+from autograd_check.kernel.compare import compare, to64
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from autograd_check.engine.spec import CheckSpec
+    from autograd_check.base.spec import CheckSpec
     from autograd_check.losses.base import Loss
 
 FD_STEP = 1e-6
@@ -300,11 +300,6 @@ class FiniteDiffOutcome:
     comparisons: list[Comparison]
     block: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-
-
-def to64(t: Tensor) -> Tensor:
-    torch = import_torch()
-    return t.detach().to(torch.float64) if t.is_floating_point() else t.detach()
 
 
 def evaluator(loss_def: Loss) -> Callable[[Tensor, Tensor], Tensor]:

@@ -66,17 +66,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.call import Arguments, Call, to64
-from autograd_check.engine.compare import compare
-from autograd_check.engine.finite_diff import (
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import Comparison
+from autograd_check.kernel.compare import compare, to64
+from autograd_check.references.arguments import Arguments, Call
+from autograd_check.references.finite_diff import (
     FD_ATOL,
     FD_NOISE,
     FD_RTOL,
     FLOAT64_EPS,
     central_differences,
 )
-from autograd_check.engine.result import Comparison
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -217,7 +217,7 @@ def projection(
     torch = import_torch()
     k, h = args.directions, args.step
     u64 = None if u.dim() == 0 else u.to(torch.float64)
-    x64 = [to64(torch, x).contiguous() for x in call.values]
+    x64 = [to64(x).contiguous() for x in call.values]
     outcome = Outcome()
     evaluations = 0
     with torch.no_grad():
@@ -383,7 +383,7 @@ def finite_diff(
     torch = import_torch()
     fd_budget(call, args, "reference='finite-diff'")
     u64 = None if u.dim() == 0 else u.to(torch.float64)
-    x64 = [to64(torch, x) for x in call.values]
+    x64 = [to64(x) for x in call.values]
     outcome = Outcome()
     vectorised = True
     for i, c in enumerate(call.checked):
@@ -471,7 +471,7 @@ def second_order(call: Call, args: Arguments, u: Tensor) -> Outcome:
                                                 materialize_grads=True))
         else:  # the gradient does not depend on the checked tensors: its derivative is zero
             analytic = [torch.zeros_like(x) for x in call.values]
-    x64 = [to64(torch, x) for x in call.values]
+    x64 = [to64(x) for x in call.values]
     u64 = u.detach().to(torch.float64)
     scale = abs(float(s.detach()))
     outcome = Outcome()

@@ -3,7 +3,7 @@
 It never prints, never exits and never reads flags: it takes a CheckSpec and a device and returns a
 CheckResult (environment left for the caller to fill).
 
-It is a user of the Python API's own path (api/gradients.py), as check() is: the loss as a
+It is a user of the Python API's own path (references/gradients.py), as check() is: the loss as a
 function of predicted, with real held fixed, is the Call; its forward, loss.backward() and
 predicted.grad, the manual gradient and the comparison are the API's steps. What `run` adds
 around them is its output format, which does not change: the tutorial's draw of real and
@@ -23,10 +23,20 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from autograd_check.api import gradients as one_path
-from autograd_check.api.call import Call, parse_arguments, prepare
-from autograd_check.api.contract import backward_contract, merge, rule
-from autograd_check.api.gradients import (
+from autograd_check.base.clock import Clock
+from autograd_check.base.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.base.spec import CheckSpec, nondet_tol
+from autograd_check.checks.determinism import plain_rerun, repeat_gradients, repeat_passed
+from autograd_check.checks.draw import draw, draw_notes, overflow_notes
+from autograd_check.kernel.compare import difference, to64
+from autograd_check.kernel.views import tensor_view
+from autograd_check.losses.base import Loss
+from autograd_check.losses.user import backward
+from autograd_check.references import gradients as one_path
+from autograd_check.references.arguments import Call, parse_arguments, prepare
+from autograd_check.references.contract import backward_contract, merge, rule
+from autograd_check.references.finite_diff import Progress, plain_finite_diff
+from autograd_check.references.gradients import (
     against_float64,
     backward_grad,
     contract_findings,
@@ -34,15 +44,7 @@ from autograd_check.api.gradients import (
     is_half,
     manual_vs_autograd,
 )
-from autograd_check.api.references import Outcome, projection
-from autograd_check.engine.compare import difference
-from autograd_check.engine.determinism import plain_rerun, repeat_gradients, repeat_passed
-from autograd_check.engine.finite_diff import Progress, plain_finite_diff, to64
-from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
-from autograd_check.engine.spec import CheckSpec, nondet_tol
-from autograd_check.engine.tensors import Clock, draw, draw_notes, overflow_notes, tensor_view
-from autograd_check.losses.base import Loss
-from autograd_check.losses.user import backward
+from autograd_check.references.independent import Outcome, projection
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +155,7 @@ CLUE_ELEMENTS = 1 << 20
 
 def _diagnose(spec: CheckSpec, comparison: Comparison, manual: Tensor, auto: Tensor,
               clues: dict[str, Tensor], rtol: float, atol: float) -> list[dict[str, Any]]:
-    """Why manual differs from autograd, when it does (engine/diagnose.py)."""
+    """Why manual differs from autograd, when it does (kernel/diagnose.py)."""
     if comparison.passed:
         return []
     conditions = dict(clues)

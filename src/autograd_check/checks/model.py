@@ -39,30 +39,32 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api import gradients as one_path
-from autograd_check.api.call import prepare
-from autograd_check.api.gradients import (
+from autograd_check.base.budget import layer_shapes
+from autograd_check.base.clock import Clock
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
+from autograd_check.base.spec import DEFAULT_HIDDEN, CheckSpec
+from autograd_check.checks.determinism import repeat_gradients, repeat_passed
+from autograd_check.checks.draw import draw_notes
+from autograd_check.kernel.compare import difference, to64
+from autograd_check.kernel.views import tensor_view
+from autograd_check.losses.user import backward
+from autograd_check.references import gradients as one_path
+from autograd_check.references.arguments import prepare
+from autograd_check.references.finite_diff import check_against_fd, evaluator
+from autograd_check.references.gradients import (
     against_float64,
     diagnose_rows,
     is_half,
     manual_vs_autograd,
 )
-from autograd_check.engine.budget import layer_shapes
-from autograd_check.engine.compare import difference
-from autograd_check.engine.determinism import repeat_gradients, repeat_passed
-from autograd_check.engine.finite_diff import check_against_fd, evaluator, to64
-from autograd_check.engine.result import TENSOR_DATA_LIMIT, CheckResult, TensorView
-from autograd_check.engine.spec import DEFAULT_HIDDEN, CheckSpec
-from autograd_check.engine.tensors import Clock, draw_notes, tensor_view
-from autograd_check.losses.user import backward
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from autograd_check.engine.finite_diff import FiniteDiffOutcome, Progress
     from autograd_check.losses.base import Loss
+    from autograd_check.references.finite_diff import FiniteDiffOutcome, Progress
 
 LINEAR_FORMULA = "∂W = gᵀ·x,  ∂b = Σ_rows g,  ∂x = g·W"
 MLP_FORMULA = (
@@ -227,8 +229,8 @@ def run_model_check(
     the output) against the manual backward; with --repeat, N fresh autograd passes; with
     --reference finite-diff, every one of them against central differences too.
 
-    A user of the Python API's own path (api/gradients.py), as the plain check is: the loss of
-    the model's output as a function of the input and every parameter is the Call, and the
+    A user of the Python API's own path (references/gradients.py), as the plain check is: the
+    loss of the model's output as a function of the input and every parameter is the Call, and the
     manual backward is its manual; the output's two gradients (y.grad and the loss's own
     manual_grad at y) are compared beside them."""
     rtol, atol = spec.tolerances()

@@ -4,7 +4,7 @@ Output k is checked as fn(*inputs)[k] alone, with every check of a one-output fn
 given grad_output as a tuple with one entry per output, the cotangent at k and zeros elsewhere
 (as torch materialises the gradient of an unused output); the backward is left to autograd, so
 a Function that calls ctx.set_materialize_grads(False) receives None for the other outputs,
-which the contract checks (api/contract.py: undefined-grad-output). Outputs that are not
+which the contract checks (references/contract.py: undefined-grad-output). Outputs that are not
 floating point (the indices of a max) have no gradient and are not checked. The results are
 one CheckResult: each row's name starts with its output ("output 1: x: autograd vs projection").
 """
@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
-from autograd_check.api.call import Arguments, Call
-from autograd_check.api.contract import merge
-from autograd_check.api.gradients import call_manual
-from autograd_check.engine.result import CheckResult
+from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.result import CheckResult
+from autograd_check.references.arguments import Arguments, Call
+from autograd_check.references.contract import merge
+from autograd_check.references.gradients import call_manual
 
 if TYPE_CHECKING:
     from torch import Tensor

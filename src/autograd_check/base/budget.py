@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from autograd_check.errors import BadInput
+from autograd_check.base.errors import BadInput
 
 
 class Sized(Protocol):

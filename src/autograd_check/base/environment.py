@@ -8,7 +8,7 @@ import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from autograd_check._torch import import_torch
+from autograd_check.base.lazy_torch import import_torch
 
 if TYPE_CHECKING:
     import torch

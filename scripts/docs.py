@@ -23,7 +23,7 @@ non-zero. Marker options (shell words after `docs.py`):
     timeout=SECONDS  per command (default 300)
 
 Each page runs in its own fresh work folder, which is also $HOME (so the default Slurm log folder
-lands there too) and holds links to the repository's examples/, configs/, jobs/ and benchmarks/.
+lands there too) and holds links to the repository's examples/, configs/, jobs/, benchmarks/ and scripts/.
 Blocks of a page run in order (a later block may use files an earlier one wrote); pages run in
 parallel, except with --slurm or --only-slurm (one page's job would hold the node another waits
 for). Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.
@@ -64,7 +64,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/*.md"]
-LINKED = ["examples", "configs", "jobs", "benchmarks"]
+LINKED = ["examples", "configs", "jobs", "benchmarks", "scripts"]
 WIDTH = 100
 
 # What the docs show in place of this machine's details (the reference machine's values).

@@ -50,7 +50,7 @@ class Gradients:
     """fn's output, detached (for `run`, the scalar loss)."""
     grad_output: Tensor
     chain: list[str]
-    """out's grad_fn chain, down to AccumulateGrad (engine/tensors.grad_fn_chain)."""
+    """out's grad_fn chain, down to AccumulateGrad (kernel/views.grad_fn_chain)."""
     auto: list[Tensor]
     manual: list[Tensor] | None
     """None when no manual was given."""
@@ -223,7 +223,7 @@ def against_float64(
     trust_auto: bool = True,
 ) -> tuple[list[Comparison], list[str]]:
     """Half precision (float16, bfloat16): each manual-vs-autograd row judged against truth,
-    the float64 gradient at the same inputs (engine/compare.compare_with_truth), with a note per
+    the float64 gradient at the same inputs (kernel/compare.compare_with_truth), with a note per
     tensor so judged. Rows of other dtypes are returned as they are. trust_auto: autograd is
     torch's own code (not a backward of the user's), so closeness to it counts."""
     out: list[Comparison] = []

@@ -23,7 +23,8 @@ non-zero. Marker options (shell words after `docs.py`):
     timeout=SECONDS  per command (default 300)
 
 Each page runs in its own fresh work folder, which is also $HOME (so the default Slurm log folder
-lands there too) and holds links to the repository's examples/, configs/, jobs/, benchmarks/ and scripts/.
+lands there too) and holds links to the repository's examples/, configs/, jobs/, benchmarks/
+and scripts/.
 Blocks of a page run in order (a later block may use files an earlier one wrote); pages run in
 parallel, except with --slurm or --only-slurm (one page's job would hold the node another waits
 for). Commands run with COLUMNS=100, NO_COLOR=1, TERM=dumb, under bash with pipefail.

@@ -218,3 +218,20 @@ def test_an_import_inside_a_function_spares_start_up_a_library_and_says_so() -> 
                 if not says_why(lines[node.lineno - 1]) and not above.startswith("#"):
                     found.append(f"{path.name}:{node.lineno} does not say why it is lazy")
     assert not found, "\n".join(found)
+
+
+def private_imports() -> list[str]:
+    """'module:line name' for each `from autograd_check.X import _name` (a module's private
+    helper used by another: make it public where it is owned, or keep it where it is used)."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(
+                    PACKAGE)):
+                found += [f"{name}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    assert private_imports() == []

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from autograd_check.cli import app
 from autograd_check.engine.spec import CheckSpec
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.step import STEP_MARKER
-from autograd_check.slurm.where import job_paths
 
 runner = CliRunner()
 
@@ -275,7 +275,7 @@ def test_status_says_when_a_job_will_never_start(
 
 def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich pads table cells to the width of their column; env must not end lines in spaces."""
-    from autograd_check.slurm import facts as slurm_facts_module
+    from autograd_check.slurm import env_facts as slurm_facts_module
 
     facts = slurm_facts_module.slurm_facts()
     facts["partitions"] = [

@@ -11,7 +11,7 @@ from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
 from autograd_check.engine.host import torch_facts
 from autograd_check.render.env import print_facts
-from autograd_check.slurm.facts import slurm_facts
+from autograd_check.slurm.env_facts import slurm_facts
 
 
 @app.command(epilog=EXIT_CODE_HELP)

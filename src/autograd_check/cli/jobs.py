@@ -21,6 +21,7 @@ from autograd_check.errors import EXIT_INTERRUPTED, EnvironmentProblem
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import watch
+from autograd_check.slurm.log_dir import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 from autograd_check.slurm.options import (
     DEFAULT_TIMEOUT_S,
     parse_job_id,
@@ -29,7 +30,6 @@ from autograd_check.slurm.options import (
 )
 from autograd_check.slurm.step import step_main
 from autograd_check.slurm.watch import job_status
-from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 
 if TYPE_CHECKING:
     from autograd_check.engine.result import CheckResult

@@ -19,8 +19,8 @@ from autograd_check.engine.execute import execute
 from autograd_check.errors import EXIT_JOB_FAILED, JobFailed
 from autograd_check.render.console import error, warning
 from autograd_check.render.progress import fd_progress
+from autograd_check.slurm.allocation import run_outside_node_warning
 from autograd_check.slurm.options import parse_timeout
-from autograd_check.slurm.where import run_outside_node_warning
 
 RunTimeout = Annotated[
     str | None,

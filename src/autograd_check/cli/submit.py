@@ -23,7 +23,7 @@ from autograd_check.errors import EXIT_PASS, EnvironmentProblem
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import batch, step, watch, where
-from autograd_check.slurm.new_job import allocation_blocks_new_job
+from autograd_check.slurm.admission import allocation_blocks_new_job
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted

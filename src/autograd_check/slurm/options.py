@@ -14,7 +14,7 @@ from typing import Any
 from autograd_check.errors import BadInput
 from autograd_check.numbers import finite, shown, whole
 from autograd_check.safety import mask_secrets, script_value
-from autograd_check.slurm.where import resolve_log_dir
+from autograd_check.slurm.log_dir import resolve_log_dir
 
 DEFAULT_JOB_NAME = "autograd-check"
 DEFAULT_TIME_MIN = 10

@@ -24,6 +24,7 @@ from typing import Any
 from autograd_check.document import envelope
 from autograd_check.errors import EXIT_INTERRUPTED, BadInput, CheckError, EnvironmentProblem
 from autograd_check.safety import masked_parameters
+from autograd_check.slurm.allocation import current_allocation
 from autograd_check.slurm.arrays import (
     ArrayProgress,
     JobIdentity,
@@ -36,12 +37,12 @@ from autograd_check.slurm.arrays import (
     submit_arrays,
     watch_arrays,
 )
+from autograd_check.slurm.commands import require_slurm
 from autograd_check.slurm.options import SlurmOptions
-from autograd_check.slurm.where import current_allocation, require_slurm
+from autograd_check.sweep.claim import Claim, claim
 from autograd_check.sweep.grid import Case
 from autograd_check.sweep.plan import Plan, any_cuda
 from autograd_check.sweep.runner import ArrayTask, HangFn, Tally, chunks, run_cases
-from autograd_check.sweep.running import Claim, claim
 from autograd_check.sweep.store import FOREIGN, Store, now, outcome_of, select
 
 Note = Callable[[str], None]

@@ -28,6 +28,7 @@ from autograd_check.engine.spec import build_spec
 from autograd_check.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
 from autograd_check.safety import make_private_dirs
 from autograd_check.slurm.node import job_folder, stop_signal_escapes
+from autograd_check.slurm_env import SlurmEnv
 from autograd_check.sweep.grid import Case
 from autograd_check.sweep.settings import DEFAULT_CASE_TIMEOUT_S
 from autograd_check.sweep.store import Store, case_record, error_record, outcome_of
@@ -279,15 +280,16 @@ class _Discarded(Store):
 
 def slurm_rank() -> int:
     """This process's rank among the Slurm tasks of its job (SLURM_PROCID; 0 outside Slurm)."""
-    return int(os.environ.get("SLURM_PROCID") or 0)
+    return int(SlurmEnv().procid or 0)
 
 
 def rendezvous_root() -> Path:
     """The folder where the ranks of this array task meet, one subfolder per case: inside the
     job's (private) log folder, its own for this task and this start of it (a requeued task
     never meets a file of its earlier start)."""
-    job = os.environ.get("SLURM_JOB_ID", "job")
-    restart = os.environ.get("SLURM_RESTART_COUNT") or "0"
+    slurm = SlurmEnv()
+    job = slurm.job_id or "job"
+    restart = slurm.restart_count or "0"
     return job_folder() / "rendezvous" / f"{job}.{restart}"
 
 

@@ -9,15 +9,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.slurm.commands import _none, _run
+from autograd_check.slurm.allocation import Allocation, current_allocation
+from autograd_check.slurm.commands import blank_to_none, run_command
+from autograd_check.slurm.log_dir import LOG_DIR_ENV, resolve_log_dir
 from autograd_check.slurm.watch import accounting_status
-from autograd_check.slurm.where import LOG_DIR_ENV, Allocation, current_allocation, resolve_log_dir
 
 SLURM_TOOLS = ("sbatch", "srun", "salloc", "squeue", "scontrol", "sacct", "sinfo", "scancel")
 
 
 def partitions() -> list[dict[str, Any]]:
-    done = _run(["sinfo", "-h", "-o", "%P|%a|%l|%D|%t|%G|%N|%c|%m"])
+    done = run_command(["sinfo", "-h", "-o", "%P|%a|%l|%D|%t|%G|%N|%c|%m"])
     rows: list[dict[str, Any]] = []
     if done is None:
         return rows
@@ -34,7 +35,7 @@ def partitions() -> list[dict[str, Any]]:
                 "time_limit": parts[2],
                 "nodes": int(parts[3]) if parts[3].isdigit() else parts[3],
                 "state": parts[4],
-                "gres": _none(parts[5]),
+                "gres": blank_to_none(parts[5]),
                 "node_list": parts[6],
                 "cpus_per_node": parts[7],
                 "memory_mb_per_node": parts[8],

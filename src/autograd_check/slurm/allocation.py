@@ -1,0 +1,56 @@
+"""The Slurm allocation this shell is in (salloc, a batch script or a job step), if any, as
+Slurm's variables describe it (autograd_check.slurm_env)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from autograd_check.slurm.submitit_adapter import parse_node_list
+from autograd_check.slurm_env import SlurmEnv
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The Slurm job this process runs in (salloc shell, batch script or job step), if any."""
+
+    job_id: str
+    step_id: str | None
+    nodes: tuple[str, ...]
+    host: str
+
+    @property
+    def in_step(self) -> bool:
+        return self.step_id is not None
+
+    @property
+    def on_node(self) -> bool:
+        short = self.host.split(".")[0]
+        return not self.nodes or any(n.split(".")[0] == short for n in self.nodes)
+
+
+def current_allocation(environ: Mapping[str, str] | None = None) -> Allocation | None:
+    slurm = SlurmEnv(environ)
+    job_id = slurm.job_id
+    if not job_id:
+        return None
+    nodelist = slurm.nodelist
+    return Allocation(
+        job_id=job_id,
+        step_id=slurm.step_id,
+        nodes=tuple(parse_node_list(nodelist)) if nodelist else (),
+        host=slurm.node or socket.gethostname(),
+    )
+
+
+def run_outside_node_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """For `run`: one line when this shell holds an allocation but is not on its node(s)."""
+    alloc = current_allocation(environ)
+    if alloc is None or alloc.in_step or alloc.on_node:
+        return None
+    return (
+        f"this shell is inside Slurm allocation {alloc.job_id} but runs on {alloc.host}, not on "
+        f"its node {','.join(alloc.nodes)}; the check runs here. To run it on the allocated node "
+        "use `srun autograd-check run ...` or `autograd-check submit ...`"
+    )

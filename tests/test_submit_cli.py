@@ -215,14 +215,14 @@ class TestCtrlC:
 
     @pytest.fixture
     def interrupted_wait(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-        from autograd_check.slurm import batch, watch, where
+        from autograd_check.slurm import batch, commands, watch
 
         def interrupt(*args: object, **kwargs: object) -> None:
             raise KeyboardInterrupt
 
         log_dir = tmp_path / "logs"
         submitted = batch.Submitted("77", log_dir, log_dir / "o", log_dir / "e", log_dir / "s")
-        monkeypatch.setattr(where, "require_slurm", lambda *tools: None)
+        monkeypatch.setattr(commands, "require_slurm", lambda *tools: None)
         monkeypatch.setattr(batch, "submit_job", lambda *a, **k: submitted)
         monkeypatch.setattr(watch, "wait_for_job", interrupt)
         return log_dir
@@ -238,10 +238,10 @@ class TestCtrlC:
         assert len(result.stderr.strip().splitlines()) == 2  # "submitted ...", then that line
 
     def test_result_wait(self, interrupted_wait: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        from autograd_check.cli import jobs
+        from autograd_check.slurm import watch
 
         # job 77 as a running job, whatever the test cluster's own job 77 was
-        monkeypatch.setattr(jobs, "job_status", lambda *args: None)
+        monkeypatch.setattr(watch, "job_status", lambda *args: None)
         result = runner.invoke(app, ["result", "77", "--wait"])
         assert result.exit_code == 130
         lines = result.stderr.strip().splitlines()

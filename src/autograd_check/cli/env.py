@@ -6,7 +6,8 @@ import platform
 
 import typer
 
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
 from autograd_check.engine.host import torch_facts

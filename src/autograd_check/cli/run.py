@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import RANKS_PANEL, JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
 from autograd_check.document import dumps

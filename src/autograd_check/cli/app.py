@@ -32,6 +32,7 @@ from autograd_check.cli.edge import (
 from autograd_check.errors import EXIT_INTERRUPTED, EXIT_PASS
 from autograd_check.process import claimed
 from autograd_check.render.console import PROG, error
+from autograd_check.render.help import print_app_help
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": (
@@ -110,9 +111,6 @@ class LazyGroup(TyperGroup):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
-            # rich loads only when this view is drawn: --help and --json never pay for it
-            from autograd_check.render.help import print_app_help
-
             shown = {name: help_line for name, (_, help_line) in COMMANDS.items()
                      if not name.startswith("_")}
             print_app_help(self, ctx, shown)

@@ -22,6 +22,7 @@ from typing import Any
 from submitit.helpers import Checkpointable
 
 from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
+from autograd_check.engine.deadline import importing
 from autograd_check.engine.execute import execute
 from autograd_check.engine.host import slurm_ids
 from autograd_check.engine.spec import build_spec
@@ -80,15 +81,6 @@ def timed_out_record(case: Case, grid_id: str, message: str) -> dict[str, Any]:
 HangFn = Callable[[Case, dict[str, Any]], None]
 IMPORT_RETRY_S = 0.05
 """How soon a timeout that came during an import looks again."""
-
-
-def _importing(frame: FrameType | None) -> bool:
-    """Whether the interrupted code is inside an import (importlib's frames on the stack)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 class CaseClock:
@@ -156,7 +148,7 @@ class CaseClock:
     def _alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._case is None or self.seconds is None:  # it just ended
             return
-        if _importing(frame):
+        if importing(frame):
             # An import cut short leaves torch's C++ registrations half made (the next import
             # of that module fails, or crashes): let it finish, and look again a moment later.
             signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)

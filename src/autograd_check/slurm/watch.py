@@ -366,7 +366,7 @@ class JobStatus:
     reason: str | None = None
     exit_code: str | None = None
     never_starts: str | None = None
-    """Why Slurm will never start this pending job (see fit.never_starts), else None."""
+    """Why Slurm will never start this pending job (see admission.never_starts), else None."""
     finished: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,6 +44,12 @@ def current_allocation(environ: Mapping[str, str] | None = None) -> Allocation |
     )
 
 
+def runs_as_step(alloc: Allocation | None, new_job: bool = False) -> bool:
+    """Whether `submit` runs the check as a job step of `alloc` (an allocation's shell, not
+    already a step of it, and no --new-job), else as a batch job."""
+    return alloc is not None and not alloc.in_step and not new_job
+
+
 def run_outside_node_warning(environ: Mapping[str, str] | None = None) -> str | None:
     """For `run`: one line when this shell holds an allocation but is not on its node(s)."""
     alloc = current_allocation(environ)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.slurm.allocation import Allocation, current_allocation
+from autograd_check.slurm.allocation import Allocation, current_allocation, runs_as_step
 from autograd_check.slurm.commands import blank_to_none, run_command
 from autograd_check.slurm.log_dir import LOG_DIR_ENV, resolve_log_dir
 from autograd_check.slurm.watch import accounting_status
@@ -48,7 +48,7 @@ def submit_plan(alloc: Allocation | None, tools: Mapping[str, str | None], folde
     """What `submit` would do here, in one sentence."""
     if not tools.get("sbatch") or not tools.get("srun"):
         return "nothing: Slurm is not available here (exit 3); use `autograd-check run`"
-    if alloc is not None and not alloc.in_step:
+    if alloc is not None and runs_as_step(alloc):
         return (
             f"run the check as a job step (srun) of allocation {alloc.job_id} on "
             f"{','.join(alloc.nodes) or 'its node'}; --new-job queues a separate batch job"

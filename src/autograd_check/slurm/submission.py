@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from autograd_check.errors import EnvironmentProblem, WaitStopped
 from autograd_check.slurm import batch, commands, step, watch
 from autograd_check.slurm.admission import allocation_blocks_new_job
-from autograd_check.slurm.allocation import Allocation, current_allocation
+from autograd_check.slurm.allocation import current_allocation, runs_as_step
 
 if TYPE_CHECKING:
     from autograd_check.engine.result import CheckResult
@@ -47,12 +47,6 @@ Watching = Callable[[str], AbstractContextManager[Progress]]
 
 def _quiet(message: str) -> None:
     """The default `on_note`: say nothing."""
-
-
-def runs_as_step(alloc: Allocation | None, new_job: bool) -> bool:
-    """Whether `submit` runs the check as a job step of `alloc` (an allocation's shell, not
-    already a step of it, and no --new-job), else as a batch job."""
-    return alloc is not None and not alloc.in_step and not new_job
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,32 @@ CONF = "SLURM_CONF"
 """The slurm.conf sbatch and friends read: tells them which cluster to talk to."""
 
 
+class Variable:
+    """A property of SlurmEnv: the first of its variables that is set (None when none is)."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def __get__(self, env: SlurmEnv, owner: type | None = None) -> str | None:
+        return env.get(*self.names)
+
+
 class SlurmEnv:
     """This process's Slurm job, step and task, as Slurm's variables say (None: not set)."""
+
+    job_id = Variable(*JOB_ID)
+    step_id = Variable(STEP_ID)
+    array_job_id = Variable(ARRAY_JOB_ID)
+    array_task_id = Variable(ARRAY_TASK_ID)
+    node = Variable(NODE)
+    partition = Variable(PARTITION)
+    nodelist = Variable(*NODELIST)
+    procid = Variable(PROCID)
+    ntasks = Variable(NTASKS)
+    localid = Variable(LOCALID)
+    restart_count = Variable(RESTART_COUNT)
+    mem_per_node = Variable(MEM_PER_NODE)
+    conf = Variable(CONF)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
@@ -46,58 +70,6 @@ class SlurmEnv:
         """The first of `names` that is set to a value, else None."""
         env = os.environ if self._environ is None else self._environ
         return next((env[name] for name in names if env.get(name)), None)
-
-    @property
-    def job_id(self) -> str | None:
-        return self.get(*JOB_ID)
-
-    @property
-    def step_id(self) -> str | None:
-        return self.get(STEP_ID)
-
-    @property
-    def array_job_id(self) -> str | None:
-        return self.get(ARRAY_JOB_ID)
-
-    @property
-    def array_task_id(self) -> str | None:
-        return self.get(ARRAY_TASK_ID)
-
-    @property
-    def node(self) -> str | None:
-        return self.get(NODE)
-
-    @property
-    def partition(self) -> str | None:
-        return self.get(PARTITION)
-
-    @property
-    def nodelist(self) -> str | None:
-        return self.get(*NODELIST)
-
-    @property
-    def procid(self) -> str | None:
-        return self.get(PROCID)
-
-    @property
-    def ntasks(self) -> str | None:
-        return self.get(NTASKS)
-
-    @property
-    def localid(self) -> str | None:
-        return self.get(LOCALID)
-
-    @property
-    def restart_count(self) -> str | None:
-        return self.get(RESTART_COUNT)
-
-    @property
-    def mem_per_node(self) -> str | None:
-        return self.get(MEM_PER_NODE)
-
-    @property
-    def conf(self) -> str | None:
-        return self.get(CONF)
 
     def ids(self) -> dict[str, str] | None:
         """The ids a result records of the job (and step, array task, node, partition) it ran

@@ -102,7 +102,7 @@ def submit(
         else:
             print(plan.text(), end="")
         raise typer.Exit(EXIT_PASS)
-    done = submit_check(spec, opts, new_job=new_job, wait=wait, terminal=sys.stdout.isatty(),
+    done = submit_check(spec, opts, new_job=new_job, wait=wait, terminal=sys.stdout.isatty,
                         watching=JobProgress, on_note=note)
     if not isinstance(done, Finished):
         show_submitted(done, opts, json_output)

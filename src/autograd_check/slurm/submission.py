@@ -107,15 +107,15 @@ def submit_check(
     *,
     new_job: bool,
     wait: bool | None,
-    terminal: bool,
+    terminal: Callable[[], bool],
     watching: Watching,
     on_note: Note = _quiet,
 ) -> Submitted | Finished:
     """Run the check on Slurm. Inside an allocation (not in a step, no `new_job`): as a job step
     of it, waited for. Otherwise as a batch job, refused first when the allocation this shell
     holds would keep it from starting; waited for when `wait` says so, or, when it says nothing,
-    when stdout is a `terminal` (scripts get the job id at once). Returns the submitted job
-    (not waited for) or the result; a failed job raises JobFailed (collect)."""
+    when `terminal()` says stdout is a terminal (scripts get the job id at once). Returns the
+    submitted job (not waited for) or the result; a failed job raises JobFailed (collect)."""
     alloc = current_allocation()
     if runs_as_step(alloc, new_job):
         assert alloc is not None
@@ -135,7 +135,7 @@ def submit_check(
         if blocked:
             raise EnvironmentProblem(blocked)
     sub = batch.submit_job(spec, opts, clean=alloc is not None)
-    if not (terminal if wait is None else wait):
+    if not (terminal() if wait is None else wait):
         return sub
     on_note(f"submitted Slurm job {sub.job_id}; logs in {sub.folder}")
     return wait_and_collect(sub.job_id, sub.folder, opts.timeout, watching, log_dir=opts.log_dir)

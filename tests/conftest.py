@@ -123,8 +123,8 @@ def two_node_cluster(slurm_cluster: None) -> Iterator[None]:
 def finished_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A log folder holding the answer of a finished job, as the node leaves it."""
     from autograd_check.base.spec import CheckSpec
+    from autograd_check.slurm.log_dir import job_paths
     from autograd_check.slurm.node import run_job
-    from autograd_check.slurm.where import job_paths
 
     folder = tmp_path_factory.mktemp("logs")
     folder.chmod(0o700)

@@ -295,7 +295,7 @@ class TestHelp:
          {"TERMINAL_WIDTH": "100", "FORCE_COLOR": "1"}],
     )
     def test_the_app_help_is_typers_own(self, env: dict[str, str]) -> None:
-        """cli/app.py draws the app's help without typer.rich_utils (start-up); it must draw
+        """render/help.py draws the app's help without typer.rich_utils (start-up); it must draw
         exactly what typer would, plain and in colour."""
         code = (
             "import contextlib, io\n"

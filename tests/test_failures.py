@@ -185,7 +185,7 @@ class TestResultPickle:
     ])
     def test_a_result_file_that_cannot_be_read(self, tmp_path: Path, finished_job: tuple[Path, str],
                                                content: bytes) -> None:
-        from autograd_check.slurm.where import job_paths
+        from autograd_check.slurm.log_dir import job_paths
 
         folder = tmp_path / "logs"
         folder.mkdir(mode=0o700)

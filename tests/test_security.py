@@ -33,8 +33,8 @@ from autograd_check.base.spec import CheckSpec
 from autograd_check.cli import app
 from autograd_check.slurm import guard
 from autograd_check.slurm.batch import sbatch_script
+from autograd_check.slurm.log_dir import prepare_log_dir
 from autograd_check.slurm.options import build_slurm_options, parse_sbatch_args, parse_setup
-from autograd_check.slurm.where import prepare_log_dir
 
 runner = CliRunner()
 OTHER_USER = "agc-other"

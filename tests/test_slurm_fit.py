@@ -12,11 +12,8 @@ import pytest
 
 from autograd_check.base.errors import EnvironmentProblem, JobFailed
 from autograd_check.base.spec import CheckSpec
-from autograd_check.slurm import commands, fit, watch
-from autograd_check.slurm import where as slurm_where
-from autograd_check.slurm.batch import executor_parameters
-from autograd_check.slurm.commands import CALL_FLOOR_S, JobInfo, parse_scontrol_record
-from autograd_check.slurm.fit import (
+from autograd_check.slurm import admission, commands, watch
+from autograd_check.slurm.admission import (
     NEVER_STARTS,
     Request,
     fit_problem,
@@ -25,6 +22,9 @@ from autograd_check.slurm.fit import (
     request_of_job,
     request_of_params,
 )
+from autograd_check.slurm.batch import executor_parameters
+from autograd_check.slurm.commands import CALL_FLOOR_S, JobInfo, parse_scontrol_record
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.watch import wait_for_job
 
@@ -199,13 +199,13 @@ class FakeClock:
 
 def patch_run(monkeypatch: pytest.MonkeyPatch, fake: FakeSlurm) -> None:
     """The fake answers every Slurm command a wait runs: job_info and scancel (watch.py) and
-    never_starts (fit.py) each look `_run` up in their own module."""
-    for module in (watch, fit):
-        monkeypatch.setattr(module, "_run", fake)
+    never_starts (admission.py) each look `run_command` up in their own module."""
+    for module in (watch, admission):
+        monkeypatch.setattr(module, "run_command", fake)
 
 
 def patch_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
-    """The wait (watch.py) and every command's budget (commands._budget) read the fake clock."""
+    """The wait (watch.py) and every command's budget (commands.call_budget) read the fake clock."""
     for module in (watch, commands):
         monkeypatch.setattr(module, "time", clock)
 
@@ -221,7 +221,7 @@ class TestNeverStarts:
 
     def test_ordinary_waits(self, monkeypatch: pytest.MonkeyPatch) -> None:
         fake = FakeSlurm(PENDING.format(reason="Priority", cpus=64))
-        monkeypatch.setattr(fit, "_run", fake)
+        monkeypatch.setattr(admission, "run_command", fake)
         assert never_starts(JobInfo("7", "PENDING", "scontrol", reason="Priority")) is None
         assert never_starts(JobInfo("7", "RUNNING", "scontrol", reason="PartitionConfig")) is None
         assert not fake.calls, "an ordinary reason asks nothing more"
@@ -229,13 +229,13 @@ class TestNeverStarts:
     def test_partition_config_only_when_the_request_is_too_big(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(fit, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
-                                                                  cpus=64)))
+        monkeypatch.setattr(admission, "run_command",
+                            FakeSlurm(PENDING.format(reason="PartitionConfig", cpus=64)))
         info = JobInfo("7", "PENDING", "scontrol", reason="PartitionConfig")
         assert "64 CPUs" in str(never_starts(info))
         # An ordinary job may show PartitionConfig for a moment: it fits, so it is waited for.
-        monkeypatch.setattr(fit, "_run", FakeSlurm(PENDING.format(reason="PartitionConfig",
-                                                                  cpus=1)))
+        monkeypatch.setattr(admission, "run_command",
+                            FakeSlurm(PENDING.format(reason="PartitionConfig", cpus=1)))
         assert never_starts(info) is None
 
     def test_reason_word(self) -> None:
@@ -275,7 +275,7 @@ class TestWaitForJob:
     ) -> None:
         clock = FakeClock()
         patch_clock(monkeypatch, clock)
-        paths = slurm_where.job_paths(tmp_path, "7")
+        paths = job_paths(tmp_path, "7")
         done = JobInfo("7", "COMPLETED", "scontrol")
         start = clock.t
         watch._settle(done, paths, clock.sleep, deadline=start + 2)

@@ -18,19 +18,13 @@ from autograd_check.base.errors import (
     JobNotEnded,
 )
 from autograd_check.base.spec import CheckSpec
+from autograd_check.slurm.allocation import current_allocation, run_outside_node_warning
 from autograd_check.slurm.commands import JobInfo, parse_scontrol_record
+from autograd_check.slurm.log_dir import ensure_private, job_paths, prepare_log_dir, resolve_log_dir
 from autograd_check.slurm.node import outcome_to_result, run_job
 from autograd_check.slurm.options import SlurmOptions
 from autograd_check.slurm.step import STEP_MARKER, step_answer, step_main
 from autograd_check.slurm.watch import collect, load_outcome, wait_for_job
-from autograd_check.slurm.where import (
-    current_allocation,
-    ensure_private,
-    job_paths,
-    prepare_log_dir,
-    resolve_log_dir,
-    run_outside_node_warning,
-)
 
 SMALL = CheckSpec(shape=(2, 3)).to_dict()
 

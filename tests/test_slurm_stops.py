@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from autograd_check.cli import app
 from autograd_check.slurm.arrays import JobIdentity
-from autograd_check.sweep import launch
+from autograd_check.sweep import earlier
 
 runner = CliRunner()
 
@@ -59,11 +59,11 @@ class TestWhoseJobs:
             "11": JobIdentity("11", "wrap", str(tmp_path / "slurm-11.out"), None, None),
             "12": JobIdentity("12", "autograd-check", "/elsewhere/12_0_0_log.out", None, None),
         }
-        monkeypatch.setattr(launch, "job_identities", lambda ids: {i: seen[i] for i in ids
+        monkeypatch.setattr(earlier, "job_identities", lambda ids: {i: seen[i] for i in ids
                                                                     if i in seen})
         alive = {"10_0": "RUNNING", "10_1": "PENDING", "11_0": "RUNNING", "12_0": "RUNNING",
                  "13_0": "RUNNING"}
-        ours, foreign = launch.sort_jobs(manifest, alive)
+        ours, foreign = earlier.sort_jobs(manifest, alive)
         assert ours == {"10_0": "RUNNING", "10_1": "PENDING"}
         assert "job name is 'wrap'" in foreign["11"]
         assert "/elsewhere" in foreign["12"]

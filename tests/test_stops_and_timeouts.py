@@ -23,8 +23,8 @@ from autograd_check.base.errors import EXIT_JOB_FAILED, JobFailed
 from autograd_check.cli import app
 from autograd_check.slurm import watch
 from autograd_check.slurm.commands import JobInfo
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.node import JobStopping, run_job, stop_signal_escapes
-from autograd_check.slurm.where import job_paths
 from autograd_check.sweep.grid import build_grid
 from autograd_check.sweep.runner import ArrayTask, chunks, run_cases
 from autograd_check.sweep.settings import DEFAULT_CASE_TIMEOUT_S

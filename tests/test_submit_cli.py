@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from autograd_check.base.spec import CheckSpec
 from autograd_check.cli import app
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.step import STEP_MARKER
-from autograd_check.slurm.where import job_paths
 
 runner = CliRunner()
 
@@ -215,14 +215,14 @@ class TestCtrlC:
 
     @pytest.fixture
     def interrupted_wait(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-        from autograd_check.slurm import batch, watch, where
+        from autograd_check.slurm import batch, commands, watch
 
         def interrupt(*args: object, **kwargs: object) -> None:
             raise KeyboardInterrupt
 
         log_dir = tmp_path / "logs"
         submitted = batch.Submitted("77", log_dir, log_dir / "o", log_dir / "e", log_dir / "s")
-        monkeypatch.setattr(where, "require_slurm", lambda *tools: None)
+        monkeypatch.setattr(commands, "require_slurm", lambda *tools: None)
         monkeypatch.setattr(batch, "submit_job", lambda *a, **k: submitted)
         monkeypatch.setattr(watch, "wait_for_job", interrupt)
         return log_dir
@@ -238,10 +238,10 @@ class TestCtrlC:
         assert len(result.stderr.strip().splitlines()) == 2  # "submitted ...", then that line
 
     def test_result_wait(self, interrupted_wait: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        from autograd_check.cli import jobs
+        from autograd_check.slurm import watch
 
         # job 77 as a running job, whatever the test cluster's own job 77 was
-        monkeypatch.setattr(jobs, "job_status", lambda *args: None)
+        monkeypatch.setattr(watch, "job_status", lambda *args: None)
         result = runner.invoke(app, ["result", "77", "--wait"])
         assert result.exit_code == 130
         lines = result.stderr.strip().splitlines()
@@ -275,7 +275,7 @@ def test_status_says_when_a_job_will_never_start(
 
 def test_env_lines_have_no_trailing_spaces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich pads table cells to the width of their column; env must not end lines in spaces."""
-    from autograd_check.slurm import facts as slurm_facts_module
+    from autograd_check.slurm import env_facts as slurm_facts_module
 
     facts = slurm_facts_module.slurm_facts()
     facts["partitions"] = [

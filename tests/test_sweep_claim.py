@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from autograd_check.base.errors import BadInput
-from autograd_check.sweep.running import RUNNING, Owner, claim, process_start
+from autograd_check.base.process import process_start
+from autograd_check.sweep.claim import RUNNING, Owner, claim
 
 HANGS = textwrap.dedent("""\
     import time

@@ -20,7 +20,8 @@ from rich.console import Console
 from autograd_check.base.errors import EXIT_INTERRUPTED, BadInput
 from autograd_check.slurm.arrays import ArrayProgress, JobIdentity, SubmittedArray
 from autograd_check.slurm.options import SlurmOptions
-from autograd_check.sweep import launch
+from autograd_check.sweep import earlier, launch
+from autograd_check.sweep.earlier import live_local, stop_earlier
 from autograd_check.sweep.grid import Case, build_grid
 from autograd_check.sweep.launch import (
     LocalRun,
@@ -28,10 +29,8 @@ from autograd_check.sweep.launch import (
     Submission,
     SweepInterrupted,
     add_local_submission,
-    live_local,
     run_local,
     start_sweep,
-    stop_earlier,
     submit,
     watch_sweep,
 )
@@ -315,12 +314,12 @@ class TestEarlierSubmission:
             asked.append(jobs)
             return {"12_1": "RUNNING"}
 
-        monkeypatch.setattr(launch, "live_tasks", live_tasks)
+        monkeypatch.setattr(earlier, "live_tasks", live_tasks)
         # the controller confirms array 12 is this sweep's (see test_slurm_stops for the rule)
-        monkeypatch.setattr(launch, "job_identities", lambda ids: {i: JobIdentity(
+        monkeypatch.setattr(earlier, "job_identities", lambda ids: {i: JobIdentity(
             i, "autograd-check", str(tmp_path / "logs" / f"{i}_1_0_log.out"), None, None)
             for i in ids})
-        monkeypatch.setattr(launch, "cancel_arrays", cancelled.append)
+        monkeypatch.setattr(earlier, "cancel_arrays", cancelled.append)
         with pytest.raises(BadInput) as e:
             stop_earlier(store, force=False)
         message = str(e.value)
@@ -341,8 +340,8 @@ class TestEarlierSubmission:
         def asked(*_: Any) -> Any:
             raise AssertionError("the queue was asked about a sweep that never ran")
 
-        monkeypatch.setattr(launch, "live_tasks", asked)
-        monkeypatch.setattr(launch, "cancel_arrays", asked)
+        monkeypatch.setattr(earlier, "live_tasks", asked)
+        monkeypatch.setattr(earlier, "cancel_arrays", asked)
         said, on_note = notes()
         assert stop_earlier(Store(tmp_path / "new"), force=True, on_note=on_note) is None
         assert said == [] and not (tmp_path / "new").exists()

@@ -349,13 +349,13 @@ def test_tasks_cancelled_before_they_start_are_cancelled_not_unknown(
         # Every waiting task cancelled: only the array's own record (ArrayTaskId=4294967294
         # in scontrol) says so; without accounting it is the only word.
         subprocess.run(["scancel", f"{array_id}_[1-2]"], check=True, timeout=30)
-        real_run = commands._run
+        real_run = commands.run_command
 
         def no_accounting(cmd: Any, *args: Any, **kwargs: Any) -> Any:
             return None if cmd[0] == "sacct" else real_run(cmd, *args, **kwargs)
 
         with monkeypatch.context() as m:
-            m.setattr(slurm_arrays, "_run", no_accounting)  # array_states looks it up there
+            m.setattr(slurm_arrays, "run_command", no_accounting)  # array_states looks it up there
             wait_for(lambda: {slurm_arrays.array_states(jobs).get(j) for j in jobs[1:3]}
                      == {"CANCELLED"}, 30, "tasks 1 and 2 to show as cancelled")
         code, stdout, _ = report(out, "--json")

@@ -131,8 +131,8 @@ class TestStepSetup:
         """run_step hands srun a 0600 file in the log folder, removed afterwards; the argv (what
         `ps` and `sacct -o SubmitLine` show) holds none of the setup text."""
         from autograd_check.slurm import step
+        from autograd_check.slurm.allocation import Allocation
         from autograd_check.slurm.options import SlurmOptions
-        from autograd_check.slurm.where import Allocation
 
         seen: dict[str, object] = {}
         answer = step.step_main(json.dumps(CheckSpec(shape=(2, 2)).to_dict()))[0]
@@ -232,7 +232,7 @@ class TestResultReadsWhatItChecked:
     def logs(self, tmp_path: Path) -> Path:
         import pickle
 
-        from autograd_check.slurm.where import job_paths
+        from autograd_check.slurm.log_dir import job_paths
 
         logs = tmp_path / "own" / "logs"
         logs.mkdir(parents=True, mode=0o700)
@@ -255,7 +255,7 @@ class TestResultReadsWhatItChecked:
         assert words in str(e.value) and "not loaded" in str(e.value), str(e.value)
 
     def pickle_path(self, logs: Path) -> Path:
-        from autograd_check.slurm.where import job_paths
+        from autograd_check.slurm.log_dir import job_paths
 
         return Path(job_paths(logs, self.JOB).result_pickle)
 

@@ -8,12 +8,12 @@ with the spec's fields (`Sized`) rather than importing CheckSpec.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from autograd_check.base.errors import BadInput
+from autograd_check.base.slurm_env import SlurmEnv
 
 
 class Sized(Protocol):
@@ -125,8 +125,9 @@ def available_host_bytes() -> int | None:
     usage = _read_int("/sys/fs/cgroup/memory.current")
     if limit is not None and usage is not None:
         candidates.append(max(limit - usage, 0))
-    slurm_mb = os.environ.get("SLURM_MEM_PER_NODE")
-    if slurm_mb and slurm_mb.isdigit() and os.environ.get("SLURM_JOB_ID"):
+    slurm = SlurmEnv()
+    slurm_mb = slurm.mem_per_node
+    if slurm_mb and slurm_mb.isdigit() and slurm.job_id:
         candidates.append(int(slurm_mb) * 1024 * 1024)
     return min(candidates) if candidates else None
 

@@ -41,7 +41,9 @@ class TimedOut(BaseException):
         return f"{last.filename}:{last.lineno} in {last.name}"
 
 
-def _importing(frame: FrameType | None) -> bool:
+def importing(frame: FrameType | None) -> bool:
+    """Whether the interrupted code is inside an import (importlib's frames on the stack): a
+    torch import cut short leaves its C++ registrations half made, so a timeout waits for it."""
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
             return True
@@ -64,7 +66,7 @@ def time_limit(
     def alarm(signum: int, frame: FrameType | None) -> None:
         if done.is_set():
             return
-        if _importing(frame):
+        if importing(frame):
             signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
             return
         raise TimedOut(seconds)

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.base.lazy_torch import import_torch
+from autograd_check.base.slurm_env import SlurmEnv
 
 if TYPE_CHECKING:
     import torch
 
-SLURM_VARIABLES = {
-    "job_id": "SLURM_JOB_ID",
-    "step_id": "SLURM_STEP_ID",
-    "array_job_id": "SLURM_ARRAY_JOB_ID",
-    "array_task_id": "SLURM_ARRAY_TASK_ID",
-    "node": "SLURMD_NODENAME",
-    "partition": "SLURM_JOB_PARTITION",
-}
-
-
 def slurm_ids() -> dict[str, str] | None:
     """The Slurm ids of the job (and step) this process runs in; None outside Slurm."""
-    ids = {key: os.environ[var] for key, var in SLURM_VARIABLES.items() if os.environ.get(var)}
-    return ids if "job_id" in ids else None
+    return SlurmEnv().ids()
 
 
 @lru_cache(maxsize=1)

@@ -83,3 +83,11 @@ class JobNotEnded(JobState):
     """A Slurm job is still queued or running: no result yet, and nothing has failed."""
 
     exit_code = EXIT_NOT_ENDED
+
+
+class WaitStopped(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, SIGHUP) while waiting for a Slurm job: only the wait stopped, the job
+    goes on. A KeyboardInterrupt still, for any caller; the CLI shows its message (where the job
+    is, how to get back to it) as a note and exits with EXIT_INTERRUPTED."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -9,6 +9,8 @@
   in this process, os._exit called from its main thread raises TargetExited (a SystemExit:
   the user's code ended the check, which is a failed check, exit 1, as sys.exit() is), so the
   check ends with a verdict. Our own threads (a sweep's watchdog) and forked copies still exit.
+- Whether an earlier process (a sweep that holds its folder) still runs: pid_alive, with the
+  start time that tells a reused pid from the process recorded (process_start).
 """
 
 from __future__ import annotations
@@ -73,3 +75,43 @@ def exits_become_errors() -> Iterator[None]:
         yield
     finally:
         os._exit = previous
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on); None when /proc cannot
+    tell (no such process, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and ')'.
+    return text.rpartition(")")[2].split()
+
+
+def process_start(pid: int) -> str | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); None when the
+    process does not exist (or /proc cannot tell)."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a running process that this user could have started.
+
+    Not alive: no such process; a zombie (it has ended and runs no code: only its parent has
+    not collected it yet); a process of another user (EPERM: a process this user started keeps
+    its uid, so the recorded process is gone and its pid reused); pid 0 or below (kill would
+    signal a group), or one too large to be a pid. Another OSError says nothing certain: alive,
+    so that nothing is taken over from a process that may still run.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+    except OSError:
+        return True
+    fields = _stat_fields(pid)
+    return not (fields and fields[0] in ("Z", "X"))  # zombie, or dead while being collected

@@ -7,11 +7,12 @@ import platform
 import typer
 
 from autograd_check.base.environment import torch_facts
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
 from autograd_check.render.env import print_facts
-from autograd_check.slurm.facts import slurm_facts
+from autograd_check.slurm.env_facts import slurm_facts
 
 
 @app.command(epilog=EXIT_CODE_HELP)

@@ -1,26 +1,26 @@
 """`status` and `result`: re-attaching to a job `submit` queued, by its id; the hidden `_step`;
-and how a job's result and an interrupted wait are shown (also by `submit`). A failed job
-(JobFailed) is shown by the edge (cli/app.py): its error line, log tail and state.
+and how a job's result is shown (also by `submit`). A failed job (JobFailed) is shown by the edge
+(cli/edge.py): its error line, log tail and state; an interrupted wait (WaitStopped) too.
 
 Thin commands over autograd_check.slurm: the job's state (slurm.watch.job_status), waiting and
-collecting (slurm.watch) are there; this module parses, shows and exits.
+collecting (slurm.submission.job_result) are there, and the views in render/job.py; this module
+parses, calls, shows and exits.
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autograd_check.base.errors import EXIT_INTERRUPTED, EnvironmentProblem
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput, ShowTensors
 from autograd_check.cli.output import print_document, show_result
-from autograd_check.render.console import note
+from autograd_check.render.job import job_header, print_status
 from autograd_check.render.progress import JobProgress
-from autograd_check.slurm import watch
+from autograd_check.slurm.log_dir import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 from autograd_check.slurm.options import (
     DEFAULT_TIMEOUT_S,
     parse_job_id,
@@ -28,12 +28,11 @@ from autograd_check.slurm.options import (
     parse_timeout,
 )
 from autograd_check.slurm.step import step_main
+from autograd_check.slurm.submission import job_result
 from autograd_check.slurm.watch import job_status
-from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV, resolve_log_dir
 
 if TYPE_CHECKING:
     from autograd_check.base.result import CheckResult
-    from autograd_check.slurm.watch import JobStatus
 
 JobId = Annotated[str, typer.Argument(help="The job id `submit` printed.", show_default=False)]
 LogDir = Annotated[
@@ -52,21 +51,6 @@ Timeout = Annotated[
 ]
 
 
-def job_header(result: CheckResult, state: str | None, elapsed: float | None) -> str:
-    slurm = result.environment.get("slurm") or {}
-    parts = [f"Slurm job {slurm.get('job_id', '?')}"]
-    if slurm.get("step_id"):
-        parts[0] += f" step {slurm['step_id']}"
-    parts.append(f"node {slurm.get('node') or result.environment.get('host', '?')}")
-    if slurm.get("partition"):
-        parts.append(f"partition {slurm['partition']}")
-    if state:
-        parts.append(state)
-    if elapsed is not None:
-        parts.append(f"waited {elapsed:.1f} s")
-    return " · ".join(parts)
-
-
 def show_job_result(
     result: CheckResult,
     *,
@@ -80,22 +64,6 @@ def show_job_result(
     if not json_output:
         print(job_header(result, state, elapsed), flush=True)
     show_result(result, json_output=json_output, show_tensors=show_tensors)
-
-
-def hint_flags(log_dir: Path | None) -> str:
-    return f" --log-dir {shlex.quote(str(log_dir))}" if log_dir is not None else ""
-
-
-def stopped_waiting(job_id: str, log_dir: Path | None) -> NoReturn:
-    """Ctrl-C while waiting for a batch job: only the wait stops, so say where the job is."""
-
-    flags = hint_flags(log_dir)
-    note(
-        f"stopped waiting; Slurm job {job_id} keeps running: `autograd-check status {job_id}"
-        f"{flags}` shows its state, `autograd-check result {job_id}{flags} --wait` waits for "
-        f"its result, `scancel {job_id}` cancels it"
-    )
-    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _folder(log_dir: Path | None) -> Path:
@@ -120,27 +88,6 @@ def status(
     print_status(found, log_dir)
 
 
-def print_status(found: JobStatus, log_dir: Path | None) -> None:
-    job_id = found.job_id
-    print(f"Slurm job {job_id}: {found.state}  (from {found.source})")
-    for label, value, shown in (
-        ("node", found.node, True),
-        ("partition", found.partition, True),
-        ("elapsed", found.elapsed, True),
-        ("reason", found.reason, True),
-        ("exit code", found.exit_code, found.finished),
-    ):
-        if value and shown:
-            print(f"  {label:<10}{value}")
-    if found.never_starts:
-        print(f"  {'hint':<10}Slurm will never start it: {found.never_starts}; cancel it: "
-              f"scancel {job_id}")
-    ready = f"ready: autograd-check result {job_id}{hint_flags(log_dir)}"
-    print(f"  {'result':<10}{ready if found.result_available else 'none yet'}")
-    for label, path in found.logs.items():
-        print(f"  {label:<10}{path or '(not written yet)'}")
-
-
 @app.command(epilog=EXIT_CODE_HELP)
 @edge
 def result(
@@ -157,25 +104,12 @@ def result(
     """The result of a job `submit` queued (the view of `run`), or its state and log tail."""
 
     job_id = parse_job_id(job_id)
-    folder = _folder(log_dir)
     bound = parse_timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT_S
-    info = None
-    if wait:
-        try:
-            job_status(job_id, folder)  # a job Slurm and the folder never knew: JobFailed, at once
-        except EnvironmentProblem:
-            pass  # Slurm slow to answer (or not here): the wait says what it sees, within bound
-        try:
-            with JobProgress(f"Slurm job {job_id}") as progress:
-                info = watch.wait_for_job(job_id, folder, bound, progress.update)
-        except KeyboardInterrupt:
-            stopped_waiting(job_id, log_dir)
-    checked = watch.collect(job_id, folder, info)  # a failed job: JobFailed, shown by edge
-    show_job_result(
-        checked, json_output=json_output, show_tensors=show_tensors,
-        state=info.state if info else None,
-    )
-    raise typer.Exit(checked.exit_code)
+    done = job_result(job_id, _folder(log_dir), wait=wait, timeout=bound, watching=JobProgress,
+                      log_dir=log_dir)  # a failed job: JobFailed, shown by edge
+    show_job_result(done.result, json_output=json_output, show_tensors=show_tensors,
+                    state=done.state)
+    raise typer.Exit(done.result.exit_code)
 
 
 @app.command("_step", hidden=True)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from autograd_check.base.errors import BadInput
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.render.console import note
 from autograd_check.sweep.report import load_report

@@ -11,7 +11,8 @@ import typer
 
 from autograd_check.base.deadline import TimedOut, time_limit
 from autograd_check.base.errors import EXIT_JOB_FAILED, JobFailed
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import RANKS_PANEL, JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import show_result
 from autograd_check.config import spec_from
@@ -19,8 +20,8 @@ from autograd_check.distributed.launch import DEFAULT_RANKS_TIMEOUT_S
 from autograd_check.execute import execute
 from autograd_check.render.console import error, warning
 from autograd_check.render.progress import fd_progress
+from autograd_check.slurm.allocation import run_outside_node_warning
 from autograd_check.slurm.options import parse_timeout
-from autograd_check.slurm.where import run_outside_node_warning
 
 RunTimeout = Annotated[
     str | None,

@@ -19,8 +19,8 @@ from typing import Annotated
 import typer
 
 from autograd_check.cli.options import option_group
+from autograd_check.slurm.log_dir import DEFAULT_LOG_DIR, LOG_DIR_ENV
 from autograd_check.slurm.options import DEFAULT_JOB_NAME, DEFAULT_TIME_MIN
-from autograd_check.slurm.where import DEFAULT_LOG_DIR, LOG_DIR_ENV
 
 PANEL = "Slurm options"
 

@@ -1,29 +1,29 @@
 """`autograd-check submit`: the check on Slurm, as an sbatch job or a job step of this allocation.
 
-A thin command over autograd_check.slurm: it parses, shows progress on stderr and the result on
-stdout; the Slurm work (and every wait's bound) is in that package. `status` and `result`, and the
-views shared with them, are in cli/jobs.py.
+A thin command over autograd_check.slurm.submission, which decides (job step or batch job, the
+dry-run plan, the refusals, whether to wait) and waits: this module parses, shows progress on
+stderr and the result on stdout. `status` and `result`, and the views shared with them, are in
+cli/jobs.py.
 """
 
 from __future__ import annotations
 
-import shlex
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autograd_check.base.errors import EXIT_PASS, EnvironmentProblem
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
-from autograd_check.cli.jobs import hint_flags, show_job_result, stopped_waiting
+from autograd_check.base.errors import EXIT_PASS
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
+from autograd_check.cli.jobs import show_job_result
 from autograd_check.cli.options import JsonOutput, ShowTensors, check_options
 from autograd_check.cli.output import print_document
 from autograd_check.cli.slurm_options import submit_slurm_options
 from autograd_check.config import slurm_from, spec_from
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
-from autograd_check.slurm import batch, step, watch, where
-from autograd_check.slurm.new_job import allocation_blocks_new_job
+from autograd_check.slurm.submission import Finished, hint_flags, plan_submission, submit_check
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted
@@ -95,55 +95,18 @@ def submit(
 
     spec = spec_from(check_values)
     opts = slurm_from(slurm_values, check_values.get("config"))
-    alloc = where.current_allocation()
-    as_step = alloc is not None and not alloc.in_step and not new_job
-
     if dry_run:
-        command = step.step_command(spec, opts) if as_step else None
-        script = None if as_step else batch.sbatch_script(spec, opts)
+        plan = plan_submission(spec, opts, new_job=new_job)
         if json_output:
-            print_document("submit-plan", {
-                "mode": "job-step" if as_step else "batch-job",
-                "srun_command": command, "sbatch_script": script, "spec": spec.to_dict(),
-            })
-        elif command is not None:
-            print(shlex.join(command))
+            print_document("submit-plan", {**plan.to_dict(), "spec": spec.to_dict()})
         else:
-            print(script, end="")
+            print(plan.text(), end="")
         raise typer.Exit(EXIT_PASS)
-
-    if as_step:
-        assert alloc is not None
-        ignored = step.ignored_for_step(opts)
-        if ignored:
-            note(f"{', '.join(ignored)} ignored: the check runs as a step of allocation "
-                 f"{alloc.job_id} (--new-job queues a separate job)")
-        if wait is False:
-            note("--no-wait ignored: a job step runs while this command waits")
-        label = f"step of Slurm job {alloc.job_id}"
-        with JobProgress(label) as progress:
-            result = step.run_step(spec, opts, alloc, on_update=progress.update)
-        show_job_result(result, json_output=json_output, show_tensors=show_tensors)
-        raise typer.Exit(result.exit_code)
-
-    where.require_slurm("sbatch", "srun")
-    if alloc is not None:
-        blocked = allocation_blocks_new_job(opts, alloc)
-        if blocked:
-            raise EnvironmentProblem(blocked)
-    sub = batch.submit_job(spec, opts, clean=alloc is not None)
-    if not (sys.stdout.isatty() if wait is None else wait):
-        show_submitted(sub, opts, json_output)
+    done = submit_check(spec, opts, new_job=new_job, wait=wait, terminal=sys.stdout.isatty,
+                        watching=JobProgress, on_note=note)
+    if not isinstance(done, Finished):
+        show_submitted(done, opts, json_output)
         raise typer.Exit(EXIT_PASS)
-    note(f"submitted Slurm job {sub.job_id}; logs in {sub.folder}")
-    try:
-        with JobProgress(f"Slurm job {sub.job_id}") as progress:
-            info = watch.wait_for_job(sub.job_id, sub.folder, opts.timeout, progress.update)
-    except KeyboardInterrupt:
-        stopped_waiting(sub.job_id, opts.log_dir)
-    result = watch.collect(sub.job_id, sub.folder, info)  # a failed job: JobFailed, to edge
-    show_job_result(
-        result, json_output=json_output, show_tensors=show_tensors, state=info.state,
-        elapsed=progress.elapsed,
-    )
-    raise typer.Exit(result.exit_code)
+    show_job_result(done.result, json_output=json_output, show_tensors=show_tensors,
+                    state=done.state, elapsed=done.elapsed)
+    raise typer.Exit(done.result.exit_code)

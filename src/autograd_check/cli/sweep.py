@@ -10,7 +10,8 @@ import typer
 
 from autograd_check.base.document import dumps
 from autograd_check.base.errors import EXIT_INTERRUPTED
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import CHECK_PARAMETERS, JsonOutput, option_group
 from autograd_check.cli.slurm_options import slurm_options
 from autograd_check.render.console import note

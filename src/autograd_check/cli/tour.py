@@ -9,7 +9,8 @@ import typer
 
 from autograd_check.base.document import dumps
 from autograd_check.base.spec import DEFAULT_SEED, parse_seed
-from autograd_check.cli.app import EXIT_CODE_HELP, app, edge
+from autograd_check.cli.app import app
+from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.options import JsonOutput
 from autograd_check.cli.output import print_document
 from autograd_check.tour import steps as tour_steps

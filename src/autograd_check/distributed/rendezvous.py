@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.base.errors import EnvironmentProblem, JobFailed
+from autograd_check.base.slurm_env import MEMORY as SLURM_MEMORY
+from autograd_check.base.slurm_env import SlurmEnv
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import Store
@@ -41,9 +43,6 @@ INHERITED = (
     "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", RENDEZVOUS_ENV,
 )
 """What torchrun and submitit's export() read: a submitting shell's values must not reach a job."""
-SLURM_MEMORY = ("SLURM_MEM_PER_CPU", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_GPU")
-"""An allocation's memory settings: inherited by a job submitted from inside it, they make the
-job's own srun ask for memory the new job does not have."""
 RENDEZVOUS_TIMEOUT_S = 60.0
 """How long a rank waits for the others to meet (rank 0's file, the store, the group)."""
 COLLECTIVE_TIMEOUT_S = 120.0
@@ -73,13 +72,14 @@ def slurm_identity(world: int) -> Identity | None:
     """This process as a rank of a Slurm job or step of `world` tasks started for this check
     (RENDEZVOUS_ENV set by submit), else None."""
     folder = os.environ.get(RENDEZVOUS_ENV)
-    procid, ntasks = os.environ.get("SLURM_PROCID"), os.environ.get("SLURM_NTASKS")
+    slurm = SlurmEnv()
+    procid, ntasks = slurm.procid, slurm.ntasks
     if not folder or procid is None or ntasks is None or int(ntasks) != world:
         return None
-    job = os.environ.get("SLURM_JOB_ID", "job")
-    step = os.environ.get("SLURM_STEP_ID", "0")
+    job = slurm.job_id or "job"
+    step = slurm.step_id or "0"
     return Identity(
-        rank=int(procid), world=world, local_rank=int(os.environ.get("SLURM_LOCALID", "0")),
+        rank=int(procid), world=world, local_rank=int(slurm.localid or "0"),
         folder=Path(folder), key=f".rendezvous-{job}.{step}.json",
         # the node's own name, not $HOSTNAME: the submitting shell's value is carried into jobs
         host=socket.gethostname(),

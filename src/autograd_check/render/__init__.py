@@ -1,1 +1,2 @@
-"""Rich views: the one stderr console and its messages, results, reports, the tour, progress."""
+"""Rich views: the one stderr console and its messages, the app's --help, results, a Slurm
+job's views, reports, the tour, progress."""

@@ -18,17 +18,22 @@ start-up (and `--help`) never pays for it.
 
 Modules (each imports only those above it in this list, never this package):
 
-- where.py     where we are: Slurm's tools on PATH, the allocation this shell is in, the log folder
+- submitit_adapter.py  the one user of submitit's private names (the sbatch script, node lists)
+- commands.py  Slurm's tools on PATH, the bounded runner of its commands, reading what they
+               print, JobInfo
+- allocation.py  the allocation this shell is in (from slurm_env's table of SLURM_* variables)
+- log_dir.py   the log folder: where it is, made and checked private; a job's files in it
 - guard.py     what a batch job runs first on the node: nobody else could have written its pickle
 - options.py   SlurmOptions and the validation of every option (flags, a [slurm] table)
-- commands.py  the bounded runner of Slurm's commands, reading what they print, JobInfo
 - node.py      the job itself, run on the node (`run_job`), and its answer read back here
-- fit.py       would Slurm ever start it? a request against its partition's nodes
+- admission.py can this job run here? a request against its partition's nodes (before queueing
+               and while pending), and a new job from inside an allocation
 - batch.py     batch jobs through submitit: executor parameters, the sbatch script, submit_job
 - watch.py     watching a job (scontrol, squeue, sacct, the log folder), waiting, collecting
 - step.py      a job step inside the current allocation (srun ... _step)
-- new_job.py   a new job from inside an allocation: would it start while the allocation lives?
-- facts.py     facts for `autograd-check env`
+- submission.py  `submit` and `result` decided: job step or batch job, the dry-run plan, the
+               refusals, whether to wait; the wait and the result
+- env_facts.py facts for `autograd-check env`
 - arrays.py    job arrays for `sweep --slurm`: submitting, states, watching, cancelling
 
 Callers import from the module that owns a name (`from autograd_check.slurm.watch import

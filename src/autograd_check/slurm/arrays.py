@@ -17,18 +17,26 @@ from typing import Any
 
 from autograd_check.base.errors import BadInput, EnvironmentProblem
 from autograd_check.base.spec import CheckSpec
+from autograd_check.slurm.admission import allocation_blocks_new_job, slurm_config
+from autograd_check.slurm.allocation import Allocation
 from autograd_check.slurm.batch import (
     executor_parameters,
     rank_layout,
     submit_through_submitit,
     submitit_script,
 )
-from autograd_check.slurm.commands import ACTIVE_STATES, _run, _state_word, parse_scontrol_record
+from autograd_check.slurm.commands import (
+    ACTIVE_STATES,
+    have,
+    parse_scontrol_record,
+    require_slurm,
+    run_command,
+    state_word,
+)
 from autograd_check.slurm.guard import node_python
-from autograd_check.slurm.new_job import allocation_blocks_new_job
+from autograd_check.slurm.log_dir import prepare_log_dir
 from autograd_check.slurm.options import DEFAULT_TIME_MIN, SlurmOptions
 from autograd_check.slurm.watch import POLL_FIRST_S, POLL_MAX_S, VANISH_GRACE_S
-from autograd_check.slurm.where import Allocation, have, prepare_log_dir, require_slurm
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's own default MaxArraySize, used when `scontrol show config` does not answer."""
@@ -39,13 +47,8 @@ _NO_TASK = "4294967294"
 
 def max_array_size() -> int:
     """How many tasks one array may hold here (task ids 0 to MaxArraySize - 1)."""
-    done = _run(["scontrol", "show", "config"])
-    if done is not None:
-        for line in done.stdout.splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.strip() == "MaxArraySize" and value.strip().isdigit():
-                return max(1, int(value.strip()))
-    return DEFAULT_MAX_ARRAY_SIZE
+    value = slurm_config().get("MaxArraySize", "")
+    return max(1, int(value)) if value.isdigit() else DEFAULT_MAX_ARRAY_SIZE
 
 
 def array_parameters(
@@ -180,25 +183,25 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
             # The bare array id is the record of the tasks that never had a job of their own,
             # until the last of them starts and takes it over (then it is that task, which may
             # have COMPLETED): only a cancellation can speak for the tasks that never ran.
-            if _state_word(state) == "CANCELLED":
+            if state_word(state) == "CANCELLED":
                 whole[job] = "CANCELLED"
         else:
-            states[job] = _state_word(state)
+            states[job] = state_word(state)
 
-    done = _run(["sacct", "-X", "-n", "-P", "-j", ",".join(array_ids), "-o", "JobID,State"])
+    done = run_command(["sacct", "-X", "-n", "-P", "-j", ",".join(array_ids), "-o", "JobID,State"])
     for line in done.stdout.splitlines() if done is not None else []:
         job, _, state = line.strip().partition("|")
         match = _TASK_RANGE.match(job)
         for task in _expand_tasks(match[1], match[2]) if match else [job]:
             take(task, state)
     # scontrol shows one job (with all its array tasks) per call.
-    answers = [_run(["scontrol", "show", "job", "-o", array_id]) for array_id in array_ids]
+    answers = [run_command(["scontrol", "show", "job", "-o", array_id]) for array_id in array_ids]
     controller = [a for a in answers if a is not None]
     known_arrays: set[str] = set()
     if controller or not have("squeue"):
         for line in (ln for a in controller for ln in a.stdout.splitlines()):
             rec = parse_scontrol_record(line)
-            state = _state_word(rec.get("JobState", ""))
+            state = state_word(rec.get("JobState", ""))
             if rec.get("ArrayJobId") and rec.get("ArrayTaskId"):
                 known_arrays.add(rec["ArrayJobId"])
                 if rec["ArrayTaskId"] == _NO_TASK:
@@ -208,7 +211,7 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
             elif rec.get("JobId"):
                 states[rec["JobId"]] = state
     else:
-        queue = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(array_ids), "-o",
+        queue = run_command(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(array_ids), "-o",
                       "%i|%T"])
         for line in queue.stdout.splitlines() if queue is not None else []:
             job, _, state = line.strip().partition("|")
@@ -313,7 +316,7 @@ def job_identities(job_ids: Sequence[str]) -> dict[str, JobIdentity]:
     absent."""
     found: dict[str, JobIdentity] = {}
     for job in dict.fromkeys(job_ids):
-        done = _run(["scontrol", "show", "job", "-o", job])
+        done = run_command(["scontrol", "show", "job", "-o", job])
         for line in done.stdout.splitlines() if done is not None else []:
             rec = parse_scontrol_record(line)
             if not rec.get("JobId"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -14,13 +13,16 @@ from typing import Any, TypeVar
 
 from autograd_check.base.errors import BadInput, EnvironmentProblem
 from autograd_check.base.safety import private_umask
+from autograd_check.base.slurm_env import CONF, MEMORY, SlurmEnv
 from autograd_check.base.spec import CheckSpec
-from autograd_check.distributed.rendezvous import INHERITED, SLURM_MEMORY
-from autograd_check.slurm.fit import never_fits
+from autograd_check.distributed.rendezvous import INHERITED
+from autograd_check.slurm.admission import never_fits
+from autograd_check.slurm.commands import require_slurm
 from autograd_check.slurm.guard import node_python
+from autograd_check.slurm.log_dir import prepare_log_dir
 from autograd_check.slurm.node import run_job
 from autograd_check.slurm.options import DEFAULT_TIME_MIN, GPU_SBATCH_KEYS, SlurmOptions
-from autograd_check.slurm.where import prepare_log_dir, require_slurm
+from autograd_check.slurm.submitit_adapter import sbatch_script as submitit_sbatch_script
 
 
 def rank_layout(spec: CheckSpec, opts: SlurmOptions) -> tuple[int, int]:
@@ -71,20 +73,14 @@ def executor_parameters(spec: CheckSpec, opts: SlurmOptions) -> dict[str, Any]:
 def submitit_script(folder: Path, params: Mapping[str, Any], map_count: int | None = None) -> str:
     """The sbatch script submitit writes for these executor parameters (for --dry-run).
 
-    submitit shows its script only by submitting it: this is what SlurmExecutor itself calls
-    (`_make_submission_file_text`), with the command line of its `_submitit_command_str`. No
-    executor is built here, because SlurmExecutor insists on srun being on PATH and --dry-run
-    must work where there is no Slurm.
+    submitit shows its script only by submitting it: this is the text it writes
+    (submitit_adapter.sbatch_script). No executor is built here, because SlurmExecutor insists
+    on srun being on PATH and --dry-run must work where there is no Slurm.
     """
-    # submitit loads only when Slurm is used
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = " ".join([node_python(), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     given: dict[str, Any] = dict(params)
     if map_count is not None:
         given["map_count"] = map_count
-    text: str = _make_sbatch_string(command=command, folder=folder, **given)
-    return text
+    return submitit_sbatch_script(node_python(), folder, given)
 
 
 def sbatch_script(spec: CheckSpec, opts: SlurmOptions) -> str:
@@ -106,7 +102,7 @@ def _without_rank_env() -> Iterator[None]:
     """Hide what a submitting shell must not pass to a job's ranks (MASTER_PORT, RANK, ...; an
     allocation's memory variables): sbatch hands the environment on, and torch.distributed (or
     submitit's export()) would read them in the job."""
-    saved = {k: os.environ.pop(k) for k in (*INHERITED, *SLURM_MEMORY) if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in (*INHERITED, *MEMORY) if k in os.environ}
     try:
         yield
     finally:
@@ -120,10 +116,10 @@ def _clean_slurm_env() -> Iterator[None]:
     # submitit loads only when Slurm is used
     from submitit.helpers import clean_env
 
-    conf = os.environ.get("SLURM_CONF")
+    conf = SlurmEnv().conf
     with clean_env():
         if conf is not None:
-            os.environ["SLURM_CONF"] = conf
+            os.environ[CONF] = conf
         yield
 
 

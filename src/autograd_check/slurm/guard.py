@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 
 from autograd_check.base.safety import folder_chain_problem, python_module_argv
+from autograd_check.slurm.submitit_adapter import SUBMITIT_ARGS
 
 MODULE = "autograd_check.slurm.guard"
-SUBMITIT_ARGS = ("-u", "-m", "submitit.core._submit")
-"""What submitit puts between its `python` and the folder."""
 PICKLE_WAIT_S = 60
 """submitit writes an array's task pickles once sbatch has answered: wait for them as it does."""
 

@@ -14,7 +14,7 @@ from typing import Any
 from autograd_check.base.errors import BadInput
 from autograd_check.base.numbers import finite, shown, whole
 from autograd_check.base.safety import mask_secrets, script_value
-from autograd_check.slurm.where import resolve_log_dir
+from autograd_check.slurm.log_dir import resolve_log_dir
 
 DEFAULT_JOB_NAME = "autograd-check"
 DEFAULT_TIME_MIN = 10

@@ -25,15 +25,17 @@ from autograd_check.base.errors import (
 )
 from autograd_check.base.result import CheckResult
 from autograd_check.base.safety import PRIVATE_FILE, python_module_argv
+from autograd_check.base.slurm_env import SlurmEnv
 from autograd_check.base.spec import CheckSpec, build_spec
 from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV, job_environment
 from autograd_check.execute import execute
+from autograd_check.slurm.allocation import Allocation
 from autograd_check.slurm.batch import rank_layout
-from autograd_check.slurm.commands import JobInfo
+from autograd_check.slurm.commands import JobInfo, require_slurm
+from autograd_check.slurm.log_dir import prepare_log_dir
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
 from autograd_check.slurm.options import GPU_SBATCH_KEYS, SlurmOptions
 from autograd_check.slurm.watch import LOG_TAIL_LINES, POLL_FIRST_S, POLL_MAX_S, ProgressFn
-from autograd_check.slurm.where import Allocation, prepare_log_dir, require_slurm
 
 STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""
@@ -151,7 +153,7 @@ def run_step(
 ) -> CheckResult:
     """Run the check as a job step of the allocation this shell holds, bounded by opts.timeout."""
     require_slurm("srun")
-    tasks = os.environ.get("SLURM_NTASKS")
+    tasks = SlurmEnv().ntasks
     if spec.ranks is not None and tasks and tasks.isdigit() and int(tasks) < spec.ranks:
         raise EnvironmentProblem(
             f"allocation {alloc.job_id} has {tasks} task(s), and --ranks {spec.ranks} runs one "
@@ -246,7 +248,7 @@ def step_main(spec_json: str) -> tuple[str, int]:
         result = execute(spec)
     except CheckError as e:
         return STEP_MARKER + json.dumps(error_envelope(e)), e.exit_code
-    if os.environ.get("SLURM_PROCID", "0") != "0" and spec.ranks is not None:
+    if (SlurmEnv().procid or "0") != "0" and spec.ranks is not None:
         return "", result.exit_code  # rank 0 answers for every rank: one line, not interleaved
     slurm = result.environment.get("slurm")
     answer = {"outcome": "result", "result": plain(result), "slurm": slurm}

@@ -15,20 +15,22 @@ from typing import Any
 from autograd_check.base.errors import EnvironmentProblem, JobFailed, JobNotEnded
 from autograd_check.base.result import CheckResult
 from autograd_check.base.safety import Unsafe, open_private
+from autograd_check.slurm.admission import never_starts, reason_word
 from autograd_check.slurm.commands import (
     CALL_FLOOR_S,
     CALL_TIMEOUT_S,
     JobInfo,
-    _array_id,
-    _budget,
-    _none,
-    _run,
-    _state_word,
+    array_task_job_id,
+    blank_to_none,
+    call_budget,
+    have,
     parse_scontrol_record,
+    require_slurm,
+    run_command,
+    state_word,
 )
-from autograd_check.slurm.fit import never_starts, reason_word
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.node import outcome_to_result
-from autograd_check.slurm.where import have, job_paths, require_slurm
 
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
@@ -46,27 +48,28 @@ about 8 s rather than 3 x CALL_TIMEOUT_S."""
 
 
 def scontrol_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
-    done = _run(["scontrol", "show", "job", "-o", job_id], timeout)
+    done = run_command(["scontrol", "show", "job", "-o", job_id], timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
         rec = parse_scontrol_record(line)
-        if rec.get("JobId") == job_id.split("_")[0] or _array_id(rec) == job_id:
+        if rec.get("JobId") == job_id.split("_")[0] or array_task_job_id(rec) == job_id:
             return JobInfo(
                 job_id=job_id,
-                state=_state_word(rec.get("JobState", "")),
+                state=state_word(rec.get("JobState", "")),
                 source="scontrol",
-                node=_none(rec.get("NodeList")) or _none(rec.get("BatchHost")),
-                reason=_none(rec.get("Reason")),
-                elapsed=_none(rec.get("RunTime")),
-                exit_code=_none(rec.get("ExitCode")),
-                partition=_none(rec.get("Partition")),
+                node=blank_to_none(rec.get("NodeList")) or blank_to_none(rec.get("BatchHost")),
+                reason=blank_to_none(rec.get("Reason")),
+                elapsed=blank_to_none(rec.get("RunTime")),
+                exit_code=blank_to_none(rec.get("ExitCode")),
+                partition=blank_to_none(rec.get("Partition")),
             )
     return None
 
 
 def squeue_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
-    done = _run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T|%N|%r|%M|%P"], timeout)
+    done = run_command(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T|%N|%r|%M|%P"],
+                       timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
@@ -74,12 +77,12 @@ def squeue_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
         if len(parts) == 6 and parts[0] == job_id:
             return JobInfo(
                 job_id=job_id,
-                state=_state_word(parts[1]),
+                state=state_word(parts[1]),
                 source="squeue",
-                node=_none(parts[2]),
-                reason=_none(parts[3]),
-                elapsed=_none(parts[4]),
-                partition=_none(parts[5]),
+                node=blank_to_none(parts[2]),
+                reason=blank_to_none(parts[3]),
+                elapsed=blank_to_none(parts[4]),
+                partition=blank_to_none(parts[5]),
             )
     return None
 
@@ -89,7 +92,7 @@ SACCT_FIELDS = "JobID,State,NodeList,Elapsed,ExitCode,Reason,Partition"
 
 def sacct_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
     """From accounting; None when accounting is off or does not (yet) know the job."""
-    done = _run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", SACCT_FIELDS], timeout)
+    done = run_command(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", SACCT_FIELDS], timeout)
     if done is None:
         return None
     for line in done.stdout.splitlines():
@@ -97,13 +100,13 @@ def sacct_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
         if len(parts) >= 7 and parts[0] == job_id:
             return JobInfo(
                 job_id=job_id,
-                state=_state_word(parts[1]),
+                state=state_word(parts[1]),
                 source="sacct",
-                node=_none(parts[2]) if parts[2] != "None assigned" else None,
-                elapsed=_none(parts[3]),
-                exit_code=_none(parts[4]),
-                reason=_none(parts[5]),
-                partition=_none(parts[6]),
+                node=blank_to_none(parts[2]) if parts[2] != "None assigned" else None,
+                elapsed=blank_to_none(parts[3]),
+                exit_code=blank_to_none(parts[4]),
+                reason=blank_to_none(parts[5]),
+                partition=blank_to_none(parts[6]),
             )
     return None
 
@@ -111,11 +114,11 @@ def sacct_info(job_id: str, timeout: float = CALL_TIMEOUT_S) -> JobInfo | None:
 def job_info(job_id: str, deadline: float | None = None) -> JobInfo | None:
     """The job's state: the controller first (it knows at once when a job ends; squeue when
     scontrol is missing), then accounting (it remembers jobs the controller has forgotten).
-    Each command gets at most what is left until `deadline` (see _budget)."""
+    Each command gets at most what is left until `deadline` (see call_budget)."""
     return (
-        scontrol_info(job_id, _budget(deadline))
-        or squeue_info(job_id, _budget(deadline))
-        or sacct_info(job_id, _budget(deadline))
+        scontrol_info(job_id, call_budget(deadline))
+        or squeue_info(job_id, call_budget(deadline))
+        or sacct_info(job_id, call_budget(deadline))
     )
 
 
@@ -192,7 +195,7 @@ def wait_for_job(
                 checked_reason = info.reason
                 why = never_starts(info, deadline)
                 if why is not None:
-                    _run(["scancel", job_id], _budget(deadline))
+                    run_command(["scancel", job_id], call_budget(deadline))
                     raise EnvironmentProblem(
                         f"Slurm will never start job {job_id}: it is PENDING "
                         f"({reason_word(info.reason)}): {why}; the job was cancelled"
@@ -363,7 +366,7 @@ class JobStatus:
     reason: str | None = None
     exit_code: str | None = None
     never_starts: str | None = None
-    """Why Slurm will never start this pending job (see fit.never_starts), else None."""
+    """Why Slurm will never start this pending job (see admission.never_starts), else None."""
     finished: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from autograd_check.slurm.arrays import (
     check_time_for_arrays,
     max_array_size,
 )
+from autograd_check.slurm.log_dir import resolve_log_dir
 from autograd_check.slurm.options import SlurmOptions
-from autograd_check.slurm.where import resolve_log_dir
 from autograd_check.sweep.grid import Case, Grid, build_grid, check_size
 from autograd_check.sweep.settings import (
     DEFAULT_CASE_TIMEOUT_S,

@@ -24,7 +24,8 @@ from autograd_check.base.errors import (
     BadInput,
 )
 from autograd_check.slurm.arrays import array_states
-from autograd_check.slurm.where import have, job_paths
+from autograd_check.slurm.commands import have
+from autograd_check.slurm.log_dir import job_paths
 from autograd_check.sweep.grid import GRID_AXES, OPTIONAL_AXES, Grid
 from autograd_check.sweep.store import Store, outcome_of
 

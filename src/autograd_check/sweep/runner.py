@@ -21,9 +21,11 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from autograd_check.base.deadline import importing
 from autograd_check.base.environment import slurm_ids
 from autograd_check.base.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
 from autograd_check.base.safety import make_private_dirs
+from autograd_check.base.slurm_env import SlurmEnv
 from autograd_check.base.spec import build_spec
 from autograd_check.distributed.rendezvous import RENDEZVOUS_ENV
 from autograd_check.execute import execute
@@ -79,15 +81,6 @@ def timed_out_record(case: Case, grid_id: str, message: str) -> dict[str, Any]:
 HangFn = Callable[[Case, dict[str, Any]], None]
 IMPORT_RETRY_S = 0.05
 """How soon a timeout that came during an import looks again."""
-
-
-def _importing(frame: FrameType | None) -> bool:
-    """Whether the interrupted code is inside an import (importlib's frames on the stack)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 class CaseClock:
@@ -155,7 +148,7 @@ class CaseClock:
     def _alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._case is None or self.seconds is None:  # it just ended
             return
-        if _importing(frame):
+        if importing(frame):
             # An import cut short leaves torch's C++ registrations half made (the next import
             # of that module fails, or crashes): let it finish, and look again a moment later.
             signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
@@ -279,15 +272,16 @@ class _Discarded(Store):
 
 def slurm_rank() -> int:
     """This process's rank among the Slurm tasks of its job (SLURM_PROCID; 0 outside Slurm)."""
-    return int(os.environ.get("SLURM_PROCID") or 0)
+    return int(SlurmEnv().procid or 0)
 
 
 def rendezvous_root() -> Path:
     """The folder where the ranks of this array task meet, one subfolder per case: inside the
     job's (private) log folder, its own for this task and this start of it (a requeued task
     never meets a file of its earlier start)."""
-    job = os.environ.get("SLURM_JOB_ID", "job")
-    restart = os.environ.get("SLURM_RESTART_COUNT") or "0"
+    slurm = SlurmEnv()
+    job = slurm.job_id or "job"
+    restart = slurm.restart_count or "0"
     return job_folder() / "rendezvous" / f"{job}.{restart}"
 
 

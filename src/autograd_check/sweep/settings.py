@@ -15,7 +15,8 @@ from autograd_check.base.errors import BadInput
 from autograd_check.base.numbers import finite
 from autograd_check.base.safety import script_value
 from autograd_check.config import check_table, checked_table
-from autograd_check.slurm.where import current_allocation, have
+from autograd_check.slurm.allocation import current_allocation
+from autograd_check.slurm.commands import have
 from autograd_check.sweep.grid import AXIS_OF, DEFAULT_MAX_CASES, GRID_AXES
 from autograd_check.sweep.store import DEFAULT_OUT
 

@@ -1,13 +1,10 @@
-"""Where we are: which Slurm tools are on PATH, the allocation this shell is in, the log folder."""
+"""The log folder: where job scripts, pickles, logs and results go (--log-dir,
+$AUTOGRAD_CHECK_LOG_DIR), made and checked private, and the files of a job in it."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,75 +18,6 @@ DEFAULT_LOG_DIR = "~/.autograd-check/slurm"
 It must be on a filesystem the compute nodes share with this machine (home directories usually
 are; /tmp is not): the node writes the result there and this machine reads it back.
 """
-
-
-def have(tool: str) -> bool:
-    return shutil.which(tool) is not None
-
-
-def require_slurm(*tools: str) -> None:
-    missing = [t for t in tools if not have(t)]
-    if missing:
-        raise EnvironmentProblem(
-            f"Slurm is not available here ({' and '.join(missing)} not found on PATH); "
-            "run the check on this machine with `autograd-check run`"
-        )
-
-
-def expand_nodelist(text: str) -> list[str]:
-    """vm, node[1-3,7] → host names (the syntax of SLURM_JOB_NODELIST)."""
-    # submitit loads only when Slurm is used
-    from submitit.slurm.slurm import SlurmParseException, _parse_node_list
-
-    try:
-        return list(_parse_node_list(text))
-    except SlurmParseException:
-        return [text]
-
-
-@dataclass(frozen=True)
-class Allocation:
-    """The Slurm job this process runs in (salloc shell, batch script or job step), if any."""
-
-    job_id: str
-    step_id: str | None
-    nodes: tuple[str, ...]
-    host: str
-
-    @property
-    def in_step(self) -> bool:
-        return self.step_id is not None
-
-    @property
-    def on_node(self) -> bool:
-        short = self.host.split(".")[0]
-        return not self.nodes or any(n.split(".")[0] == short for n in self.nodes)
-
-
-def current_allocation(environ: Mapping[str, str] | None = None) -> Allocation | None:
-    env = os.environ if environ is None else environ
-    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
-    if not job_id:
-        return None
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
-    return Allocation(
-        job_id=job_id,
-        step_id=env.get("SLURM_STEP_ID") or None,
-        nodes=tuple(expand_nodelist(nodelist)) if nodelist else (),
-        host=env.get("SLURMD_NODENAME") or socket.gethostname(),
-    )
-
-
-def run_outside_node_warning(environ: Mapping[str, str] | None = None) -> str | None:
-    """For `run`: one line when this shell holds an allocation but is not on its node(s)."""
-    alloc = current_allocation(environ)
-    if alloc is None or alloc.in_step or alloc.on_node:
-        return None
-    return (
-        f"this shell is inside Slurm allocation {alloc.job_id} but runs on {alloc.host}, not on "
-        f"its node {','.join(alloc.nodes)}; the check runs here. To run it on the allocated node "
-        "use `srun autograd-check run ...` or `autograd-check submit ...`"
-    )
 
 
 def resolve_log_dir(log_dir: Path | None) -> Path:

@@ -1,5 +1,11 @@
-"""Would Slurm ever start it? sbatch queues a request above every node of its partition (or above
-its time limit), and the job then pends forever: say so before queueing, or while waiting."""
+"""Can this job run here? Asked before a job is queued and while it waits, so that a job that
+would pend forever is refused (or cancelled) with the reason instead of waited for:
+
+- would Slurm ever start it? sbatch queues a request above every node of its partition (or above
+  its time limit), and the job then pends forever (never_fits before queueing, never_starts
+  while waiting);
+- from inside an allocation (`submit --new-job`, `sweep`): would a new job start while the
+  allocation lives? (allocation_blocks_new_job)"""
 
 from __future__ import annotations
 
@@ -9,18 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from autograd_check.base.errors import BadInput
+from autograd_check.slurm.allocation import Allocation
 from autograd_check.slurm.commands import (
     CALL_TIMEOUT_S,
     JobInfo,
-    _array_id,
-    _budget,
-    _mb,
-    _none,
-    _run,
+    array_task_job_id,
+    blank_to_none,
+    call_budget,
+    have,
     parse_scontrol_record,
+    run_command,
+    slurm_mb,
 )
-from autograd_check.slurm.options import format_minutes, mem_to_mb, parse_time
-from autograd_check.slurm.where import have
+from autograd_check.slurm.options import SlurmOptions, format_minutes, mem_to_mb, parse_time
+from autograd_check.slurm.submitit_adapter import parse_node_list
 
 NEVER_STARTS = {
     "PartitionTimeLimit": "--time is above the partition's limit (sinfo lists the limits)",
@@ -109,8 +117,8 @@ def request_of_job(rec: Mapping[str, str]) -> Request:
     """The Request of a queued job (`scontrol show job -o`): its per-node CPUs, memory and
     GPUs. The time limit is left to Slurm, whose PartitionTimeLimit reason already says it."""
     cpus = int(rec["MinCPUsNode"]) if rec.get("MinCPUsNode", "").isdigit() else 1
-    mem, mem_from = _mb(_none(rec.get("MinMemoryNode"))), "its --mem"
-    per_cpu = _mb(_none(rec.get("MinMemoryCPU")))
+    mem, mem_from = slurm_mb(blank_to_none(rec.get("MinMemoryNode"))), "its --mem"
+    per_cpu = slurm_mb(blank_to_none(rec.get("MinMemoryCPU")))
     if mem is None and per_cpu is not None:
         mem, mem_from = per_cpu * cpus, f"{per_cpu} MB per CPU x {cpus} CPUs"
     tres = " ".join(rec.get(k, "") for k in ("TresPerNode", "TresPerJob"))
@@ -210,7 +218,7 @@ def _partition_problems(
                 f"{name} has {most_mem} MB ({roomiest.get('NodeName', '?')})"
             )
     if request.gpus:
-        most_gpus = max(_gpu_count(_none(n.get("Gres")) or "", gres=True) for n in ours)
+        most_gpus = max(_gpu_count(blank_to_none(n.get("Gres")) or "", gres=True) for n in ours)
         if request.gpus > most_gpus:
             offer = f"at most {most_gpus}" if most_gpus else "none"
             problems.append(
@@ -252,7 +260,7 @@ def fit_problem(
 
 
 def _records(cmd: Sequence[str], timeout: float) -> list[dict[str, str]] | None:
-    done = _run(cmd, timeout)
+    done = run_command(cmd, timeout)
     if done is None:
         return None
     return [parse_scontrol_record(ln) for ln in done.stdout.splitlines() if ln.strip()]
@@ -260,7 +268,7 @@ def _records(cmd: Sequence[str], timeout: float) -> list[dict[str, str]] | None:
 
 def slurm_config(timeout: float = CALL_TIMEOUT_S) -> dict[str, str]:
     """`scontrol show config` as a dict ({} when it does not answer)."""
-    done = _run(["scontrol", "show", "config"], timeout)
+    done = run_command(["scontrol", "show", "config"], timeout)
     config: dict[str, str] = {}
     for line in done.stdout.splitlines() if done is not None else []:
         key, sep, value = line.partition("=")
@@ -270,17 +278,17 @@ def slurm_config(timeout: float = CALL_TIMEOUT_S) -> dict[str, str]:
 
 
 def _request_problem(request: Request, deadline: float | None) -> str | None:
-    parts = _records(["scontrol", "show", "partition", "-o"], _budget(deadline))
+    parts = _records(["scontrol", "show", "partition", "-o"], call_budget(deadline))
     chosen = _chosen_partitions(request, parts or [])
     if chosen is None:
         return None  # no answer, or a partition unknown here: nothing certain to say
     # Only the chosen partitions' nodes: a large cluster lists thousands.
-    names = ",".join(n for p in chosen for n in [_none(p.get("Nodes"))] if n and n != "ALL")
+    names = ",".join(n for p in chosen for n in [blank_to_none(p.get("Nodes"))] if n and n != "ALL")
     nodes = _records(["scontrol", "show", "node", "-o", *([names] if names else [])],
-                     _budget(deadline))
+                     call_budget(deadline))
     if nodes is None:
         return None
-    config = slurm_config(_budget(deadline)) if request.default_mem else {}
+    config = slurm_config(call_budget(deadline)) if request.default_mem else {}
     return fit_problem(request, chosen, nodes, config)
 
 
@@ -313,10 +321,83 @@ def never_starts(info: JobInfo, deadline: float | None = None) -> str | None:
         return NEVER_STARTS[reason]
     if reason not in FIT_REASONS:
         return None
-    records = _records(["scontrol", "show", "job", "-o", info.job_id], _budget(deadline))
+    records = _records(["scontrol", "show", "job", "-o", info.job_id], call_budget(deadline))
     rec = next(
-        (r for r in records or [] if info.job_id in (r.get("JobId"), _array_id(r))), None
+        (r for r in records or [] if info.job_id in (r.get("JobId"), array_task_job_id(r))), None
     )
     if rec is None:
         return None
     return _request_problem(request_of_job(rec), deadline)
+
+
+# -- a new job from inside an allocation ---------------------------------------------------------
+def _tres(text: str | None) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in (text or "").split(",") if "=" in item)
+
+
+def default_job_mem_mb(node_real_mb: int, cpus: int) -> int:
+    """What a job without --mem gets: DefMemPerNode, DefMemPerCPU x cpus, else the whole node."""
+    config = slurm_config()
+    if "MEMORY" not in config.get("SelectTypeParameters", "MEMORY").upper():
+        return 0  # memory is not a consumable resource here: it never blocks a job
+    per_node = config.get("DefMemPerNode", "UNLIMITED")
+    per_cpu = config.get("DefMemPerCPU", "UNLIMITED")
+    if per_node.isdigit() and int(per_node) > 0:
+        return int(per_node)
+    if per_cpu.isdigit() and int(per_cpu) > 0:
+        return int(per_cpu) * cpus
+    return node_real_mb
+
+
+def allocation_blocks_new_job(opts: SlurmOptions, alloc: Allocation) -> str | None:
+    """Why a new job could not start while this allocation lives, or None if it could.
+
+    An salloc without --mem holds all the memory of its node, and a new job that needs that node
+    would wait in the queue until the allocation ends: that is a hang, so say it up front.
+    """
+    nodes_out = run_command(["scontrol", "show", "node", "-o"])
+    job_out = run_command(["scontrol", "show", "job", "-o", alloc.job_id])
+    if nodes_out is None or job_out is None:
+        return None
+    job = parse_scontrol_record(job_out.stdout.splitlines()[0] if job_out.stdout else "")
+    ours = _tres(job.get("TRES") or job.get("AllocTRES"))
+    our_mem = slurm_mb(ours.get("mem")) or 0
+    our_cpus = int(ours.get("cpu", "0") or 0)
+    our_nodes = set(parse_node_list(job.get("NodeList", ""))) if job.get("NodeList") else set()
+    per_node_mem = our_mem // max(len(our_nodes), 1)
+    per_node_cpus = our_cpus // max(len(our_nodes), 1)
+    cpus = opts.cpus or 1
+    blocked: str | None = None
+    for line in nodes_out.stdout.splitlines():
+        node = parse_scontrol_record(line)
+        name = node.get("NodeName", "")
+        if opts.partition and opts.partition not in node.get("Partitions", "").split(","):
+            continue
+        if any(s in node.get("State", "") for s in ("DOWN", "DRAIN", "FAIL")):
+            continue
+        real = int(node.get("RealMemory", "0") or 0)
+        total_cpus = int(node.get("CPUTot", "0") or 0)
+        need_mem = opts.mem_mb if opts.mem_mb is not None else default_job_mem_mb(real, cpus)
+        # What stays out of reach on this node for as long as the allocation lives; other
+        # jobs end in time, so what they hold is an ordinary wait in the queue.
+        held_mem, held_cpus = (per_node_mem, per_node_cpus) if name in our_nodes else (0, 0)
+        short_mem = real - held_mem < need_mem
+        short_cpus = total_cpus - held_cpus < cpus
+        if not (short_mem or short_cpus):
+            return None  # the job can start on this node, now or once other jobs end
+        if name in our_nodes and real >= need_mem and total_cpus >= cpus:
+            held = []
+            if short_mem:
+                held.append(
+                    f"memory ({held_mem} of {real} MB; the new job needs {need_mem} MB)"
+                )
+            if short_cpus:
+                held.append(f"CPUs ({held_cpus} of {total_cpus}; the new job needs {cpus})")
+            blocked = (
+                f"a new job would wait until allocation {alloc.job_id} ends: it holds node "
+                f"{name}'s {' and '.join(held)}. Leave out --new-job to run the check as a step "
+                "of this allocation, or give salloc a --mem (and --cpus-per-task) that leaves "
+                "room for the job"
+            )
+    # None here: no node could ever take the job; never_fits says why when it is submitted.
+    return blocked

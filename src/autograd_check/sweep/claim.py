@@ -5,8 +5,9 @@ file systems alike) with its host, pid, the pid's start time and the host's boot
 the file when it ends. Another sweep into DIR, from any host sharing the folder, finds the file
 and is refused, unless the owner is provably gone:
 
-- on the same host, when its pid is dead, or is now another process (its start time differs: the
-  pid was reused) or the host has rebooted since (another boot id): the stale file is taken over;
+- on the same host, when its pid is dead (process.pid_alive: gone, a zombie, or now another
+  user's), or is now another process (its start time differs: the pid was reused) or the host
+  has rebooted since (another boot id): the stale file is taken over;
 - on another host nothing can be proved from here: the sweep is refused with the owner's host and
   pid, and how to clear the file once that host is known to run it no more.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autograd_check.base.errors import BadInput
-from autograd_check.base.process import leave_if_copy
+from autograd_check.base.process import leave_if_copy, pid_alive, process_start
 from autograd_check.sweep.store import now
 
 RUNNING = ".running"
@@ -42,32 +43,9 @@ def _read(path: str) -> str | None:
         return None
 
 
-def process_start(pid: int) -> str | None:
-    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); None when the
-    process does not exist (or /proc cannot tell)."""
-    text = _read(f"/proc/{pid}/stat")
-    if text is None:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces and ')'.
-    fields = text.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
 def boot_id() -> str | None:
     text = _read("/proc/sys/kernel/random/boot_id")
     return text.strip() if text else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

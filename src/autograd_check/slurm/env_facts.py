@@ -9,15 +9,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autograd_check.slurm.commands import _none, _run
+from autograd_check.slurm.allocation import Allocation, current_allocation, runs_as_step
+from autograd_check.slurm.commands import blank_to_none, run_command
+from autograd_check.slurm.log_dir import LOG_DIR_ENV, resolve_log_dir
 from autograd_check.slurm.watch import accounting_status
-from autograd_check.slurm.where import LOG_DIR_ENV, Allocation, current_allocation, resolve_log_dir
 
 SLURM_TOOLS = ("sbatch", "srun", "salloc", "squeue", "scontrol", "sacct", "sinfo", "scancel")
 
 
 def partitions() -> list[dict[str, Any]]:
-    done = _run(["sinfo", "-h", "-o", "%P|%a|%l|%D|%t|%G|%N|%c|%m"])
+    done = run_command(["sinfo", "-h", "-o", "%P|%a|%l|%D|%t|%G|%N|%c|%m"])
     rows: list[dict[str, Any]] = []
     if done is None:
         return rows
@@ -34,7 +35,7 @@ def partitions() -> list[dict[str, Any]]:
                 "time_limit": parts[2],
                 "nodes": int(parts[3]) if parts[3].isdigit() else parts[3],
                 "state": parts[4],
-                "gres": _none(parts[5]),
+                "gres": blank_to_none(parts[5]),
                 "node_list": parts[6],
                 "cpus_per_node": parts[7],
                 "memory_mb_per_node": parts[8],
@@ -47,7 +48,7 @@ def submit_plan(alloc: Allocation | None, tools: Mapping[str, str | None], folde
     """What `submit` would do here, in one sentence."""
     if not tools.get("sbatch") or not tools.get("srun"):
         return "nothing: Slurm is not available here (exit 3); use `autograd-check run`"
-    if alloc is not None and not alloc.in_step:
+    if alloc is not None and runs_as_step(alloc):
         return (
             f"run the check as a job step (srun) of allocation {alloc.job_id} on "
             f"{','.join(alloc.nodes) or 'its node'}; --new-job queues a separate batch job"

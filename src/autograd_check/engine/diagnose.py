@@ -9,10 +9,14 @@ The explanations, in the order they are tried (each a `kind`):
     transpose    m = rᵀ (or r with its dimensions permuted)
     swapped      m is the reference of another checked tensor (said by the caller, who has them)
     axis         m is r reduced along one dimension and broadcast back (a sum or mean over the
-                 wrong axis), or m − r is constant along one dimension
+                 wrong axis), or m − r is constant along one dimension (a dropped mean term),
+                 or m − r is a term constant along one dimension plus one constant along
+                 another, alone or times fn's output (a reduction over the wrong dimension:
+                 a centring, or a softmax-like y·(g − Σ g·y), summed along the wrong one)
     slice-scale  each slice along one dimension is r's, scaled by its own constant
     subset       wrong exactly on the elements where one input (or d = predicted − real) is
-                 above, or below, one threshold
+                 above, or below, one threshold, right (to rounding) everywhere else, and too
+                 many of them for the split to be chance
     precision    with exact: not bit-exact, but within the dtype's rounding of r
     unknown      none of the above: never a confident wrong claim
 
@@ -39,6 +43,14 @@ FACTOR_RTOL = 1e-3
 """A fitted constant is named as a number (2, 1/32, a size) when within this of it."""
 MAX_ELEMENTS = 5
 """Located elements listed in a finding."""
+SUBSET_CHANCE = 1e-4
+"""subset is claimed only when a split as clean would come by chance (one threshold on one
+condition separating that many wrong elements from the right ones) with at most this
+probability: 2·conditions / C(n, wrong) ≤ it. Fewer wrong elements than that: unknown."""
+SUBSET_GAP = 10.0
+"""subset is claimed only when the wrong elements differ at least this many times more than the
+right ones do: a branch is wrong by a term, not by a difference that grows across the
+threshold (a continuous error only crossing the tolerance there)."""
 
 
 @dataclass
@@ -121,10 +133,12 @@ def diagnose(
     exact: bool = False,
     sizes: Mapping[str, Sequence[int]] | None = None,
     conditions: Mapping[str, Tensor] | None = None,
+    output: Tensor | None = None,
 ) -> Finding:
     """The first explanation of m against r (module docstring). sizes: each input's shape, to
     name a factor; conditions: tensors shaped like m (inputs, d = predicted − real) whose values
-    may split the wrong elements from the right ones."""
+    may split the wrong elements from the right ones; output: fn's output, when shaped like m
+    (a softmax-like backward is the output times a term)."""
     torch = import_torch()
     sizes = sizes or {}
     m = m.detach().to(torch.float64)
@@ -167,12 +181,14 @@ def diagnose(
                 return Finding(tensor, "transpose", f"the gradient is the reference {what}: "
                                "a transposed weight or index (a .T or a swapped einsum)")
     axis = _axis(m, r, rtol, atol)
+    if axis is None:
+        axis = _two_axes(m, r, rtol, atol, output)
     if axis is not None:
         return Finding(tensor, "axis", axis)
     sliced = _slice_scale(m, r, rtol, atol)
     if sliced is not None:
         return Finding(tensor, "slice-scale", sliced)
-    subset = _subset(wrong, conditions or {}, count, n)
+    subset = _subset(wrong, m - r, conditions or {}, count, n)
     if subset is not None:
         return Finding(tensor, "subset", subset, elements=_where(wrong, shape))
     return Finding(tensor, "unknown", f"{count} of {n} elements are wrong, and no simple "
@@ -195,8 +211,39 @@ def _axis(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
             spread = d - d.mean(dim=dim, keepdim=True)
             if _close(spread, spread.new_zeros(()).expand_as(spread), rtol, atol):
                 return (f"the difference from the reference is the same along dimension {dim}: "
-                        "a term broadcast along the wrong axis (a missing keepdim, a bias term "
-                        "summed on the wrong side)")
+                        f"a term reduced over dimension {dim} is missing, extra or broadcast "
+                        "wrongly (a dropped mean term, a missing keepdim, a bias term summed on "
+                        "the wrong side)")
+    return None
+
+
+def _two_axes(m: Tensor, r: Tensor, rtol: float, atol: float,
+              output: Tensor | None) -> str | None:
+    """m − r = q·(A + B), A constant along dimension p, B along q, with q = 1 or fn's output:
+    a reduction over one dimension where another was meant (the right term's along p, the
+    wrong one's along q). Only where the pair leaves (size_p − 1)(size_q − 1) ≥ 2 degrees of
+    freedom unexplained, so that a fit is not a tautology."""
+    torch = import_torch()
+    d = m - r
+    weights: list[tuple[Tensor, str]] = [(torch.ones_like(m), "")]
+    if output is not None and output.shape == m.shape and output.is_floating_point():
+        out = output.detach().to(torch.float64)
+        size = float(out.abs().max()) if out.numel() else 0.0
+        # the output divides: only where none of it is (nearly) zero
+        if size > 0 and math.isfinite(size) and float(out.abs().min()) > 1e-3 * size:
+            weights.append((out, "fn's output times "))
+    for (p, q) in itertools.combinations(range(m.dim()), 2):
+        if (m.shape[p] - 1) * (m.shape[q] - 1) < 2:
+            continue
+        for w, said in weights:
+            e = d / w
+            fit = (e.mean(dim=p, keepdim=True) + e.mean(dim=q, keepdim=True)
+                   - e.mean(dim=(p, q), keepdim=True))
+            if _close(m, r + w * fit, rtol, atol):
+                return (f"the difference from the reference is {said}a term constant along "
+                        f"dimension {p} plus one constant along dimension {q}: a sum or mean "
+                        f"over dimension {q} where dimension {p} was meant, or the reverse (a "
+                        "reduction over the wrong axis, a missing keepdim)")
     return None
 
 
@@ -222,12 +269,19 @@ def _slice_scale(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
     return None
 
 
-def _subset(wrong: Tensor, conditions: Mapping[str, Tensor], count: int, n: int) -> str | None:
-    """Wrong exactly where one tensor's values are beyond one threshold."""
+def _subset(wrong: Tensor, d: Tensor, conditions: Mapping[str, Tensor], count: int,
+            n: int) -> str | None:
+    """Wrong exactly where one tensor's values are beyond one threshold, by a difference that
+    stands clear of the right elements' (SUBSET_GAP), and too many for chance (SUBSET_CHANCE)."""
     torch = import_torch()
     if count == 0 or count == n:
         return None
+    if 2 * max(len(conditions), 1) > SUBSET_CHANCE * math.comb(n, count):
+        return None
     flat = wrong.reshape(-1)
+    gap = d.abs().reshape(-1)
+    if float(gap[flat].min()) < SUBSET_GAP * float(gap[~flat].max()):
+        return None
     for name, values in conditions.items():
         v = values.detach().reshape(-1).to(torch.float64)
         if v.numel() != n:

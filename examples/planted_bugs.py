@@ -26,6 +26,12 @@ its shapes and values from the seed, so the same bug is checked at many sizes.
     grad-output-mutated   relu_zeroes_grad_output        g[x < 0] = 0 writes into grad_output
     grad-output-ignored   mse_loss_function              a loss's backward without grad_output
     input-mutated         residual_aliased               d = predicted; d -= real
+    unknown               swish_missing_factor           a factor lost inside the formula
+    unknown               gelu_tanh_gradient             another formula's gradient (tanh GELU)
+    unknown               gelu_rounded_constant          1/√(2π) written 0.39894
+
+A bug of kind `unknown` is named right when its check fails and claims nothing (a finding of
+kind unknown, or none).
 
     python examples/planted_bugs.py              # one line per bug and correct case; exits 0
                                                  # when each gets its diagnosis
@@ -634,6 +640,62 @@ def residual_aliased(seed: int) -> Planted:
     return Planted(check(squared_error, predicted, real, manual=grad, seed=seed))
 
 
+# -- unknown: no simple explanation, and none claimed ----------------------------------------
+class Swish(torch.autograd.Function):
+    """x·σ(x), whose backward forgets a factor inside the formula (examples/function_buggy.py)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad_output * (s + x * s)  # the bug: s + x·s·(1 − s)
+
+
+@bug("unknown")
+def swish_missing_factor(seed: int) -> Planted:
+    """Swish's backward without its (1 − σ) factor: wrong everywhere, by no simple rule."""
+    x = _matrix(seed)
+    return Planted(check(Swish.apply, x, reference="finite-diff", seed=seed), "x")
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x)
+
+
+@bug("unknown")
+def gelu_tanh_gradient(seed: int) -> Planted:
+    """GELU (exact, with erf) checked against the tanh approximation's gradient: off by about
+    1e-3, growing and shrinking with x, never one branch or one factor."""
+    x = _matrix(seed, 6, 14)
+
+    def grad(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        k = (2 / torch.pi) ** 0.5
+        inner = k * (x + 0.044715 * x**3)
+        t = torch.tanh(inner)
+        dinner = k * (1 + 3 * 0.044715 * x**2)
+        return grad_output * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)  # the bug
+
+    return Planted(check(gelu, x, manual=grad, seed=seed), "x")
+
+
+@bug("unknown")
+def gelu_rounded_constant(seed: int) -> Planted:
+    """GELU's exact gradient Φ(x) + x·φ(x) with 1/√(2π) written 0.39894: off by a few parts in a
+    million, past float64's tolerance, and smaller than any explanation's own allowance."""
+    x = _matrix(seed, 6, 14)
+
+    def grad(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        phi = 0.39894 * torch.exp(-x * x / 2)  # the bug: 1/√(2π) = 0.3989422804...
+        return grad_output * (0.5 * (1 + torch.erf(x / 2**0.5)) + x * phi)
+
+    return Planted(check(gelu, x, manual=grad, seed=seed), "x")
+
+
 # -- judging ----------------------------------------------------------------------------------
 def judge(b: Bug, seed: int) -> Verdict:
     """Whether the check of b at seed named it right, and its confident wrong claims."""
@@ -641,7 +703,10 @@ def judge(b: Bug, seed: int) -> Verdict:
     found = planted.result.diagnosis
     wrong = [f"{d['tensor']}: {d['kind']}" for d in found
              if d["kind"] != b.kind and d["kind"] not in CONFIDENT]
-    named = not planted.result.passed and any(_matches(d, b.kind, planted) for d in found)
+    if b.kind == "unknown":
+        named = not planted.result.passed and not wrong
+    else:
+        named = not planted.result.passed and any(_matches(d, b.kind, planted) for d in found)
     return Verdict(named, wrong, [d["kind"] for d in found])
 
 

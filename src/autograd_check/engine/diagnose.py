@@ -41,6 +41,8 @@ FIT_RTOL = 1e-4
 relative tolerance when wider (a constant fitted by least squares carries its own rounding)."""
 FACTOR_RTOL = 1e-3
 """A fitted constant is named as a number (2, 1/32, a size) when within this of it."""
+EXPLAINED = 0.01
+"""An explanation must account for all but this share (by norm) of the difference m − r."""
 MAX_ELEMENTS = 5
 """Located elements listed in a finding."""
 SUBSET_CHANCE = 1e-4
@@ -70,6 +72,17 @@ class Finding:
 def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> bool:
     torch = import_torch()
     return bool(torch.isclose(a, b, rtol=max(rtol, FIT_RTOL), atol=atol).all())
+
+
+def _explains(m: Tensor, model: Tensor, r: Tensor, rtol: float, atol: float) -> bool:
+    """model (r transformed by an explanation) is m within tolerance, and leaves at most
+    EXPLAINED of the difference m − r unexplained: FIT_RTOL's allowance alone, wider than the
+    check's, would let any explanation "fit" a difference smaller than itself."""
+    torch = import_torch()
+    if not _close(m, model, rtol, atol):
+        return False
+    return float(torch.linalg.vector_norm(m - model)) <= EXPLAINED * float(
+        torch.linalg.vector_norm(m - r))
 
 
 def _fit(m: Tensor, r: Tensor) -> float | None:
@@ -162,11 +175,12 @@ def diagnose(
                        f"({int(nonzero.sum())} of {n} elements): a detached or forgotten term "
                        "(.detach(), .data, a no_grad block, a term left out)",
                        elements=_where(nonzero, shape))
-    if _close(m, -r, rtol, atol):
+    if _explains(m, -r, r, rtol, atol):
         return Finding(tensor, "sign", "the gradient is the reference with its sign flipped "
                        "(m = −r): a minus sign", factor=-1.0)
     c = _fit(m, r)
-    if c is not None and abs(c - 1) > FACTOR_RTOL and c != 0 and _close(m, c * r, rtol, atol):
+    if c is not None and abs(c - 1) > FACTOR_RTOL and c != 0 and _explains(
+            m, c * r, r, rtol, atol):
         said = name_factor(c, sizes)
         return Finding(tensor, "scale", f"the gradient is {said} times the reference "
                        f"everywhere (m = c·r, c = {c:.6g}): a factor missing or extra",
@@ -176,7 +190,7 @@ def diagnose(
             if list(perm) == list(range(m.dim())):
                 continue
             moved = r.permute(perm)
-            if list(moved.shape) == shape and _close(m, moved, rtol, atol):
+            if list(moved.shape) == shape and _explains(m, moved, r, rtol, atol):
                 what = "transposed" if m.dim() == 2 else f"with its dimensions permuted {perm}"
                 return Finding(tensor, "transpose", f"the gradient is the reference {what}: "
                                "a transposed weight or index (a .T or a swapped einsum)")
@@ -203,13 +217,12 @@ def _axis(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
             continue
         for how in ("sum", "mean"):
             reduced = getattr(r, how)(dim=dim, keepdim=True).expand_as(r)
-            if _close(m, reduced, rtol, atol):
+            if _explains(m, reduced, r, rtol, atol):
                 return (f"the gradient is the reference's {how} over dimension {dim}, broadcast "
                         f"back: a {how} over the wrong axis, or a reduction that should not be")
         d = m - r
         if bool((d.abs() > atol + rtol * r.abs()).any()):
-            spread = d - d.mean(dim=dim, keepdim=True)
-            if _close(spread, spread.new_zeros(()).expand_as(spread), rtol, atol):
+            if _explains(m, r + d.mean(dim=dim, keepdim=True), r, rtol, atol):
                 return (f"the difference from the reference is the same along dimension {dim}: "
                         f"a term reduced over dimension {dim} is missing, extra or broadcast "
                         "wrongly (a dropped mean term, a missing keepdim, a bias term summed on "
@@ -239,7 +252,7 @@ def _two_axes(m: Tensor, r: Tensor, rtol: float, atol: float,
             e = d / w
             fit = (e.mean(dim=p, keepdim=True) + e.mean(dim=q, keepdim=True)
                    - e.mean(dim=(p, q), keepdim=True))
-            if _close(m, r + w * fit, rtol, atol):
+            if _explains(m, r + w * fit, r, rtol, atol):
                 return (f"the difference from the reference is {said}a term constant along "
                         f"dimension {p} plus one constant along dimension {q}: a sum or mean "
                         f"over dimension {q} where dimension {p} was meant, or the reverse (a "
@@ -261,7 +274,7 @@ def _slice_scale(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
         c = (mm * rr).sum(1) / denom
         if bool(torch.isclose(c, c.mean(), rtol=FACTOR_RTOL).all()):
             continue  # one constant: scale, said before
-        if _close(mm, c[:, None] * rr, rtol, atol):
+        if _explains(mm, c[:, None] * rr, rr, rtol, atol):
             shown = ", ".join(f"{float(v):.3g}" for v in c[:4]) + (", ..." if len(c) > 4 else "")
             return (f"each slice along dimension {dim} is the reference's times its own "
                     f"constant ({shown}): a per-slice normaliser (a per-row 1/n, a norm) "
@@ -311,7 +324,8 @@ def swapped(names: Sequence[str], mine: Sequence[Tensor], refs: Sequence[Tensor]
         if torch.isclose(m.to(torch.float64), refs[i].to(torch.float64), rtol=rtol,
                          atol=atol).all():
             continue
-        if _close(m.detach().to(torch.float64), r.detach().to(torch.float64), rtol, atol):
+        m64, own = m.detach().to(torch.float64), refs[i].detach().to(torch.float64)
+        if _explains(m64, r.detach().to(torch.float64), own, rtol, atol):
             found[i] = Finding(names[i], "swapped", f"the gradient given for {names[i]} is the "
                                f"reference of {names[j]}: two gradients returned in the wrong "
                                "order")

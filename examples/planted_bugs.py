@@ -200,13 +200,13 @@ class ExpDecay(torch.autograd.Function):
     """exp(−x), whose backward forgets the chain rule's minus sign."""
 
     @staticmethod
-    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x):
         y = torch.exp(-x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
         return grad_output * y  # the bug: d exp(−x)/dx = −exp(−x)
 
@@ -228,12 +228,12 @@ class Linear(torch.autograd.Function):
     """y = x Wᵀ + b, as nn.Linear computes it."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         return x @ weight.T + bias
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
         return grad_output @ weight, grad_output.T @ x, grad_output.sum(0)
 
@@ -243,7 +243,7 @@ class SquareLinear(Linear):
     nothing breaks until the numbers are checked."""
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
         return grad_output @ weight, x.T @ grad_output, grad_output.sum(0)  # the bug: g.T @ x
 
@@ -294,12 +294,12 @@ class Scale(torch.autograd.Function):
     """y = x · scale, a learned per-feature scale, whose backward returns None for it."""
 
     @staticmethod
-    def forward(ctx, x, scale):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, scale):
         ctx.save_for_backward(x, scale)
         return x * scale
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         x, scale = ctx.saved_tensors
         return grad_output * scale, None  # the bug: (grad_output * x).sum(0) for scale
 
@@ -360,19 +360,19 @@ class LeakyReLU(torch.autograd.Function):
     slope = 0.2
 
     @staticmethod
-    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return torch.where(x > 0, x, LeakyReLU.slope * x)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         return torch.where(x > 0, grad_output, LeakyReLU.slope * grad_output)
 
 
 class LeakyReLUNoSlope(LeakyReLU):
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         return grad_output * (x > 0)  # the bug: ReLU's backward, the 0.2 slope forgotten
 
@@ -395,27 +395,27 @@ class Softmax(torch.autograd.Function):
     """softmax over the last dimension: dx = y·(g − Σⱼ g·y)."""
 
     @staticmethod
-    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x):
         y = x.softmax(-1)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
         return y * (grad_output - (grad_output * y).sum(-1, keepdim=True))
 
 
 class SoftmaxWrongAxis(Softmax):
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
         return y * (grad_output - (grad_output * y).sum(0, keepdim=True))  # the bug: sum(-1)
 
 
 class SoftmaxNoKeepdim(Softmax):
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
         # the bug: without keepdim=True the row sums broadcast along the rows (square x only)
         return y * (grad_output - (grad_output * y).sum(-1))
@@ -570,12 +570,12 @@ def sigmoid_reordered(seed: int) -> Planted:
 # -- the backward's contract ------------------------------------------------------------------
 class ReLUWritesGradOutput(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         grad_output[x < 0] = 0  # the bug: writes into grad_output (clone it first)
         return grad_output
@@ -591,20 +591,20 @@ class MSELoss(torch.autograd.Function):
     """mean((predicted − real)²)."""
 
     @staticmethod
-    def forward(ctx, predicted, real):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, predicted, real):
         d = predicted - real
         ctx.save_for_backward(d)
         return (d * d).mean()
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (d,) = ctx.saved_tensors
         return grad_output * 2 * d / d.numel(), None
 
 
 class MSELossNoGradOutput(MSELoss):
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (d,) = ctx.saved_tensors
         return 2 * d / d.numel(), None  # the bug: right at grad_output = 1 only (loss scaling)
 
@@ -645,12 +645,12 @@ class Swish(torch.autograd.Function):
     """x·σ(x), whose backward forgets a factor inside the formula (examples/function_buggy.py)."""
 
     @staticmethod
-    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return x * torch.sigmoid(x)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[no-untyped-def, override]
+    def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         s = torch.sigmoid(x)
         return grad_output * (s + x * s)  # the bug: s + x·s·(1 − s)

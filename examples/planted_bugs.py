@@ -36,6 +36,7 @@ kind unknown, or none).
     python examples/planted_bugs.py              # one line per bug and correct case; exits 0
                                                  # when each gets its diagnosis
     python examples/planted_bugs.py NAME [SEED]  # one case's verdict in full
+    python examples/planted_bugs.py --causes [SEED]  # each bug's likely-cause lines
 """
 
 from __future__ import annotations
@@ -729,12 +730,18 @@ def false_claims(make: Callable[[int], CheckResult], seed: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--causes":  # each bug's likely-cause lines at one seed
+        seed = int(argv[1]) if len(argv) > 1 else 0
+        for b in BUGS.values():
+            result = b.make(seed).result
+            lines = [line for line in str(result).splitlines()
+                     if line.startswith("likely cause")]
+            print(f"{b.name} ({b.kind}):")
+            print("\n".join(f"  {line}" for line in lines) or "  (no finding)")
+        return 0
     if argv:
         name, seed = argv[0], int(argv[1]) if len(argv) > 1 else 0
-        if name in BUGS:
-            print(BUGS[name].make(seed).result)
-        else:
-            print(CORRECT[name](seed))
+        print(BUGS[name].make(seed).result if name in BUGS else CORRECT[name](seed))
         return 0
     ok = True
     for b in BUGS.values():

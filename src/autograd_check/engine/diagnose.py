@@ -302,14 +302,27 @@ def _subset(wrong: Tensor, d: Tensor, conditions: Mapping[str, Tensor], count: i
         bad, good = v[flat], v[~flat]
         for above in (True, False):
             if above and float(bad.min()) > float(good.max()):
-                t = (float(bad.min()) + float(good.max())) / 2
-                return (f"wrong exactly where {name} > {t:.3g} ({count} of {n} elements), right "
+                t = _simple(float(good.max()), float(bad.min()))
+                return (f"wrong exactly where {name} > {t:g} ({count} of {n} elements), right "
                         "everywhere else: one branch of the formula is wrong")
             if not above and float(bad.max()) < float(good.min()):
-                t = (float(bad.max()) + float(good.min())) / 2
-                return (f"wrong exactly where {name} < {t:.3g} ({count} of {n} elements), right "
+                t = _simple(float(bad.max()), float(good.min()))
+                return (f"wrong exactly where {name} < {t:g} ({count} of {n} elements), right "
                         "everywhere else: one branch of the formula is wrong")
     return None
+
+
+def _simple(low: float, high: float) -> float:
+    """The simplest number strictly between low and high, as a person would write the branch's
+    threshold: 0 when the gap holds it, else the midpoint to the fewest significant digits."""
+    if low < 0 < high:
+        return 0.0
+    middle = (low + high) / 2
+    for digits in range(1, 7):
+        t = float(f"{middle:.{digits}g}")
+        if low < t < high:
+            return t
+    return middle
 
 
 def swapped(names: Sequence[str], mine: Sequence[Tensor], refs: Sequence[Tensor],

@@ -45,7 +45,7 @@ EXPLAINED = 0.01
 """An explanation must account for all but this share (by norm) of the difference m − r."""
 MAX_ELEMENTS = 5
 """Located elements listed in a finding."""
-SUBSET_CHANCE = 1e-3
+SUBSET_CHANCE = 1e-2
 """subset is claimed only when a split as clean would come by chance (one threshold on one
 condition separating that many wrong elements from the right ones) with at most this
 probability: 2·conditions / C(n, wrong) ≤ it. Fewer wrong elements than that: unknown."""

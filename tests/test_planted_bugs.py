@@ -28,7 +28,7 @@ def _library() -> ModuleType:
 
 LIB = _library()
 KINDS = ["scale", "sign", "transpose", "swapped", "zero", "subset", "axis", "slice-scale",
-         "precision", "grad-output-mutated", "grad-output-ignored", "input-mutated"]
+         "precision", "grad-output-mutated", "grad-output-ignored", "input-mutated", "unknown"]
 
 
 def test_every_kind_has_a_planted_bug() -> None:

@@ -192,3 +192,15 @@ def test_a_sum_over_the_wrong_axis_times_the_output_is_axis() -> None:
     assert diagnose("x", m, r, 1e-7, 1e-7).kind == "unknown"  # without the output: no guess
     noise = r + 1e-3 * torch.randn(5, 7, generator=gen, dtype=F64)
     assert diagnose("x", noise, r, 1e-7, 1e-7, output=y).kind == "unknown"
+
+
+def test_many_wrong_elements_of_a_large_tensor_are_diagnosed() -> None:
+    """C(65536, k) is far past a float's range: the chance of a split is weighed in logs."""
+    gen = torch.Generator().manual_seed(0)
+    x, r = torch.randn(256, 256, generator=gen, dtype=F64), torch.randn(256, 256, generator=gen,
+                                                                         dtype=F64)
+    m = r + (x > 0.1) * 1.0
+    finding = diagnose("x", m, r, 1e-7, 1e-7, conditions={"x": x})
+    assert finding.kind == "subset" and "x > 0.1 (" in finding.text
+    noisy = r + 1e-3 * torch.randn(256, 256, generator=gen, dtype=F64)
+    assert diagnose("x", noisy, r, 1e-7, 1e-7, conditions={"x": x}).kind == "unknown"

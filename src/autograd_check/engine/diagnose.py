@@ -289,7 +289,9 @@ def _subset(wrong: Tensor, d: Tensor, conditions: Mapping[str, Tensor], count: i
     torch = import_torch()
     if count == 0 or count == n:
         return None
-    if 2 * max(len(conditions), 1) > SUBSET_CHANCE * math.comb(n, count):
+    # log C(n, count) by lgamma: C itself has thousands of digits past a float's range
+    log_ways = math.lgamma(n + 1) - math.lgamma(count + 1) - math.lgamma(n - count + 1)
+    if math.log(2 * max(len(conditions), 1) / SUBSET_CHANCE) > log_ways:
         return None
     flat = wrong.reshape(-1)
     gap = d.abs().reshape(-1)

@@ -155,3 +155,52 @@ def test_grad_output_is_never_the_input_a_test_draws_with_the_same_seed() -> Non
                    manual=lambda x, w, grad_output: (grad_output @ w, x.T @ grad_output))
     assert not result.passed
     assert [d["kind"] for d in result.diagnosis] == ["transpose"]
+
+
+def test_a_split_that_chance_explains_is_unknown() -> None:
+    """One wrong element of 24 always sits at some input's extreme: no subset claim."""
+    gen = torch.Generator().manual_seed(3)
+    x, r = torch.randn(4, 6, generator=gen, dtype=F64), torch.randn(4, 6, generator=gen,
+                                                                     dtype=F64)
+    m = r.clone()
+    m.view(-1)[int(x.argmax())] += 1.0
+    assert diagnose("x", m, r, 1e-7, 1e-7, conditions={"x": x}).kind == "unknown"
+    many = r + (x > 0.3) * 1.0  # the same input's branch, on enough elements: named
+    assert diagnose("x", many, r, 1e-7, 1e-7, conditions={"x": x}).kind == "subset"
+
+
+def test_a_continuous_error_past_a_threshold_is_not_a_branch() -> None:
+    """m = r·(1 + 1e-7·eˣ) crosses rtol only where x is large: not one wrong branch."""
+    gen = torch.Generator().manual_seed(0)
+    x, r = torch.randn(8, 8, generator=gen, dtype=F64), torch.randn(8, 8, generator=gen,
+                                                                     dtype=F64)
+    m = r * (1 + 1e-7 * torch.exp(x))
+    assert diagnose("x", m, r, 1e-7, 0.0, conditions={"x": x}).kind == "unknown"
+
+
+def test_a_sum_over_the_wrong_axis_times_the_output_is_axis() -> None:
+    """A softmax backward summed over dimension 0: the difference is y·(A_i − B_j); a random
+    difference of the same size is not."""
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(5, 7, generator=gen, dtype=F64), torch.randn(5, 7, generator=gen,
+                                                                     dtype=F64)
+    y = x.softmax(-1)
+    r = y * (g - (g * y).sum(-1, keepdim=True))
+    m = y * (g - (g * y).sum(0, keepdim=True))
+    finding = diagnose("x", m, r, 1e-7, 1e-7, output=y)
+    assert finding.kind == "axis" and "fn's output times" in finding.text
+    assert diagnose("x", m, r, 1e-7, 1e-7).kind == "unknown"  # without the output: no guess
+    noise = r + 1e-3 * torch.randn(5, 7, generator=gen, dtype=F64)
+    assert diagnose("x", noise, r, 1e-7, 1e-7, output=y).kind == "unknown"
+
+
+def test_many_wrong_elements_of_a_large_tensor_are_diagnosed() -> None:
+    """C(65536, k) is far past a float's range: the chance of a split is weighed in logs."""
+    gen = torch.Generator().manual_seed(0)
+    x, r = torch.randn(256, 256, generator=gen, dtype=F64), torch.randn(256, 256, generator=gen,
+                                                                         dtype=F64)
+    m = r + (x > 0.1) * 1.0
+    finding = diagnose("x", m, r, 1e-7, 1e-7, conditions={"x": x})
+    assert finding.kind == "subset" and "x > 0.1 (" in finding.text
+    noisy = r + 1e-3 * torch.randn(256, 256, generator=gen, dtype=F64)
+    assert diagnose("x", noisy, r, 1e-7, 1e-7, conditions={"x": x}).kind == "unknown"

@@ -20,10 +20,12 @@ runner = CliRunner()
 
 
 def result_doc(case: Case, *, passed: bool = True, rel: float | str = 0.0, mismatched: int = 0,
-               slurm: dict[str, str] | None = None) -> dict[str, Any]:
-    """A record as `run --json` writes it, trimmed to what a report reads."""
+               slurm: dict[str, str] | None = None,
+               causes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A record as `run --json` writes it, trimmed to what a report reads; causes: the kinds of
+    its diagnosis."""
     numel = case.spec.numel
-    doc = {
+    doc: dict[str, Any] = {
         "spec": case.spec.to_dict(),
         "verdict": {"passed": passed, "bit_exact": rel == 0.0, "criterion": "tolerance",
                     "exit_code": 0 if passed else 1},
@@ -32,6 +34,9 @@ def result_doc(case: Case, *, passed: bool = True, rel: float | str = 0.0, misma
                         "rtol": 1.3e-6, "atol": 1e-5}],
         "environment": {"host": "node7", "slurm": slurm},
     }
+    if causes:
+        doc["diagnosis"] = [{"tensor": "predicted", "kind": kind, "text": f"a {kind} bug",
+                             "factor": None, "elements": []} for kind in causes]
     return case_record(case, doc, "gid")
 
 
@@ -212,3 +217,66 @@ class TestViews:
         code, _, err = report_cli(str(failing.root), "--plot", str(target))
         assert code == 4 and f"plot written to {target}" in err
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class TestCauses:
+    """Failed cases counted by their diagnosis' kinds (engine/diagnose.py), in every view."""
+
+    @pytest.fixture
+    def diagnosed(self, tmp_path: Path) -> tuple[Store, list[Case]]:
+        store, cases = make_sweep(tmp_path, seeds="0-1")
+        for case in cases:
+            put(store, case.key, result_doc(case))
+        for case, causes in zip(cases[:4], [("subset",), ("scale", "zero"), (), ("subset",)],
+                                strict=True):
+            put(store, case.key, result_doc(case, passed=False, rel=0.5, mismatched=2,
+                                            causes=causes))
+        return store, cases
+
+    def test_counts_by_cause(self, diagnosed: tuple[Store, list[Case]]) -> None:
+        store, cases = diagnosed
+        report = build_report(store)
+        # most first, then by name; a case naming two kinds counts under each; none: no diagnosis
+        assert list(report.causes.items()) == [("subset", 2), ("none", 1), ("scale", 1),
+                                               ("zero", 1)]
+        assert [r.causes for r in report.failed] == [["subset"], ["scale", "zero"], [],
+                                                     ["subset"]]
+        assert all(r.causes == [] for r in report.cases if r.outcome == "passed")
+
+    def test_views(self, diagnosed: tuple[Store, list[Case]]) -> None:
+        store, cases = diagnosed
+        code, out, _ = report_cli(str(store.root), "--json")
+        doc = json.loads(out)
+        assert code == 1 and doc["causes"] == {"subset": 2, "none": 1, "scale": 1, "zero": 1}
+        assert doc["failed"][1]["causes"] == ["scale", "zero"]
+        code, out, _ = report_cli(str(store.root))
+        lines = [line.rstrip() for line in out.splitlines()]
+        start = lines.index("Failures by likely cause")
+        rows = [line.split() for line in lines[start + 1:start + 9] if line.strip()]
+        assert rows[2:6] == [["subset", "2", cases[0].key], ["none", "1", cases[2].key],
+                             ["scale", "1", cases[1].key], ["zero", "1", cases[1].key]]
+        assert any(line.split()[-2:] == ["scale,", "zero"] for line in lines)  # its listing
+        code, out, _ = report_cli(str(store.root), "--markdown")
+        assert "### Failures by likely cause" in out and "| subset | 2 |" in out
+        assert "likely cause scale, zero |" in out
+
+    def test_a_passing_sweep_has_no_causes(self, tmp_path: Path) -> None:
+        store, cases = make_sweep(tmp_path, seeds="0")
+        for case in cases:
+            put(store, case.key, result_doc(case))
+        code, out, _ = report_cli(str(tmp_path), "--json")
+        assert code == 0 and json.loads(out)["causes"] == {}
+        code, out, _ = report_cli(str(tmp_path))
+        assert "likely cause" not in out
+
+    def test_a_sweep_of_a_planted_bug_counts_its_kind(self, tmp_path: Path) -> None:
+        """examples/buggy_target.py (smooth L1's branch) swept here: each record's diagnosis is
+        the branch, and the report counts it."""
+        root = Path(__file__).resolve().parents[1]
+        out = tmp_path / "s"
+        got = runner.invoke(app, ["sweep", "--local", "--target",
+                                  f"{root}/examples/buggy_target.py:smooth_l1", "--shapes",
+                                  "8x8", "--seeds", "0-1", "--out", str(out), "--json"])
+        assert got.exit_code == 1, got.output
+        code, text, _ = report_cli(str(out), "--json")
+        assert code == 1 and json.loads(text)["causes"] == {"subset": 2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -24,6 +25,7 @@ from autograd_check.references.arguments import (
     check_output,
     cotangent,
     describe_fn,
+    input_names,
     parse_arguments,
     prepare,
 )
@@ -189,7 +191,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             notes += judged
         comparisons += rows
         findings += diagnose_rows(rows, got.manual, got.auto, args.tolerances, args.exact,
-                                  *_clues(call))
+                                  *_clues(call), output=out)
         clock.mark("compare")
         for m, grads in zip(got.manual, gradients, strict=True):
             grads["manual"] = m
@@ -219,6 +221,8 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         comparisons += outcome.comparisons
         notes += outcome.notes
         block.update(outcome.block)
+        if outcome.estimates and manual is None:  # with manual, manual vs autograd's says why
+            findings += _diagnose_estimates(call, outcome, got.auto, out)
         writes += call.writes(f"fn (evaluated by {reference})")
         clock.mark(reference.replace("-", "_"))
     if args.order == 2:
@@ -301,13 +305,34 @@ def _contract_only(call: Call, args: Arguments, manual: Callable[..., Any] | Non
 def _clues(call: Call) -> tuple[dict[str, list[int]], dict[str, Tensor]]:
     """What a diagnosis may name: each input's and checked tensor's shape (a factor that is a
     size), and their values (a condition that splits the wrong elements off)."""
+    torch = import_torch()
     sizes = {c.name: list(c.value.shape) for c in call.checked}
     values: dict[str, Tensor] = {}
-    for name, t in zip(call.input_names, call.inputs, strict=True):
+    # an unchecked input (real) by fn's own name for it where it has one, not inputs[1]
+    own = input_names(torch, call.fn, call.module, len(call.inputs))
+    names = [o if n.startswith("inputs[") and o not in call.input_names else n
+             for n, o in zip(call.input_names, own, strict=True)]
+    for name, t in zip(names, call.inputs, strict=True):
         sizes.setdefault(name, list(t.shape))
         if t.is_floating_point():
             values[name] = t.detach()
+    # a loss of predicted and real branches on their difference (smooth L1's |d| < β)
+    for (a, x), (b, y) in itertools.combinations(list(values.items()), 2):
+        if x.shape == y.shape and x.dtype == y.dtype:
+            values[f"{a} − {b}"] = x - y
     return sizes, values
+
+
+def _diagnose_estimates(call: Call, outcome: Outcome, auto: Sequence[Tensor],
+                        out: Tensor) -> list[dict[str, Any]]:
+    """Why autograd's gradients (your backward's) differ from finite differences' estimates,
+    judged at the finite-diff rows' own tolerances, each finding named by its tensor."""
+    rows = [replace(row, name=c.name) for c, row in zip(call.checked, (
+        r for r in outcome.comparisons if r.name.endswith(": autograd vs finite-diff")),
+        strict=True)]
+    tolerances = {m.dtype: (row.rtol, row.atol) for m, row in zip(auto, rows, strict=True)}
+    return diagnose_rows(rows, auto, outcome.estimates, lambda dtype: tolerances[dtype], False,
+                         *_clues(call), output=out)
 
 
 def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:

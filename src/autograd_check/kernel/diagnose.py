@@ -9,10 +9,14 @@ The explanations, in the order they are tried (each a `kind`):
     transpose    m = rᵀ (or r with its dimensions permuted)
     swapped      m is the reference of another checked tensor (said by the caller, who has them)
     axis         m is r reduced along one dimension and broadcast back (a sum or mean over the
-                 wrong axis), or m − r is constant along one dimension
+                 wrong axis), or m − r is constant along one dimension (a dropped mean term),
+                 or m − r is a term constant along one dimension plus one constant along
+                 another, alone or times fn's output (a reduction over the wrong dimension:
+                 a centring, or a softmax-like y·(g − Σ g·y), summed along the wrong one)
     slice-scale  each slice along one dimension is r's, scaled by its own constant
     subset       wrong exactly on the elements where one input (or d = predicted − real) is
-                 above, or below, one threshold
+                 above, or below, one threshold, right (to rounding) everywhere else, and too
+                 many of them for the split to be chance
     precision    with exact: not bit-exact, but within the dtype's rounding of r
     unknown      none of the above: never a confident wrong claim
 
@@ -37,8 +41,18 @@ FIT_RTOL = 1e-4
 relative tolerance when wider (a constant fitted by least squares carries its own rounding)."""
 FACTOR_RTOL = 1e-3
 """A fitted constant is named as a number (2, 1/32, a size) when within this of it."""
+EXPLAINED = 0.01
+"""An explanation must account for all but this share (by norm) of the difference m − r."""
 MAX_ELEMENTS = 5
 """Located elements listed in a finding."""
+SUBSET_CHANCE = 1e-2
+"""subset is claimed only when a split as clean would come by chance (one threshold on one
+condition separating that many wrong elements from the right ones) with at most this
+probability: 2·conditions / C(n, wrong) ≤ it. Fewer wrong elements than that: unknown."""
+SUBSET_GAP = 10.0
+"""subset is claimed only when the wrong elements differ at least this many times more than the
+right ones do: a branch is wrong by a term, not by a difference that grows across the
+threshold (a continuous error only crossing the tolerance there)."""
 
 
 @dataclass
@@ -58,6 +72,17 @@ class Finding:
 def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> bool:
     torch = import_torch()
     return bool(torch.isclose(a, b, rtol=max(rtol, FIT_RTOL), atol=atol).all())
+
+
+def _explains(m: Tensor, model: Tensor, r: Tensor, rtol: float, atol: float) -> bool:
+    """model (r transformed by an explanation) is m within tolerance, and leaves at most
+    EXPLAINED of the difference m − r unexplained: FIT_RTOL's allowance alone, wider than the
+    check's, would let any explanation "fit" a difference smaller than itself."""
+    torch = import_torch()
+    if not _close(m, model, rtol, atol):
+        return False
+    return float(torch.linalg.vector_norm(m - model)) <= EXPLAINED * float(
+        torch.linalg.vector_norm(m - r))
 
 
 def _fit(m: Tensor, r: Tensor) -> float | None:
@@ -121,10 +146,12 @@ def diagnose(
     exact: bool = False,
     sizes: Mapping[str, Sequence[int]] | None = None,
     conditions: Mapping[str, Tensor] | None = None,
+    output: Tensor | None = None,
 ) -> Finding:
     """The first explanation of m against r (module docstring). sizes: each input's shape, to
     name a factor; conditions: tensors shaped like m (inputs, d = predicted − real) whose values
-    may split the wrong elements from the right ones."""
+    may split the wrong elements from the right ones; output: fn's output, when shaped like m
+    (a softmax-like backward is the output times a term)."""
     torch = import_torch()
     sizes = sizes or {}
     m = m.detach().to(torch.float64)
@@ -148,11 +175,12 @@ def diagnose(
                        f"({int(nonzero.sum())} of {n} elements): a detached or forgotten term "
                        "(.detach(), .data, a no_grad block, a term left out)",
                        elements=_where(nonzero, shape))
-    if _close(m, -r, rtol, atol):
+    if _explains(m, -r, r, rtol, atol):
         return Finding(tensor, "sign", "the gradient is the reference with its sign flipped "
                        "(m = −r): a minus sign", factor=-1.0)
     c = _fit(m, r)
-    if c is not None and abs(c - 1) > FACTOR_RTOL and c != 0 and _close(m, c * r, rtol, atol):
+    if c is not None and abs(c - 1) > FACTOR_RTOL and c != 0 and _explains(
+            m, c * r, r, rtol, atol):
         said = name_factor(c, sizes)
         return Finding(tensor, "scale", f"the gradient is {said} times the reference "
                        f"everywhere (m = c·r, c = {c:.6g}): a factor missing or extra",
@@ -162,17 +190,19 @@ def diagnose(
             if list(perm) == list(range(m.dim())):
                 continue
             moved = r.permute(perm)
-            if list(moved.shape) == shape and _close(m, moved, rtol, atol):
+            if list(moved.shape) == shape and _explains(m, moved, r, rtol, atol):
                 what = "transposed" if m.dim() == 2 else f"with its dimensions permuted {perm}"
                 return Finding(tensor, "transpose", f"the gradient is the reference {what}: "
                                "a transposed weight or index (a .T or a swapped einsum)")
     axis = _axis(m, r, rtol, atol)
+    if axis is None:
+        axis = _two_axes(m, r, rtol, atol, output)
     if axis is not None:
         return Finding(tensor, "axis", axis)
     sliced = _slice_scale(m, r, rtol, atol)
     if sliced is not None:
         return Finding(tensor, "slice-scale", sliced)
-    subset = _subset(wrong, conditions or {}, count, n)
+    subset = _subset(wrong, m - r, conditions or {}, count, n)
     if subset is not None:
         return Finding(tensor, "subset", subset, elements=_where(wrong, shape))
     return Finding(tensor, "unknown", f"{count} of {n} elements are wrong, and no simple "
@@ -187,16 +217,46 @@ def _axis(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
             continue
         for how in ("sum", "mean"):
             reduced = getattr(r, how)(dim=dim, keepdim=True).expand_as(r)
-            if _close(m, reduced, rtol, atol):
+            if _explains(m, reduced, r, rtol, atol):
                 return (f"the gradient is the reference's {how} over dimension {dim}, broadcast "
                         f"back: a {how} over the wrong axis, or a reduction that should not be")
         d = m - r
         if bool((d.abs() > atol + rtol * r.abs()).any()):
-            spread = d - d.mean(dim=dim, keepdim=True)
-            if _close(spread, spread.new_zeros(()).expand_as(spread), rtol, atol):
+            if _explains(m, r + d.mean(dim=dim, keepdim=True), r, rtol, atol):
                 return (f"the difference from the reference is the same along dimension {dim}: "
-                        "a term broadcast along the wrong axis (a missing keepdim, a bias term "
-                        "summed on the wrong side)")
+                        f"a term reduced over dimension {dim} is missing, extra or broadcast "
+                        "wrongly (a dropped mean term, a missing keepdim, a bias term summed on "
+                        "the wrong side)")
+    return None
+
+
+def _two_axes(m: Tensor, r: Tensor, rtol: float, atol: float,
+              output: Tensor | None) -> str | None:
+    """m − r = q·(A + B), A constant along dimension p, B along q, with q = 1 or fn's output:
+    a reduction over one dimension where another was meant (the right term's along p, the
+    wrong one's along q). Only where the pair leaves (size_p − 1)(size_q − 1) ≥ 2 degrees of
+    freedom unexplained, so that a fit is not a tautology."""
+    torch = import_torch()
+    d = m - r
+    weights: list[tuple[Tensor, str]] = [(torch.ones_like(m), "")]
+    if output is not None and output.shape == m.shape and output.is_floating_point():
+        out = output.detach().to(torch.float64)
+        size = float(out.abs().max()) if out.numel() else 0.0
+        # the output divides: only where none of it is (nearly) zero
+        if size > 0 and math.isfinite(size) and float(out.abs().min()) > 1e-3 * size:
+            weights.append((out, "fn's output times "))
+    for (p, q) in itertools.combinations(range(m.dim()), 2):
+        if (m.shape[p] - 1) * (m.shape[q] - 1) < 2:
+            continue
+        for w, said in weights:
+            e = d / w
+            fit = (e.mean(dim=p, keepdim=True) + e.mean(dim=q, keepdim=True)
+                   - e.mean(dim=(p, q), keepdim=True))
+            if _explains(m, r + w * fit, r, rtol, atol):
+                return (f"the difference from the reference is {said}a term constant along "
+                        f"dimension {p} plus one constant along dimension {q}: a sum or mean "
+                        f"over dimension {q} where dimension {p} was meant, or the reverse (a "
+                        "reduction over the wrong axis, a missing keepdim)")
     return None
 
 
@@ -214,7 +274,7 @@ def _slice_scale(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
         c = (mm * rr).sum(1) / denom
         if bool(torch.isclose(c, c.mean(), rtol=FACTOR_RTOL).all()):
             continue  # one constant: scale, said before
-        if _close(mm, c[:, None] * rr, rtol, atol):
+        if _explains(mm, c[:, None] * rr, rr, rtol, atol):
             shown = ", ".join(f"{float(v):.3g}" for v in c[:4]) + (", ..." if len(c) > 4 else "")
             return (f"each slice along dimension {dim} is the reference's times its own "
                     f"constant ({shown}): a per-slice normaliser (a per-row 1/n, a norm) "
@@ -222,12 +282,21 @@ def _slice_scale(m: Tensor, r: Tensor, rtol: float, atol: float) -> str | None:
     return None
 
 
-def _subset(wrong: Tensor, conditions: Mapping[str, Tensor], count: int, n: int) -> str | None:
-    """Wrong exactly where one tensor's values are beyond one threshold."""
+def _subset(wrong: Tensor, d: Tensor, conditions: Mapping[str, Tensor], count: int,
+            n: int) -> str | None:
+    """Wrong exactly where one tensor's values are beyond one threshold, by a difference that
+    stands clear of the right elements' (SUBSET_GAP), and too many for chance (SUBSET_CHANCE)."""
     torch = import_torch()
     if count == 0 or count == n:
         return None
+    # log C(n, count) by lgamma: C itself has thousands of digits past a float's range
+    log_ways = math.lgamma(n + 1) - math.lgamma(count + 1) - math.lgamma(n - count + 1)
+    if math.log(2 * max(len(conditions), 1) / SUBSET_CHANCE) > log_ways:
+        return None
     flat = wrong.reshape(-1)
+    gap = d.abs().reshape(-1)
+    if float(gap[flat].min()) < SUBSET_GAP * float(gap[~flat].max()):
+        return None
     for name, values in conditions.items():
         v = values.detach().reshape(-1).to(torch.float64)
         if v.numel() != n:
@@ -235,14 +304,27 @@ def _subset(wrong: Tensor, conditions: Mapping[str, Tensor], count: int, n: int)
         bad, good = v[flat], v[~flat]
         for above in (True, False):
             if above and float(bad.min()) > float(good.max()):
-                t = (float(bad.min()) + float(good.max())) / 2
-                return (f"wrong exactly where {name} > {t:.3g} ({count} of {n} elements), right "
+                t = _simple(float(good.max()), float(bad.min()))
+                return (f"wrong exactly where {name} > {t:g} ({count} of {n} elements), right "
                         "everywhere else: one branch of the formula is wrong")
             if not above and float(bad.max()) < float(good.min()):
-                t = (float(bad.max()) + float(good.min())) / 2
-                return (f"wrong exactly where {name} < {t:.3g} ({count} of {n} elements), right "
+                t = _simple(float(bad.max()), float(good.min()))
+                return (f"wrong exactly where {name} < {t:g} ({count} of {n} elements), right "
                         "everywhere else: one branch of the formula is wrong")
     return None
+
+
+def _simple(low: float, high: float) -> float:
+    """The simplest number strictly between low and high, as a person would write the branch's
+    threshold: 0 when the gap holds it, else the midpoint to the fewest significant digits."""
+    if low < 0 < high:
+        return 0.0
+    middle = (low + high) / 2
+    for digits in range(1, 7):
+        t = float(f"{middle:.{digits}g}")
+        if low < t < high:
+            return t
+    return middle
 
 
 def swapped(names: Sequence[str], mine: Sequence[Tensor], refs: Sequence[Tensor],
@@ -257,7 +339,8 @@ def swapped(names: Sequence[str], mine: Sequence[Tensor], refs: Sequence[Tensor]
         if torch.isclose(m.to(torch.float64), refs[i].to(torch.float64), rtol=rtol,
                          atol=atol).all():
             continue
-        if _close(m.detach().to(torch.float64), r.detach().to(torch.float64), rtol, atol):
+        m64, own = m.detach().to(torch.float64), refs[i].detach().to(torch.float64)
+        if _explains(m64, r.detach().to(torch.float64), own, rtol, atol):
             found[i] = Finding(names[i], "swapped", f"the gradient given for {names[i]} is the "
                                f"reference of {names[j]}: two gradients returned in the wrong "
                                "order")

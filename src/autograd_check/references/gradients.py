@@ -276,11 +276,12 @@ def backward_grad(loss: Tensor, leaf: Tensor) -> Tensor:
 def diagnose_rows(
     rows: Sequence[Comparison], manual: Sequence[Tensor], auto: Sequence[Tensor],
     tolerances: Callable[[Any], tuple[float, float]], exact: bool,
-    sizes: dict[str, list[int]], conditions: dict[str, Tensor],
+    sizes: dict[str, list[int]], conditions: dict[str, Tensor], output: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Why each failed manual-vs-autograd row is wrong (kernel/diagnose.py), as plain data: a
     gradient given for the wrong tensor first, then each row's own explanation. conditions are
-    tensors (inputs, d = predicted − real) whose values may split the wrong elements off."""
+    tensors (inputs, d = predicted − real) whose values may split the wrong elements off;
+    output is fn's (a softmax-like backward's difference is the output times a term)."""
     failed = [i for i, row in enumerate(rows) if not row.passed]
     if not failed:
         return []
@@ -292,7 +293,8 @@ def diagnose_rows(
         rtol, atol = tolerances(manual[i].dtype)
         finding = swaps.get(i) or diagnose(
             names[i], manual[i], auto[i], rtol, atol, exact=exact, sizes=sizes,
-            conditions={k: v for k, v in conditions.items() if v.shape == manual[i].shape})
+            conditions={k: v for k, v in conditions.items() if v.shape == manual[i].shape},
+            output=output)
         found.append(finding.to_dict())
     return found
 

@@ -99,6 +99,8 @@ class Outcome:
     comparisons: list[Comparison] = field(default_factory=list)
     block: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    estimates: list[Tensor] = field(default_factory=list)
+    """finite-diff: its float64 estimate of each checked tensor's gradient (for a diagnosis)."""
 
 
 def reduce64(out: Tensor, u64: Tensor | None) -> Tensor:
@@ -394,6 +396,7 @@ def finite_diff(
             return reduce64(call.evaluate(values, float64=True), u64)
 
         diff = central_differences(loss, x64[i], step=args.step)
+        outcome.estimates.append(diff.grad)
         vectorised = vectorised and diff.vectorised
         outcome.notes += _element_by_element(c.name, diff.fallback, False)
         rtol, atol = args.tolerances(c.value.dtype)

@@ -21,7 +21,7 @@ from autograd_check.base.document import dumps
 from autograd_check.base.errors import BadInput, EnvironmentProblem
 from autograd_check.base.safety import PRIVATE_FILE
 from autograd_check.render.result import fmt
-from autograd_check.sweep.report import GROUPS, OPTIONAL_GROUPS, CaseRow, Report
+from autograd_check.sweep.report import GROUPS, NO_CAUSE, OPTIONAL_GROUPS, CaseRow, Report
 from autograd_check.sweep.store import FOREIGN
 
 if TYPE_CHECKING:
@@ -117,6 +117,22 @@ def groups_table(report: Report) -> Table:
     return table
 
 
+def causes_table(report: Report) -> Table:
+    """Failed cases by likely cause (each record's diagnosis): which bug shapes a sweep found."""
+    table = Table(title="Failures by likely cause", box=box.SIMPLE_HEAVY, title_justify="left")
+    table.add_column("likely cause")
+    table.add_column("failed cases", justify="right")
+    table.add_column("first case", overflow="fold")
+    for kind, count in report.causes.items():
+        first = next(r.key for r in report.failed if kind in (r.causes or [NO_CAUSE]))
+        table.add_row(kind, str(count), first)
+    return table
+
+
+def _causes_text(row: CaseRow) -> str:
+    return ", ".join(row.causes) or NO_CAUSE
+
+
 def worst_table(report: Report) -> Table:
     table = Table(title="Worst cases (greatest relative difference)", box=box.SIMPLE_HEAVY,
                   title_justify="left", pad_edge=False)
@@ -133,10 +149,13 @@ def worst_table(report: Report) -> Table:
 
 def _listing(title: str, rows: list[CaseRow], detail: bool) -> Table:
     table = Table(title=f"{title} ({len(rows)})", box=box.SIMPLE_HEAVY, title_justify="left")
-    table.add_column("case")
+    table.add_column("case", overflow="fold")  # a key is copied: folded, never cut
     table.add_column("job")
     missing = bool(rows) and rows[0].outcome == "missing"
+    failed = bool(rows) and rows[0].outcome == "failed"
     table.add_column("detail" if detail or missing else "max rel diff / mismatched")
+    if failed:
+        table.add_column("likely cause")
     for row in rows[:LIST_LIMIT]:
         if detail:
             info = row.message or ""
@@ -144,9 +163,11 @@ def _listing(title: str, rows: list[CaseRow], detail: bool) -> Table:
             info = row.message or "no record"
         else:
             info = f"{_num(row.max_rel_diff)} / {row.mismatched}"
-        table.add_row(row.key, row.job or "local", Text(info))
+        cells: list[str | Text] = [row.key, row.job or "local", Text(info)]
+        table.add_row(*cells, *([_causes_text(row)] if failed else []))
     if len(rows) > LIST_LIMIT:
-        table.add_row(f"… {len(rows) - LIST_LIMIT} more (see --json)", "", "")
+        table.add_row(f"… {len(rows) - LIST_LIMIT} more (see --json)", "", "",
+                      *([""] if failed else []))
     return table
 
 
@@ -160,6 +181,7 @@ def report_renderable(report: Report) -> RenderableType:
     elif report.worst:
         parts.append(Text("Every case with a result is bit-exact (manual == autograd).\n"))
     if report.failed:
+        parts.append(causes_table(report))
         parts.append(_listing("Failed cases (gradient mismatch)", report.failed, detail=False))
     if report.errors:
         parts.append(_listing("Cases that could not run", report.errors, detail=True))
@@ -230,6 +252,11 @@ def markdown(report: Report) -> str:
               str(r.mismatched), r.outcome, r.job or "local"] for r in _inexact(report)),
             right=range(1, 5),
         ))
+    if report.causes:
+        out += ["", "### Failures by likely cause", ""]
+        out.append(_md_table(["likely cause", "failed cases"],
+                             ([kind, str(count)] for kind, count in report.causes.items()),
+                             right=[1]))
     for title, rows in (("Failed cases", report.failed), ("Cases that could not run",
                         report.errors), ("Missing cases", report.missing)):
         if not rows:
@@ -239,7 +266,8 @@ def markdown(report: Report) -> str:
             ["case", "job", "detail"],
             ([r.key, r.job or "local", r.message or (
                 "no record" if r.outcome == "missing" else
-                f"max rel diff {_num(r.max_rel_diff)}, {r.mismatched} mismatched")]
+                f"max rel diff {_num(r.max_rel_diff)}, {r.mismatched} mismatched"
+                + (f", likely cause {_causes_text(r)}" if r.outcome == "failed" else ""))]
              for r in rows[:LIST_LIMIT]),
         ))
         if len(rows) > LIST_LIMIT:

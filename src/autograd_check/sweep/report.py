@@ -35,6 +35,9 @@ OPTIONAL_GROUPS = tuple(OPTIONAL_AXES.values())
 """ranks, parallel: counted (and shown) only for a grid with those axes."""
 WORST = 10
 LOG_TAIL_LINES = 15
+NO_CAUSE = "none"
+"""The cause a failed case counts under when its record holds no diagnosis (a projection
+failure, a record written before diagnoses)."""
 
 
 @dataclass
@@ -63,6 +66,9 @@ class CaseRow:
     """The case's rank count, with a ranks axis (absent from the JSON without one)."""
     parallel: str | None = None
     """The case's wrapper (ddp, fsdp), with a ranks axis (absent from the JSON without one)."""
+    causes: list[str] = field(default_factory=list)
+    """A failed case's likely causes: the kinds of its record's diagnosis, once each, in order
+    (engine/diagnose.py; contract rules such as input-mutated too)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -111,6 +117,9 @@ class Report:
     submissions: list[dict[str, Any]] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
     """Record files that do not count (unreadable, half written, another grid's): key → why."""
+    causes: dict[str, int] = field(default_factory=dict)
+    """Failed cases by likely cause: kind → how many failed cases name it (a case naming two
+    kinds counts under each; one whose record has no diagnosis under NO_CAUSE), most first."""
 
     @property
     def exit_code(self) -> int:
@@ -144,6 +153,7 @@ class Report:
             "tasks": [asdict(t) for t in self.tasks],
             "submissions": self.submissions,
             "ignored_records": self.ignored,
+            "causes": self.causes,
             "cases": [c.to_dict() for c in self.cases],
         })
 
@@ -214,7 +224,22 @@ def _row(case_key: str, index: int, spec: Mapping[str, Any], doc: Mapping[str, A
         row.rtol = _float(worst.get("rtol"))
         row.atol = _float(worst.get("atol"))
     row.bit_exact = bool(doc.get("verdict", {}).get("bit_exact"))
+    if row.outcome == "failed":
+        row.causes = list(dict.fromkeys(
+            str(d["kind"]) for d in doc.get("diagnosis") or [] if isinstance(d, dict)
+            and d.get("kind")))
     return row
+
+
+def count_causes(rows: list[CaseRow]) -> dict[str, int]:
+    """Failed cases by likely cause, most first (then by name): a case under each of its kinds,
+    or under NO_CAUSE."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.outcome == "failed":
+            for kind in row.causes or [NO_CAUSE]:
+                counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _float(value: Any) -> float | None:
@@ -306,6 +331,7 @@ def build_report(
         cases=rows,
         submissions=list(manifest.get("submissions", [])),
         ignored={k: v for k, v in ignored.items() if k in {r.key for r in rows}},
+        causes=count_causes(rows),
     )
 
 

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from autograd_check import check
-from autograd_check.engine.result import CheckResult
+from autograd_check.base.result import CheckResult
 
 F64 = torch.float64
 CONFIDENT = ("unknown",)
@@ -72,7 +72,7 @@ class Planted:
 class Bug:
     name: str
     kind: str
-    """The diagnosis it must get: engine/diagnose.py's kinds, or a contract rule's."""
+    """The diagnosis it must get: kernel/diagnose.py's kinds, or a contract rule's."""
     make: Callable[[int], Planted]
     story: str
 

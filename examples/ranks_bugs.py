@@ -11,32 +11,51 @@ gradients that are not the full batch's.
     autograd-check run --target examples/ranks_bugs.py:SumLossAsMean --ranks 2
     autograd-check run --target examples/ranks_bugs.py:MeanLossAsSum --ranks 2
     autograd-check run --target examples/ranks_bugs.py:RankSeededInit --ranks 2 --parallel fsdp
+    autograd-check run --target examples/ranks_bugs.py:SumLossAveragedTwice --ranks 2
+    autograd-check run --target examples/ranks_bugs.py:PerRankTokenMean --ranks 2
 
-What each gives: exit 1, FAIL, and in the result a likely cause (JSON: distributed.cause):
+What each gives: exit 1, FAIL, and in the result its likely cause: a finding as single-process
+checks give them (JSON: "diagnosis", each with tensor, kind, text, factor, elements; the kinds in
+src/autograd_check/distributed/causes.py), the one that must be named in brackets:
 
-- UnusedParameter: a layer that forward never uses, under DDP without find_unused_parameters. The
-  first step raises nothing, but DDP's bucket waits for that parameter's gradient and is never
-  reduced: each rank keeps its own shard's gradient, the ranks disagree ("the ranks hold
-  different gradients: they were not synchronised, for skip.weight, skip.bias took no part in
-  forward ..."). UnusedParameterFound, with ddp_options = {"find_unused_parameters": True},
-  passes. (FSDP needs no such option: it passes there.)
-- NoSyncOnLast: no_sync() around the last micro-batch instead of the others: that micro-batch's
-  gradient is never averaged, the ranks disagree ("... some were not synchronised"). Under FSDP
-  the gradients stay unreduced ("the gradients were not synchronised: the last backward ran with
-  gradient sync off").
-- NoSyncEverywhere: no_sync() around every micro-batch: nothing is averaged; as NoSyncOnLast.
-- UnscaledAccumulation: the mean loss of each of the K micro-batches is not divided by K:
-  "Kx the reference: the accumulated loss is not divided by the K micro-batches (unscaled
-  accumulation)" (needs --accumulate 2 or more; with K = 1 it is correct).
-- SumLossAsMean: a loss that sums over the batch, with the reduction left at "mean": DDP and
-  FSDP average over the W ranks, "1/W of the reference: the loss sums over the batch but is
-  checked as a mean" (1/(W·K) with --accumulate K: the default step divides a mean loss by K).
-- MeanLossAsSum: the converse, a mean loss declared reduction = "sum": "Wx the reference: the
-  loss averages over the batch but is declared a sum" (W·K x with --accumulate K).
-- RankSeededInit: each rank seeds its initialisation with its own rank. Under DDP this is
-  invisible (DDP broadcasts rank 0's parameters when it wraps the model): PASS, with a note. Under
-  FSDP each rank keeps its own shard of its own parameters, a model no rank built: FAIL ("the ranks
-  started from different parameters, so FSDP sharded a model no rank holds").
+- UnusedParameter [unused-parameter]: a layer that forward never uses, under DDP without
+  find_unused_parameters. The first step raises nothing, but DDP's bucket waits for that
+  parameter's gradient and is never reduced: each rank keeps its own shard's gradient, the ranks
+  disagree ("the ranks hold different gradients: they were not synchronised, for skip.weight,
+  skip.bias took no part in forward ..."). UnusedParameterFound, with ddp_options =
+  {"find_unused_parameters": True}, passes. (FSDP needs no such option: it passes there.)
+- NoSyncOnLast [unsynced]: no_sync() around the last micro-batch instead of the others: that
+  micro-batch's gradient is never averaged, the ranks disagree ("... some were not
+  synchronised"). Under FSDP the gradients stay unreduced ("the gradients were not synchronised:
+  the last backward ran with gradient sync off").
+- NoSyncEverywhere [unsynced]: no_sync() around every micro-batch: nothing is averaged; as
+  NoSyncOnLast.
+- UnscaledAccumulation [scale, factor K]: the mean loss of each of the K micro-batches is not
+  divided by K: "every gradient is 2 (= K, K = 2 micro-batches) times the reference: the
+  accumulated loss is not divided by the 2 micro-batches (unscaled accumulation)" (needs
+  --accumulate 2 or more; with K = 1 it is correct).
+- SumLossAsMean [scale, factor 1/N]: a loss that sums over the batch, with the reduction left at
+  "mean": DDP and FSDP average over the N ranks, "every gradient is 1/2 (= 1/N, N = 2 ranks) times
+  the reference: the loss sums over the batch but is checked as a mean" (1/(N·K) with
+  --accumulate K: the default step divides a mean loss by K).
+- MeanLossAsSum [scale, factor N]: the converse, a mean loss declared reduction = "sum": "every
+  gradient is 2 (= N, N = 2 ranks) times the reference: the loss averages over the batch but is
+  declared a sum" (N·K with --accumulate K).
+- SumLossAveragedTwice [scale, factor 1/N]: a sum loss (declared so) that train_step divides by
+  the world size, as if DDP summed the ranks' gradients: DDP averages them too, "every gradient
+  is 1/2 (= 1/N, N = 2 ranks) times the reference: the loss is divided by the world size ...:
+  averaged twice across ranks".
+- PerRankTokenMean [rank-mean]: a per-token cross-entropy with ignore_index padding, each rank
+  averaging over its own tokens (rank 0 holds 23 of the 30 tokens, rank 1 7): DDP averages the
+  ranks' means, which is not the mean over all 30 tokens. "each rank's loss is a mean over its
+  own tokens, not over the global batch's (rank 0 has 23, rank 1 has 7 tokens ...): ... sum the
+  loss over the tokens (reduction='sum') and divide by the global token count". Its fix,
+  PerRankTokenMeanFixed, does that, and passes (with --accumulate K too).
+- RankSeededInit [init-differs, under FSDP]: each rank seeds its initialisation with its own
+  rank. Under DDP this is invisible (DDP broadcasts rank 0's parameters when it wraps the model):
+  PASS, with a note. Under FSDP each rank keeps its own shard of its own parameters, a model no
+  rank built: FAIL ("the ranks started from different parameters, so FSDP sharded a model no rank
+  holds").
 """
 
 import contextlib
@@ -46,6 +65,7 @@ import torch
 import torch.distributed as dist
 from ranks_correct import FEATURES_IN, FEATURES_OUT, TwoLayer  # the file beside this one
 from torch import nn
+from torch.nn import functional
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -136,3 +156,80 @@ class RankSeededInit(_Net):
         if dist.is_available() and dist.is_initialized():
             torch.manual_seed(dist.get_rank())  # the bug: every rank builds its own model
         super().__init__()
+
+
+class SumLossAveragedTwice(_Net):
+    """A sum loss divided by the world size in train_step, as if DDP summed the ranks' gradients."""
+
+    reduction = "sum"
+
+    def loss(self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """loss = Σ (prediction − y)²  (a sum over the batch)"""
+        return (output - y).square().sum()
+
+    def train_step(self, model: nn.Module, micro_batches: list[Batch]) -> None:
+        world = dist.get_world_size()
+        k = len(micro_batches)
+        for i, micro in enumerate(micro_batches):
+            context = contextlib.nullcontext() if i == k - 1 else no_sync(model)
+            with context:
+                # the bug: DDP averages the ranks' gradients already; this averages them again
+                (self.loss(model(*micro), *micro) / world).backward()
+
+
+IGNORE_INDEX = -100
+"""cross_entropy's default: the label of a padding token, which the loss leaves out."""
+VOCABULARY = 5
+LENGTHS = (6, 6, 6, 5, 2, 1, 3, 1)
+"""Each sequence's real tokens (of 6): rank 0 of 2 holds 23 of them, rank 1 7."""
+
+
+class _Tagger(nn.Module):
+    """Tags each token of a padded batch of sequences (8 x 6 tokens, 6 features each) with one
+    of 5 labels; a padding token's label is IGNORE_INDEX."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(FEATURES_IN, VOCABULARY)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+    def inputs(self, generator: torch.Generator, dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(len(LENGTHS), max(LENGTHS), FEATURES_IN, generator=generator,
+                        dtype=dtype, device=device)
+        labels = torch.randint(0, VOCABULARY, (len(LENGTHS), max(LENGTHS)),
+                               generator=generator, device=device)
+        for row, length in enumerate(LENGTHS):
+            labels[row, length:] = IGNORE_INDEX
+        return x, labels
+
+    def token_loss(self, output: torch.Tensor, labels: torch.Tensor,
+                   reduction: str = "mean") -> torch.Tensor:
+        return functional.cross_entropy(output.reshape(-1, VOCABULARY), labels.reshape(-1),
+                                        ignore_index=IGNORE_INDEX, reduction=reduction)
+
+    def loss(self, output: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """loss = mean over the real tokens of the cross-entropy (padding left out)"""
+        return self.token_loss(output, labels)
+
+
+class PerRankTokenMean(_Tagger):
+    """The default train step on a per-token mean: each rank averages over its own tokens."""
+
+
+class PerRankTokenMeanFixed(_Tagger):
+    """The fix: each rank sums its tokens' losses and divides by the global token count."""
+
+    def train_step(self, model: nn.Module, micro_batches: list[Batch]) -> None:
+        count = sum(int((labels != IGNORE_INDEX).sum()) for _, labels in micro_batches)
+        total = torch.tensor([count], dtype=torch.int64)
+        dist.all_reduce(total)  # the tokens of every rank (on the CPU: gloo)
+        # DDP averages over the ranks: times the world size, each token weighs 1 / total
+        scale = dist.get_world_size() / int(total)
+        k = len(micro_batches)
+        for i, micro in enumerate(micro_batches):
+            context = contextlib.nullcontext() if i == k - 1 else no_sync(model)
+            with context:
+                (self.token_loss(model(*micro), micro[1], "sum") * scale).backward()

@@ -94,9 +94,11 @@ class TestAJobOfTwoTasks:
         assert done.returncode == 1, done.stderr
         doc = json.loads(done.stdout)
         assert doc["verdict"]["passed"] is False
-        assert doc["distributed"]["cause"].startswith(
-            "2x the reference: the accumulated loss is not divided by the 2 micro-batches "
-            "(unscaled accumulation)")
+        [finding] = doc["diagnosis"]
+        assert finding["kind"] == "scale" and finding["factor"] == 2.0
+        assert finding["text"].startswith(
+            "every gradient is 2 (= K, K = 2 micro-batches) times the reference: the accumulated "
+            "loss is not divided by the 2 micro-batches (unscaled accumulation)")
 
     def test_a_killed_rank_fails_the_job_with_its_log(self, tmp_path: Path) -> None:
         target = DIES
@@ -111,11 +113,14 @@ class TestAJobOfTwoTasks:
         error = [ln for ln in lines if ln.startswith("autograd-check: error: ")]
         assert len(error) == 1 and re.fullmatch(
             rf"autograd-check: error: Slurm job {job_id} failed \(state FAILED, exit code "
-            r"\d+:\d+\)", error[0]), done.stderr
-        # the tail of the job's log: srun saying which task was killed
+            r"\d+:\d+\): rank 1 of 2 ended first \(Killed\)", error[0]), done.stderr
+        # the tail of the job's log: srun saying which task was killed, then that rank's own
+        # output, as a local run shows it
         assert "last lines of the job's log:" in lines, done.stderr
         assert any(re.fullmatch(r"  srun: error: \S+: task 1: Killed", ln) for ln in lines), \
             done.stderr
+        own = lines.index(f"  {tmp_path / 'logs' / f'{job_id}_1_log.out'}:")
+        assert lines[own + 1:] == ["  [rank 1] rank 1: about to be killed"], done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
         assert took < 60, took
         log = (tmp_path / "logs" / f"{job_id}_1_log.out").read_text()
@@ -128,9 +133,11 @@ class TestAJobOfTwoTasks:
         done = cli("submit", "--ranks", "2", "--target", f"{target}:RaisesOnRank1", "--wait",
                    "--json", "--log-dir", str(tmp_path / "logs"), *JOB)
         assert done.returncode == 1, done.stderr
-        error = json.loads(done.stdout)["verdict"]["error"]
-        assert error.startswith("train_step() raised ValueError: planted: rank 1 refuses (at "
-                                "ranks_targets.py:"), error
+        doc = json.loads(done.stdout)
+        error, host = doc["verdict"]["error"], doc["environment"]["host"]
+        assert error.startswith(f"rank 1 of 2, on host {host}: train_step() raised ValueError: "
+                                "planted: rank 1 refuses (at ranks_targets.py:"), error
+        assert doc["distributed"]["raised_on"] == {"rank": 1, "host": host}
 
 
 class TestAStepInsideAnAllocation:

@@ -220,7 +220,7 @@ class TestViews:
 
 
 class TestCauses:
-    """Failed cases counted by their diagnosis' kinds (engine/diagnose.py), in every view."""
+    """Failed cases counted by their diagnosis' kinds (kernel/diagnose.py), in every view."""
 
     @pytest.fixture
     def diagnosed(self, tmp_path: Path) -> tuple[Store, list[Case]]:

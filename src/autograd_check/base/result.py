@@ -232,8 +232,9 @@ def contract_lines(contract: list[ContractCheck]) -> list[str]:
     return lines
 
 
-def distributed_lines(block: dict[str, Any] | None) -> list[str]:
-    """--ranks: the ranks' agreement, the reference's scaling and the likely cause, as text."""
+def distributed_lines(block: dict[str, Any] | None, diagnosed: bool = False) -> list[str]:
+    """--ranks: the ranks' agreement, the reference's scaling and the likely cause, as text (the
+    cause only when the result has no diagnosis, which says it: a record of an older version)."""
     if block is None:
         return []
     if block.get("stopped"):
@@ -245,7 +246,7 @@ def distributed_lines(block: dict[str, Any] | None) -> list[str]:
     lines.append("ranks agree: " + ("yes, bit for bit" if block["ranks_agree"] else
                                     f"no (greatest spread {_number(block['rank_spread'])})"))
     lines.append(f"tolerance: {block['tolerance']}")
-    if block.get("cause"):
+    if block.get("cause") and not diagnosed:
         lines.append(f"likely cause: {block['cause']}")
     return lines
 
@@ -280,7 +281,7 @@ def verdict_text(result: CheckResult) -> str:
     if result.error is not None:
         lines.append(f"error: {result.error}")
     lines += contract_lines(result.contract)
-    lines += distributed_lines(result.distributed)
+    lines += distributed_lines(result.distributed, bool(result.diagnosis))
     lines.append(
         "criterion: bit-exact equality (exact=True)" if result.criterion == "exact"
         else "criterion: |a − b| ≤ atol + rtol·|b| for every element (torch.testing.assert_close)"

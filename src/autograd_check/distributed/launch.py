@@ -39,6 +39,8 @@ from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult
 from autograd_check.base.spec import CheckSpec, build_spec
 from autograd_check.distributed.rank import rank_main
+from autograd_check._torch import import_torch
+from autograd_check.distributed.rank import RankRaised, rank_main
 from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result
 from autograd_check.losses.user import TargetRaised
@@ -76,12 +78,18 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
         try:
             return rank_main(spec, identity)
         except TargetRaised as e:
-            return failed_result(spec, str(e))
+            return failed_result(spec, str(e), *raised_on(e))
         except LostContact:
             # Another rank died: Slurm ends the step for it (--kill-on-bad-exit), and its state
             # and log then say which rank and how. This rank answers only if Slurm does not.
             time.sleep(SLURM_GRACE_S)
             raise
+
+
+def raised_on(error: TargetRaised) -> tuple[int | None, str | None]:
+    """The rank the user's error was raised on, and its host (None, None when every rank raised
+    it alike: the ranks built different modules)."""
+    return (error.rank, error.host) if isinstance(error, RankRaised) else (None, None)
 
 
 def run_ranks_here(spec: CheckSpec, timeout: float = DEFAULT_RANKS_TIMEOUT_S) -> CheckResult:
@@ -188,7 +196,7 @@ def rank_process(spec_data: dict[str, Any], identity: Identity, cwd: str | None 
         outcome: dict[str, Any] | None = None  # written by answered()
         code = result.exit_code
     except TargetRaised as e:  # the user's own code: a failed check, as without --ranks
-        failed = failed_result(build_spec(spec_data), str(e))
+        failed = failed_result(build_spec(spec_data), str(e), *raised_on(e))
         outcome = {"outcome": "result", "result": failed.to_dict()}
         code = 1
     except CheckError as e:
@@ -317,6 +325,18 @@ def tail(folder: Path, rank: int) -> str:
     return "\n".join(f"[rank {rank}] {line}" for line in lines)
 
 
+def _raised_on_their_own(files: list[Path]) -> list[int]:
+    """The ranks whose own user code raised (not those that only echo another rank's error)."""
+    raised = []
+    for rank, path in enumerate(files):
+        if path.exists():
+            result = json.loads(path.read_text()).get("result") or {}
+            where = (result.get("distributed") or {}).get("raised_on") or {}
+            if where.get("rank") == rank:
+                raised.append(rank)
+    return raised
+
+
 def _outcome(folder: Path, world: int) -> CheckResult:
     """Rank 0's answer when it gave one, else the first answering rank's: a result (a failed
     check when the user's own code raised) or a domain error raised again here."""
@@ -327,7 +347,13 @@ def _outcome(folder: Path, world: int) -> CheckResult:
     # a rank that lost contact with another only echoes how that one ended: its answer first
     first = next((a for a in answers if a.get("kind") != "LostContact"), answers[0])
     if first["outcome"] == "result":
-        return CheckResult.from_dict(first["result"])
+        result = CheckResult.from_dict(first["result"])
+        raised = _raised_on_their_own(files)
+        if len(raised) > 1:
+            ranks = ", ".join(map(str, raised))
+            result.notes.append(f"the target's own code raised on ranks {ranks} of {world}; the "
+                                f"error shown is rank {raised[0]}'s")
+        return result
     error = _ERRORS.get(first["kind"], CheckError)(first["message"])
     error.exit_code = int(first["exit_code"])
     raise error

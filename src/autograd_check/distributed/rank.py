@@ -24,6 +24,9 @@ from autograd_check.base.environment import collect_environment
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, ContractCheck
 from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
+from autograd_check._torch import import_torch
+from autograd_check.api.contract import backward_contract, custom_functions, merge
+from autograd_check.distributed.causes import rank_mean_gradients
 from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (
     Problem,
@@ -107,8 +110,9 @@ def rank_main(spec: CheckSpec, identity: Identity,
             # rank 0's result, as JSON data (never a pickle: see exchange.py), to every rank
             doc = broadcast_json(doc, 0, identity.rank, device)
         except TargetRaised as e:  # for the ranks it leaves waiting in a collective
-            _tell(store, identity, str(e))
-            raise
+            raised = on_this_rank(e, identity)
+            _tell(store, identity, raised)
+            raise raised from None
         except (LostContact, RuntimeError) as e:  # the check's collectives (the user's: run_user)
             lost = e if isinstance(e, LostContact) else lost_contact(
                 e, "the check's exchange of gradients")
@@ -169,20 +173,47 @@ def farewell(store: Any, identity: Identity) -> None:
 
 
 RAISED_KEY = "autograd-check/raised/"
-"""+ rank: in the ranks' store, the error of the user's code that stopped that rank."""
+"""+ rank: in the ranks' store, the error of the user's code that stopped that rank (JSON: rank,
+host, message)."""
 
 
-class PeerRaised(TargetRaised):
+class RankRaised(TargetRaised):
+    """The user's code raised on one rank: its error in one line, named with that rank and its
+    host ('rank 1 of 2, on host n1: train_step() raised ValueError: ... (at mine.py:12)')."""
+
+    def __init__(self, message: str, rank: int, host: str) -> None:
+        Exception.__init__(self, message)
+        self.rank = rank
+        self.host = host
+
+
+class PeerRaised(RankRaised):
     """The user's code raised on another rank, which left this one waiting in a collective."""
 
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
+
+def on_this_rank(error: TargetRaised, identity: Identity) -> TargetRaised:
+    """The user's error as RankRaised, named with this rank and host; an error that every rank
+    raises alike (ModulesDiffer) or one already named stays as it is."""
+    if isinstance(error, (RankRaised, ModulesDiffer)):
+        return error
+    host = socket.gethostname()
+    what = getattr(error, "what", None)
+    if what is None:
+        said = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    else:
+        line = (error.error_message.strip().splitlines() or [""])[0]
+        at = f" (at {error.location})" if error.location else ""
+        said = f"{what} raised {error.error_type}{': ' * bool(line)}{line}{at}"
+    return RankRaised(f"rank {identity.rank} of {identity.world}, on host {host}: {said}",
+                      identity.rank, host)
 
 
-def _tell(store: Any, identity: Identity, message: str) -> None:
+def _tell(store: Any, identity: Identity, error: TargetRaised) -> None:
     """Leave the user's error where the other ranks look when their collective breaks."""
+    told = {"message": str(error), "rank": getattr(error, "rank", identity.rank),
+            "host": getattr(error, "host", socket.gethostname())}
     with contextlib.suppress(Exception):  # the store may be gone with rank 0: its log tells
-        store.set(f"{RAISED_KEY}{identity.rank}", message)
+        store.set(f"{RAISED_KEY}{identity.rank}", json.dumps(told))
 
 
 def _told(store: Any, identity: Identity) -> PeerRaised | None:
@@ -191,10 +222,17 @@ def _told(store: Any, identity: Identity) -> PeerRaised | None:
         key = f"{RAISED_KEY}{rank}"
         try:
             if rank != identity.rank and store.check([key]):
-                return PeerRaised(bytes(store.get(key)).decode(errors="replace"))
+                text = bytes(store.get(key)).decode(errors="replace")
+                break
         except Exception:  # noqa: BLE001  (rank 0, the store's host, is gone: nothing to read)
             return None
-    return None
+    else:
+        return None
+    try:  # a peer sends data, never code: JSON, checked field by field
+        told = json.loads(text)
+        return PeerRaised(str(told["message"]), int(told["rank"]), str(told["host"]))
+    except (ValueError, TypeError, KeyError):
+        return PeerRaised(text, rank, "?")
 
 
 def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: float,
@@ -247,6 +285,8 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
         frozen=[n for n, p in reference.named_parameters() if not p.requires_grad],
         hints=module_hints(reference),
         contract=contract,
+        rank_mean=lambda: rank_mean_gradients(problem, reference, identity.world,
+                                              spec.accumulate or 1),
     )
     result = distributed_result(spec, problem, gathered, identity.world)
     result.environment = collect_environment(device)
@@ -325,11 +365,11 @@ def module_hints(module: torch.nn.Module) -> list[str]:
              if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0]
     hints = []
     if norms:
-        hints.append(f"its BatchNorm layers ({', '.join(norms)}) normalise each rank's shard "
-                     "with that shard's own statistics (torch.nn.SyncBatchNorm shares them)")
+        hints.append(f"the module's BatchNorm layers ({', '.join(norms)}) normalise each rank's "
+                     "shard with that shard's own statistics (torch.nn.SyncBatchNorm shares them)")
     if drops:
-        hints.append(f"its Dropout layers ({', '.join(drops)}) draw other masks on each rank "
-                     "and in the reference (check with them off: p=0 or eval())")
+        hints.append(f"the module's Dropout layers ({', '.join(drops)}) draw other masks on each "
+                     "rank and in the reference (check with them off: p=0 or eval())")
     return hints
 
 

@@ -1,6 +1,6 @@
 """The verdict of a check over ranks: each parameter's distributed gradient against the full-batch
-reference (scaled as the loss's reduction requires), whether the ranks agree, and, when the
-difference is an exact factor, its likely cause in one line.
+reference (scaled as the loss's reduction requires), whether the ranks agree, and, when the check
+fails, its likely causes: findings as a single-process check gives them (distributed/causes.py).
 
 Scaling. DDP and FSDP average the ranks' gradients. For a loss that is a mean over the batch the
 average of the shards' gradients is the full-batch gradient; for a sum it is the full-batch
@@ -16,6 +16,7 @@ full-batch gradient only by chance).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,14 @@ from autograd_check.base.errors import CheckError
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, ContractCheck
 from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec
+from autograd_check._torch import import_torch
+from autograd_check.api.gradients import contract_findings, manual_vs_autograd
+from autograd_check.distributed.causes import ranks_findings
+from autograd_check.engine.device import resolve_device
+from autograd_check.engine.host import collect_environment
+from autograd_check.engine.result import CheckResult, ContractCheck
+from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
+from autograd_check.errors import CheckError
 from autograd_check.losses.user import short_name
 from autograd_check.references.gradients import contract_findings, manual_vs_autograd
 
@@ -34,8 +43,6 @@ if TYPE_CHECKING:
     from autograd_check.distributed.problem import Problem
 
 PARALLEL_NAMES = {"ddp": "DistributedDataParallel", "fsdp": "FSDP2 (fully_shard)"}
-FACTOR_RTOL = 1e-3
-"""How close a least-squares ratio must be to W, 1/W, K or 1/K to be named as that factor."""
 
 
 @dataclass
@@ -63,6 +70,9 @@ class Gathered:
     (rank.module_hints)."""
     contract: list[ContractCheck] = field(default_factory=list)
     """The rules of the module's own backward, when it has one (references/contract.py)."""
+    rank_mean: Callable[[], tuple[list[Tensor], str] | None] | None = None
+    """The gradient when each micro-batch averages over its own elements, and their counts
+    (causes.rank_mean_gradients): computed only for a failure nothing else explains."""
 
 
 def tolerances_for(spec: CheckSpec, world: int) -> tuple[float, float, str]:
@@ -102,11 +112,13 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
               if e is None and n not in got.frozen]
     missing = [n for n, g, e in zip(got.names, got.grads, got.expected, strict=True)
                if g is None and e is not None]
-    cause = None if passed else likely_cause(
-        grads, expected, got, world, k, problem.reduction, parallel, rtol, atol, unused=unused,
-        find_unused=bool(problem.options.get("find_unused_parameters")))
-    if not passed and got.hints:  # by design, not a bug of the step: say it whatever the cause
-        cause = "; ".join([*([cause] if cause else []), *got.hints])
+    findings = [] if passed else ranks_findings(
+        got.names, grads, expected, [not c.passed for c in comparisons], world=world, k=k,
+        reduction=problem.reduction, parallel=parallel, rtol=rtol, atol=atol, exact=spec.exact,
+        start_agree=got.start_agree, unreduced=got.unreduced, ranks_agree=got.ranks_agree,
+        unused=unused, find_unused=bool(problem.options.get("find_unused_parameters")),
+        hints=got.hints, rank_mean=got.rank_mean)
+    cause = "; ".join(f.text for f in findings) or None
     scaled = ("the full-batch gradient" if scale == 1.0 else
               f"the full-batch gradient / {world} (the loss sums over the batch; "
               f"{'DDP' if parallel == 'ddp' else 'FSDP'} averages over the {world} ranks)")
@@ -158,7 +170,8 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
         notes=notes,
         distributed=block,
         contract=got.contract,
-        diagnosis=contract_findings(got.contract, got.names),
+        diagnosis=[*contract_findings(got.contract, got.names),
+                   *(f.to_dict() for f in findings)],
     )
 
 
@@ -171,100 +184,20 @@ def _plain_params(problem: Problem) -> list[Any]:
     return list(problem.module.parameters())
 
 
-def likely_cause(grads: list[Tensor], expected: list[Tensor], got: Gathered, world: int, k: int,
-                 reduction: str, parallel: str, rtol: float, atol: float, *,
-                 unused: list[str] | None = None, find_unused: bool = False) -> str | None:
-    """One line naming what most likely went wrong, or None when nothing fits."""
-    wrapper = "DDP" if parallel == "ddp" else "FSDP"
-    if not got.start_agree and parallel == "fsdp":
-        return ("the ranks started from different parameters, so FSDP sharded a model no rank "
-                "holds: seed the model's initialisation the same on every rank")
-    if got.unreduced:
-        return ("the gradients were not synchronised: the last backward ran with gradient sync "
-                "off (no_sync() or set_requires_gradient_sync(False) around the last "
-                "micro-batch), so FSDP never reduce-scattered them into the parameters")
-    if not got.ranks_agree:
-        if parallel == "ddp" and unused and not find_unused:
-            return (f"the ranks hold different gradients: they were not synchronised, for "
-                    f"{', '.join(unused)} took no part in forward and DDP waited for their "
-                    "gradients (pass find_unused_parameters=True, or use every parameter)")
-        return ("the ranks hold different gradients: some were not synchronised (no_sync() around "
-                "the last micro-batch, or a parameter unused in forward without "
-                "find_unused_parameters=True)")
-    ratio = exact_factor(grads, expected, rtol, atol)
-    if ratio is None:
-        return None
-    sum_as_mean = "the loss sums over the batch but is checked as a mean: {} (use a mean " \
-                  "loss, or declare reduction = 'sum')"
-    mean_as_sum = "the loss averages over the batch but is declared a sum{} (use a sum loss, " \
-                  "or declare reduction = 'mean')"
-    # The factors in the order of their likelihood for the declared reduction: when two
-    # coincide (W = K), the first that fits names the cause.
-    causes: list[tuple[float, str]] = []
-    if reduction == "mean":
-        if k > 1:
-            causes.append((1.0 / (world * k), f"1/{world * k} of the reference: " + sum_as_mean
-                           .format(f"{wrapper} averages over the {world} ranks and the train "
-                                   f"step divides by the {k} micro-batches")))
-        causes += [
-            (float(k), f"{k}x the reference: the accumulated loss is not divided by the {k} "
-             "micro-batches (unscaled accumulation)"),
-            (1.0 / world, f"1/{world} of the reference: "
-             + sum_as_mean.format(f"{wrapper} averages over the {world} ranks")),
-            (float(world), f"{world}x the reference: the ranks' gradients were summed, not "
-             "averaged"),
-            (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches "
-             "twice"),
-        ]
-    else:
-        if k > 1:
-            causes.append((float(world * k), f"{world * k}x the reference: " + mean_as_sum
-                           .format(f": the {k} micro-batches' mean losses were added up")))
-        causes += [
-            (float(world), f"{world}x the reference: " + mean_as_sum
-             .format(", or the ranks' gradients were summed, not averaged")),
-            (1.0 / k, f"1/{k} of the reference: the loss is divided by the {k} micro-batches "
-             "although it is a sum"),
-        ]
-    # When factors coincide (W = K, say), every cause that fits is named.
-    fits = list(dict.fromkeys(
-        words for factor, words in causes
-        if factor != 1.0 and math.isclose(ratio, factor, rel_tol=FACTOR_RTOL)))
-    if fits:
-        return "; or ".join(fits)
-    if math.isclose(ratio, 1.0, rel_tol=FACTOR_RTOL):
-        return None
-    return (f"every gradient is {ratio:.4g}x the reference: one uniform scale, as gradient "
-            "clipping (clip_grad_norm_) or a constant factor on the loss in train_step gives; "
-            "train_step should end with the backward passes (no clipping, no optimiser step)")
-
-
-def exact_factor(grads: list[Tensor], expected: list[Tensor], rtol: float,
-                 atol: float) -> float | None:
-    """c when grads = c·expected within the tolerances (least squares over every parameter)."""
-    torch = import_torch()
-    got = torch.cat([g.reshape(-1).double() for g in grads]) if grads else torch.zeros(0)
-    want = torch.cat([e.reshape(-1).double() for e in expected]) if expected else torch.zeros(0)
-    norm = float(want.dot(want))
-    if norm == 0.0:
-        return None
-    c = float(got.dot(want)) / norm
-    if torch.allclose(got, c * want, rtol=rtol, atol=atol):
-        return c
-    return None
-
-
-def failed_result(spec: CheckSpec, error: str) -> CheckResult:
+def failed_result(spec: CheckSpec, error: str, rank: int | None = None,
+                  host: str | None = None) -> CheckResult:
     """A check over ranks that the user's own code (a --target's train_step, loss or inputs)
-    stopped: a failed check carrying the error, as without --ranks."""
+    stopped: a failed check carrying the error, as without --ranks; with the rank it raised on
+    and that rank's host when known."""
     parallel = spec.parallel or "ddp"
+    where = {} if rank is None else {"raised_on": {"rank": rank, "host": host}}
     return CheckResult.failed(
         spec.to_dict(), error,
         loss_name=short_name(spec.target) if spec.target else spec.loss, loss_formula="loss",
         gradient_formula="none given", exact=spec.exact, environment=_environment(spec),
         distributed={"ranks": spec.ranks, "parallel": parallel,
                      "wrapper": PARALLEL_NAMES[parallel], "accumulate": spec.accumulate or 1,
-                     "stopped": True})
+                     "stopped": True, **where})
 
 
 def _environment(spec: CheckSpec) -> dict[str, Any]:

@@ -284,7 +284,7 @@ def verdict_panel(result: CheckResult) -> Panel:
     if ranks is not None:
         grid.add_row("ranks agree", "yes, bit for bit" if ranks["ranks_agree"] else
                      Text(f"no: greatest spread {fmt(ranks['rank_spread'])}", style="bold red"))
-        if ranks.get("cause"):
+        if ranks.get("cause") and not result.diagnosis:  # a record of an older version
             grid.add_row("likely cause", Text(ranks["cause"]))
     for ref, rows in by_reference(result.comparisons).items():
         bad = sum(c.mismatched for c in rows)

@@ -31,6 +31,7 @@ from autograd_check.slurm.commands import (
 )
 from autograd_check.slurm.log_dir import job_paths
 from autograd_check.slurm.node import outcome_to_result
+from autograd_check.slurm.tasks import dead_rank
 
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
@@ -149,6 +150,21 @@ def log_tail(paths: Any, lines: int = LOG_TAIL_LINES) -> str:
             tail = text.rstrip().splitlines()[-lines:]
             return f"{path}:\n" + "\n".join(tail)
     return ""
+
+
+def with_dead_rank(message: str, folder: Path, job_id: str, paths: Any) -> tuple[str, str]:
+    """A failed job's message and log tail; for a job over ranks, with the rank that srun saw
+    end first named, and the last lines of that rank's own logs after task 0's."""
+    tail = log_tail(paths)
+    try:
+        task0 = Path(paths.stderr).read_text(errors="replace")
+    except OSError:
+        return message, tail
+    dead = dead_rank(folder, job_id, task0)
+    if dead is None:
+        return message, tail
+    said, own = dead
+    return f"{message}: {said}", "\n".join(t for t in (tail, own) if t)
 
 
 ProgressFn = Callable[[JobInfo, float], None]
@@ -320,9 +336,9 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
             "UNKNOWN": f"is unknown to Slurm and left no result in {folder}",
         }.get(state, "failed")
         exit_part = f", exit code {info.exit_code}" if info and info.exit_code else ""
-        raise JobFailed(
-            f"{where} {detail} (state {state}{exit_part})", state=state, log_tail=log_tail(paths)
-        )
+        message, tail = with_dead_rank(f"{where} {detail} (state {state}{exit_part})", folder,
+                                       job_id, paths)
+        raise JobFailed(message, state=state, log_tail=tail)
     status, answer = outcome
     if status != "success":
         last = [ln for ln in str(answer).strip().splitlines() if ln.strip()][-1:] or ["?"]
@@ -339,11 +355,10 @@ def collect(job_id: str, folder: Path, info: JobInfo | None = None) -> CheckResu
                 state=state,
                 log_tail=log_tail(paths) or str(answer)[-2000:],
             )
-        raise JobFailed(
-            f"{where} failed with an exception on the node: {last[0].strip()}",
-            state="FAILED",
-            log_tail=log_tail(paths) or str(answer)[-2000:],
-        )
+        message, tail = with_dead_rank(
+            f"{where} failed with an exception on the node: {last[0].strip()}", folder, job_id,
+            paths)
+        raise JobFailed(message, state="FAILED", log_tail=tail or str(answer)[-2000:])
     return outcome_to_result(answer, where)
 
 

@@ -68,7 +68,7 @@ class CaseRow:
     """The case's wrapper (ddp, fsdp), with a ranks axis (absent from the JSON without one)."""
     causes: list[str] = field(default_factory=list)
     """A failed case's likely causes: the kinds of its record's diagnosis, once each, in order
-    (engine/diagnose.py; contract rules such as input-mutated too)."""
+    (kernel/diagnose.py; contract rules such as input-mutated too)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

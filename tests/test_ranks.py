@@ -241,7 +241,8 @@ class TestRanksThatFail:
                             "check ended; the other ranks were stopped"), done.stderr
         assert "  [rank 1] rank 1: about to be killed" in lines, done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
-        assert took < 15, took
+        # ended by the death, not by --timeout 60 (the margin is for a loaded 2-core machine)
+        assert took < 40, took
 
     def test_a_hung_rank_is_named_at_the_timeout(self) -> None:
         start = time.monotonic()
@@ -255,7 +256,8 @@ class TestRanksThatFail:
         assert "  [rank 1] rank 1: sleeping forever" in lines, done.stderr
         # where it was: the innermost frames, the target's sleep last
         assert lines[-1] == "  [rank 1]     time.sleep(60)", done.stderr
-        assert 5 <= took < 12, took
+        # stopped at the deadline, not later (the margin is for a loaded 2-core machine)
+        assert 5 <= took < 35, took
 
     @pytest.mark.parametrize(("name", "rank", "error", "note"), [
         ("Raises", 0, "train_step() raised ValueError: planted: the step refuses (at "

@@ -29,9 +29,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from autograd_check._torch import import_torch
+from autograd_check.base.lazy_torch import import_torch
 from autograd_check.distributed.problem import Problem, shards
-from autograd_check.engine.diagnose import Finding, diagnose
+from autograd_check.kernel.diagnose import Finding, diagnose
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

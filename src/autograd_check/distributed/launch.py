@@ -38,8 +38,6 @@ from autograd_check.base.errors import BadInput, CheckError, EnvironmentProblem,
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult
 from autograd_check.base.spec import CheckSpec, build_spec
-from autograd_check.distributed.rank import rank_main
-from autograd_check._torch import import_torch
 from autograd_check.distributed.rank import RankRaised, rank_main
 from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result

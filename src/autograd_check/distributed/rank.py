@@ -24,8 +24,6 @@ from autograd_check.base.environment import collect_environment
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, ContractCheck
 from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
-from autograd_check._torch import import_torch
-from autograd_check.api.contract import backward_contract, custom_functions, merge
 from autograd_check.distributed.causes import rank_mean_gradients
 from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (

@@ -15,7 +15,6 @@ full-batch gradient only by chance).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,14 +25,7 @@ from autograd_check.base.errors import CheckError
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, ContractCheck
 from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec
-from autograd_check._torch import import_torch
-from autograd_check.api.gradients import contract_findings, manual_vs_autograd
 from autograd_check.distributed.causes import ranks_findings
-from autograd_check.engine.device import resolve_device
-from autograd_check.engine.host import collect_environment
-from autograd_check.engine.result import CheckResult, ContractCheck
-from autograd_check.engine.spec import DEFAULT_TOLERANCES, CheckSpec
-from autograd_check.errors import CheckError
 from autograd_check.losses.user import short_name
 from autograd_check.references.gradients import contract_findings, manual_vs_autograd
 

@@ -35,6 +35,7 @@ from autograd_check.api.gradients import (
 from autograd_check.api.outputs import by_output
 from autograd_check.api.references import (
     Outcome,
+    Where,
     finite_diff,
     forward,
     projection,
@@ -42,6 +43,7 @@ from autograd_check.api.references import (
     second_order,
 )
 from autograd_check.engine.host import collect_environment
+from autograd_check.engine.locate import finding
 from autograd_check.engine.result import CheckResult, Comparison, ContractCheck, TensorView
 from autograd_check.engine.tensors import Clock, tensor_view
 
@@ -215,6 +217,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             fd_block = outcome.block
         comparisons += outcome.comparisons
         notes += outcome.notes
+        findings += _located_findings(outcome.located, findings, *_clues(call))
         block.update(outcome.block)
         writes += call.writes(f"fn (evaluated by {reference})")
         clock.mark(reference.replace("-", "_"))
@@ -305,6 +308,23 @@ def _clues(call: Call) -> tuple[dict[str, list[int]], dict[str, Tensor]]:
         if t.is_floating_point():
             values[name] = t.detach()
     return sizes, values
+
+
+def _located_findings(located: list[Where], have: list[dict[str, Any]],
+                      sizes: dict[str, list[int]], values: dict[str, Tensor]) -> list[
+        dict[str, Any]]:
+    """One finding per tensor whose reference row failed (its elements located), unless the
+    tensor has one already (manual against autograd's, element by element, says more)."""
+    named = {f["tensor"] for f in have}
+    out = []
+    for where in located:
+        if where.tensor in named:
+            continue
+        named.add(where.tensor)
+        conditions = {k: v for k, v in values.items() if v.shape == where.gradient.shape}
+        out.append(finding(where.tensor, where.gradient, where.located, where.rtol, where.atol,
+                           sizes=sizes, conditions=conditions).to_dict())
+    return out
 
 
 def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:

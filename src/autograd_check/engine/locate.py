@@ -37,8 +37,8 @@ are listed with the reference's value NaN (not asked), and left out of the searc
 Cost: one wrong element among n takes one question per halving, log2(n) of them, plus the root
 and its sound answer: forward, about log2(n) + 3 jvps; projection, about 2·log2(n) + 9
 evaluations of fn (2 per question, 4 for a sound one). k wrong elements take about k·log2(n/k)
-questions more: about 2·k·log2(n) evaluations for projection. The search stops starting
-questions once it has spent budget(n) evaluations: enough for LOCATE_ELEMENTS wrong elements.
+questions more: about 2·k·log2(n) evaluations for projection. The search starts no question
+once it has spent LOCATE_BUDGET evaluations (the last may take it past by up to 4).
 
 Pure torch: it prints nothing and is given everything it looks at (callables, not a call).
 """
@@ -56,20 +56,16 @@ from autograd_check.engine.diagnose import MAX_ELEMENTS, Finding, diagnose
 if TYPE_CHECKING:
     from torch import Tensor
 
-LOCATE_ELEMENTS = 16
-"""The search's budget is sized to locate this many wrong elements (budget(n))."""
+LOCATE_BUDGET = 1024
+"""Evaluations of fn a search may start questions within: about 1024 / (2·log2(n) + 8) wrong
+elements among n (projection; twice as many with forward), 21 among 10⁶, and every element of a
+tensor of up to about 170 (a wrong one costs about 5 evaluations when all are wrong)."""
 STEPS = 2**22
 """|wᵢ| takes STEPS values in [0.5, 1), each exact in float32 (a forward-mode tangent in the
 tensor's own dtype is the same direction)."""
 SUM_ROUNDING = 8.0 * 2.0**-52
 """The float64 rounding of a sum ⟨m, w_B⟩, per unit of Σ|mᵢwᵢ| (FD_NOISE·ε, as in the
 references)."""
-
-
-def budget(n: int) -> int:
-    """Evaluations of fn a search of n elements may start questions within: LOCATE_ELEMENTS
-    wrong elements at 2·log2(n) + 8 each (the cost of one among n, with a sound answer)."""
-    return LOCATE_ELEMENTS * (2 * max(1, math.ceil(math.log2(max(n, 2)))) + 8)
 
 
 @dataclass(frozen=True)
@@ -216,11 +212,10 @@ def locate(
     memo: dict[tuple[int, int], tuple[Probe, bool]] | None = None,
 ) -> Located:
     """The elements at which m differs from the reference the oracle answers for (module
-    docstring). limit: the evaluations of fn to start questions within (budget(n) by default);
+    docstring). limit: the evaluations of fn to start questions within (LOCATE_BUDGET);
     memo: answers by block, shared by searches of the same tensor with the same seed (the
     autograd and the manual gradient of one tensor ask the same questions)."""
-    search = _Search(m, oracle, allowance, seed, budget(m.numel()) if limit is None else limit,
-                     memo)
+    search = _Search(m, oracle, allowance, seed, LOCATE_BUDGET if limit is None else limit, memo)
     out = Located(search.n, budget=search.limit)
     explained, errors = 0.0, 0.0  # Σ S_i and Σ of their probes' errors, for the found elements
     try:
@@ -249,7 +244,8 @@ def locate(
                     errors += probe.error
                 continue
             mid = (lo + hi) // 2
-            left, left_bound, probe = search.ask(lo, mid, False)
+            # a single element is asked soundly at once: its claim needs that answer anyway
+            left, left_bound, probe = search.ask(lo, mid, mid - lo == 1)
             mw = search.mw[mid:hi]
             one = probe.error + search.allowance(mw, search.w[mid:hi]) + SUM_ROUNDING * float(
                 mw.abs().sum())

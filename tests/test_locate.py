@@ -25,6 +25,7 @@ from autograd_check.engine.locate import (
     ravel,
     unravel,
 )
+from autograd_check.engine.result import CheckResult
 
 # --- the locator alone ----------------------------------------------------------------------------
 
@@ -225,6 +226,13 @@ def test_check_locates_the_wrong_element(reference: str) -> None:
     text = str(result)
     assert "located (x: autograd vs " + reference + "): 1 wrong element of 10000, all" in text
     assert "[37, 42]: autograd" in text and " at [" not in text  # no index but elements'
+
+
+def test_located_elements_survive_json() -> None:
+    """A record read back (a Slurm job's, a sweep's) shows the same elements."""
+    result = check(OneWrong.apply, leaf(), reference="forward")
+    again = CheckResult.from_dict(json.loads(result.to_json()))
+    assert again.comparisons == result.comparisons and str(again) == str(result)
 
 
 def test_passing_check_locates_nothing() -> None:

@@ -196,15 +196,15 @@ def _difference(value: float, index: list[int], c: Comparison) -> str:
     return fmt(value) if c.unit == "directions" else f"{fmt(value)} at {_index(index)}"
 
 
-def located_table(comparisons: list[Comparison], reference: str) -> Table | None:
+def located_table(comparisons: list[Comparison], reference: str) -> RenderableType | None:
     """The elements located for the failed rows of a reference (projection, forward): one row
-    per element shown, each index as finite-diff's rows show it; each search's count, whether it
-    is all of them, and its cost in the caption."""
+    per element shown, each index as finite-diff's rows show it; then each search's count,
+    whether it is all of them, and its cost."""
     rows = [c for c in comparisons if c.located is not None]
     if not rows:
         return None
     table = Table(title=f"where: the wrong elements located ({reference})", box=box.SIMPLE_HEAVY,
-                  title_justify="left", show_edge=False, caption_justify="left")
+                  title_justify="left", show_edge=False)
     table.add_column("tensor", overflow="fold")
     table.add_column("gradient")
     table.add_column("element", overflow="fold")
@@ -219,8 +219,7 @@ def located_table(comparisons: list[Comparison], reference: str) -> Table | None
             table.add_row(tensor, label, _index(e["index"]), fmt(e["gradient"]),
                           fmt(e["reference"]), fmt(e["gradient"] - e["reference"]))
         captions.append(f"{tensor} ({label}): {located_summary(located)}")
-    table.caption = "\n".join(captions)
-    return table
+    return Group(table, Text("\n".join(captions)))
 
 
 def finite_diff_text(block: dict[str, Any]) -> str:
@@ -341,7 +340,8 @@ def verdict_panel(result: CheckResult) -> Panel:
             )
             for c in rows:
                 if c.located is not None:
-                    grid.add_row("located", Text(f"{c.name.removesuffix(f' vs {ref}')}: "
+                    tensor, _, label = c.name.removesuffix(f" vs {ref}").rpartition(": ")
+                    grid.add_row("located", Text(f"{tensor} ({label}): "
                                                  f"{located_summary(c.located)}"))
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))

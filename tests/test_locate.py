@@ -228,6 +228,35 @@ def test_check_locates_the_wrong_element(reference: str) -> None:
     assert "[37, 42]: autograd" in text and " at [" not in text  # no index but elements'
 
 
+class SmoothL1(torch.autograd.Function):
+    """Σ smooth-L1(x) (β = 0.5) whose backward's linear branch is 1, not sign(x): wrong exactly
+    where x < −0.5 (examples/buggy_target.py's bug, in a Function of one's own)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.where(x.abs() < 0.5, x * x, x.abs() - 0.25).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.where(x.abs() < 0.5, 2 * x, torch.ones_like(x))
+
+
+def test_exhaustive_location_names_the_branch() -> None:
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0),
+                    requires_grad=True)
+    result = check(SmoothL1.apply, x)
+    wrong = (x.detach() < -0.5).nonzero().tolist()
+    located = result.comparisons[0].located
+    assert located is not None and located["exhaustive"] and located["count"] == len(wrong)
+    assert all((e["gradient"], e["reference"]) == (1.0, pytest.approx(-1.0, abs=1e-6))
+               for e in located["elements"])
+    (cause,) = result.diagnosis
+    assert cause["kind"] == "subset" and cause["elements"] == wrong[:MAX_ELEMENTS]
+    assert f"wrong exactly where x < -0.498 ({len(wrong)} of 24 elements)" in cause["text"]
+
+
 def test_located_elements_survive_json() -> None:
     """A record read back (a Slurm job's, a sweep's) shows the same elements."""
     result = check(OneWrong.apply, leaf(), reference="forward")

@@ -340,8 +340,8 @@ def verdict_panel(result: CheckResult) -> Panel:
             )
             for c in rows:
                 if c.located is not None:
-                    tensor, _, label = c.name.removesuffix(f" vs {ref}").rpartition(": ")
-                    grid.add_row("located", Text(f"{tensor} ({label}): "
+                    tensor, _, which = c.name.removesuffix(f" vs {ref}").rpartition(": ")
+                    grid.add_row("located", Text(f"{tensor} ({which}): "
                                                  f"{located_summary(c.located)}"))
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))

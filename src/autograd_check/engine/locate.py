@@ -20,8 +20,8 @@ The search (depth first, left before right, so elements come out in flat order):
   question would allow, within the added bounds), when it is asked itself;
 - a question of a block with more than one element may be cheap (its error bound only a lower
   estimate, as d(h) alone): it steers the search and claims nothing;
-- a single element that disagrees is asked again soundly, and it is claimed wrong only then,
-  with m's value and the reference's rᵢ = ⟨r, wᵢeᵢ⟩ / wᵢ.
+- a single element is asked soundly (at once when it is a left half), and it is claimed wrong
+  only then, with m's value and the reference's rᵢ = ⟨r, wᵢeᵢ⟩ / wᵢ.
 
 Cancellation: the continuous |wᵢ| make an exact cancellation of two wrong elements in a block a
 null event (±1 signs alone cancel two equal errors half the time).
@@ -35,10 +35,11 @@ not finite). Elements where m itself is not finite (NaN, inf) are wrong without 
 are listed with the reference's value NaN (not asked), and left out of the search.
 
 Cost: one wrong element among n takes one question per halving, log2(n) of them, plus the root
-and its sound answer: forward, about log2(n) + 3 jvps; projection, about 2·log2(n) + 9
-evaluations of fn (2 per question, 4 for a sound one). k wrong elements take about k·log2(n/k)
+and its sound answer: forward, about log2(n) + 1 jvps; projection, about 2·log2(n) + 8
+evaluations of fn (2 per question, 4 for a sound one, and L(x) once when the check has not
+evaluated it yet; benchmarks/bench_locate.py). k wrong elements take about k·log2(n/k)
 questions more: about 2·k·log2(n) evaluations for projection. The search starts no question
-once it has spent LOCATE_BUDGET evaluations (the last may take it past by up to 4).
+once it has spent LOCATE_BUDGET evaluations (the last may take it past by up to 5).
 
 Pure torch: it prints nothing and is given everything it looks at (callables, not a call).
 """

@@ -145,7 +145,10 @@ class TestAFailure:
             "E*checked: x (4×5 float32)",
             "E*compared*shape*bit-exact*mismatched*greatest abs diff*greatest rel diff*rtol*atol"
             "*verdict",
-            "E*x: autograd vs projection*1 of 1*at [[]0]*at [[]0]*FAIL",
+            "E*x: autograd vs projection*1 direction*1 of 1*FAIL",
+            # where: elements' indices, never the direction's
+            "E*located (x: autograd vs projection): 20 wrong elements of 20, all of them*: "
+            "[[]0, 0]: autograd*, reference*",
             "E*criterion: *",
             "test_the_planted_bug_fails_with_the_table.py:*: AssertionError",
         ])

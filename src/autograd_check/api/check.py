@@ -15,6 +15,7 @@ from autograd_check.base.environment import collect_environment
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, Comparison, ContractCheck, TensorView
 from autograd_check.kernel.compare import to64
+from autograd_check.kernel.locate import finding
 from autograd_check.kernel.views import tensor_view
 from autograd_check.references import gradients as one_path
 from autograd_check.references.arguments import (
@@ -42,6 +43,7 @@ from autograd_check.references.gradients import (
 )
 from autograd_check.references.independent import (
     Outcome,
+    Where,
     finite_diff,
     forward,
     projection,
@@ -220,6 +222,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             fd_block = outcome.block
         comparisons += outcome.comparisons
         notes += outcome.notes
+        findings += _located_findings(outcome.located, findings, *_clues(call))
         block.update(outcome.block)
         if outcome.estimates and manual is None:  # with manual, manual vs autograd's says why
             findings += _diagnose_estimates(call, outcome, got.auto, out)
@@ -333,6 +336,23 @@ def _diagnose_estimates(call: Call, outcome: Outcome, auto: Sequence[Tensor],
     tolerances = {m.dtype: (row.rtol, row.atol) for m, row in zip(auto, rows, strict=True)}
     return diagnose_rows(rows, auto, outcome.estimates, lambda dtype: tolerances[dtype], False,
                          *_clues(call), output=out)
+
+
+def _located_findings(located: list[Where], have: list[dict[str, Any]],
+                      sizes: dict[str, list[int]], values: dict[str, Tensor]) -> list[
+        dict[str, Any]]:
+    """One finding per tensor whose reference row failed (its elements located), unless the
+    tensor has one already (manual against autograd's, element by element, says more)."""
+    named = {f["tensor"] for f in have}
+    out = []
+    for where in located:
+        if where.tensor in named:
+            continue
+        named.add(where.tensor)
+        conditions = {k: v for k, v in values.items() if v.shape == where.gradient.shape}
+        out.append(finding(where.tensor, where.gradient, where.located, where.rtol, where.atol,
+                           sizes=sizes, conditions=conditions).to_dict())
+    return out
 
 
 def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:

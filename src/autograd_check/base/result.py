@@ -44,6 +44,14 @@ class Comparison:
     rtol: float
     atol: float
     passed: bool
+    unit: str = "elements"
+    """What shape, numel, mismatched and the differences count: "elements" (the gradient
+    against another, element by element), or "directions" (projection and forward: one number
+    per random direction, and no element index: the *_index lists are empty)."""
+    located: dict[str, Any] | None = None
+    """A failed "directions" row: the wrong elements its search located (kernel/locate.py):
+    count, numel, elements (the first few: index, gradient, reference), evaluations, budget,
+    exhaustive, stopped."""
 
 
 @dataclass
@@ -207,18 +215,66 @@ COLUMNS = ("compared", "shape", "bit-exact", "mismatched", "greatest abs diff",
            "greatest rel diff", "rtol", "atol", "verdict")
 
 
+def directions_text(k: int) -> str:
+    return f"{k} direction{'s' if k != 1 else ''}"
+
+
+def difference_cell(value: float, index: list[int], c: Comparison) -> str:
+    """'1.5 at [2, 3]' for elements; a row of directions has no element index: the number only
+    (where: located_text)."""
+    return _number(value) if c.unit == "directions" else f"{_number(value)} at {_where(index)}"
+
+
 def comparison_cells(c: Comparison) -> tuple[str, ...]:
     return (
         c.name,
-        _shape(c.shape),
+        directions_text(c.numel) if c.unit == "directions" else _shape(c.shape),
         "yes" if c.bit_exact else "no",
         f"{c.mismatched} of {c.numel}",
-        f"{_number(c.max_abs_diff)} at {_where(c.max_abs_index)}",
-        f"{_number(c.max_rel_diff)} at {_where(c.max_rel_index)}",
+        difference_cell(c.max_abs_diff, c.max_abs_index, c),
+        difference_cell(c.max_rel_diff, c.max_rel_index, c),
         _number(c.rtol),
         _number(c.atol),
         "PASS" if c.passed else "FAIL",
     )
+
+
+def located_summary(located: dict[str, Any]) -> str:
+    """How many wrong elements a search located, whether that is all, at what cost."""
+    count, n, cost = located["count"], located["numel"], located["evaluations"]
+    stopped = located.get("stopped")
+    noun = "element" if count == 1 else "elements"
+    if stopped is None and count == 0:
+        return (f"no single wrong element of {n} located ({cost} evaluations of fn): along a "
+                "fresh direction the gradient agrees with the reference within its noise")
+    if stopped is None:
+        return f"{count} wrong {noun} of {n}, all of them ({cost} evaluations of fn)"
+    if stopped == "budget":
+        return (f"at least {count} wrong {noun} of {n}: the search stopped at its budget of "
+                f"{located['budget']} evaluations of fn")
+    if stopped == "spread":
+        return (f"{count} wrong {noun} of {n} located ({cost} evaluations of fn), not all: the "
+                "rest of the difference is spread over elements each within the noise")
+    return (f"{count} wrong {noun} of {n} located ({cost} evaluations of fn) before fn's value "
+            "along a direction was not finite")
+
+
+def located_element(element: dict[str, Any], label: str) -> str:
+    """'[2, 3]: autograd 1.5, reference 0.5', the index as finite-diff's rows show it."""
+    return (f"{_where(element['index'])}: {label} {_number(element['gradient'])}, reference "
+            f"{_number(element['reference'])}")
+
+
+def located_text(c: Comparison) -> str:
+    """One line: the row's located elements (the first few), for str(result)."""
+    located = c.located or {}
+    label = c.name.rpartition(": ")[2].partition(" vs ")[0] or "gradient"
+    shown = [located_element(e, label) for e in located.get("elements", [])]
+    more = located.get("count", 0) - len(shown)
+    if more > 0:
+        shown.append(f"{more} more")
+    return f"located ({c.name}): {located_summary(located)}" + (
+        ": " + "; ".join(shown) if shown else "")
 
 
 def contract_lines(contract: list[ContractCheck]) -> list[str]:
@@ -278,6 +334,7 @@ def verdict_text(result: CheckResult) -> str:
         for row in rows:
             cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
             lines.append(("  " + "  ".join(cells)).rstrip())
+    lines += [located_text(c) for c in comparisons if c.located is not None]
     if result.error is not None:
         lines.append(f"error: {result.error}")
     lines += contract_lines(result.contract)

@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import Comparison
 from autograd_check.kernel.compare import compare, to64
+from autograd_check.kernel.locate import Allowance, Located, Oracle, Probe, locate
 from autograd_check.references.arguments import Arguments, Call
 from autograd_check.references.finite_diff import (
     FD_ATOL,
@@ -95,12 +96,25 @@ Gradients = Sequence[Mapping[str, "Tensor"]]
 
 
 @dataclass
+class Where:
+    """A failed tensor's located elements, with what a diagnosis of them needs."""
+
+    tensor: str
+    label: str
+    gradient: Tensor
+    located: Located
+    rtol: float
+    atol: float
+
+
+@dataclass
 class Outcome:
     comparisons: list[Comparison] = field(default_factory=list)
     block: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     estimates: list[Tensor] = field(default_factory=list)
     """finite-diff: its float64 estimate of each checked tensor's gradient (for a diagnosis)."""
+    located: list[Where] = field(default_factory=list)
 
 
 def reduce64(out: Tensor, u64: Tensor | None) -> Tensor:
@@ -190,7 +204,32 @@ def _agreement(
     row = compare(name, analytic, numeric, 0.0, float(tolerance.max()), False)
     close = (analytic - numeric).abs() <= tolerance  # NaN is never close
     mismatched = int((~close).sum())
-    return replace(row, mismatched=mismatched, passed=mismatched == 0)
+    return by_direction(replace(row, mismatched=mismatched, passed=mismatched == 0))
+
+
+def by_direction(row: Comparison) -> Comparison:
+    """A row of one number per random direction: its unit said, and no index (a direction's
+    index is not an element's; the located elements say where)."""
+    return replace(row, unit="directions", max_abs_index=[], max_rel_index=[])
+
+
+def locate_failed(
+    outcome: Outcome, rows: Sequence[Comparison], name: str, grads: Mapping[str, Tensor],
+    oracle: Oracle, allowance: Allowance, seed: int, rtol: float, atol: float,
+) -> None:
+    """For each failed row of one tensor (one per gradient label, in grads' order): the wrong
+    elements located (kernel/locate.py), on the row and in outcome.located. The searches share
+    their answers (the same direction for every label)."""
+    torch = import_torch()
+    memo: dict[tuple[int, int], tuple[Probe, bool]] = {}
+    start = len(outcome.comparisons) - len(rows)
+    for k, (row, (label, g)) in enumerate(zip(rows, grads.items(), strict=True)):
+        if row.passed:
+            continue
+        m = g.detach().to(torch.float64)
+        found = locate(m, oracle, allowance, seed=seed, memo=memo)
+        outcome.comparisons[start + k] = replace(row, located=found.to_dict())
+        outcome.located.append(Where(name, label, m, found, rtol, atol))
 
 
 class _Center:
@@ -269,11 +308,14 @@ def projection(
                 d2 = (plus2 - minus2) / (4 * h)
                 fourth = plus2 - 4 * plus + 6 * center.get() - 4 * minus + minus2
                 error[j] += FD_SAFETY * ((d1 - d2).abs() / 3 + fourth.abs() / (2 * h))
+            rows = [_agreement(f"{c.name}: {label} vs projection", analytic[label], numeric,
+                               error + spread[label]) for label in gradients[i]]
+            outcome.comparisons += rows
+            if not all(row.passed for row in rows):
+                oracle = _projection_oracle(call, values, xi, buf, u64, h, noise, center)
+                locate_failed(outcome, rows, c.name, gradients[i], oracle,
+                              _projection_allowance(rtol, atol), args.seed + 1 + i, rtol, atol)
             del buf
-            for label in gradients[i]:
-                outcome.comparisons.append(_agreement(
-                    f"{c.name}: {label} vs projection", analytic[label], numeric,
-                    error + spread[label]))
     outcome.block = {
         "method": "directional derivatives by central differences in float64 at steps h and "
                   "2h: d(h) = (L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, v = a ⊗ b with "
@@ -290,6 +332,43 @@ def projection(
     return outcome
 
 
+def _projection_oracle(call: Call, values: list[Tensor], xi: Tensor, buf: Tensor,
+                       u64: Tensor | None, h: float, noise: float, center: _Center) -> Oracle:
+    """⟨r, v⟩ as projection answers it, for the locator: d(h) alone (2 evaluations of fn; its
+    error bound then only N, a lower estimate), or soundly with d(2h) and the fourth difference
+    (2 more, and L(x) once per check)."""
+    torch = import_torch()
+
+    def loss(v: Tensor, step: float) -> float:
+        torch.add(xi, v, alpha=step, out=buf)
+        return float(reduce64(call.evaluate(values, float64=True), u64))
+
+    def oracle(v: Tensor, sound: bool) -> Probe:
+        plus, minus = loss(v, h), loss(v, -h)
+        d1 = (plus - minus) / (2 * h)
+        if not sound:
+            return Probe(d1, noise, 2)
+        evaluations = 4 + (center.value is None)
+        plus2, minus2 = loss(v, 2 * h), loss(v, -2 * h)
+        d2 = (plus2 - minus2) / (4 * h)
+        fourth = plus2 - 4 * plus + 6 * float(center.get()) - 4 * minus + minus2
+        return Probe(d1, noise + FD_SAFETY * (abs(d1 - d2) / 3 + abs(fourth) / (2 * h)),
+                     evaluations)
+
+    return oracle
+
+
+def _projection_allowance(rtol: float, atol: float) -> Allowance:
+    """E_g of a block: a correct gradient's own rounding along w_B (module docstring)."""
+    torch = import_torch()
+
+    def allowance(mw: Tensor, w: Tensor) -> float:
+        return ROUNDING_SPREAD * (rtol * float(torch.linalg.vector_norm(mw))
+                                  + atol * float(torch.linalg.vector_norm(w)))
+
+    return allowance
+
+
 def _no_forward_mode(call: Call, error: BaseException) -> ValueError | None:
     """One sentence for an fn that has no forward-mode derivative, else None."""
     text = str(error)
@@ -302,11 +381,36 @@ def _no_forward_mode(call: Call, error: BaseException) -> ValueError | None:
     )
 
 
+def _jvp(call: Call, i: int, xi: Tensor, v: Tensor) -> Tensor:
+    """J·v for the checked tensor i (forward mode), flat in float64: zero when fn's output does
+    not depend on it."""
+    torch = import_torch()
+    fwd = torch.autograd.forward_ad
+    with warnings.catch_warnings(), fwd.dual_level():
+        # torch's first dual level loads its jvp decompositions with torch.jit.script,
+        # which warns that it is deprecated: torch's own business, not the caller's
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
+                                category=DeprecationWarning)
+        values = [x.detach() for x in call.values]
+        values[i] = fwd.make_dual(xi, v)
+        try:
+            out = call.evaluate(values)
+        except (RuntimeError, NotImplementedError) as e:
+            better = _no_forward_mode(call, e)
+            if better is None:
+                raise
+            raise better from None
+        tangent = fwd.unpack_dual(out).tangent
+    if tangent is None:
+        tangent = torch.zeros_like(out)
+    flat: Tensor = tangent.detach().reshape(-1).to(torch.float64)
+    return flat
+
+
 def forward(
     call: Call, args: Arguments, u: Tensor, gradients: Gradients
 ) -> Outcome:
     torch = import_torch()
-    fwd = torch.autograd.forward_ad
 
     k = args.directions
     outcome = Outcome()
@@ -321,35 +425,23 @@ def forward(
             spread = 0.0
             for j in range(k):
                 directions.draw()
-                v = directions.tensor(xi)
-                with warnings.catch_warnings(), fwd.dual_level():
-                    # torch's first dual level loads its jvp decompositions with torch.jit.script,
-                    # which warns that it is deprecated: torch's own business, not the caller's
-                    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
-                                            category=DeprecationWarning)
-                    values = [x.detach() for x in call.values]
-                    values[i] = fwd.make_dual(xi, v)
-                    try:
-                        out = call.evaluate(values)
-                    except (RuntimeError, NotImplementedError) as e:
-                        better = _no_forward_mode(call, e)
-                        if better is None:
-                            raise
-                        raise better from None
-                    tangent = fwd.unpack_dual(out).tangent
-                if tangent is None:
-                    tangent = torch.zeros_like(out)
-                tf = tangent.detach().reshape(-1).to(torch.float64)
+                tf = _jvp(call, i, xi, directions.tensor(xi))
                 forward_values[j] = torch.dot(tf, uf)
                 spread = max(spread, float(torch.dot(tf.abs(), uf.abs())))
                 for label, g in flat.items():
                     reverse[label][j] = directions.along(g)
             rtol, atol = args.tolerances(c.value.dtype)
+            rows = []
             for label, g in flat.items():
                 allowance = rtol * (float(torch.linalg.vector_norm(g, 1)) + spread)
-                outcome.comparisons.append(compare(
+                rows.append(by_direction(compare(
                     f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,
-                    atol + allowance, False))
+                    atol + allowance, False)))
+            outcome.comparisons += rows
+            if not all(row.passed for row in rows):
+                locate_failed(outcome, rows, c.name, flat, _forward_oracle(call, i, xi, uf, rtol,
+                                                                           atol),
+                              _forward_allowance(rtol), args.seed + 1 + i, rtol, atol)
     outcome.block = {
         "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
                   "v = a ⊗ b as for projection",
@@ -359,6 +451,31 @@ def forward(
         "evaluations": k * len(call.checked),
     }
     return outcome
+
+
+def _forward_oracle(call: Call, i: int, xi: Tensor, uf: Tensor, rtol: float,
+                    atol: float) -> Oracle:
+    """⟨r, v⟩ = ⟨J·v, u⟩ by one jvp (one evaluation of fn), within forward's own allowance for
+    its rounding: atol + rtol·(‖(J·v)⊙u‖₁ + |⟨J·v, u⟩|); the same answer cheap or sound."""
+    torch = import_torch()
+
+    def oracle(v: Tensor, sound: bool) -> Probe:
+        tf = _jvp(call, i, xi, v.to(xi.dtype))
+        value = float(torch.dot(tf, uf))
+        return Probe(value, atol + rtol * (float(torch.dot(tf.abs(), uf.abs())) + abs(value)),
+                     1)
+
+    return oracle
+
+
+def _forward_allowance(rtol: float) -> Allowance:
+    """A correct gradient's rounding along w_B, as forward allows it: rtol·‖g ⊙ w_B‖₁."""
+    torch = import_torch()
+
+    def allowance(mw: Tensor, w: Tensor) -> float:
+        return rtol * float(torch.linalg.vector_norm(mw, 1))
+
+    return allowance
 
 
 def fd_budget(call: Call, args: Arguments, what: str) -> None:

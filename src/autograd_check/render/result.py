@@ -11,7 +11,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from autograd_check.base.result import TENSOR_DATA_LIMIT, CheckResult, Comparison, TensorView
+from autograd_check.base.result import (
+    TENSOR_DATA_LIMIT,
+    CheckResult,
+    Comparison,
+    TensorView,
+    located_summary,
+)
 
 SHOW_WHOLE_UP_TO = 256
 """By default, tensors with at most this many elements are shown whole; larger ones summarised."""
@@ -178,11 +184,42 @@ def finite_diff_table(comparisons: list[Comparison], reference: str = "finite-di
             label,
             shape_text(c.shape),
             f"{c.mismatched} of {c.numel}",
-            f"{fmt(c.max_abs_diff)} at {_index(c.max_abs_index)}",
-            f"{fmt(c.max_rel_diff)} at {_index(c.max_rel_index)}",
+            _difference(c.max_abs_diff, c.max_abs_index, c),
+            _difference(c.max_rel_diff, c.max_rel_index, c),
             Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red"),
         )
     return table
+
+
+def _difference(value: float, index: list[int], c: Comparison) -> str:
+    """A row of directions has no element index (the located elements say where)."""
+    return fmt(value) if c.unit == "directions" else f"{fmt(value)} at {_index(index)}"
+
+
+def located_table(comparisons: list[Comparison], reference: str) -> RenderableType | None:
+    """The elements located for the failed rows of a reference (projection, forward): one row
+    per element shown, each index as finite-diff's rows show it; then each search's count,
+    whether it is all of them, and its cost."""
+    rows = [c for c in comparisons if c.located is not None]
+    if not rows:
+        return None
+    table = Table(title=f"where: the wrong elements located ({reference})", box=box.SIMPLE_HEAVY,
+                  title_justify="left", show_edge=False)
+    table.add_column("tensor", overflow="fold")
+    table.add_column("gradient")
+    table.add_column("element", overflow="fold")
+    table.add_column("value", justify="right")
+    table.add_column("reference", justify="right")
+    table.add_column("difference", justify="right")
+    captions = []
+    for c in rows:
+        tensor, _, label = c.name.removesuffix(f"vs {reference}").strip().rpartition(": ")
+        located = c.located or {}
+        for e in located.get("elements", []):
+            table.add_row(tensor, label, _index(e["index"]), fmt(e["gradient"]),
+                          fmt(e["reference"]), fmt(e["gradient"] - e["reference"]))
+        captions.append(f"{tensor} ({label}): {located_summary(located)}")
+    return Group(table, Text("\n".join(captions)))
 
 
 def finite_diff_text(block: dict[str, Any]) -> str:
@@ -301,6 +338,11 @@ def verdict_panel(result: CheckResult) -> Panel:
                 f"{len(rows) - misses} of {len(rows)} comparisons passed, {bad} of "
                 f"{sum(c.numel for c in rows)} directions mismatched (rtol={rows[0].rtol:g})",
             )
+            for c in rows:
+                if c.located is not None:
+                    tensor, _, which = c.name.removesuffix(f" vs {ref}").rpartition(": ")
+                    grid.add_row("located", Text(f"{tensor} ({which}): "
+                                                 f"{located_summary(c.located)}"))
     if result.repeat is not None:
         grid.add_row("repeat", repeat_text(result.repeat))
     contract_rows(grid, result)
@@ -384,6 +426,9 @@ def result_renderable(result: CheckResult, show_tensors: bool | None = None) -> 
         parts.append(parameters_table(result))
     for ref, rows in by_reference(result.comparisons).items():
         parts.append(finite_diff_table(rows, ref))
+        where = located_table(rows, ref)
+        if where is not None:
+            parts.append(where)
     parts.append(verdict_panel(result))
     return Group(*parts)
 

@@ -162,7 +162,7 @@ def test_exhaustive_finding_names_a_subset_by_a_condition() -> None:
     out = locate(m, Exact(r), rounding())
     assert out.exhaustive and out.count == int((x < -1).sum()) > MAX_ELEMENTS
     f = finding("x", m, out, 1e-7, 1e-7, conditions={"x": x})
-    assert f.kind == "subset" and f"wrong exactly where x < -0.999 ({out.count} of 400" in f.text
+    assert f.kind == "subset" and f"wrong exactly where x < -1 ({out.count} of 400" in f.text
     assert f.elements == [e.index for e in out.found[:MAX_ELEMENTS]]
 
 
@@ -254,7 +254,7 @@ def test_exhaustive_location_names_the_branch() -> None:
                for e in located["elements"])
     (cause,) = result.diagnosis
     assert cause["kind"] == "subset" and cause["elements"] == wrong[:MAX_ELEMENTS]
-    assert f"wrong exactly where x < -0.498 ({len(wrong)} of 24 elements)" in cause["text"]
+    assert f"wrong exactly where x < -0.5 ({len(wrong)} of 24 elements)" in cause["text"]
 
 
 def test_located_elements_survive_json() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC_DIR = ROOT / "src"
 sys.path.insert(0, str(ROOT / "scripts"))
 # the walker and the floors live in the script that draws the graph, so the picture and the test
 # read the code the same way
@@ -235,3 +236,13 @@ def private_imports() -> list[str]:
 
 def test_no_module_imports_another_modules_private_name() -> None:
     assert private_imports() == []
+
+
+def test_few_modules_at_the_top_and_thin_commands() -> None:
+    """At most six modules side by side at the top of the package (the rest live on their
+    floors), and every command module parses, calls one function and renders: 250 lines at most."""
+    top = sorted(p.name for p in (SRC_DIR / PACKAGE).glob("*.py"))
+    assert len(top) <= 6, top
+    long = {p.name: n for p in (SRC_DIR / PACKAGE / "cli").glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 250}
+    assert long == {}

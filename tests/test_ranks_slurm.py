@@ -154,6 +154,7 @@ class TestAStepInsideAnAllocation:
         assert slurm["job_id"] == granted.group(1) and slurm["step_id"] is not None
         assert f"step of Slurm job {granted.group(1)}" in done.stderr
         assert not list(logs.glob("*_log.out")), "no batch job was queued"
+        assert not list(logs.glob("step-ranks-*")), "a passed step leaves no rank logs behind"
 
     def test_a_killed_rank_ends_the_step(self, tmp_path: Path) -> None:
         target = DIES
@@ -163,8 +164,15 @@ class TestAStepInsideAnAllocation:
         took = time.monotonic() - start
         assert done.returncode == 4, done.stderr
         assert re.search(r"autograd-check: error: a step of Slurm job \d+ ended without a "
-                         r"result \(state CANCELLED", done.stderr), done.stderr
+                         r"result \(state CANCELLED, srun exit code -?\d+\): rank 1 of 2 ended "
+                         r"first \(Killed\)", done.stderr), done.stderr
         assert re.search(r"\n  srun: error: \S+: task 1: Killed\n", done.stderr), done.stderr
+        # then that rank's own output, from its own log, as a local run and a batch job show it
+        lines = done.stderr.splitlines()
+        own = [i for i, ln in enumerate(lines)
+               if re.fullmatch(r"  \S+/step-ranks-[0-9a-f]{8}-1\.out:", ln)]
+        assert own and lines[own[0] + 1] == "  [rank 1] rank 1: about to be killed", done.stderr
+        assert "Traceback" not in done.stderr
         assert took < 60, took
 
 

@@ -8,12 +8,14 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from autograd_check.base.errors import (
@@ -35,8 +37,11 @@ from autograd_check.slurm.commands import JobInfo, require_slurm
 from autograd_check.slurm.log_dir import prepare_log_dir
 from autograd_check.slurm.node import error_envelope, outcome_to_result, plain
 from autograd_check.slurm.options import GPU_SBATCH_KEYS, SlurmOptions
+from autograd_check.slurm.tasks import TASK_LINES, ended_task, own_lines
 from autograd_check.slurm.watch import LOG_TAIL_LINES, POLL_FIRST_S, POLL_MAX_S, ProgressFn
 
+RANK_LOGS_PREFIX = "step-ranks-"
+"""Each rank's output of a step over ranks: step-ranks-TOKEN-T.out and .err in the log folder."""
 STEP_MARKER = "@@autograd-check-step@@"
 """Prefix of the one stdout line a job step answers with (setup lines may print too)."""
 
@@ -45,9 +50,14 @@ SETUP_PREFIX, SETUP_SUFFIX = ".step-setup.", ".sh"
 """The setup file's name in the log folder (--dry-run shows XXXXXXXX for its random part)."""
 
 
-def step_command(spec: CheckSpec, opts: SlurmOptions, setup_file: str | None = None) -> list[str]:
+def step_command(spec: CheckSpec, opts: SlurmOptions, setup_file: str | None = None,
+                 rank_logs: str | None = None) -> list[str]:
     """srun ... python -c <start> _step --spec JSON, as an argv list (no shell).
 
+    Over ranks, each task's stdout and stderr go to files of their own, `rank_logs` + .out and
+    .err (a pattern with srun's %t, the task), in the private log folder: task 0's stdout holds
+    the answer, and a rank that dies is shown with its own last lines, as a local run's and a
+    batch job's are; srun's own words stay on the pipe.
     The check's Python starts with no working folder on sys.path (safety.python_module_argv).
     Setup lines, when given, run in bash before the check, which gets its arguments as "$@";
     bash reads them from `setup_file` (run_step writes it, 0600, in the private log folder, see
@@ -56,6 +66,9 @@ def step_command(spec: CheckSpec, opts: SlurmOptions, setup_file: str | None = N
     nodes, per_node = rank_layout(spec, opts)
     cmd = ["srun", f"--ntasks={nodes * per_node}", f"--nodes={nodes}",
            f"--job-name={opts.job_name}", "--kill-on-bad-exit=1"]
+    if spec.ranks is not None:
+        logs = rank_logs or str(opts.folder() / f"{RANK_LOGS_PREFIX}XXXXXXXX-%t")
+        cmd += [f"--output={logs}.out", f"--error={logs}.err"]
     if opts.cpus:
         cmd.append(f"--cpus-per-task={opts.cpus}")
     if opts.mem:
@@ -161,13 +174,15 @@ def run_step(
     where = f"a step of Slurm job {alloc.job_id}"
     # no inherited MASTER_PORT, RANK, ... for the ranks
     env = job_environment(dict(os.environ), memory=False)
+    rank_logs: Path | None = None
     if spec.ranks is not None:  # the ranks meet in the (private) log folder
         folder = opts.folder()
         prepare_log_dir(folder)
         env[RENDEZVOUS_ENV] = str(folder)
+        rank_logs = folder / f"{RANK_LOGS_PREFIX}{secrets.token_hex(4)}-%t"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             setup_file(opts) as setup:
-        cmd = step_command(spec, opts, setup)
+        cmd = step_command(spec, opts, setup, str(rank_logs) if rank_logs else None)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -190,12 +205,14 @@ def run_step(
                 raise JobFailed(
                     f"{where} did not finish within {opts.timeout:g} s; the step was cancelled",
                     state="TIMEOUT",
-                    log_tail=_tail_of(err),
+                    log_tail=_tail_of(err) + _rank_tail(rank_logs, 0),
                 )
             interval = min(interval * 1.5, POLL_MAX_S)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+    if rank_logs is not None:  # the answer is task 0's
+        stdout += _read(_rank_log(rank_logs, 0, "out"))
     try:
         answer = step_answer(stdout)
     except json.JSONDecodeError:
@@ -205,18 +222,63 @@ def run_step(
         if step is not None:
             where = f"Slurm job {alloc.job_id} step {step}"
         result = outcome_to_result(answer, where)
+        _remove_rank_logs(rank_logs, spec.ranks)
         if on_update:
             on_update(replace(info, state="COMPLETED"), time.monotonic() - start)
         return result
     words = "; ".join(ln.strip() for ln in stderr.strip().splitlines() if ln.strip())[-800:]
     if _STEP_REFUSED.search(stderr):
         raise EnvironmentProblem(f"Slurm refused the job step: {words}")
-    state = next((s for pattern, s in _STEP_STATE if pattern.search(stderr)), "FAILED")
-    raise JobFailed(
-        f"{where} ended without a result (state {state}, srun exit code {proc.returncode})",
-        state=state,
-        log_tail="\n".join(stderr.strip().splitlines()[-LOG_TAIL_LINES:]),
-    )
+    # slurmstepd's words (cancelled, out of memory) land in the tasks' own stderr
+    said = stderr + "".join(_read(_rank_log(rank_logs, task, "err"))
+                            for task in range(spec.ranks or 0) if rank_logs is not None)
+    state = next((s for pattern, s in _STEP_STATE if pattern.search(said)), "FAILED")
+    message = f"{where} ended without a result (state {state}, srun exit code {proc.returncode})"
+    tail = "\n".join(stderr.strip().splitlines()[-LOG_TAIL_LINES:])
+    ended = ended_task(stderr) if spec.ranks is not None else None
+    if ended is not None:  # the rank srun saw end first, with its own last lines
+        task, how = ended
+        message += f": rank {task} of {spec.ranks} ended first ({how})"
+        tail += _rank_tail(rank_logs, task)
+    elif rank_logs is not None:
+        tail += _rank_tail(rank_logs, 0)
+    raise JobFailed(message, state=state, log_tail=tail)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rank_log(rank_logs: Path, task: int, suffix: str) -> Path:
+    return Path(f"{str(rank_logs).replace('%t', str(task))}.{suffix}")
+
+
+def _rank_tail(rank_logs: Path | None, task: int) -> str:
+    """A rank's own last lines, of stderr then of stdout (the answer line left out), each file
+    named and each line marked [rank T], as a batch job's are (slurm/tasks.py)."""
+    out: list[str] = []
+    if rank_logs is None:
+        return ""
+    for suffix in ("err", "out"):
+        path = _rank_log(rank_logs, task, suffix)
+        lines = [ln for ln in own_lines(path, TASK_LINES + 1) if STEP_MARKER not in ln]
+        if lines:
+            out.append(f"{path}:")
+            out += [f"[rank {task}] {ln}" for ln in lines[-TASK_LINES:]]
+    return "".join(f"\n{ln}" for ln in out)
+
+
+def _remove_rank_logs(rank_logs: Path | None, ranks: int | None) -> None:
+    """A finished step's rank logs say nothing the result does not."""
+    if rank_logs is None:
+        return
+    for task in range(ranks or 0):
+        for suffix in ("out", "err"):
+            with contextlib.suppress(OSError):
+                _rank_log(rank_logs, task, suffix).unlink()
 
 
 def _tail_of(f: Any) -> str:

@@ -34,7 +34,8 @@ def ended_task(log_text: str) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2).strip()
 
 
-def _last_lines(path: Path, lines: int) -> list[str]:
+def own_lines(path: Path, lines: int) -> list[str]:
+    """The last lines of a task's log that are its own (not the launcher's)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -48,7 +49,7 @@ def task_tail(folder: Path, job_id: str, task: int, lines: int = TASK_LINES) -> 
     out = []
     for suffix in ("err", "out"):
         path = folder / f"{job_id}_{task}_log.{suffix}"
-        last = _last_lines(path, lines)
+        last = own_lines(path, lines)
         if last:
             out.append(f"{path}:")
             out += [f"[rank {task}] {ln}" for ln in last]

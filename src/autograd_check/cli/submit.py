@@ -24,6 +24,7 @@ from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm import batch, step, watch, where
 from autograd_check.slurm.new_job import allocation_blocks_new_job
+from autograd_check.torch_features import require_parallel
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted
@@ -94,6 +95,7 @@ def submit(
     a job step of it (srun). Same check, same result view as `run`."""
 
     spec = spec_from(check_values)
+    require_parallel(spec.parallel)  # here, not in the job: the job runs this same Python
     opts = slurm_from(slurm_values, check_values.get("config"))
     alloc = where.current_allocation()
     as_step = alloc is not None and not alloc.in_step and not new_job

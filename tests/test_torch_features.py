@@ -22,8 +22,8 @@ from autograd_check.torch_features import parallel_problem, release
 
 runner = CliRunner()
 FSDP = ["--ranks", "2", "--model", "mlp", "--shape", "4x8", "--parallel", "fsdp"]
-REFUSAL = ("--parallel fsdp needs torch 2.4 or newer (FSDP2's fully_shard); this is torch 2.3.1: "
-           "install a newer torch, or use --parallel ddp")
+REFUSAL = ("--parallel fsdp on the CPU needs torch 2.6 or newer (FSDP2's fully_shard; with CUDA "
+           "from 2.4); this is torch 2.3.1: install a newer torch, or use --parallel ddp")
 
 
 @pytest.fixture
@@ -37,25 +37,40 @@ def torch_2_3(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 class TestParallelProblem:
-    @pytest.mark.parametrize("version", ["2.4.0", "2.4.1+cu121", "2.5.1", "2.6.0", "2.15.0",
-                                         "3.0.0a0"])
-    def test_fsdp_runs_from_2_4(self, version: str) -> None:
-        assert parallel_problem("fsdp", version) is None
+    @pytest.mark.parametrize(("device", "version"), [
+        ("cuda", "2.4.0"), ("cuda:1", "2.4.1+cu121"), ("cuda", "2.5.1"), ("cpu", "2.6.0"),
+        ("auto", "2.6.0"), ("cpu", "2.15.0"), ("cpu", "3.0.0a0")])
+    def test_fsdp_runs(self, device: str, version: str) -> None:
+        assert parallel_problem("fsdp", device, version) is None
 
     @pytest.mark.parametrize("version", ["2.1.2", "2.3.1+cpu", "1.13.1"])
-    def test_fsdp_refused_before_2_4(self, version: str) -> None:
-        assert parallel_problem("fsdp", version) == (
-            f"--parallel fsdp needs torch 2.4 or newer (FSDP2's fully_shard); this is torch "
-            f"{version}: install a newer torch, or use --parallel ddp")
+    def test_fsdp_with_cuda_refused_before_2_4(self, version: str) -> None:
+        assert parallel_problem("fsdp", "cuda", version) == (
+            f"--parallel fsdp with CUDA needs torch 2.4 or newer (FSDP2's fully_shard); this is "
+            f"torch {version}: install a newer torch, or use --parallel ddp")
 
-    def test_ddp_runs_on_the_oldest_accepted_torch(self) -> None:
-        assert parallel_problem("ddp", "2.1.0") is None
+    @pytest.mark.parametrize("version", ["2.1.2", "2.4.1+cu121", "2.5.1"])
+    def test_fsdp_on_the_cpu_refused_before_2_6(self, version: str) -> None:
+        assert parallel_problem("fsdp", "cpu", version) == (
+            f"--parallel fsdp on the CPU needs torch 2.6 or newer (FSDP2's fully_shard; with "
+            f"CUDA from 2.4); this is torch {version}: install a newer torch, or use "
+            "--parallel ddp")
+
+    def test_auto_may_be_the_cpu(self) -> None:
+        problem = parallel_problem("fsdp", "auto", "2.5.1")
+        assert problem is not None
+        assert problem.startswith("--parallel fsdp with --device auto (which may be the CPU) "
+                                  "needs torch 2.6 or newer")
+
+    @pytest.mark.parametrize("device", ["cpu", "cuda"])
+    def test_ddp_runs_on_the_oldest_accepted_torch(self, device: str) -> None:
+        assert parallel_problem("ddp", device, "2.1.0") is None
 
     @pytest.mark.parametrize(("parallel", "version"),
                              [(None, "2.1.0"), ("fsdp", None), ("fsdp", "unknown")])
     def test_nothing_known_is_left_to_the_ranks(self, parallel: str | None,
                                                 version: str | None) -> None:
-        assert parallel_problem(parallel, version) is None
+        assert parallel_problem(parallel, "cpu", version) is None
 
     def test_release(self) -> None:
         assert release("2.4.1+cu121") == (2, 4)
@@ -118,7 +133,7 @@ class TestRefusedBeforeAnyRank:
 
     def test_execute_the_python_entry_point(self, torch_2_3: list[object]) -> None:
         spec = build_spec({"ranks": 2, "model": "mlp", "shape": "4x8", "parallel": "fsdp"})
-        with pytest.raises(EnvironmentProblem, match="needs torch 2.4 or newer"):
+        with pytest.raises(EnvironmentProblem, match="needs torch 2.6 or newer"):
             execute(spec)
         assert torch_2_3 == []
 

@@ -18,11 +18,15 @@ from typing import Any
 
 from autograd_check.errors import EnvironmentProblem
 
-PARALLEL_NEEDS: dict[str, tuple[tuple[int, int], str]] = {
-    "ddp": ((2, 1), "DistributedDataParallel"),
-    "fsdp": ((2, 4), "FSDP2's fully_shard"),
+PARALLEL_NEEDS: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {
+    "ddp": ("DistributedDataParallel", {"cuda": (2, 1), "cpu": (2, 1)}),
+    # FSDP2 came in 2.4 for CUDA only: 2.4 creates CUDA streams on any device (on the CPU,
+    # "CUDA driver version is insufficient" in the ranks), 2.5 raises "FSDP requires CUDA for
+    # streams"; on the CPU (gloo) it runs from 2.6, as scripts/torch-matrix.sh tried.
+    "fsdp": ("FSDP2's fully_shard", {"cuda": (2, 4), "cpu": (2, 6)}),
 }
-"""--parallel NAME: the oldest torch (major, minor) it runs on, and what it uses of torch."""
+"""--parallel NAME: what it uses of torch, and the oldest torch (major, minor) it runs on with
+CUDA and on the CPU (--device cpu, or auto, which may be the CPU)."""
 FULLY_SHARD_MODULES = ("torch.distributed.fsdp", "torch.distributed._composable.fsdp")
 """Where FSDP2's fully_shard lives: public from torch 2.6, under _composable in 2.4 and 2.5."""
 
@@ -45,22 +49,34 @@ def release(version: str) -> tuple[int, int] | None:
     return (int(found[1]), int(found[2])) if found else None
 
 
-def parallel_problem(parallel: str | None, version: str | None) -> str | None:
-    """Why --parallel `parallel` cannot run on torch `version` (None: it can, or nothing is
-    known: no torch installed here, or a version that does not parse, is left to the ranks)."""
+def parallel_problem(parallel: str | None, device: str, version: str | None) -> str | None:
+    """Why --parallel `parallel` on `device` cannot run on torch `version` (None: it can, or
+    nothing is known: no torch installed here, or a version that does not parse, is left to
+    the ranks)."""
     if parallel is None or parallel not in PARALLEL_NEEDS or version is None:
         return None
     have = release(version)
-    (major, minor), uses = PARALLEL_NEEDS[parallel]
-    if have is None or have >= (major, minor):
+    uses, oldest = PARALLEL_NEEDS[parallel]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if have is None or have >= oldest[kind]:
         return None
-    return (f"--parallel {parallel} needs torch {major}.{minor} or newer ({uses}); this is torch "
-            f"{version}: install a newer torch, or use --parallel ddp")
+    where, others = "", ""
+    if oldest["cpu"] != oldest["cuda"]:
+        where = (" with CUDA" if kind == "cuda" else " on the CPU" if device == "cpu" else
+                 f" with --device {device} (which may be the CPU)")
+        others = "" if kind == "cuda" else f"; with CUDA from {_shown(oldest['cuda'])}"
+    return (f"--parallel {parallel}{where} needs torch {_shown(oldest[kind])} or newer ({uses}"
+            f"{others}); this is torch {version}: install a newer torch, or use --parallel ddp")
 
 
-def require_parallel(parallel: str | None) -> None:
-    """Refuse (EnvironmentProblem, exit 3) a --parallel that this process's torch cannot run."""
-    problem = parallel_problem(parallel, torch_version())
+def _shown(release: tuple[int, int]) -> str:
+    return ".".join(map(str, release))
+
+
+def require_parallel(parallel: str | None, device: str) -> None:
+    """Refuse (EnvironmentProblem, exit 3) a --parallel that this process's torch cannot run on
+    `device`."""
+    problem = parallel_problem(parallel, device, torch_version())
     if problem is not None:
         raise EnvironmentProblem(problem)
 
@@ -75,4 +91,4 @@ def fully_shard() -> Callable[..., Any]:
         return found
     raise EnvironmentProblem(
         f"this torch has no FSDP2 (fully_shard in none of {', '.join(FULLY_SHARD_MODULES)}); "
-        f"--parallel fsdp needs torch {'.'.join(map(str, PARALLEL_NEEDS['fsdp'][0]))} or newer")
+        f"--parallel fsdp needs torch {_shown(PARALLEL_NEEDS['fsdp'][1]['cuda'])} or newer")

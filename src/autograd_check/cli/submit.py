@@ -95,7 +95,7 @@ def submit(
     a job step of it (srun). Same check, same result view as `run`."""
 
     spec = spec_from(check_values)
-    require_parallel(spec.parallel)  # here, not in the job: the job runs this same Python
+    require_parallel(spec.parallel, spec.device)  # here, not in the job (which runs this Python)
     opts = slurm_from(slurm_values, check_values.get("config"))
     alloc = where.current_allocation()
     as_step = alloc is not None and not alloc.in_step and not new_job

@@ -69,7 +69,7 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
     """The check over spec.ranks ranks: as one of them when this process is a task of a Slurm
     job or step started for it (slurm_identity), else by starting them here."""
     assert spec.ranks is not None
-    require_parallel(spec.parallel)  # one line, exit 3, before any rank starts
+    require_parallel(spec.parallel, spec.device)  # one line, exit 3, before any rank starts
     identity = slurm_identity(spec.ranks)
     if identity is None:
         return run_ranks_here(spec, DEFAULT_RANKS_TIMEOUT_S if timeout is None else timeout)

@@ -128,8 +128,9 @@ def plan_sweep(
         if on_note is not None:
             on_note(f"{dropped} given more than once; each value runs once")
     cases = list(grid.cases())
-    for parallel in sorted({case.spec.parallel for case in cases if case.spec.parallel}):
-        require_parallel(parallel)  # refused once, not recorded case after case
+    for parallel, device in sorted({(c.spec.parallel, c.spec.device) for c in cases
+                                    if c.spec.parallel}):
+        require_parallel(parallel, device)  # refused once, not recorded case after case
     mode = settings.mode or default_mode()
     opts = None
     if mode == "slurm":

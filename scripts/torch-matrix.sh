@@ -75,9 +75,10 @@ for version in "${VERSIONS[@]}"; do
     (cd "$ROOT" && timeout "$LIMIT" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
         -m "not slurm and not cuda" >>"$log" 2>&1) || rc=$?
     took=$(($(date +%s) - start))
-    # pytest's closing line, e.g. "== 3 failed, 1480 passed, 6 skipped in 812.10s =="
-    summary=$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* in [0-9.]+s' "$log" \
-        | tail -1 || true)
+    # pytest's closing line, "3 failed, 1480 passed, 6 skipped, 72 deselected in 812.10s" (-q;
+    # without -q between "=" rules)
+    summary=$(grep -E '^(=+ )?(no tests ran|[0-9]+ (passed|failed|errors?|skipped|deselected)).* in [0-9.]+s' \
+        "$log" | tail -1 || true)
     count() { grep -oE "[0-9]+ $1" <<<"$summary" | grep -oE '^[0-9]+' || echo 0; }
     passed=$(count passed)
     fails=$(($(count failed) + $(count 'errors?')))

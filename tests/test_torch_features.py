@@ -22,7 +22,7 @@ from autograd_check.torch_features import parallel_problem, release
 
 runner = CliRunner()
 FSDP = ["--ranks", "2", "--model", "mlp", "--shape", "4x8", "--parallel", "fsdp"]
-REFUSAL = ("--parallel fsdp on the CPU needs torch 2.13 or newer (FSDP2's fully_shard; with CUDA "
+REFUSAL = ("--parallel fsdp on the CPU needs torch 2.10 or newer (FSDP2's fully_shard; with CUDA "
            "from 2.4); this is torch 2.3.1: install a newer torch, or use --parallel ddp")
 
 
@@ -38,8 +38,8 @@ def torch_2_3(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 class TestParallelProblem:
     @pytest.mark.parametrize(("device", "version"), [
-        ("cuda", "2.4.0"), ("cuda:1", "2.4.1+cu121"), ("cuda", "2.5.1"), ("cpu", "2.13.0"),
-        ("auto", "2.13.0"), ("cpu", "2.15.0"), ("cpu", "3.0.0a0")])
+        ("cuda", "2.4.0"), ("cuda:1", "2.4.1+cu121"), ("cuda", "2.5.1"), ("cpu", "2.10.0"),
+        ("auto", "2.10.0"), ("cpu", "2.15.0"), ("cpu", "3.0.0a0")])
     def test_fsdp_runs(self, device: str, version: str) -> None:
         assert parallel_problem("fsdp", device, version) is None
 
@@ -50,9 +50,9 @@ class TestParallelProblem:
             f"torch {version}: install a newer torch, or use --parallel ddp")
 
     @pytest.mark.parametrize("version", ["2.1.2", "2.4.1+cu121", "2.5.1", "2.6.0", "2.7.1"])
-    def test_fsdp_on_the_cpu_refused_before_2_13(self, version: str) -> None:
+    def test_fsdp_on_the_cpu_refused_before_2_10(self, version: str) -> None:
         assert parallel_problem("fsdp", "cpu", version) == (
-            f"--parallel fsdp on the CPU needs torch 2.13 or newer (FSDP2's fully_shard; with "
+            f"--parallel fsdp on the CPU needs torch 2.10 or newer (FSDP2's fully_shard; with "
             f"CUDA from 2.4); this is torch {version}: install a newer torch, or use "
             "--parallel ddp")
 
@@ -60,7 +60,7 @@ class TestParallelProblem:
         problem = parallel_problem("fsdp", "auto", "2.5.1")
         assert problem is not None
         assert problem.startswith("--parallel fsdp with --device auto (which may be the CPU) "
-                                  "needs torch 2.13 or newer")
+                                  "needs torch 2.10 or newer")
 
     @pytest.mark.parametrize("device", ["cpu", "cuda"])
     def test_ddp_runs_on_the_oldest_accepted_torch(self, device: str) -> None:
@@ -133,7 +133,7 @@ class TestRefusedBeforeAnyRank:
 
     def test_execute_the_python_entry_point(self, torch_2_3: list[object]) -> None:
         spec = build_spec({"ranks": 2, "model": "mlp", "shape": "4x8", "parallel": "fsdp"})
-        with pytest.raises(EnvironmentProblem, match="needs torch 2.13 or newer"):
+        with pytest.raises(EnvironmentProblem, match="needs torch 2.10 or newer"):
             execute(spec)
         assert torch_2_3 == []
 

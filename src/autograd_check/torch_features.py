@@ -24,8 +24,8 @@ PARALLEL_NEEDS: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {
     # "CUDA driver version is insufficient" in the ranks), 2.5 raises "FSDP requires CUDA for
     # streams", 2.6's CPU stream has no record_event, and 2.7.1 runs but sums the ranks'
     # gradients instead of averaging them (a correct module FAILs, 2x the reference). On the CPU
-    # (gloo) it is accepted from the oldest release seen right (docs/development.md).
-    "fsdp": ("FSDP2's fully_shard", {"cuda": (2, 4), "cpu": (2, 13)}),
+    # (gloo) it is accepted from the oldest release seen right, 2.10 (docs/development.md).
+    "fsdp": ("FSDP2's fully_shard", {"cuda": (2, 4), "cpu": (2, 10)}),
 }
 """--parallel NAME: what it uses of torch, and the oldest torch (major, minor) it runs on with
 CUDA and on the CPU (--device cpu, or auto, which may be the CPU)."""

@@ -128,6 +128,7 @@ def find_target(text: str) -> bool:
     """Import the target's file or module and find its NAME, without calling anything in it:
     BadInput when either is missing. Whether it gives its own inputs (the inputs form)."""
     where, name = split(text)
+    import_torch()  # before the user's own `import torch`: numpy's noise about it filtered
     module = _import_file(text, Path(where)) if is_file(where) else _import_module(text, where)
     return callable(getattr(_resolve(text, module, name, instantiate=False), "inputs", None))
 

@@ -63,7 +63,7 @@ class TestParallelProblem:
                                   "needs torch 2.10 or newer")
 
     @pytest.mark.parametrize("device", ["cpu", "cuda"])
-    def test_ddp_runs_on_the_oldest_accepted_torch(self, device: str) -> None:
+    def test_ddp_runs_from_2_1(self, device: str) -> None:
         assert parallel_problem("ddp", device, "2.1.0") is None
 
     @pytest.mark.parametrize(("parallel", "version"),

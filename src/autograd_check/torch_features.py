@@ -1,6 +1,6 @@
 """What each feature needs of torch, checked before anything of a check starts.
 
-The package accepts torch from 2.1 (pyproject); a feature that needs a newer one says so here, and
+The package accepts torch from 2.4 (pyproject); a feature that needs a newer one says so here, and
 a check that asks for it on an older torch is refused in one line (EnvironmentProblem, exit 3)
 before any rank starts, instead of failing inside the ranks. Nothing here imports torch at load:
 the version comes from torch itself when it is already loaded, else from its installed metadata,

@@ -37,9 +37,10 @@ done
 mkdir -p "$DIR/logs"
 
 # A site-wide pip constraint may cap torch (this project's machines cap it at the release they
-# keep on disk): the matrix must reach newer releases, so constraints are cleared for its pip runs.
+# keep on disk): the matrix must reach newer releases, so its pip runs take their constraints
+# from an empty file (an empty PIP_CONSTRAINT does not override a config file's constraint).
 # Everything else of pip's configuration (indexes, find-links, cache) is kept.
-export PIP_CONSTRAINT=""
+export PIP_CONSTRAINT=/dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 rows=()

@@ -52,7 +52,14 @@ def _cluster_reason() -> str | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the cluster must say so with `@pytest.mark.slurm`, or `-m "not slurm"`
-    would run it."""
+    would run it. A test marked `fsdp` skips, saying why, on a torch whose FSDP2 cannot run on
+    the CPU (the check refuses it there: torch_features.py)."""
+    from autograd_check.torch_features import parallel_problem, torch_version
+
+    no_fsdp = parallel_problem("fsdp", "cpu", torch_version())
+    for item in items:
+        if no_fsdp is not None and item.get_closest_marker("fsdp") is not None:
+            item.add_marker(pytest.mark.skip(reason=no_fsdp))
     unmarked = [item.nodeid for item in items
                 if "slurm_cluster" in getattr(item, "fixturenames", ())
                 and item.get_closest_marker("slurm") is None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,29 @@ def _check(*args: str) -> None:
     )
 
 
+def _reference_torch() -> str:
+    """The torch build the pages are generated with (docs.py's CANONICAL, what CI pins)."""
+    found = re.search(r'"torch": "([^"]+)"', (ROOT / "scripts" / "docs.py").read_text())
+    assert found is not None
+    return found[1]
+
+
+# Another torch build prints other words (a CUDA build's --device cuda error, its version):
+# the pages are compared on the build they were generated with (scripts/torch-matrix.sh runs
+# the suite on others).
+ON_THE_REFERENCE_TORCH = pytest.mark.skipif(
+    metadata.version("torch") != _reference_torch(),
+    reason=f"the pages are generated with torch {_reference_torch()}; this is torch "
+           f"{metadata.version('torch')}")
+
+
+@ON_THE_REFERENCE_TORCH
 def test_console_blocks_match_the_code() -> None:
     _check()
 
 
 @pytest.mark.slurm
+@ON_THE_REFERENCE_TORCH
 def test_slurm_console_blocks_match_the_code(slurm_cluster: None) -> None:
     _check("--only-slurm")
 

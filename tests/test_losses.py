@@ -71,7 +71,12 @@ def test_forward_equals_torch_functional(name: str, dtype: str) -> None:
     for shape in SHAPES:
         loss, real, predicted = tensors(name, shape, dtype)
         ours = loss.forward(predicted, real)
-        theirs = counterpart(name)(predicted, real)
+        try:
+            theirs = counterpart(name)(predicted, real)
+        except RuntimeError as e:  # an older torch has no CPU kernel of it for half types
+            if "not implemented for" not in str(e):
+                raise
+            pytest.skip(f"this torch cannot compute the counterpart: {e}")
         assert ours.shape == theirs.shape == ()
         assert ours.dtype == predicted.dtype
         # Half types: ours rounds once from float32, torch's kernel may round more often.

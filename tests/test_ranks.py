@@ -96,7 +96,7 @@ class TestRefusedBeforeAnythingRuns:
 
 
 class TestPasses:
-    @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+    @pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.fsdp)])
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     def test_the_correct_module_with_accumulation(self, parallel: str, dtype: str) -> None:
         code, doc = run_json("--target", CORRECT, "--ranks", "2", "--parallel", parallel,
@@ -127,6 +127,7 @@ class TestPasses:
         assert doc["verdict"] == {"bit_exact": doc["verdict"]["bit_exact"],
                                   "criterion": "tolerance", "exit_code": 0, "passed": True}
 
+    @pytest.mark.fsdp
     def test_a_sum_loss_is_checked_against_the_reference_over_w(self) -> None:
         result = runner.invoke(app, ["run", "--model", "mlp", "--shape", "8x8", "--ranks", "2",
                                      "--loss", "mse-sum", "--parallel", "fsdp"])
@@ -182,8 +183,9 @@ BUG_CASES = [
 
 
 class TestPlantedBugs:
-    @pytest.mark.parametrize(("name", "flags", "kind", "factor", "words"), BUG_CASES,
-                             ids=[f"{c[0]}{''.join(c[1])}" for c in BUG_CASES])
+    @pytest.mark.parametrize(("name", "flags", "kind", "factor", "words"), [
+        pytest.param(*c, marks=[pytest.mark.fsdp] if "fsdp" in c[1] else [],
+                     id=f"{c[0]}{''.join(c[1])}") for c in BUG_CASES])
     def test_caught_with_its_finding(self, name: str, flags: list[str], kind: str,
                                      factor: float | None, words: str) -> None:
         code, doc = run_json("--target", f"{BUGS}:{name}", "--ranks", "2", *flags)

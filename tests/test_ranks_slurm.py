@@ -63,7 +63,7 @@ def assert_passed(doc: dict[str, Any], parallel: str) -> None:
 
 
 class TestAJobOfTwoTasks:
-    @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+    @pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.fsdp)])
     def test_the_correct_module_passes(self, tmp_path: Path, parallel: str) -> None:
         logs = tmp_path / "logs"
         done = cli("submit", "--ranks", "2", "--target", CORRECT, "--parallel", parallel,

@@ -238,6 +238,10 @@ class TestAPeerWithoutTheRendezvousFile:
     def test_one_that_read_the_prefix_from_the_store_is_refused(
             self, tmp_path: Path, folder: Path) -> None:
         # The store is no secret (list_keys): the key that only the file holds is.
+        import torch.distributed as dist
+
+        if not hasattr(dist.TCPStore, "list_keys"):  # 2.4.1 has none
+            pytest.skip("this torch's TCPStore has no list_keys, which the intruder reads with")
         rank0 = start(MEET, str(folder), "0", tmp_path=tmp_path)
         intruder = start(INTRUDER, str(folder), "--know-prefix", "20", tmp_path=tmp_path)
         code0, out0, err0 = finish(rank0)

@@ -43,6 +43,7 @@ def test_one_job_of_two_ranks_over_two_nodes(tmp_path: Path) -> None:
                                                        "fc2.bias"]
 
 
+@pytest.mark.fsdp
 def test_a_step_of_two_ranks_over_two_nodes_inside_salloc(tmp_path: Path) -> None:
     done = subprocess.run(
         ["salloc", "--nodes=2", "--ntasks=2", "--time=5", *CLI, "submit", "--ranks", "2",

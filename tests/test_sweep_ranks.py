@@ -50,6 +50,7 @@ TARGETS = Path(__file__).with_name("ranks_targets.py")
 
 
 class TestLocal:
+    @pytest.mark.fsdp
     def test_four_cases_pass_with_their_distributed_block_and_report(self, tmp_path: Path
                                                                      ) -> None:
         out = tmp_path / "s"
@@ -133,6 +134,7 @@ class TestLocal:
         assert "rank 1 of 2 exited with code 9" in doc["error"]["message"]
         assert "Cases that could not run (1)" in stdout
 
+    @pytest.mark.fsdp
     def test_config_file_axes(self, tmp_path: Path) -> None:
         config = tmp_path / "sweep.toml"
         config.write_text('[check]\nmodel = "linear"\nshape = "4x3"\n'
@@ -224,6 +226,7 @@ print(tally.passed, len(tally.skipped))
 """
 
 
+@pytest.mark.fsdp
 def test_two_tasks_as_ranks_run_every_case_and_only_rank_0_writes(tmp_path: Path) -> None:
     """What each Slurm task of an array task runs (runner.run_as_ranks), as two processes here:
     the cases one after another, each meeting in its own folder; rank 0's records only."""
@@ -252,6 +255,7 @@ def test_two_tasks_as_ranks_run_every_case_and_only_rank_0_writes(tmp_path: Path
 
 
 @pytest.mark.slurm
+@pytest.mark.fsdp
 @pytest.mark.usefixtures("slurm_cluster")
 def test_slurm_sweep_sends_one_array_per_rank_count(tmp_path: Path) -> None:
     out = tmp_path / "s"

@@ -24,6 +24,7 @@ from autograd_check.config import slurm_from, spec_from
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm.submission import Finished, hint_flags, plan_submission, submit_check
+from autograd_check.torch_features import require_parallel
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted
@@ -94,6 +95,7 @@ def submit(
     a job step of it (srun). Same check, same result view as `run`."""
 
     spec = spec_from(check_values)
+    require_parallel(spec.parallel, spec.device)  # here, not in the job (which runs this Python)
     opts = slurm_from(slurm_values, check_values.get("config"))
     if dry_run:
         plan = plan_submission(spec, opts, new_job=new_job)

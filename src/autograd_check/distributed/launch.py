@@ -42,6 +42,7 @@ from autograd_check.distributed.rank import RankRaised, rank_main
 from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result
 from autograd_check.losses.user import TargetRaised
+from autograd_check.torch_features import require_parallel
 
 DEFAULT_RANKS_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 20
@@ -68,6 +69,7 @@ def execute_ranks(spec: CheckSpec, timeout: float | None = None) -> CheckResult:
     """The check over spec.ranks ranks: as one of them when this process is a task of a Slurm
     job or step started for it (slurm_identity), else by starting them here."""
     assert spec.ranks is not None
+    require_parallel(spec.parallel, spec.device)  # one line, exit 3, before any rank starts
     identity = slurm_identity(spec.ranks)
     if identity is None:
         return run_ranks_here(spec, DEFAULT_RANKS_TIMEOUT_S if timeout is None else timeout)
@@ -159,10 +161,12 @@ def _started_from_root() -> Iterator[None]:
 
 
 def preload(parallel: str) -> list[str]:
-    """What the fork server loads before it forks the ranks (when it starts): the ranks' code,
-    torch.distributed, and torch._dynamo, which DDP's constructor loads (0.9 s, 800 modules):
-    once there, not once per rank. FSDP's modules (0.4 s) only for --parallel fsdp."""
-    modules = ["autograd_check.distributed.launch", "torch._dynamo", "torch.nn.parallel"]
+    """What the fork server loads before it forks the ranks (when it starts): torch, quietly
+    (distributed/preload.py), the ranks' code, torch.distributed, and torch._dynamo, which
+    DDP's constructor loads (0.9 s, 800 modules): once there, not once per rank. FSDP's modules
+    (0.4 s) only for --parallel fsdp."""
+    modules = ["autograd_check.distributed.preload", "autograd_check.distributed.launch",
+               "torch._dynamo", "torch.nn.parallel"]
     return [*modules, "torch.distributed.fsdp"] if parallel == "fsdp" else modules
 
 

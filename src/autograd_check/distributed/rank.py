@@ -46,6 +46,7 @@ from autograd_check.distributed.verdict import Gathered, distributed_result
 from autograd_check.kernel.views import grad_fn_chain
 from autograd_check.losses.user import TargetRaised
 from autograd_check.references.contract import backward_contract, custom_functions, merge
+from autograd_check.torch_features import fully_shard
 
 if TYPE_CHECKING:
     import torch
@@ -247,7 +248,9 @@ def _check(spec: CheckSpec, identity: Identity, device: torch.device, started: f
                              identity.world)[0]
     wrapper = ("fully_shard(module)" if spec.parallel == "fsdp"
                else "DistributedDataParallel(module)")
-    model = run_user(problem, wrapper, _wrap, problem, spec.parallel, device)
+    # FSDP2's fully_shard is found outside run_user: a torch without it is not the target's error
+    shard = fully_shard() if spec.parallel == "fsdp" else None
+    model = run_user(problem, wrapper, _wrap, problem, device, shard)
     micro = shards(problem, identity.world, spec.accumulate, identity.rank)
     step = problem.train_step or default_train_step(problem, spec.parallel)
     what = ("train_step(model, micro_batches)" if problem.train_step is not None else
@@ -397,15 +400,15 @@ def _all_equal(flat: Tensor, world: int) -> tuple[bool, float]:
     return same, spread
 
 
-def _wrap(problem: Problem, parallel: str, device: torch.device) -> Any:
-    """DDP or FSDP2 around the module, with PyTorch's defaults unless the target gives its own."""
-    if parallel == "fsdp":
+def _wrap(problem: Problem, device: torch.device, shard: Callable[..., Any] | None) -> Any:
+    """FSDP2 (`shard`, its fully_shard) or else DDP around the module, with PyTorch's defaults
+    unless the target gives its own."""
+    if shard is not None:
         import torch.distributed as dist  # torch: ranks only
         from torch.distributed.device_mesh import init_device_mesh  # torch: ranks only
-        from torch.distributed.fsdp import fully_shard  # torch: ranks only
 
         mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-        return fully_shard(problem.module, mesh=mesh, **problem.options)
+        return shard(problem.module, mesh=mesh, **problem.options)
     from torch.nn.parallel import DistributedDataParallel  # torch: ranks only
 
     ids = [device.index] if device.type == "cuda" else None

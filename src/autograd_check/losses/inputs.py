@@ -128,6 +128,7 @@ def find_target(text: str) -> bool:
     """Import the target's file or module and find its NAME, without calling anything in it:
     BadInput when either is missing. Whether it gives its own inputs (the inputs form)."""
     where, name = split(text)
+    import_torch()  # before the user's own `import torch`: numpy's noise about it filtered
     module = import_target(text, where)
     return callable(getattr(resolve_name(text, module, name, instantiate=False), "inputs", None))
 

@@ -388,9 +388,9 @@ def _jvp(call: Call, i: int, xi: Tensor, v: Tensor) -> Tensor:
     fwd = torch.autograd.forward_ad
     with warnings.catch_warnings(), fwd.dual_level():
         # torch's first dual level loads its jvp decompositions with torch.jit.script,
-        # which warns that it is deprecated: torch's own business, not the caller's
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
-                                category=DeprecationWarning)
+        # which warns that it is deprecated (a DeprecationWarning; a FutureWarning from 2.14):
+        # torch's own business, not the caller's
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
         values = [x.detach() for x in call.values]
         values[i] = fwd.make_dual(xi, v)
         try:

@@ -33,6 +33,7 @@ from autograd_check.sweep.settings import (
     read_request,
 )
 from autograd_check.sweep.store import Store, select
+from autograd_check.torch_features import require_parallel
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ def plan_sweep(
         if on_note is not None:
             on_note(f"{dropped} given more than once; each value runs once")
     cases = list(grid.cases())
+    for parallel, device in sorted({(c.spec.parallel, c.spec.device) for c in cases
+                                    if c.spec.parallel}):
+        require_parallel(parallel, device)  # refused once, not recorded case after case
     mode = settings.mode or default_mode()
     opts = None
     if mode == "slurm":

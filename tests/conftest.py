@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the cluster must say so with `@pytest.mark.slurm`, or `-m "not slurm"`
     would run it. A test marked `fsdp` skips, saying why, on a torch whose FSDP2 cannot run on
     the CPU (the check refuses it there: torch_features.py)."""
-    from autograd_check.torch_features import parallel_problem, torch_version
+    from autograd_check.base.torch_features import parallel_problem, torch_version
 
     no_fsdp = parallel_problem("fsdp", "cpu", torch_version())
     for item in items:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from autograd_check._torch import NUMPY_NOTICE, _WithoutNumpyNotice
+from autograd_check.base.lazy_torch import NUMPY_NOTICE, _WithoutNumpyNotice
 
 NOTICE = (
     "\nA module that was compiled using NumPy 1.x cannot be run in\nNumPy 2.4.6 as it may "
@@ -66,7 +66,7 @@ class TestOnTheScreen:
         assert "A module that was compiled using NumPy 1.x" in done.stderr
 
     def test_import_torch_hides_it(self, numpy_2_env: dict[str, str]) -> None:
-        done = python(["-c", "from autograd_check._torch import import_torch\n"
+        done = python(["-c", "from autograd_check.base.lazy_torch import import_torch\n"
                              "print(import_torch().ones(2).sum().item())"], numpy_2_env)
         assert (done.returncode, done.stdout, done.stderr) == (0, "2.0\n", "")
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autograd_check import torch_features
+from autograd_check.base import torch_features
+from autograd_check.base.errors import EnvironmentProblem
+from autograd_check.base.spec import build_spec
+from autograd_check.base.torch_features import parallel_problem, release
 from autograd_check.cli import app
 from autograd_check.distributed import launch
-from autograd_check.engine.execute import execute
-from autograd_check.engine.spec import build_spec
-from autograd_check.errors import EnvironmentProblem
-from autograd_check.torch_features import parallel_problem, release
+from autograd_check.execute import execute
 
 runner = CliRunner()
 FSDP = ["--ranks", "2", "--model", "mlp", "--shape", "4x8", "--parallel", "fsdp"]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from autograd_check.errors import EnvironmentProblem
+from autograd_check.base.errors import EnvironmentProblem
 
 PARALLEL_NEEDS: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {
     "ddp": ("DistributedDataParallel", {"cuda": (2, 1), "cpu": (2, 1)}),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from autograd_check.base.errors import EXIT_PASS
+from autograd_check.base.torch_features import require_parallel
 from autograd_check.cli.app import app
 from autograd_check.cli.edge import EXIT_CODE_HELP, edge
 from autograd_check.cli.jobs import show_job_result
@@ -24,7 +25,6 @@ from autograd_check.config import slurm_from, spec_from
 from autograd_check.render.console import note
 from autograd_check.render.progress import JobProgress
 from autograd_check.slurm.submission import Finished, hint_flags, plan_submission, submit_check
-from autograd_check.torch_features import require_parallel
 
 if TYPE_CHECKING:
     from autograd_check.slurm.batch import Submitted

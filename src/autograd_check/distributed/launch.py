@@ -38,11 +38,11 @@ from autograd_check.base.errors import BadInput, CheckError, EnvironmentProblem,
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult
 from autograd_check.base.spec import CheckSpec, build_spec
+from autograd_check.base.torch_features import require_parallel
 from autograd_check.distributed.rank import RankRaised, rank_main
 from autograd_check.distributed.rendezvous import Identity, LostContact, slurm_identity
 from autograd_check.distributed.verdict import failed_result
 from autograd_check.losses.user import TargetRaised
-from autograd_check.torch_features import require_parallel
 
 DEFAULT_RANKS_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 20

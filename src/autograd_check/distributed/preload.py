@@ -4,6 +4,6 @@ user's screen there too (the fork server writes to the command's stderr)."""
 
 from __future__ import annotations
 
-from autograd_check._torch import import_torch
+from autograd_check.base.lazy_torch import import_torch
 
 import_torch()  # at import on purpose: the fork server loads this module by name

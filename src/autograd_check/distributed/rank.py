@@ -24,6 +24,7 @@ from autograd_check.base.environment import collect_environment
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, ContractCheck
 from autograd_check.base.spec import DEFAULT_TOLERANCES, CheckSpec, nondet_tol
+from autograd_check.base.torch_features import fully_shard
 from autograd_check.distributed.causes import rank_mean_gradients
 from autograd_check.distributed.exchange import all_gather_json, broadcast_json, prove
 from autograd_check.distributed.problem import (
@@ -46,7 +47,6 @@ from autograd_check.distributed.verdict import Gathered, distributed_result
 from autograd_check.kernel.views import grad_fn_chain
 from autograd_check.losses.user import TargetRaised
 from autograd_check.references.contract import backward_contract, custom_functions, merge
-from autograd_check.torch_features import fully_shard
 
 if TYPE_CHECKING:
     import torch

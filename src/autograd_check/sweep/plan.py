@@ -13,6 +13,7 @@ from typing import Any
 from autograd_check.base.device import resolve_device
 from autograd_check.base.document import envelope
 from autograd_check.base.safety import check_folder_chain
+from autograd_check.base.torch_features import require_parallel
 from autograd_check.config import slurm_from, slurm_table
 from autograd_check.execute import check_memory
 from autograd_check.losses.inputs import find_target
@@ -33,7 +34,6 @@ from autograd_check.sweep.settings import (
     read_request,
 )
 from autograd_check.sweep.store import Store, select
-from autograd_check.torch_features import require_parallel
 
 
 @dataclass(frozen=True)

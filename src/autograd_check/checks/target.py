@@ -115,13 +115,16 @@ def run_loss_through_api(spec: CheckSpec, device: torch.device, loss_def: Loss) 
     real, predicted = draw(spec, device, loss_def)
     evaluate = loss_def.evaluate or loss_def.forward
 
-    def loss(predicted: torch.Tensor) -> torch.Tensor:
+    # real is an input (not checked) rather than a captured constant: the diagnosis may then
+    # split the wrong elements off on d = predicted − real (a loss's branches)
+    def loss(predicted: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return evaluate(predicted, real)
 
-    def manual(predicted: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    def manual(predicted: torch.Tensor, real: torch.Tensor,
+               grad_output: torch.Tensor) -> torch.Tensor:
         return loss_def.manual_grad(predicted, real) * grad_output
 
-    inputs = (predicted.detach().requires_grad_(),)
+    inputs = (predicted.detach().requires_grad_(), real)
     result = _loss_check(spec, loss_def, loss, inputs, manual, None)
     result.spec.update(fn=f"loss(predicted, real) of {loss_def.name}",
                        manual=f"manual_grad(predicted, real) of {loss_def.name}")

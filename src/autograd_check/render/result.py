@@ -78,13 +78,20 @@ def _index(index: list[int]) -> str:
 
 
 def environment_line(env: dict[str, Any]) -> str:
+    """torch, device and CUDA: what computed the gradients."""
     parts = [
         f"torch {env.get('torch', '?')}",
         f"{env.get('device', '?')} ({env.get('device_name')})",
     ]
     if env.get("cuda"):
         parts.append(f"CUDA {env['cuda']}")
-    parts.append(f"host {env.get('host', '?')}")
+    return " · ".join(parts)
+
+
+def host_line(env: dict[str, Any]) -> str:
+    """The host, and the Slurm job and step when there is one (a row of its own, so that a long
+    job id or host name does not fold the environment row)."""
+    parts = [str(env.get("host", "?"))]
     slurm = env.get("slurm")
     if slurm:
         job = slurm.get("job_id")
@@ -93,6 +100,14 @@ def environment_line(env: dict[str, Any]) -> str:
         step = f" step {slurm['step_id']}" if slurm.get("step_id") else ""
         parts.append(f"Slurm job {job}{step}")
     return " · ".join(parts)
+
+
+def environment_rows(grid: Table, env: dict[str, Any]) -> None:
+    """The rows that say where the check ran: environment, host and determinism."""
+    grid.add_row("environment", environment_line(env))
+    grid.add_row("host", host_line(env))
+    if env:
+        grid.add_row("determinism", determinism_line(env))
 
 
 def comparison_rows(c: Comparison) -> list[tuple[str, str]]:
@@ -296,9 +311,7 @@ def verdict_panel(result: CheckResult) -> Panel:
         grid.add_row("verdict by", "the check could not finish: the target's own code raised")
     if not result.comparisons:
         contract_rows(grid, result)
-        grid.add_row("environment", environment_line(result.environment))
-        if result.environment:
-            grid.add_row("determinism", determinism_line(result.environment))
+        environment_rows(grid, result.environment)
         failed = Text(" FAIL ", style="bold white on red")
         return Panel(grid, title=failed, title_align="left", border_style="red")
     first = result.comparisons[0]
@@ -349,9 +362,7 @@ def verdict_panel(result: CheckResult) -> Panel:
     for finding in result.diagnosis:
         grid.add_row("likely cause", Text(f"{finding['tensor']}: [{finding['kind']}] "
                                           f"{finding['text']}"))
-    grid.add_row("environment", environment_line(result.environment))
-    if result.environment:
-        grid.add_row("determinism", determinism_line(result.environment))
+    environment_rows(grid, result.environment)
     label = Text(" PASS ", style="bold white on green") if result.passed else Text(
         " FAIL ", style="bold white on red"
     )

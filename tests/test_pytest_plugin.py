@@ -145,7 +145,7 @@ class TestAFailure:
             "E*checked: x (4×5 float32)",
             "E*compared*shape*bit-exact*mismatched*greatest abs diff*greatest rel diff*rtol*atol"
             "*verdict",
-            "E*x: autograd vs projection*1 direction*1 of 1*FAIL",
+            "E*x: autograd vs projection*3 directions*3 of 3*FAIL",
             # where: elements' indices, never the direction's
             "E*located (x: autograd vs projection): 20 wrong elements of 20, all of them*: "
             "[[]0, 0]: autograd*, reference*",

@@ -111,6 +111,23 @@ class TestLocal:
         assert dict(grid.common) == {"accumulate": 2, "model": "linear"}
         assert "2 rank counts" not in grid.size_text() and "1 rank count" in grid.size_text()
 
+    @pytest.mark.parametrize(("values", "shape"), [
+        ({"ranks": "1,2,4"}, (8, 8)),  # two rows per micro-batch of 4 ranks
+        ({"ranks": "2,3"}, (12, 8)),
+        ({"ranks": "1,3"}, (3, 8)),  # the tutorial's 3x8 splits: kept
+        ({"ranks": "2", "accumulate": "3"}, (12, 8)),
+    ])
+    def test_a_model_sweep_without_a_shape_picks_one_every_rank_count_splits(
+        self, values: dict[str, str], shape: tuple[int, int]
+    ) -> None:
+        """As `run --ranks N` does with no --shape: the default 3x8 would stop the first case
+        that cannot split it."""
+        grid = build_grid({**values, "model": "mlp"})
+        assert grid.shapes == (shape,)
+        assert all(case.spec.shape == shape for case in grid.cases())
+        # a shape given is the user's: judged with each case, never replaced
+        assert build_grid({**values, "model": "mlp", "shape": "6x8"}).shapes == ((6, 8),)
+
     def test_case_timeout_stops_a_case_over_ranks(self, tmp_path: Path) -> None:
         target = TARGETS
         out = tmp_path / "s"

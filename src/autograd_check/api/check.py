@@ -77,7 +77,7 @@ def check(
     manual(*inputs, grad_output=u) returns the hand-derived gradients, one per checked tensor;
     reference is 'autograd' (manual against autograd; the default with manual), 'projection'
     (the default without), 'forward' or 'finite-diff'; order=2 also checks the double backward.
-    options: directions (k = 1), step (h = 1e-6), max_fd_elements (65536), nondet_tol (0);
+    options: directions (k = 3), step (h = 1e-6), max_fd_elements (65536), nondet_tol (0);
     any other keyword argument is passed to fn (and to manual) as it is; name labels the report.
     """
     args = parse_arguments(manual, reference, rtol, atol, exact, order, seed, options, name)

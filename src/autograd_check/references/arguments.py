@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 REFERENCES = ("autograd", "finite-diff", "projection", "forward")
-DEFAULT_DIRECTIONS = 1
+DEFAULT_DIRECTIONS = 3
 """k, the random directions of reference='projection' and 'forward' (per checked tensor)."""
 DEFAULT_STEP = 1e-6
 """h, the central-difference step of 'finite-diff', 'projection' and order=2 (gradcheck's eps)."""

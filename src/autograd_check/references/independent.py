@@ -4,9 +4,9 @@ All of them look at the scalar L(x) = ⟨u, fn(x)⟩, u the cotangent (grad_outp
 is the vector-Jacobian product Jᵀu that autograd (and a custom backward) computes.
 
 projection (the default without manual): for each checked tensor x and each of k random
-directions v (Directions: v = a ⊗ b, x viewed as a matrix, |aᵢ| and |bⱼ| uniform in [0.5, 1) with
-random signs, so every element of x weighs at least 0.25 in v), the directional derivative by
-central differences in float64 at two steps,
+directions v (Directions: n independent elements, |vᵢ| uniform in [0.5, 1) with a random sign of
+its own, so every element of x weighs at least 0.5 in v), the directional derivative by central
+differences in float64 at two steps,
 
     d(h) = (L(x + h·v) − L(x − h·v)) / 2h,       h = step = 1e-6 (gradcheck's eps), and d(2h)
 
@@ -28,24 +28,28 @@ rounding of L over 2h (as for finite-diff). No fixed rtol: in float64 the test k
 difference quotient is accurate to.
 
 E_g, what a correct g may be off by in its own dtype: each element within rtol·|gᵢ| + atol
-(the dtype's, or the check's own rtol and atol), those errors δ enter ⟨δ, v⟩ = Σ δ_rc·a_r·b_c with
-the signs of a and b, drawn independently of δ. That is a decoupled Rademacher chaos of order 2
-(given the magnitudes |a|, |b|): by Bonami's hypercontractive inequality ‖X‖_q ≤ (q − 1)·‖X‖₂
-for q ≥ 2, with ‖X‖₂ ≤ ‖δ‖₂ ≤ rtol·‖g‖₂ + atol·√n, and Markov's inequality at q = 1 + c/e,
+(the dtype's, or the check's own rtol and atol), those errors δ enter ⟨δ, v⟩ = Σ δᵢ·vᵢ with the
+signs of v, drawn independently of δ and of each other, and |vᵢ| ≤ 1. By Hoeffding's inequality
+(given the magnitudes |vᵢ|), with ‖δ‖₂ ≤ rtol·‖g‖₂ + atol·√n,
 
-    P(|⟨δ, v⟩| > c·(rtol·‖g‖₂ + atol·√n)) ≤ exp(−1 − c/e)
+    P(|⟨δ, v⟩| > c·(rtol·‖g‖₂ + atol·√n)) ≤ 2·exp(−c²/2)
 
-so c = e·(ln(1/p) − 1) = 34.8 for a false-fail probability p = FALSE_FAIL = 1e-6 per direction:
+so c = √(2·ln(2/p)) = 5.39 for a false-fail probability p = FALSE_FAIL = 1e-6 per direction:
 
     E_g = c·(rtol·‖g‖₂ + atol·√n) + FD_NOISE·ε·‖g‖₁      (the last: the float64 sum ⟨g, v⟩)
 
 It grows like ‖δ‖₂ (√n), not like ‖δ‖₁ (n): one element wrong by r·|gᵢ| adds at least
-0.25·r·|gᵢ| to ⟨g, v⟩, which is caught when it passes E_fd + E_g (docs/api.md, measured).
+0.5·r·|gᵢ| to ⟨g, v⟩, which is caught, along every direction, when it passes E_fd + E_g. Several
+wrong elements can cancel along one direction (two errors of equal size, with opposite signs in
+v and |vᵢ| within E/size of each other); the directions are independent, so the chance that they
+cancel along all k is that of one to the power k. For two equal errors each M times what one
+element needs to be caught, about (2/M)^k; k = 3 by default (docs/api.md, measured by
+benchmarks/bench_cancellation.py).
 
 Cost: E_fd ≥ N, so a direction where |⟨g, v⟩ − d(h)| ≤ N + E_g passes whatever d(2h) and L(x)
 would say; they are evaluated only for the other directions. A passing check costs 2k
-evaluations of fn per checked tensor (as gradcheck's fast mode), a failing one up to 4k, and one
-of L(x), instead of finite differences' 2n.
+evaluations of fn per checked tensor (gradcheck's fast mode: 2, along one direction), a failing
+one up to 4k, and one of L(x), instead of finite differences' 2n.
 
 forward: forward mode against reverse mode, both analytic, in the inputs' dtype: for each
 direction v, ⟨J·v, u⟩ (a jvp, torch.autograd.forward_ad) against ⟨v, Jᵀ·u⟩ = ⟨v, g⟩, within
@@ -69,7 +73,14 @@ from typing import TYPE_CHECKING, Any
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import Comparison
 from autograd_check.kernel.compare import compare, to64
-from autograd_check.kernel.locate import Allowance, Located, Oracle, Probe, locate
+from autograd_check.kernel.locate import (
+    Allowance,
+    Located,
+    Oracle,
+    Probe,
+    direction,
+    locate,
+)
 from autograd_check.references.arguments import Arguments, Call
 from autograd_check.references.finite_diff import (
     FD_ATOL,
@@ -88,8 +99,9 @@ difference): 6× the truncation error of a smooth L, 2× the error of d(h) at on
 FALSE_FAIL = 1e-6
 """projection: the probability, per direction, that a correct gradient's own rounding (within its
 dtype's rtol and atol) fails it."""
-ROUNDING_SPREAD = math.e * (math.log(1 / FALSE_FAIL) - 1)
-"""c = e·(ln(1/p) − 1) = 34.8: |⟨δ, v⟩| ≤ c·‖δ‖₂ but with probability p (module docstring)."""
+ROUNDING_SPREAD = math.sqrt(2 * math.log(2 / FALSE_FAIL))
+"""c = √(2·ln(2/p)) = 5.39: |⟨δ, v⟩| ≤ c·‖δ‖₂ but with probability p (Hoeffding's inequality:
+module docstring)."""
 
 Gradients = Sequence[Mapping[str, "Tensor"]]
 """Per checked tensor: label ('autograd', 'manual') → its gradient."""
@@ -147,53 +159,60 @@ def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
     return (n // cols if cols else 0), cols
 
 
+DIRECTION_STRIDE = 1_000_003
+"""Direction j of a checked tensor is drawn from seed + j·DIRECTION_STRIDE (direction 0 from the
+seed itself: the locator's own first direction, kernel/locate.py)."""
+
+
 class Directions:
-    """Random directions v = a ⊗ b for a tensor viewed as a rows × columns matrix, |aᵢ| and |bⱼ|
-    uniform in [0.5, 1) with random signs (so 0.25 ≤ |v| < 1: no element of the tensor is left out
-    of a direction): O(√n) random numbers per direction rather than n, and neither x ± h·v
-    (torch.addr) nor ⟨g, v⟩ = aᵀ·g·b needs v itself. Drawn on the tensor's device from
-    torch.Generator(device).manual_seed(seed + 1 + i), i the tensor's place."""
+    """Random directions v for one checked tensor: n independent elements, |vᵢ| uniform in
+    [0.5, 1) (on locate's STEPS steps, exact in float32) with independent random signs: no
+    element is left out of a direction (|vᵢ| ≥ 0.5), and no two elements share a factor, so the
+    errors of several elements cancel along v only by chance, each direction independently
+    (module docstring). Direction j is kernel/locate.py's direction(n, seed + j·DIRECTION_STRIDE),
+    drawn on the CPU, then held on the tensor's device in float64."""
 
     def __init__(self, x: Tensor, seed: int) -> None:
-        torch = import_torch()
-        self.rows, self.cols = matrix_shape(list(x.shape))
-        self.gen = torch.Generator(device=x.device).manual_seed(seed + 1)
+        self.n = x.numel()
+        self.base = seed
         self.device = x.device
-        self.a: Tensor | None = None
-        self.b: Tensor | None = None
+        self.seed = seed
+        self.v: Tensor | None = None
 
-    def _factor(self, size: int) -> Tensor:
-        """size numbers: w uniform in [-1, 1), then 0.5 + |w|/2 with w's sign (|w| and its sign
-        are independent)."""
-        torch = import_torch()
-        w = torch.empty(size, dtype=torch.float64, device=self.device).uniform_(
-            -1.0, 1.0, generator=self.gen)
-        factor: Tensor = torch.copysign(w.abs().mul_(0.5).add_(0.5), w)
-        return factor
-
-    def draw(self) -> None:
-        self.a = self._factor(self.rows)
-        self.b = self._factor(self.cols)
+    def draw(self, j: int) -> None:
+        self.seed = self.base + j * DIRECTION_STRIDE
+        self.v = None  # the last direction's memory first
+        self.v = direction(self.n, self.seed, self.device)
 
     def step(self, x64: Tensor, h: float, out: Tensor) -> None:
         """out = x64 + h·v (h may be negative)."""
         torch = import_torch()
-        torch.addr(x64.view(self.rows, self.cols), self.a, self.b, alpha=h,
-                   out=out.view(self.rows, self.cols))
+        assert self.v is not None
+        torch.add(x64.reshape(-1), self.v, alpha=h, out=out.view(-1))
 
     def along(self, g: Tensor) -> Tensor:
-        """⟨g, v⟩ = aᵀ·g·b in float64."""
+        """⟨g, v⟩ in float64."""
         torch = import_torch()
-        assert self.a is not None and self.b is not None
-        gm = g.detach().reshape(self.rows, self.cols).to(torch.float64)
-        value: Tensor = torch.dot(self.a, torch.mv(gm, self.b))
+        assert self.v is not None
+        value: Tensor = torch.dot(g.detach().reshape(-1).to(torch.float64), self.v)
         return value
 
     def tensor(self, like: Tensor) -> Tensor:
-        """v itself, shaped and typed like `like` (a tangent for forward mode)."""
-        torch = import_torch()
-        v: Tensor = torch.outer(self.a, self.b)
-        return v.reshape(like.shape).to(like.dtype)
+        """v itself, shaped and typed like `like` (a tangent for forward mode). In a dtype that
+        cannot hold v exactly (float16, bfloat16), v becomes its rounded self, so that ⟨g, v⟩
+        is taken along the direction the jvp was."""
+        assert self.v is not None
+        tangent = self.v.reshape(like.shape).to(like.dtype)
+        self.v = tangent.reshape(-1).to(self.v.dtype)
+        return tangent
+
+
+def first_failed(analytic: Tensor, numeric: Tensor, tolerance: Tensor) -> int:
+    """The first direction at which |analytic − numeric| passes its tolerance (NaN is never
+    close), 0 when none does."""
+    torch = import_torch()
+    far = ~((analytic - numeric).abs() <= tolerance)
+    return int(torch.nonzero(far)[0, 0]) if bool(far.any()) else 0
 
 
 def _agreement(
@@ -215,19 +234,27 @@ def by_direction(row: Comparison) -> Comparison:
 
 def locate_failed(
     outcome: Outcome, rows: Sequence[Comparison], name: str, grads: Mapping[str, Tensor],
-    oracle: Oracle, allowance: Allowance, seed: int, rtol: float, atol: float,
+    oracle: Oracle, allowance: Allowance, seeds: Sequence[int], rtol: float, atol: float,
+    known: Mapping[int, Probe] | None = None,
 ) -> None:
     """For each failed row of one tensor (one per gradient label, in grads' order): the wrong
-    elements located (kernel/locate.py), on the row and in outcome.located. The searches share
-    their answers (the same direction for every label)."""
+    elements located (kernel/locate.py) along the row's first failed direction (seeds[k] drew
+    it: the search starts from a direction known to disagree), on the row and in
+    outcome.located. Searches along the same direction share their answers; known: the check's
+    own sound answer along a direction (by its seed), the search's first question answered."""
     torch = import_torch()
-    memo: dict[tuple[int, int], tuple[Probe, bool]] = {}
+    memos: dict[int, dict[tuple[int, int], tuple[Probe, bool]]] = {}
     start = len(outcome.comparisons) - len(rows)
     for k, (row, (label, g)) in enumerate(zip(rows, grads.items(), strict=True)):
         if row.passed:
             continue
         m = g.detach().to(torch.float64)
-        found = locate(m, oracle, allowance, seed=seed, memo=memo)
+        memo = memos.setdefault(seeds[k], {})
+        root = (known or {}).get(seeds[k])
+        # the locator's w is the check's v unless it zeroes non-finite elements of m
+        if root is not None and not memo and bool(torch.isfinite(m).all()):
+            memo[(0, m.numel())] = (root, True)
+        found = locate(m, oracle, allowance, seed=seeds[k], memo=memo)
         outcome.comparisons[start + k] = replace(row, located=found.to_dict())
         outcome.located.append(Where(name, label, m, found, rtol, atol))
 
@@ -270,7 +297,7 @@ def projection(
         noise = FD_NOISE * FLOAT64_EPS * scale / h if math.isfinite(scale) else 0.0
         for i, c in enumerate(call.checked):
             xi = x64[i]
-            directions = Directions(xi, args.seed + i)
+            directions = Directions(xi, args.seed + 1 + i)
             buf = torch.empty_like(xi)
             values = list(x64)
             values[i] = buf
@@ -291,7 +318,7 @@ def projection(
             error = torch.full((k,), noise, dtype=torch.float64)
             analytic = {label: torch.empty(k, dtype=torch.float64) for label in gradients[i]}
             for j in range(k):
-                directions.draw()
+                directions.draw(j)
                 plus, minus = loss(h), loss(-h)
                 evaluations += 2
                 d1 = (plus - minus) / (2 * h)
@@ -312,14 +339,22 @@ def projection(
                                error + spread[label]) for label in gradients[i]]
             outcome.comparisons += rows
             if not all(row.passed for row in rows):
+                directions.v = None  # the locator draws its own
                 oracle = _projection_oracle(call, values, xi, buf, u64, h, noise, center)
+                failed = [first_failed(analytic[label], numeric, error + spread[label])
+                          for label in gradients[i]]
+                seeds = [directions.base + DIRECTION_STRIDE * j for j in failed]
+                # a failed direction was answered soundly (d(2h) and δ⁴L): no need to ask again
+                known = {directions.base + DIRECTION_STRIDE * j: Probe(
+                    float(numeric[j]), float(error[j]), 0)
+                    for j, row in zip(failed, rows, strict=True) if not row.passed}
                 locate_failed(outcome, rows, c.name, gradients[i], oracle,
-                              _projection_allowance(rtol, atol), args.seed + 1 + i, rtol, atol)
-            del buf
+                              _projection_allowance(rtol, atol), seeds, rtol, atol, known)
+            del buf, directions
     outcome.block = {
         "method": "directional derivatives by central differences in float64 at steps h and "
-                  "2h: d(h) = (L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, v = a ⊗ b with "
-                  "|a|, |b| uniform in [0.5, 1) and random signs; d(2h) and L(x) only for a "
+                  "2h: d(h) = (L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, each |vᵢ| uniform in "
+                  "[0.5, 1) with a random sign of its own; d(2h) and L(x) only for a "
                   "direction that d(h) alone does not pass",
         "directions": k,
         "step": h,
@@ -418,33 +453,36 @@ def forward(
     with torch.no_grad():
         for i, c in enumerate(call.checked):
             xi = c.value.detach()
-            directions = Directions(xi, args.seed + i)
+            directions = Directions(xi, args.seed + 1 + i)
             reverse = {label: torch.empty(k, dtype=torch.float64) for label in gradients[i]}
             flat = gradients[i]
             forward_values = torch.empty(k, dtype=torch.float64)
             spread = 0.0
             for j in range(k):
-                directions.draw()
+                directions.draw(j)
                 tf = _jvp(call, i, xi, directions.tensor(xi))
                 forward_values[j] = torch.dot(tf, uf)
                 spread = max(spread, float(torch.dot(tf.abs(), uf.abs())))
                 for label, g in flat.items():
                     reverse[label][j] = directions.along(g)
             rtol, atol = args.tolerances(c.value.dtype)
-            rows = []
+            rows, seeds = [], []
             for label, g in flat.items():
-                allowance = rtol * (float(torch.linalg.vector_norm(g, 1)) + spread)
+                allowance = atol + rtol * (float(torch.linalg.vector_norm(g, 1)) + spread)
                 rows.append(by_direction(compare(
                     f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,
-                    atol + allowance, False)))
+                    allowance, False)))
+                seeds.append(directions.base + DIRECTION_STRIDE * first_failed(
+                    reverse[label], forward_values, allowance + rtol * forward_values.abs()))
             outcome.comparisons += rows
+            directions.v = None
             if not all(row.passed for row in rows):
                 locate_failed(outcome, rows, c.name, flat, _forward_oracle(call, i, xi, uf, rtol,
                                                                            atol),
-                              _forward_allowance(rtol), args.seed + 1 + i, rtol, atol)
+                              _forward_allowance(rtol), seeds, rtol, atol)
     outcome.block = {
         "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
-                  "v = a ⊗ b as for projection",
+                  "v as for projection",
         "directions": k,
         "criterion": "|⟨v, g⟩ − ⟨J·v, u⟩| ≤ atol + rtol·|⟨J·v, u⟩|, atol widened by "
                      "rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁)",

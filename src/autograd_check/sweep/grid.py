@@ -300,6 +300,8 @@ def build_grid(values: Mapping[str, Any], own_inputs: bool = False) -> Grid:
         probe = _ranks_probe(probe)
     shared = build_spec(probe)
     common = {k: getattr(shared, k) for k in sorted(common)}
+    if "ranks" in axes and "shapes" not in axes and common.get("model") is not None:
+        axes["shapes"] = (ranks_shape(axes["ranks"], common.get("accumulate") or 1),)
     for axis, field in AXES.items():
         axes.setdefault(axis, (getattr(default, field),))
     if "delta" in common and "huber" not in axes["losses"]:
@@ -319,6 +321,14 @@ def build_grid(values: Mapping[str, Any], own_inputs: bool = False) -> Grid:
         parallel=axes.get("parallel", ()),
         own_inputs=own_inputs,
     )
+
+
+def ranks_shape(ranks: tuple[Any, ...], accumulate: int) -> tuple[int, int]:
+    """The shape of a --model sweep over rank counts with no --shape: the tutorial's 3x8 when
+    its batch splits into every count's micro-batches, else two rows per micro-batch of the
+    least common multiple (as `run --ranks N` picks for one count)."""
+    shards = math.lcm(*(int(r) * accumulate for r in ranks))
+    return (3, 8) if 3 % shards == 0 else (shards * 2, 8)
 
 
 def _ranks_probe(common: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from autograd_check.slurm import admission, commands, watch
 from autograd_check.slurm.admission import (
     NEVER_STARTS,
     Request,
+    default_job_mem_mb,
     fit_problem,
     never_starts,
     reason_word,
@@ -86,6 +87,18 @@ class TestFit:
         # Without memory as a consumable resource, a default blocks nothing.
         plain = {"SelectTypeParameters": "CR_CORE", "DefMemPerCPU": "5000"}
         assert fit_problem(Request(cpus=2, default_mem=True), PARTS, NODES, plain) is None
+
+    def test_what_a_new_job_without_mem_holds_follows_the_same_defaults(self) -> None:
+        """The job a --new-job inside an allocation would start: the partition's default
+        first, then the cluster's, else the whole node; nothing where memory is not consumed."""
+        debug, gpu = PARTS
+        assert default_job_mem_mb(8000, 2, debug, CONFIG) == 2000
+        assert default_job_mem_mb(8000, 2, {**debug, "DefMemPerCPU": "300"}, CONFIG) == 600
+        assert default_job_mem_mb(8000, 2, {**debug, "DefMemPerNode": "700"}, CONFIG) == 700
+        consumed = {"SelectTypeParameters": "CR_CORE_MEMORY"}
+        assert default_job_mem_mb(8000, 2, gpu, consumed) == 8000
+        assert default_job_mem_mb(8000, 2, debug, {"SelectTypeParameters": "CR_CORE"}) == 0
+        assert default_job_mem_mb(8000, 2, debug, {}) == 0  # no answer: no claim
 
     def test_gpus(self) -> None:
         said = problem(gpus=1)

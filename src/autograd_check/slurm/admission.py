@@ -162,19 +162,21 @@ def _node_cpus(node: Mapping[str, str]) -> int:
     return 0
 
 
-def _default_mem_mb(request: Request, part: Mapping[str, str], config: Mapping[str, str]) -> (
+def _default_mem_mb(cpus: int, part: Mapping[str, str], config: Mapping[str, str]) -> (
     tuple[int, str] | None
 ):
-    """(MB, how) a job without --mem gets, when the cluster says so and memory is consumable."""
+    """(MB, how) a job without --mem gets by the cluster's defaults (the partition's first, then
+    the cluster's); None when they set none, or memory is not consumable (no default blocks a
+    job then)."""
     if "MEMORY" not in config.get("SelectTypeParameters", "").upper():
-        return None  # memory is not a consumable resource here: a default never blocks a job
-    for source in (part, config):  # the partition's default first, then the cluster's
+        return None
+    for source in (part, config):
         per_node = _limit(source.get("DefMemPerNode"))
         if per_node:
             return per_node, "DefMemPerNode"
         per_cpu = _limit(source.get("DefMemPerCPU"))
         if per_cpu:
-            return per_cpu * request.cpus, f"{per_cpu} MB per CPU x {request.cpus} CPUs"
+            return per_cpu * cpus, f"{per_cpu} MB per CPU x {cpus} CPUs"
     return None
 
 
@@ -206,7 +208,7 @@ def _partition_problems(
         )
     mem, how = request.mem_mb, request.mem_from
     if mem is None and request.default_mem:
-        default = _default_mem_mb(request, part, config)
+        default = _default_mem_mb(request.cpus, part, config)
         if default is not None:
             mem, how = default[0], f"the default for a job without --mem: {default[1]}"
     if mem is not None:
@@ -335,18 +337,14 @@ def _tres(text: str | None) -> dict[str, str]:
     return dict(item.split("=", 1) for item in (text or "").split(",") if "=" in item)
 
 
-def default_job_mem_mb(node_real_mb: int, cpus: int) -> int:
-    """What a job without --mem gets: DefMemPerNode, DefMemPerCPU x cpus, else the whole node."""
-    config = slurm_config()
-    if "MEMORY" not in config.get("SelectTypeParameters", "MEMORY").upper():
-        return 0  # memory is not a consumable resource here: it never blocks a job
-    per_node = config.get("DefMemPerNode", "UNLIMITED")
-    per_cpu = config.get("DefMemPerCPU", "UNLIMITED")
-    if per_node.isdigit() and int(per_node) > 0:
-        return int(per_node)
-    if per_cpu.isdigit() and int(per_cpu) > 0:
-        return int(per_cpu) * cpus
-    return node_real_mb
+def default_job_mem_mb(node_real_mb: int, cpus: int, part: Mapping[str, str],
+                       config: Mapping[str, str]) -> int:
+    """What a job without --mem holds of a node: the default _default_mem_mb finds, else the
+    whole node (its RealMemory); 0 where memory is not consumable."""
+    if "MEMORY" not in config.get("SelectTypeParameters", "").upper():
+        return 0
+    found = _default_mem_mb(cpus, part, config)
+    return found[0] if found is not None else node_real_mb
 
 
 def allocation_blocks_new_job(opts: SlurmOptions, alloc: Allocation) -> str | None:
@@ -367,6 +365,10 @@ def allocation_blocks_new_job(opts: SlurmOptions, alloc: Allocation) -> str | No
     per_node_mem = our_mem // max(len(our_nodes), 1)
     per_node_cpus = our_cpus // max(len(our_nodes), 1)
     cpus = opts.cpus or 1
+    parts = _records(["scontrol", "show", "partition", "-o"], CALL_TIMEOUT_S) or []
+    part = next((p for p in parts if p.get("PartitionName") == opts.partition
+                 or (not opts.partition and p.get("Default") == "YES")), {})
+    config = slurm_config() if opts.mem_mb is None else {}
     blocked: str | None = None
     for line in nodes_out.stdout.splitlines():
         node = parse_scontrol_record(line)
@@ -377,7 +379,8 @@ def allocation_blocks_new_job(opts: SlurmOptions, alloc: Allocation) -> str | No
             continue
         real = int(node.get("RealMemory", "0") or 0)
         total_cpus = int(node.get("CPUTot", "0") or 0)
-        need_mem = opts.mem_mb if opts.mem_mb is not None else default_job_mem_mb(real, cpus)
+        need_mem = (opts.mem_mb if opts.mem_mb is not None
+                    else default_job_mem_mb(real, cpus, part, config))
         # What stays out of reach on this node for as long as the allocation lives; other
         # jobs end in time, so what they hold is an ordinary wait in the queue.
         held_mem, held_cpus = (per_node_mem, per_node_cpus) if name in our_nodes else (0, 0)

@@ -21,8 +21,9 @@ from types import FrameType
 
 HANG_GRACE_S = 10.0
 """After the timeout, how long the check has to come back to Python before `on_hung`."""
-IMPORT_RETRY_S = 0.2
-"""How soon a timeout that came during an import looks again."""
+IMPORT_RETRY_S = 0.05
+"""How soon a timeout that came during an import looks again (run --timeout and a sweep's
+--case-timeout alike: an import is a few hundred milliseconds at most)."""
 
 
 class TimedOut(BaseException):

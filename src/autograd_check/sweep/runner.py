@@ -21,7 +21,7 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from autograd_check.base.deadline import importing
+from autograd_check.base.deadline import IMPORT_RETRY_S, importing
 from autograd_check.base.environment import slurm_ids
 from autograd_check.base.errors import EXIT_ENVIRONMENT, EXIT_JOB_FAILED, CheckError
 from autograd_check.base.safety import make_private_dirs
@@ -79,8 +79,6 @@ def timed_out_record(case: Case, grid_id: str, message: str) -> dict[str, Any]:
 
 
 HangFn = Callable[[Case, dict[str, Any]], None]
-IMPORT_RETRY_S = 0.05
-"""How soon a timeout that came during an import looks again."""
 
 
 class CaseClock:

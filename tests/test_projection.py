@@ -215,3 +215,46 @@ def test_a_passing_direction_needs_no_second_step() -> None:
     check(counted, leaf(8, 8))
     # autograd's pass, then L(x + h·v) and L(x − h·v) along each of the 3 default directions
     assert calls == [torch.float64] * (1 + 2 * 3)
+
+
+class TwoWrong(torch.autograd.Function):
+    """L = Σ x·sin(x), whose backward adds ERRORS·grad_output at the flat indices AT."""
+
+    AT: list[int] = []
+    ERRORS: list[float] = []
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return (x * torch.sin(x)).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        g = (grad_output * (torch.sin(x) + x * torch.cos(x))).contiguous()  # for .view
+        for i, e in zip(TwoWrong.AT, TwoWrong.ERRORS, strict=True):
+            g.view(-1)[i] += e * grad_output
+        return g
+
+
+def test_errors_that_cancel_along_one_direction_are_caught_by_the_next() -> None:
+    """Two wrong elements whose errors cancel exactly along the first direction (the false PASS
+    one direction leaves): the default k = 3 fails the check, and the wrong elements are located
+    along the direction that disagreed, not the first (which agrees)."""
+    x = leaf(64, 64, seed=0)
+    first = Directions(x.detach(), seed=0 + 1)  # check(seed=0), the first checked tensor
+    first.draw(0)
+    assert first.v is not None
+    at = [100, 2000]
+    TwoWrong.AT = at
+    TwoWrong.ERRORS = [0.5, -0.5 * float(first.v[at[0]] / first.v[at[1]])]
+    try:
+        assert check(TwoWrong.apply, x, seed=0, directions=1).passed  # what k = 1 misses
+        result = check(TwoWrong.apply, x, seed=0)
+    finally:
+        TwoWrong.AT, TwoWrong.ERRORS = [], []
+    assert not result.passed, str(result)
+    located = result.comparisons[0].located
+    assert located is not None and located["exhaustive"]
+    found = [e["index"] for e in located["elements"]]
+    assert found == [list(divmod(i, 64)) for i in at]

@@ -43,8 +43,8 @@ It grows like ‖δ‖₂ (√n), not like ‖δ‖₁ (n): one element wrong by
 wrong elements can cancel along one direction (two errors of equal size, with opposite signs in
 v and |vᵢ| within E/size of each other); the directions are independent, so the chance that they
 cancel along all k is that of one to the power k. For two equal errors each M times what one
-element needs to be caught, about (2/M)^k; k = 3 by default (docs/api.md, measured by
-benchmarks/bench_cancellation.py).
+element needs to be caught, about 1/M per direction, (1/M)^k for k; k = 3 by default
+(docs/api.md, measured by benchmarks/bench_cancellation.py).
 
 Cost: E_fd ≥ N, so a direction where |⟨g, v⟩ − d(h)| ≤ N + E_g passes whatever d(2h) and L(x)
 would say; they are evaluated only for the other directions. A passing check costs 2k
@@ -145,18 +145,6 @@ def numeric_tolerances(args: Arguments, rtol: float, atol: float, scale: float) 
     scale) in float64 over 2h."""
     noise = FD_NOISE * FLOAT64_EPS * scale / args.step if math.isfinite(scale) else 0.0
     return max(FD_RTOL, rtol), max(FD_ATOL, atol, noise)
-
-
-def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """(rows, columns) for a tensor viewed as a matrix: the trailing dimensions that first reach
-    √n make the columns (a 1-D tensor is one row)."""
-    n = math.prod(shape)
-    cols = 1
-    for d in reversed(shape):
-        if cols * cols >= n:
-            break
-        cols *= d
-    return (n // cols if cols else 0), cols
 
 
 DIRECTION_STRIDE = 1_000_003

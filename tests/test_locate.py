@@ -19,6 +19,7 @@ from autograd_check.base.result import CheckResult
 from autograd_check.cli import app
 from autograd_check.kernel.diagnose import MAX_ELEMENTS
 from autograd_check.kernel.locate import (
+    Memo,
     Probe,
     direction,
     finding,
@@ -78,6 +79,26 @@ def test_finds_exactly_the_wrong_elements_with_their_values(wrong: list[int]) ->
         assert e.reference == pytest.approx(float(r.view(-1)[i]), rel=1e-9, abs=1e-9)
 
 
+def test_errors_that_cancel_in_a_block_are_found_by_the_confirming_direction() -> None:
+    """Two neighbours whose errors cancel exactly along the search's direction (so in every
+    block that holds both, the root included), and a third wrong element: the first search finds
+    the third alone and looks exhaustive; the fresh direction, without it, disagrees and its own
+    search finds the two, which a third direction confirms."""
+    n, seed = 4096, 5
+    w = direction(n, seed)
+    m, r = planted((n,), [])
+    m[1000] += 1.0
+    m[1001] -= float(w[1000] / w[1001])
+    m[3000] += 0.7
+    oracle = Exact(r)
+    out = locate(m, oracle, rounding(), seed=seed)
+    assert [e.index[0] for e in out.found] == [1000, 1001, 3000]
+    assert out.exhaustive and out.stopped is None
+    # the same search without its confirming directions claims exhaustive, wrongly
+    alone = locate(m, Exact(r), rounding(), seed=seed, limit=None, confirm=0)
+    assert [e.index[0] for e in alone.found] == [3000] and alone.exhaustive
+
+
 def test_many_wrong_elements_all_found_within_the_budget() -> None:
     wrong = sorted(torch.randperm(4096, generator=torch.Generator().manual_seed(1))[:40].tolist())
     m, r = planted((4096,), wrong, by=-0.5)
@@ -86,12 +107,13 @@ def test_many_wrong_elements_all_found_within_the_budget() -> None:
     assert out.to_dict()["count"] == 40 and len(out.to_dict()["elements"]) == MAX_ELEMENTS
 
 
-def test_none_wrong_costs_the_root_only_and_claims_nothing() -> None:
+def test_none_wrong_costs_two_roots_only_and_claims_nothing() -> None:
+    """The root, and the root of one fresh direction that confirms it."""
     m, r = planted((50, 40), [])
     oracle = Exact(r)
     out = locate(m, oracle, rounding())
     assert (out.count, out.found, out.exhaustive, oracle.asked, out.evaluations) == (
-        0, [], True, 1, 4)
+        0, [], True, 2, 8)
     assert finding("x", m, out, 1e-7, 1e-7).elements == []
 
 
@@ -148,7 +170,7 @@ def test_not_finite_answer_stops_the_search() -> None:
 
 def test_a_second_search_of_the_same_tensor_reuses_the_answers() -> None:
     m, r = planted((300, 30), [123, 4567])
-    memo: dict[tuple[int, int], tuple[Probe, bool]] = {}
+    memo: Memo = {}
     first = locate(m, Exact(r), rounding(), seed=9, memo=memo)
     second = locate(m.clone(), Exact(r), rounding(), seed=9, memo=memo)
     assert second.evaluations == 0 and second.found == first.found

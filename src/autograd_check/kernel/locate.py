@@ -24,20 +24,26 @@ The search (depth first, left before right, so elements come out in flat order):
   only then, with m's value and the reference's rᵢ = ⟨r, wᵢeᵢ⟩ / wᵢ.
 
 Cancellation: the continuous |wᵢ| make an exact cancellation of two wrong elements in a block a
-null event (±1 signs alone cancel two equal errors half the time).
+null event (±1 signs alone cancel two equal errors half the time), but not a near one: errors
+that cancel within a block's bound are pruned with it, and since they cancel in the root's sum
+too, the search alone cannot tell. So a search that ends exhaustive is confirmed along a fresh
+direction, the elements found left out of it (its root then holds only what is left): when
+that root agrees, the search is done; when it does not, the fresh direction's own search finds
+the rest, and another fresh direction confirms that (CONFIRM_ROUNDS in all).
 
-Exhaustive: every block that disagreed was resolved to single elements, and the elements found
-account for the root's whole difference, S_root − Σ S_i within the sum of their bounds: no other
-element is wrong by more than the reference can see. Else `stopped` says why: "budget" (the
-evaluations ran out first: the count is a lower bound), "spread" (the rest of the difference
-is spread over elements each too small to stand out), or "reference" (the oracle's answer was
-not finite). Elements where m itself is not finite (NaN, inf) are wrong without a question: they
+Exhaustive: every block that disagreed was resolved to single elements, the elements found
+account for the root's whole difference, S_root − Σ S_i within the sum of their bounds, and a
+fresh direction without them agrees: no other element is wrong by more than the reference can
+see. Else `stopped` says why: "budget" (the evaluations ran out first: the count is a lower
+bound), "spread" (the rest of the difference is spread over elements each too small to stand
+out), "reference" (the oracle's answer was not finite), or "confirm" (every fresh direction
+found more). Elements where m itself is not finite (NaN, inf) are wrong without a question: they
 are listed with the reference's value NaN (not asked), and left out of the search.
 
-Cost: one wrong element among n takes one question per halving, log2(n) of them, plus the root
-and its sound answer: forward, about log2(n) + 1 jvps; projection, about 2·log2(n) + 8
-evaluations of fn (2 per question, 4 for a sound one, and L(x) once when the check has not
-evaluated it yet; benchmarks/bench_locate.py). k wrong elements take about k·log2(n/k)
+Cost: one wrong element among n takes one question per halving, log2(n) of them, plus the root,
+its sound answer, and the confirming root: forward, about log2(n) + 2 jvps; projection, about
+2·log2(n) + 12 evaluations of fn (2 per question, 4 for a sound one, and L(x) once when the
+check has not evaluated it yet; benchmarks/bench_locate.py). k wrong elements take about k·log2(n/k)
 questions more: about 2·k·log2(n) evaluations for projection. The search starts no question
 once it has spent LOCATE_BUDGET evaluations (the last may take it past by up to 5).
 
@@ -61,6 +67,12 @@ LOCATE_BUDGET = 1024
 """Evaluations of fn a search may start questions within: about 1024 / (2·log2(n) + 8) wrong
 elements among n (projection; twice as many with forward), 21 among 10⁶, and every element of a
 tensor of up to about 170 (a wrong one costs about 5 evaluations when all are wrong)."""
+CONFIRM_ROUNDS = 2
+"""Fresh directions that may confirm an exhaustive search (locate), each a sound question of the
+root when it agrees: 4 evaluations of fn for projection, 1 for forward."""
+CONFIRM_STRIDE = 7_777_777
+"""Confirming direction r is drawn from seed + r·CONFIRM_STRIDE: never one of the check's own
+directions (seed + j·1000003, j small), some of which agreed."""
 STEPS = 2**22
 """|wᵢ| takes STEPS values in [0.5, 1), each exact in float32 (a forward-mode tangent in the
 tensor's own dtype is the same direction)."""
@@ -79,6 +91,9 @@ class Probe:
     evaluations: int
 
 
+Memo = dict[tuple[Any, ...], tuple[Probe, bool]]
+"""Answers by question: (round, the elements left out of the direction, lo, hi) → (the probe,
+whether it was sound). The same seed and the same elements left out make the same direction."""
 Oracle = Callable[["Tensor", bool], Probe]
 """oracle(v, sound) -> Probe: v shaped like m (float64, zero outside the block); sound=False
 allows a cheaper answer whose error bound is only a lower estimate."""
@@ -166,15 +181,18 @@ class _Unanswered(Exception):
 
 class _Search:
     def __init__(self, m: Tensor, oracle: Oracle, allowance: Allowance, seed: int,
-                 limit: int, memo: dict[tuple[int, int], tuple[Probe, bool]] | None) -> None:
+                 limit: int, memo: Memo | None, round_: int = 0,
+                 known: Sequence[int] = ()) -> None:
         torch = import_torch()
         self.shape = list(m.shape)
         self.m = m.detach().reshape(-1).to(torch.float64)
         self.n = self.m.numel()
         self.w = direction(self.n, seed, self.m.device)
         self.bad = torch.nonzero(~torch.isfinite(self.m)).reshape(-1).tolist()
-        if self.bad:  # wrong without a question, and left out of every block's sum
-            self.w[self.bad] = 0.0
+        left_out = sorted(self.bad + list(known))
+        if left_out:  # wrong without a question (or found already): out of every sum
+            self.w[left_out] = 0.0
+        self.key = (round_, tuple(left_out))
         self.mw = torch.nan_to_num(self.m, nan=0.0, posinf=0.0, neginf=0.0) * self.w
         self.oracle, self.allowance, self.limit = oracle, allowance, limit
         self.memo = {} if memo is None else memo
@@ -183,7 +201,7 @@ class _Search:
     def ask(self, lo: int, hi: int, sound: bool) -> tuple[float, float, Probe]:
         """(S_B, its bound, the probe) for the block [lo, hi)."""
         torch = import_torch()
-        known = self.memo.get((lo, hi))
+        known = self.memo.get(self.key + (lo, hi))
         if known is not None and (known[1] or not sound):
             probe = known[0]
         else:
@@ -195,7 +213,7 @@ class _Search:
             self.evaluations += probe.evaluations
             if not (math.isfinite(probe.value) and math.isfinite(probe.error)):
                 raise _Unanswered
-            self.memo[(lo, hi)] = (probe, sound)
+            self.memo[self.key + (lo, hi)] = (probe, sound)
         mw = self.mw[lo:hi]
         s = float(mw.sum()) - probe.value
         bound = probe.error + self.allowance(mw, self.w[lo:hi]) + SUM_ROUNDING * float(
@@ -210,20 +228,51 @@ def locate(
     *,
     seed: int = 0,
     limit: int | None = None,
-    memo: dict[tuple[int, int], tuple[Probe, bool]] | None = None,
+    memo: Memo | None = None,
+    confirm: int | None = None,
 ) -> Located:
     """The elements at which m differs from the reference the oracle answers for (module
     docstring). limit: the evaluations of fn to start questions within (LOCATE_BUDGET);
-    memo: answers by block, shared by searches of the same tensor with the same seed (the
-    autograd and the manual gradient of one tensor ask the same questions)."""
-    search = _Search(m, oracle, allowance, seed, LOCATE_BUDGET if limit is None else limit, memo)
-    out = Located(search.n, budget=search.limit)
+    memo: answers by question (Memo), shared by searches of the same tensor with the same seed
+    (the autograd and the manual gradient of one tensor ask the same questions).
+
+    A search that ends exhaustive is confirmed along a fresh direction (seed + r·CONFIRM_STRIDE),
+    the elements found left out of it: wrong elements whose errors cancelled in a block of the
+    first direction (and so in its root's sum) do not cancel there but by chance, and when they
+    do not, that direction's search finds them. Up to CONFIRM_ROUNDS such directions; the result
+    is exhaustive only when the last one agrees (confirm: how many, CONFIRM_ROUNDS by default;
+    0: one search alone, unconfirmed)."""
+    budget = LOCATE_BUDGET if limit is None else limit
+    out = Located(m.numel(), budget=budget)
+    found: list[int] = []
+    search: _Search | None = None
+    rounds = CONFIRM_ROUNDS if confirm is None else confirm
+    for round_ in range(1 + rounds):
+        search = _Search(m, oracle, allowance, seed + round_ * CONFIRM_STRIDE,
+                         budget - out.evaluations, memo, round_, found)
+        new, stopped = _search(search)
+        out.evaluations += search.evaluations
+        out.found += new
+        found += [ravel(e.index, search.shape) for e in new]
+        out.stopped = stopped
+        if stopped is not None or (round_ > 0 and not new) or rounds == 0:
+            break
+    else:
+        out.stopped = "confirm"  # every fresh direction found more: the last one unconfirmed
+    assert search is not None
+    out.found.sort(key=lambda e: e.index)
+    return _with_nonfinite(out, search)
+
+
+def _search(search: _Search) -> tuple[list[Element], str | None]:
+    """One search along search.w: the elements it claims, and why it stopped short (None: it
+    accounts for the root's whole difference)."""
+    found: list[Element] = []
     explained, errors = 0.0, 0.0  # Σ S_i and Σ of their probes' errors, for the found elements
     try:
         root, root_bound, _ = search.ask(0, search.n, True)
         if abs(root) <= root_bound:
-            out.evaluations = search.evaluations
-            return _with_nonfinite(out, search)
+            return found, None
         # (lo, hi, S, bound, the bound one question of the block would have, or None: asked)
         stack: list[tuple[int, int, float, float, float | None]] = [
             (0, search.n, root, root_bound, None)]
@@ -239,8 +288,8 @@ def locate(
                 s, bound, probe = search.ask(lo, hi, True)
                 if abs(s) > bound:
                     wi = float(search.w[lo])
-                    out.found.append(Element(unravel(lo, search.shape), float(search.m[lo]),
-                                             probe.value / wi))
+                    found.append(Element(unravel(lo, search.shape), float(search.m[lo]),
+                                         probe.value / wi))
                     explained += s
                     errors += probe.error
                 continue
@@ -253,13 +302,12 @@ def locate(
             stack.append((mid, hi, s - left, bound + left_bound, one))
             stack.append((lo, mid, left, left_bound, None))
         if abs(root - explained) > root_bound + errors:
-            out.stopped = "spread"
+            return found, "spread"
     except _OutOfBudget:
-        out.stopped = "budget"
+        return found, "budget"
     except _Unanswered:
-        out.stopped = "reference"
-    out.evaluations = search.evaluations
-    return _with_nonfinite(out, search)
+        return found, "reference"
+    return found, None
 
 
 def _with_nonfinite(out: Located, search: _Search) -> Located:
@@ -306,6 +354,9 @@ def finding(
     elif located.stopped == "spread":
         text = (f"{count} of {n} elements located as wrong, and more are: the rest of the "
                 "difference is spread over elements each too small to stand out")
+    elif located.stopped == "confirm":
+        text = (f"{count} of {n} elements located as wrong, and each fresh direction found more: "
+                "too many, or too small, to name a cause from")
     else:
         text = (f"{count} of {n} elements located as wrong before fn's value along a direction "
                 "was not finite")

@@ -76,6 +76,7 @@ from autograd_check.kernel.compare import compare, to64
 from autograd_check.kernel.locate import (
     Allowance,
     Located,
+    Memo,
     Oracle,
     Probe,
     direction,
@@ -231,7 +232,7 @@ def locate_failed(
     outcome.located. Searches along the same direction share their answers; known: the check's
     own sound answer along a direction (by its seed), the search's first question answered."""
     torch = import_torch()
-    memos: dict[int, dict[tuple[int, int], tuple[Probe, bool]]] = {}
+    memos: dict[int, Memo] = {}
     start = len(outcome.comparisons) - len(rows)
     for k, (row, (label, g)) in enumerate(zip(rows, grads.items(), strict=True)):
         if row.passed:
@@ -241,7 +242,7 @@ def locate_failed(
         root = (known or {}).get(seeds[k])
         # the locator's w is the check's v unless it zeroes non-finite elements of m
         if root is not None and not memo and bool(torch.isfinite(m).all()):
-            memo[(0, m.numel())] = (root, True)
+            memo[(0, (), 0, m.numel())] = (root, True)  # Memo's key of the first root
         found = locate(m, oracle, allowance, seed=seeds[k], memo=memo)
         outcome.comparisons[start + k] = replace(row, located=found.to_dict())
         outcome.located.append(Where(name, label, m, found, rtol, atol))

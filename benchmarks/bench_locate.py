@@ -5,8 +5,8 @@ The function is L = Σ x·sin(x), a custom autograd.Function with a scalar outpu
 its backward adds grad_output at k elements drawn at random (by the seed), x drawn standard
 normal in float64, n elements. For each reference (projection, forward), n and k:
 
-- check failed: the seeds whose check failed (k equal errors can cancel along the check's one
-  random direction: such a seed passes, and has nothing to locate);
+- check failed: the seeds whose check failed (k equal errors can cancel along all of the
+  check's random directions, 3 by default: such a seed passes, and has nothing to locate);
 - located: of those, how many located exactly the k planted elements, and all of them
   (exhaustive);
 - extra evaluations of fn: the forward calls of the check with locating, less those of the
@@ -107,7 +107,7 @@ def measure(n: int, k: int, reference: str, seeds: int) -> tuple[str, bool, floa
     for seed in range(seeds):  # in turns, so that load on the machine hits both alike
         t0, f0, _ = one(n, k, reference, seed, locate=False)
         t1, f1, row = one(n, k, reference, seed, locate=True)
-        if row is None:  # the planted errors cancelled along the check's direction: a PASS
+        if row is None:  # the planted errors cancelled along the check's directions: a PASS
             continue
         failed += 1
         bare.append(t0)

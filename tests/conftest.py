@@ -50,16 +50,26 @@ def _cluster_reason() -> str | None:
     return None
 
 
+# tryfirst: the xdist_group mark must be on the items before pytest-xdist reads it (its own
+# collection hook in each worker).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the cluster must say so with `@pytest.mark.slurm`, or `-m "not slurm"`
     would run it. A test marked `fsdp` skips, saying why, on a torch whose FSDP2 cannot run on
-    the CPU (the check refuses it there: torch_features.py)."""
+    the CPU (the check refuses it there: torch_features.py).
+
+    Every `slurm` test is in one xdist group, so that they all run in one worker, one after
+    another (pyproject's `-n 2 --dist loadgroup`): the node has 2 CPUs, and a job of one test
+    would hold them while another test's job waits. They mostly wait on the scheduler; the
+    other worker runs the rest of the suite beside them."""
     from autograd_check.base.torch_features import parallel_problem, torch_version
 
     no_fsdp = parallel_problem("fsdp", "cpu", torch_version())
     for item in items:
         if no_fsdp is not None and item.get_closest_marker("fsdp") is not None:
             item.add_marker(pytest.mark.skip(reason=no_fsdp))
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
     unmarked = [item.nodeid for item in items
                 if "slurm_cluster" in getattr(item, "fixturenames", ())
                 and item.get_closest_marker("slurm") is None]

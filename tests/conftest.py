@@ -32,6 +32,19 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One torch thread in each process that runs tests. The suite runs in two processes on two
+    cores (pyproject's `-n 2`), and the checks it runs in-process are many short ops: with a
+    thread per core each op ends in an OpenMP barrier that waits for a thread the other process
+    holds off its core (as finite_diff.CPU_THREADS says), which made a 256x256 projection check
+    take seconds instead of 50 ms. Checks run by the CLI, by ranks and by Slurm jobs keep
+    torch's default; a test that needs another count sets it and puts it back."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _cluster_reason() -> str | None:
     """None when a usable Slurm is up, else why not. Only looks: pytest installs and starts
     nothing; bringing the cluster up is the test set-up's job (the README's test command)."""

@@ -318,6 +318,9 @@ def _env(work: Path) -> dict[str, str]:
         # A user's terminal, not CI's: pytest (docs/pytest-plugin.md) stops shortening its
         # summary lines when it sees CI or BUILD_NUMBER.
         and k not in ("CI", "BUILD_NUMBER", "GITHUB_ACTIONS")
+        # Nor the test suite's: tests/test_docs.py runs this script from a pytest(-xdist)
+        # worker, whose variables would tell a page's own pytest that it is one too.
+        and not k.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))
     }
     if "SLURM_CONF" in os.environ:
         env["SLURM_CONF"] = os.environ["SLURM_CONF"]

@@ -12,7 +12,8 @@
 # venv that already holds the version is reused, not rebuilt), --timeout SECONDS (pytest's
 # limit per version, default 3600), --python PYTHON (the interpreter the venvs are made from).
 # Each version's full pytest output stays in DIR/logs/torch-V.log; the table is DIR/table.md too.
-# The pytest.ini addopts apply (-ra --strict-markers). Exit 1 when any version failed.
+# pyproject's pytest addopts apply (-ra --strict-markers -n 2 --dist loadgroup). Exit 1 when any
+# version failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

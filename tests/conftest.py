@@ -32,6 +32,19 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One torch thread in each process that runs tests. The suite runs in two processes on two
+    cores (pyproject's `-n 2`), and the checks it runs in-process are many short ops: with a
+    thread per core each op ends in an OpenMP barrier that waits for a thread the other process
+    holds off its core (as finite_diff.CPU_THREADS says), which made a 256x256 projection check
+    take seconds instead of 50 ms. Checks run by the CLI, by ranks and by Slurm jobs keep
+    torch's default; a test that needs another count sets it and puts it back."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _cluster_reason() -> str | None:
     """None when a usable Slurm is up, else why not. Only looks: pytest installs and starts
     nothing; bringing the cluster up is the test set-up's job (the README's test command)."""
@@ -50,16 +63,26 @@ def _cluster_reason() -> str | None:
     return None
 
 
+# tryfirst: the xdist_group mark must be on the items before pytest-xdist reads it (its own
+# collection hook in each worker).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the cluster must say so with `@pytest.mark.slurm`, or `-m "not slurm"`
     would run it. A test marked `fsdp` skips, saying why, on a torch whose FSDP2 cannot run on
-    the CPU (the check refuses it there: torch_features.py)."""
+    the CPU (the check refuses it there: torch_features.py).
+
+    Every `slurm` test is in one xdist group, so that they all run in one worker, one after
+    another (pyproject's `-n 2 --dist loadgroup`): the node has 2 CPUs, and a job of one test
+    would hold them while another test's job waits. They mostly wait on the scheduler; the
+    other worker runs the rest of the suite beside them."""
     from autograd_check.base.torch_features import parallel_problem, torch_version
 
     no_fsdp = parallel_problem("fsdp", "cpu", torch_version())
     for item in items:
         if no_fsdp is not None and item.get_closest_marker("fsdp") is not None:
             item.add_marker(pytest.mark.skip(reason=no_fsdp))
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
     unmarked = [item.nodeid for item in items
                 if "slurm_cluster" in getattr(item, "fixturenames", ())
                 and item.get_closest_marker("slurm") is None]

@@ -27,6 +27,26 @@ CLI = [sys.executable, "-m", "autograd_check"]
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def job_exit_code(job_id: str, timeout: float) -> int:
+    """Once the job has ended (the controller's record): its exit code, 128 + the signal when
+    a signal ended it, as `sbatch --wait` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                               text=True, timeout=60).stdout
+        state = re.search(r"\bJobState=(\S+)", shown)
+        if state and state[1] in ENDED:
+            found = re.search(r"\bExitCode=(\d+):(\d+)", shown)
+            assert found, shown
+            return 128 + int(found[2]) if int(found[2]) else int(found[1])
+        assert time.monotonic() < deadline, f"job {job_id} did not end in {timeout} s: {shown}"
+        time.sleep(0.2)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without any Slurm allocation it may run in, plus `extra`."""
     env = {
@@ -411,15 +431,19 @@ class TestInsideAnAllocation:
 
 class TestJobScripts:
     def sbatch(self, tmp_path: Path, *args: str) -> tuple[int, str]:
+        """The job's exit code (as `sbatch --wait` gives it) and its log. Waited for here, at
+        0.2 s: sbatch --wait looks after 2 s, then 8 s more (the local MinJobAge of 30 s lets
+        it), so a 3 s job took 10 s."""
         done = subprocess.run(
-            ["sbatch", "--wait", "--parsable", f"--chdir={tmp_path}", *args],
-            capture_output=True, text=True, timeout=300, env=clean_env(),
+            ["sbatch", "--parsable", f"--chdir={tmp_path}", *args],
+            capture_output=True, text=True, timeout=60, env=clean_env(),
         )
         job_id = done.stdout.strip().split(";")[0]
-        assert job_id.isdigit(), done.stderr
+        assert done.returncode == 0 and job_id.isdigit(), done.stderr
+        code = job_exit_code(job_id, timeout=300)
         outputs = list(tmp_path.glob(f"*-{job_id}.out"))
         assert len(outputs) == 1, list(tmp_path.iterdir())
-        return done.returncode, outputs[0].read_text()
+        return code, outputs[0].read_text()
 
     def test_cpu_script(self, tmp_path: Path) -> None:
         code, log = self.sbatch(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ SLOW = textwrap.dedent("""\
         def manual_grad(self, predicted, real):
             return 2 * (predicted - real)
 """)
+
+
+def lower_the_limit_once_running(logs: Path, stop: threading.Event,
+                                 lowered: list[subprocess.CompletedProcess[str]]) -> None:
+    """When the job's log appears (it runs), `scontrol update TimeLimit=0` for it, once."""
+    while not stop.wait(0.5):
+        started = sorted(logs.glob("*_log.err"))
+        if started:
+            job = started[0].name.split("_")[0]
+            lowered.append(subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "TimeLimit=0"],
+                capture_output=True, text=True, timeout=60))
+            return
 
 
 def manifest_with_array(log_dir: str, job: str, name: str = "autograd-check") -> dict[str, Any]:
@@ -74,13 +88,25 @@ class TestWhoseJobs:
 @pytest.mark.usefixtures("slurm_cluster")
 class TestOnTheCluster:
     def test_a_time_limit_is_the_jobs_state_not_a_mismatch(self, tmp_path: Path) -> None:
-        """--time 1 (Slurm's least) and a loss that sleeps 90 s: TIMEOUT, exit 4, the log."""
+        """--time 1 (Slurm's least) and a loss that sleeps 600 s: TIMEOUT, exit 4, the log.
+        Once the job runs, its limit is lowered to 0 (scontrol update, as an admin may): Slurm
+        ends it for its time limit at its next check, within seconds, not after the minute."""
         target = tmp_path / "slow.py"
         target.write_text(SLOW)
         logs = tmp_path / "logs"
-        result = runner.invoke(app, ["submit", "--wait", "--time", "1", "--timeout", "240",
-                                     "--cpus", "1", "--mem", "500M", "--target",
-                                     f"{target}:Slow", "--log-dir", str(logs)])
+        lowered: list[subprocess.CompletedProcess[str]] = []
+        stop = threading.Event()
+        lower = threading.Thread(target=lower_the_limit_once_running,
+                                 args=(logs, stop, lowered))
+        lower.start()
+        try:
+            result = runner.invoke(app, ["submit", "--wait", "--time", "1", "--timeout", "240",
+                                         "--cpus", "1", "--mem", "500M", "--target",
+                                         f"{target}:Slow", "--log-dir", str(logs)])
+        finally:
+            stop.set()
+            lower.join()
+        assert [done.returncode for done in lowered] == [0], lowered
         assert result.exit_code == 4, result.output
         assert "TIMEOUT" in result.stderr
         assert "raise --time" in result.stderr

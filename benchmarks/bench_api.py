@@ -2,9 +2,12 @@
 
 1. projection on the tutorial loss, L = Σ (predicted − real)², float64, 4096x4096 by default:
    check(loss, predicted, real) (reference='projection': one autograd gradient, then 2k
-   evaluations of L along k = 1 random direction) against one forward and backward of the same
-   loss (a fresh leaf, loss.backward()), and against gradcheck(fast_mode=True).
-   Targets (issue 11): at most 3x the forward and backward, and at most gradcheck's fast mode.
+   evaluations of L along k random directions) against one forward and backward of the same
+   loss (a fresh leaf, loss.backward()), and against gradcheck(fast_mode=True), which looks
+   along one direction. Targets (issue 11), held at k = 1, gradcheck's one direction: at most 3x
+   the forward and backward, and at most gradcheck's fast mode. The default k = 3 (several wrong
+   elements cancel along all three only by chance: docs/api.md) costs 2 evaluations of L and one
+   draw of n random numbers per direction more; it is reported beside them, not held to them.
 2. finite-diff at 128x128 float64: check(..., reference='finite-diff') against gradcheck (slow
    mode), both from a fresh leaf to a verdict. Reported, not held to a target here
    (benchmarks/bench_finite_diff.py is where that figure is worked on).
@@ -35,6 +38,7 @@ import torch
 
 from autograd_check import check
 from autograd_check.base.environment import cpu_name
+from autograd_check.references.arguments import DEFAULT_DIRECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,17 +74,21 @@ def projection_figures(n: int, runs: int) -> tuple[dict[str, float], bool]:
         loss(leaf, real).backward()
 
     def projection() -> None:
+        assert check(loss, predicted, real, directions=1).passed
+
+    def projection_default() -> None:
         assert check(loss, predicted, real).passed
 
     def gradcheck_fast() -> None:
         assert torch.autograd.gradcheck(loss, (predicted, real), fast_mode=True)
 
-    cases = {"forward+backward": forward_backward, "projection": projection,
-             "gradcheck(fast_mode=True)": gradcheck_fast}
+    cases = {"forward+backward": forward_backward, "projection, k = 1": projection,
+             "gradcheck(fast_mode=True)": gradcheck_fast,
+             f"projection, k = {DEFAULT_DIRECTIONS} (default)": projection_default}
     forward_backward()  # warm: the first call pays for page faults and lazy set-up
     projection()
     t = medians(cases, runs)
-    ok = t["projection"] <= 3 * t["forward+backward"] and t["projection"] <= t[
+    ok = t["projection, k = 1"] <= 3 * t["forward+backward"] and t["projection, k = 1"] <= t[
         "gradcheck(fast_mode=True)"]
     return t, ok
 
@@ -128,10 +136,11 @@ def main() -> int:
     fb = t["forward+backward"]
     print(f"\nprojection, tutorial loss {a.size}x{a.size} float64, median of {a.runs}:")
     for name, value in t.items():
-        print(f"  {name:<26} {value:7.3f} s   {value / fb:5.2f}x forward+backward")
-    print(f"  projection / gradcheck(fast_mode=True): "
-          f"{t['projection'] / t['gradcheck(fast_mode=True)']:.2f}   "
-          f"targets: ≤ 3x forward+backward, ≤ 1x gradcheck fast: {'met' if ok else 'MISSED'}")
+        print(f"  {name:<30} {value:7.3f} s   {value / fb:5.2f}x forward+backward")
+    print(f"  projection, k = 1 / gradcheck(fast_mode=True): "
+          f"{t['projection, k = 1'] / t['gradcheck(fast_mode=True)']:.2f}   "
+          f"targets at k = 1: ≤ 3x forward+backward, ≤ 1x gradcheck fast: "
+          f"{'met' if ok else 'MISSED'}")
 
     f = finite_diff_figures(a.fd_size, a.fd_runs)
     print(f"\nfinite-diff, tutorial loss {a.fd_size}x{a.fd_size} float64, median of {a.fd_runs}:")

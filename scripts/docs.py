@@ -39,6 +39,7 @@ Lines of Rich boxes keep their width after a replacement.
     python scripts/docs.py --slurm         ... and the Slurm blocks (cluster must be up)
     python scripts/docs.py --only-slurm    only the Slurm blocks
     python scripts/docs.py --measured      ... and re-measure the benchmark blocks (minutes)
+    python scripts/docs.py --measure-only bench_api docs/api.md   ... only those benchmarks
     python scripts/docs.py --check         compare instead of writing; exit 1 listing the diffs
     python scripts/docs.py docs/check.md   only these pages
 """
@@ -416,10 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--slurm", action="store_true", help="also the Slurm blocks")
     group.add_argument("--only-slurm", action="store_true", help="only the Slurm blocks")
     ap.add_argument("--measured", action="store_true", help="also re-measure the benchmark blocks")
+    ap.add_argument("--measure-only", metavar="TEXT",
+                    help="re-measure only the benchmark blocks whose command holds TEXT "
+                         "(e.g. bench_api); implies --measured")
     ap.add_argument("-j", "--jobs", type=int, default=2,
                     help="pages run at once (default 2; with --slurm or --only-slurm, one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (printed)")
     args = ap.parse_args(argv)
+    args.measured = args.measured or args.measure_only is not None
     if args.check and args.measured:
         ap.error("--check never compares measured blocks; leave out --measured")
 
@@ -431,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         if block.file:
             return True
         if block.measured:
+            if args.measure_only is not None and not any(
+                    args.measure_only in command for command in block.commands()):
+                return False
             return args.measured and (not block.slurm or args.slurm or args.only_slurm)
         if args.only_slurm:
             return block.slurm

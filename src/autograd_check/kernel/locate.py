@@ -70,9 +70,12 @@ tensor of up to about 170 (a wrong one costs about 5 evaluations when all are wr
 CONFIRM_ROUNDS = 2
 """Fresh directions that may confirm an exhaustive search (locate), each a sound question of the
 root when it agrees: 4 evaluations of fn for projection, 1 for forward."""
+DIRECTION_STRIDE = 1_000_003
+"""A check's direction j (references/independent.py) is drawn from seed + j·DIRECTION_STRIDE;
+direction 0 from the seed itself, this locator's first."""
 CONFIRM_STRIDE = 7_777_777
 """Confirming direction r is drawn from seed + r·CONFIRM_STRIDE: never one of the check's own
-directions (seed + j·1000003, j small), some of which agreed."""
+directions (seed + j·DIRECTION_STRIDE, j small), some of which agreed."""
 STEPS = 2**22
 """|wᵢ| takes STEPS values in [0.5, 1), each exact in float32 (a forward-mode tangent in the
 tensor's own dtype is the same direction)."""

@@ -74,6 +74,7 @@ from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import Comparison
 from autograd_check.kernel.compare import compare, to64
 from autograd_check.kernel.locate import (
+    DIRECTION_STRIDE,
     Allowance,
     Located,
     Memo,
@@ -148,11 +149,6 @@ def numeric_tolerances(args: Arguments, rtol: float, atol: float, scale: float) 
     return max(FD_RTOL, rtol), max(FD_ATOL, atol, noise)
 
 
-DIRECTION_STRIDE = 1_000_003
-"""Direction j of a checked tensor is drawn from seed + j·DIRECTION_STRIDE (direction 0 from the
-seed itself: the locator's own first direction, kernel/locate.py)."""
-
-
 class Directions:
     """Random directions v for one checked tensor: n independent elements, |vᵢ| uniform in
     [0.5, 1) (on locate's STEPS steps, exact in float32) with independent random signs: no
@@ -168,8 +164,12 @@ class Directions:
         self.seed = seed
         self.v: Tensor | None = None
 
+    def seed_of(self, j: int) -> int:
+        """The seed of direction j (direction 0's is the locator's own first: kernel/locate.py)."""
+        return self.base + j * DIRECTION_STRIDE
+
     def draw(self, j: int) -> None:
-        self.seed = self.base + j * DIRECTION_STRIDE
+        self.seed = self.seed_of(j)
         self.v = None  # the last direction's memory first
         self.v = direction(self.n, self.seed, self.device)
 
@@ -332,9 +332,9 @@ def projection(
                 oracle = _projection_oracle(call, values, xi, buf, u64, h, noise, center)
                 failed = [first_failed(analytic[label], numeric, error + spread[label])
                           for label in gradients[i]]
-                seeds = [directions.base + DIRECTION_STRIDE * j for j in failed]
+                seeds = [directions.seed_of(j) for j in failed]
                 # a failed direction was answered soundly (d(2h) and δ⁴L): no need to ask again
-                known = {directions.base + DIRECTION_STRIDE * j: Probe(
+                known = {directions.seed_of(j): Probe(
                     float(numeric[j]), float(error[j]), 0)
                     for j, row in zip(failed, rows, strict=True) if not row.passed}
                 locate_failed(outcome, rows, c.name, gradients[i], oracle,
@@ -461,8 +461,8 @@ def forward(
                 rows.append(by_direction(compare(
                     f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,
                     allowance, False)))
-                seeds.append(directions.base + DIRECTION_STRIDE * first_failed(
-                    reverse[label], forward_values, allowance + rtol * forward_values.abs()))
+                seeds.append(directions.seed_of(first_failed(
+                    reverse[label], forward_values, allowance + rtol * forward_values.abs())))
             outcome.comparisons += rows
             directions.v = None
             if not all(row.passed for row in rows):

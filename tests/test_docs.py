@@ -97,3 +97,22 @@ def test_a_command_names_the_real_job_behind_a_shown_id(tmp_path: Path) -> None:
     assert normaliser.command("run --shape 101x8 --lr 0.101 --seed 101.5") == (
         "run --shape 101x8 --lr 0.101 --seed 101.5"
     )
+
+
+def test_which_passing_job_states_a_poll_caught_is_not_a_difference() -> None:
+    docs = _docs_module()
+    page = [
+        "$ autograd-check submit --wait",
+        "autograd-check: submitted Slurm job 101; logs in /home/you/.autograd-check/slurm",
+        "autograd-check: Slurm job 101: PENDING, n.n s",
+        "autograd-check: Slurm job 101: RUNNING on vm, n.n s",
+        "autograd-check: Slurm job 101: COMPLETED on vm, n.n s",
+        "PASS",
+    ]
+    started_at_once = page[:2] + page[3:]
+    assert docs.same_but_timing(page, started_at_once)
+    assert docs.same_but_timing(page, page[:2] + page[4:])
+    # The end state and everything else still count.
+    assert not docs.same_but_timing(page, [*page[:4], page[4].replace("COMPLETED", "FAILED"),
+                                           "PASS"])
+    assert not docs.same_but_timing(page, [*page[:-1], "FAIL"])

@@ -170,7 +170,8 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
     Tasks cancelled before they started have no record of their own: the array's record for its
     unstarted tasks ('403' in sacct and squeue, ArrayTaskId=4294967294 in scontrol) gives them
     its state; and a task missing from an array that the controller and accounting both still
-    know was taken out of it before it started (`scancel 403_[2-5]` with task 1 still pending)."""
+    know was taken out of it before it started (`scancel 403_[2-5]` with task 1 still pending),
+    even while accounting still lists it as pending."""
     wanted = set(task_jobs)
     array_ids = sorted({j.split("_")[0] for j in task_jobs})
     states: dict[str, str] = {}
@@ -198,6 +199,7 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
     answers = [run_command(["scontrol", "show", "job", "-o", array_id]) for array_id in array_ids]
     controller = [a for a in answers if a is not None]
     known_arrays: set[str] = set()
+    listed: set[str] = set()  # the tasks the controller names, alone or in a pending range
     if controller or not have("squeue"):
         for line in (ln for a in controller for ln in a.stdout.splitlines()):
             rec = parse_scontrol_record(line)
@@ -208,6 +210,7 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
                     take(rec["ArrayJobId"], state)
                 for task in _expand_tasks(rec["ArrayJobId"], rec["ArrayTaskId"]):
                     states[task] = state
+                    listed.add(task)
             elif rec.get("JobId"):
                 states[rec["JobId"]] = state
     else:
@@ -216,12 +219,18 @@ def array_states(task_jobs: Sequence[str]) -> dict[str, str]:
         for line in queue.stdout.splitlines() if queue is not None else []:
             job, _, state = line.strip().partition("|")
             take(job, state)
-    for job in wanted - states.keys():
+    for job in wanted - listed:
         array_id = job.split("_")[0]
-        if array_id in whole:
-            states[job] = whole[array_id]
-        elif array_id in known_arrays and done is not None and "_" in job:
-            states[job] = "CANCELLED"
+        if job not in states:
+            if array_id in whole:
+                states[job] = whole[array_id]
+            elif array_id in known_arrays and done is not None and "_" in job:
+                states[job] = "CANCELLED"
+        elif states[job] == "PENDING" and array_id in known_arrays and "_" in job:
+            # Accounting lags the controller: it can still list the task in the array's pending
+            # range ('403_[1-3]') after `scancel 403_3` took it out. A task leaves that range only
+            # by starting (then the controller names it) or by being cancelled.
+            states[job] = whole.get(array_id, "CANCELLED")
     return {job: state for job, state in states.items() if job in wanted}
 
 

@@ -328,7 +328,8 @@ class TestHelp:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, result.stderr
         flat = " ".join(result.stdout.split())
-        for code in ("Exit codes: 0 pass · 1 ", " · 2 bad input (nothing ran) · 3 environment",
+        for code in ("Exit codes: 0 pass · 1 ",
+                     " · 2 bad input or tolerances too wide · 3 environment",
                      " · 4 Slurm job or rank failed", " · 130 interrupted"):
             assert code in flat
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 from autograd_check.base.clock import Clock
 from autograd_check.base.environment import collect_environment
+from autograd_check.base.errors import Inconclusive
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult, Comparison, ContractCheck, TensorView
 from autograd_check.kernel.compare import to64
@@ -174,6 +175,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         references.append("projection")
         why = (f"autograd runs your own backward ({own}), so manual against autograd alone "
                "would compare your code with itself: projection checks both")
+    unresolved: list[str] = []  # why a pass would prove nothing (refused below; a fail stands)
     twin = half_precision_twin(call) if manual is not None or got.functions or any(
         r in ("projection", "forward") for r in references) or args.order == 2 else None
     ref_out: Tensor = out
@@ -184,7 +186,8 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         comparisons += autograd_against_float64(
             names, got.auto, [g["autograd"] for g in ref_gradients], args.tolerances)
     if got.manual is not None:
-        rows = manual_vs_autograd(names, got.manual, got.auto, args.tolerances, args.exact)
+        rows = manual_vs_autograd(names, got.manual, got.auto, args.tolerances, args.exact,
+                                  unresolved=unresolved)
         if twin is not None and not args.exact and args.rtol is None and args.atol is None:
             # tolerances given are the caller's criterion: then manual against autograd at them
             rows, judged = against_float64(rows, got.manual, got.auto,
@@ -222,6 +225,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             fd_block = outcome.block
         comparisons += outcome.comparisons
         notes += outcome.notes
+        unresolved += outcome.unresolved
         findings += _located_findings(outcome.located, findings, *_clues(call))
         block.update(outcome.block)
         if outcome.estimates and manual is None:  # with manual, manual vs autograd's says why
@@ -240,9 +244,14 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         clock.mark("second_order")
     contract = merge([*contract, *got.contract, rule("input-mutated", writes)])
     manual_rows = [c for c in comparisons if " vs " not in c.name] if manual is not None else []
+    passed = all(c.passed for c in comparisons) and all(c.passed for c in contract)
+    if passed and unresolved:
+        more = f" (and {len(unresolved) - 1} more)" if len(unresolved) > 1 else ""
+        raise Inconclusive(f"the check cannot tell these gradients from wrong ones: "
+                           f"{unresolved[0]}{more}")
     return CheckResult(
         spec=_spec(call, args, manual),
-        passed=all(c.passed for c in comparisons) and all(c.passed for c in contract),
+        passed=passed,
         bit_exact=bool(manual_rows) and all(c.bit_exact for c in manual_rows),
         criterion="exact" if args.exact else "tolerance",
         loss_name=call.name,

@@ -18,7 +18,8 @@ program killed by SIGPIPE (128 + 13). Never 1, which means a gradient mismatch."
 EXIT_CODES: dict[int, str] = {
     EXIT_PASS: "every check passed",
     EXIT_MISMATCH: "a gradient mismatch: the check ran and failed",
-    EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run)",
+    EXIT_BAD_INPUT: "bad input: flags, shapes, config files (nothing was run), or tolerances "
+    "too wide for the gradient (the check ran, and could not have failed)",
     EXIT_ENVIRONMENT: "environment: CUDA or Slurm not available, Slurm refused the job",
     EXIT_JOB_FAILED: "the Slurm job itself (or a rank of --ranks) failed, was cancelled, timed "
     "out or vanished",
@@ -34,7 +35,7 @@ EXIT_CODES: dict[int, str] = {
 EXIT_CODE_SHORT: dict[int, str] = {
     EXIT_PASS: "pass",
     EXIT_MISMATCH: "gradient mismatch",
-    EXIT_BAD_INPUT: "bad input (nothing ran)",
+    EXIT_BAD_INPUT: "bad input or tolerances too wide",
     EXIT_ENVIRONMENT: "environment (no CUDA/Slurm, job refused)",
     EXIT_JOB_FAILED: "Slurm job or rank failed/cancelled/timed out/vanished",
     EXIT_NOT_ENDED: "Slurm job still queued or running",
@@ -54,6 +55,12 @@ class BadInput(CheckError):
     """Flags, shapes or config files that cannot describe a check; nothing was run."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class Inconclusive(BadInput, ValueError):
+    """The check ran, but its tolerance is as large as the gradient it checks: a gradient off by
+    half would pass, so a pass would prove nothing. Bad input in the sense of tolerances (or a
+    dtype) that cannot describe a check of this gradient; a ValueError for check()'s callers."""
 
 
 class EnvironmentProblem(CheckError):

@@ -94,8 +94,9 @@ def distributed_result(spec: CheckSpec, problem: Problem, got: Gathered,
         zero = torch.zeros(p[0], dtype=p[1], device=p[2])
         grads.append(zero if g is None else g)
         expected.append(zero if e is None else e * scale)
+    # resolve=False: a refusal here would end the ranks' job, not answer it (left for later)
     comparisons = manual_vs_autograd(got.names, grads, expected, lambda _d: (rtol, atol),
-                                     spec.exact)
+                                     spec.exact, resolve=False)
     passed = all(c.passed for c in comparisons) and got.ranks_agree and all(
         c.passed for c in got.contract)
     if parallel == "fsdp":

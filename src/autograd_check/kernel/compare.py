@@ -92,6 +92,37 @@ def compare(
     )
 
 
+RESOLUTION = 0.5
+"""The least an element-wise check must be able to catch: a gradient off by half (m = r/2, a
+×2 or a 1/n forgotten) at one element at least. A check whose atol lets that pass at every
+element of every tensor, while the reference is not zero, proves nothing: it is refused, not
+passed."""
+
+
+def largest(references: list[Tensor]) -> float:
+    """The greatest |element| of any of the tensors (0 when they are empty or zero)."""
+    return max((float(r.detach().abs().max()) for r in references if r.numel()), default=0.0)
+
+
+def unresolved_elements(name: str, reference: Tensor, rtol: float, atol: float,
+                        scale: float) -> str | None:
+    """Why comparing with `reference` element by element at (rtol, atol) cannot catch a gradient
+    off by half anywhere: atol is as large as the check's greatest gradient element (scale, over
+    every checked tensor: one whose gradient is zero beside the others' is checked, not refused).
+    None when it can, when everything is zero, or when rtol itself allows half."""
+    size = float(reference.detach().abs().max()) if reference.numel() else 0.0
+    if scale == 0.0 or not math.isfinite(scale) or rtol >= RESOLUTION:
+        return None
+    if (RESOLUTION - rtol) * scale > atol:
+        return None
+    smaller = 10.0 ** math.floor(math.log10(RESOLUTION * scale / 10))
+    return (
+        f"{name}: every element of the reference gradient is at most {size:.3g} in size, so "
+        f"atol={atol:g} (with rtol={rtol:g}) would pass a gradient off by half everywhere: give "
+        f"a smaller atol ({smaller:.0e} or less)"
+    )
+
+
 HALF_ROUNDING = 4.0
 """K, the element-wise allowance of the half-precision criterion (compare_with_truth), in units
 of ε·max|truth|. Measured (benchmarks/bench_half_precision.py) on correct RMSNorm, BatchNorm and

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograd_check.base.clock import Clock
+from autograd_check.base.errors import Inconclusive
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import Comparison, ContractCheck
 from autograd_check.kernel.compare import (
@@ -28,6 +29,8 @@ from autograd_check.kernel.compare import (
     HALF_ROUNDING,
     compare,
     compare_with_truth,
+    largest,
+    unresolved_elements,
 )
 from autograd_check.kernel.diagnose import Finding, diagnose, swapped
 from autograd_check.kernel.views import grad_fn_chain
@@ -161,6 +164,8 @@ def manual_vs_autograd(
     auto: Sequence[Tensor],
     tolerances: Callable[[Any], tuple[float, float]],
     exact: bool,
+    resolve: bool = True,
+    unresolved: list[str] | None = None,
 ) -> list[Comparison]:
     """The one comparison of hand-derived gradients with autograd's, per checked tensor, in
     order: check(), `run`'s plain and model checks, and --ranks (distributed/verdict.py).
@@ -168,11 +173,22 @@ def manual_vs_autograd(
     tolerances(dtype) gives (rtol, atol) for a tensor's dtype; exact asks for bit-exact equality
     (the tutorial's eq().all()). One Comparison per tensor: shape, bit-exact, mismatched k of N,
     the greatest absolute and relative differences with their index, the tolerances, the verdict
-    (kernel/compare.py, without full-size copies when the two are bit-exact)."""
+    (kernel/compare.py, without full-size copies when the two are bit-exact). With resolve,
+    a pass whose tolerances would also pass a gradient off by half raises Inconclusive, or says
+    why in `unresolved` when given (the caller decides: a check that fails elsewhere stands)."""
     comparisons = []
+    scale = largest(list(auto))
     for name, m, a in zip(names, manual, auto, strict=True):
         rtol, atol = tolerances(m.dtype)
-        comparisons.append(compare(name, m, a, rtol, atol, exact))
+        row = compare(name, m, a, rtol, atol, exact)
+        # A mismatch is a mismatch; a pass must be one the tolerances could have refused.
+        why = None if exact or not row.passed or not resolve else unresolved_elements(
+            name, a, rtol, atol, scale)
+        if why is not None:
+            if unresolved is None:
+                raise Inconclusive(f"the check cannot tell this gradient from a wrong one: {why}")
+            unresolved.append(why)
+        comparisons.append(row)
     return comparisons
 
 

@@ -70,6 +70,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from autograd_check.base.errors import Inconclusive
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import Comparison
 from autograd_check.kernel.compare import compare, to64
@@ -129,6 +130,9 @@ class Outcome:
     estimates: list[Tensor] = field(default_factory=list)
     """finite-diff: its float64 estimate of each checked tensor's gradient (for a diagnosis)."""
     located: list[Where] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+    """Why a checked tensor's rows cannot catch even a zero gradient (unresolved_directions):
+    check() refuses a pass then, and lets a failure stand."""
 
 
 def reduce64(out: Tensor, u64: Tensor | None) -> Tensor:
@@ -194,6 +198,58 @@ class Directions:
         tangent = self.v.reshape(like.shape).to(like.dtype)
         self.v = tangent.reshape(-1).to(self.v.dtype)
         return tangent
+
+
+def unmeasured(name: str, numeric: Tensor, error: Tensor) -> None:
+    """Refuse a reference that is not a finite number along some direction (fn overflowed or
+    gave NaN in float64 at x ± h·v): it measured nothing there, so it can neither pass nor fail."""
+    torch = import_torch()
+    bad = ~(torch.isfinite(numeric) & torch.isfinite(error))
+    if bool(bad.any()):
+        j = int(torch.nonzero(bad)[0, 0])
+        raise Inconclusive(
+            f"projection cannot measure {name}'s derivative: along direction {j} the difference "
+            f"quotient is {float(numeric[j]):g} with an error bound of {float(error[j]):g} (fn "
+            "overflows or gives NaN in float64 near these inputs); use reference='forward' or "
+            "'finite-diff', or inputs where fn stays finite"
+        )
+
+
+class Weak:
+    """The checked tensors whose directional rows could not fail a zero gradient, and the
+    check's greatest |derivative|: a tensor is refused only when its tolerance also covers that
+    (one whose gradient is zero beside the others', a bias before a BatchNorm, is checked)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, float]] = []
+        self.scale = 0.0
+
+    def add(self, name: str, reference: Tensor, error: Tensor, floor: float, atol: float,
+            passed: bool) -> None:
+        torch = import_torch()
+        size = reference.abs()
+        if size.numel():
+            self.scale = max(self.scale, float(size.max()))
+        band = error + floor
+        if not passed or not bool((size > 0).any()) or bool((size > band).any()):
+            return  # it failed (that stands), the reference is zero, or a direction resolves
+        j = int(torch.argmax(size))
+        d, e = float(size[j]), float(error[j])
+        if floor >= e:
+            smaller = 10.0 ** math.floor(math.log10(d / 10 / floor * atol))
+            cause = (f"atol={atol:g} allows {floor:.3g} along a direction: give a smaller atol "
+                     f"({smaller:.0e} or less)")
+        else:
+            cause = ("fn's own rounding and truncation in float64 hide it (large values beside "
+                     "small ones, a lower precision inside fn, kinks): check fn at inputs where "
+                     "its derivative stands out, or use another reference")
+        self.found.append((
+            f"{name}: the derivative along each direction is at most {d:.3g} in size, within "
+            f"the check's tolerance ({float(band[j]):.3g}), so a zero gradient would pass; "
+            + cause, float(band.max())))
+
+    def reasons(self) -> list[str]:
+        return [why for why, band in self.found if band >= self.scale]
 
 
 def first_failed(analytic: Tensor, numeric: Tensor, tolerance: Tensor) -> int:
@@ -284,6 +340,7 @@ def projection(
             evaluations += 1
             scale = center.scale
         noise = FD_NOISE * FLOAT64_EPS * scale / h if math.isfinite(scale) else 0.0
+        weak = Weak()
         for i, c in enumerate(call.checked):
             xi = x64[i]
             directions = Directions(xi, args.seed + 1 + i)
@@ -299,7 +356,10 @@ def projection(
             rtol, atol = args.tolerances(c.value.dtype)
             spread: dict[str, float] = {}
             for label, g in gradients[i].items():
-                g64 = g.detach().to(torch.float64)
+                # the finite part: an inf or NaN in g fails its row (⟨g, v⟩ is not finite),
+                # where a tolerance built from it would be inf or NaN and pass or raise
+                g64 = torch.nan_to_num(g.detach().to(torch.float64), nan=0.0, posinf=0.0,
+                                       neginf=0.0)
                 spread[label] = ROUNDING_SPREAD * (
                     rtol * float(torch.linalg.vector_norm(g64)) + atol * math.sqrt(g.numel())
                 ) + FD_NOISE * FLOAT64_EPS * float(torch.linalg.vector_norm(g64, 1))
@@ -324,8 +384,12 @@ def projection(
                 d2 = (plus2 - minus2) / (4 * h)
                 fourth = plus2 - 4 * plus + 6 * center.get() - 4 * minus + minus2
                 error[j] += FD_SAFETY * ((d1 - d2).abs() / 3 + fourth.abs() / (2 * h))
+            unmeasured(c.name, numeric, error)
             rows = [_agreement(f"{c.name}: {label} vs projection", analytic[label], numeric,
                                error + spread[label]) for label in gradients[i]]
+            # the allowance a zero gradient would get: E_fd and atol's share of E_g
+            weak.add(c.name, numeric, error, ROUNDING_SPREAD * atol * math.sqrt(xi.numel()),
+                     atol, all(row.passed for row in rows))
             outcome.comparisons += rows
             if not all(row.passed for row in rows):
                 directions.v = None  # the locator draws its own
@@ -340,6 +404,7 @@ def projection(
                 locate_failed(outcome, rows, c.name, gradients[i], oracle,
                               _projection_allowance(rtol, atol), seeds, rtol, atol, known)
             del buf, directions
+    outcome.unresolved = weak.reasons()
     outcome.block = {
         "method": "directional derivatives by central differences in float64 at steps h and "
                   "2h: d(h) = (L(x + h·v) − L(x − h·v)) / 2h against ⟨g, v⟩, each |vᵢ| uniform in "
@@ -439,6 +504,7 @@ def forward(
     k = args.directions
     outcome = Outcome()
     uf = u.detach().reshape(-1).to(torch.float64)
+    weak = Weak()
     with torch.no_grad():
         for i, c in enumerate(call.checked):
             xi = c.value.detach()
@@ -455,20 +521,32 @@ def forward(
                 for label, g in flat.items():
                     reverse[label][j] = directions.along(g)
             rtol, atol = args.tolerances(c.value.dtype)
+            if not (bool(torch.isfinite(forward_values).all()) and math.isfinite(spread)):
+                raise Inconclusive(
+                    f"forward mode cannot measure {c.name}'s derivative: fn's jvp is not finite "
+                    "(it overflows or gives NaN near these inputs); use reference='projection' "
+                    "or 'finite-diff', or inputs where fn stays finite")
             rows, seeds = [], []
             for label, g in flat.items():
-                allowance = atol + rtol * (float(torch.linalg.vector_norm(g, 1)) + spread)
+                # the finite part of g: an inf or NaN in g fails its row, never widens it
+                size = torch.nan_to_num(g.detach().to(torch.float64), nan=0.0, posinf=0.0,
+                                        neginf=0.0)
+                allowance = atol + rtol * (float(torch.linalg.vector_norm(size, 1)) + spread)
                 rows.append(by_direction(compare(
                     f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,
                     allowance, False)))
                 seeds.append(directions.seed_of(first_failed(
                     reverse[label], forward_values, allowance + rtol * forward_values.abs())))
+            # the allowance a zero gradient would get
+            weak.add(c.name, forward_values, rtol * (forward_values.abs() + spread), atol, atol,
+                     all(row.passed for row in rows))
             outcome.comparisons += rows
             directions.v = None
             if not all(row.passed for row in rows):
                 locate_failed(outcome, rows, c.name, flat, _forward_oracle(call, i, xi, uf, rtol,
                                                                            atol),
                               _forward_allowance(rtol), seeds, rtol, atol)
+    outcome.unresolved = weak.reasons()
     outcome.block = {
         "method": "forward mode against reverse mode: ⟨J·v, u⟩ (jvp) against ⟨v, Jᵀ·u⟩ (vjp), "
                   "v as for projection",

@@ -6,6 +6,7 @@ that fails for another reason still fails."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,13 +167,29 @@ def test_a_check_that_fails_elsewhere_still_fails() -> None:
     assert not result.passed and result.exit_code == EXIT_MISMATCH
 
 
+HALF_GRAD = """
+class HalfGrad:
+    def loss(self, predicted, real):
+        return ((predicted - real) ** 2).mean()
+
+    def manual_grad(self, predicted, real):
+        return (predicted - real) / predicted.numel()  # the 2 forgotten
+
+
+half_grad = HalfGrad()
+"""
+
+
 @pytest.mark.parametrize(("flags", "code"), [
     ([], EXIT_BAD_INPUT),
-    (["--atol", "1e-7"], 0),
-    (["--dtype", "float64"], 0),
+    (["--atol", "1e-7"], EXIT_MISMATCH),
+    (["--dtype", "float64"], EXIT_MISMATCH),
 ])
-def test_run_with_a_mean_loss_over_many_elements(flags: list[str], code: int) -> None:
-    result = runner.invoke(app, ["run", "--loss", "mse-mean", "--shape", "1000x100",
+def test_run_with_a_mean_loss_over_many_elements(tmp_path: Path, flags: list[str],
+                                                 code: int) -> None:
+    target = tmp_path / "half.py"
+    target.write_text(HALF_GRAD)
+    result = runner.invoke(app, ["run", "--target", f"{target}:half_grad", "--shape", "1000x100",
                                  "--no-show-tensors", *flags],
                            env={"COLUMNS": "100", "NO_COLOR": "1"})
     assert result.exit_code == code, result.output
@@ -180,3 +197,10 @@ def test_run_with_a_mean_loss_over_many_elements(flags: list[str], code: int) ->
         assert result.stderr.count("\n") == 1 and "give a smaller atol (1e-07 or less)" in (
             result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_bit_exact_match_is_not_refused() -> None:
+    # the tutorial's own mse-mean formula is bit-exact with autograd's: nothing to resolve
+    result = runner.invoke(app, ["run", "--loss", "mse-mean", "--shape", "1000x100",
+                                 "--no-show-tensors"], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output

@@ -2,7 +2,7 @@
 
 The Python API (docs/api.md):
 
-    from autograd_check import check, assert_gradients, CheckSpec, CheckResult
+    from autograd_check import check, assert_gradients, CheckSpec, CheckResult, Inconclusive
 
 Each name is imported when first used, so that `import autograd_check` (and the command line's
 start-up) loads neither torch nor the modules behind them. The spec and result live in
@@ -18,10 +18,11 @@ from autograd_check._version import __version__
 if TYPE_CHECKING:
     from autograd_check.api.check import assert_gradients as assert_gradients
     from autograd_check.api.check import check as check
+    from autograd_check.base.errors import Inconclusive as Inconclusive
     from autograd_check.base.result import CheckResult as CheckResult
     from autograd_check.base.spec import CheckSpec as CheckSpec
 
-__all__ = ["CheckResult", "CheckSpec", "__version__", "assert_gradients", "check"]
+__all__ = ["CheckResult", "CheckSpec", "Inconclusive", "__version__", "assert_gradients", "check"]
 
 
 def __getattr__(name: str) -> Any:
@@ -41,6 +42,11 @@ def __getattr__(name: str) -> Any:
         from autograd_check.base.result import CheckResult
 
         return CheckResult
+    if name == "Inconclusive":
+        # the errors module is plain Python: no torch
+        from autograd_check.base.errors import Inconclusive
+
+        return Inconclusive
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

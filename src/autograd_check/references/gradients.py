@@ -181,9 +181,10 @@ def manual_vs_autograd(
     for name, m, a in zip(names, manual, auto, strict=True):
         rtol, atol = tolerances(m.dtype)
         row = compare(name, m, a, rtol, atol, exact)
-        # A mismatch is a mismatch; a pass must be one the tolerances could have refused.
-        why = None if exact or not row.passed or not resolve else unresolved_elements(
-            name, a, rtol, atol, scale)
+        # A mismatch is a mismatch, and bit-exact is bit-exact; a pass by tolerance must be one
+        # the tolerances could have refused.
+        judged = resolve and row.passed and not (exact or row.bit_exact)
+        why = unresolved_elements(name, a, rtol, atol, scale) if judged else None
         if why is not None:
             if unresolved is None:
                 raise Inconclusive(f"the check cannot tell this gradient from a wrong one: {why}")

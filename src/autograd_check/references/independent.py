@@ -51,6 +51,16 @@ would say; they are evaluated only for the other directions. A passing check cos
 evaluations of fn per checked tensor (gradcheck's fast mode: 2, along one direction), a failing
 one up to 4k, and one of L(x), instead of finite differences' 2n.
 
+A pass must be one the check could have refused. An inf or NaN in g fails its row (E_g is built
+from g's finite part, never widened to inf or NaN). A reference that is not finite along a
+direction measured nothing: Inconclusive. And a checked tensor whose every direction has
+|d(h)| ≤ E_fd + c·atol·√n (the tolerance a zero gradient would get: atol beside a mean over many
+elements, fn's rounding beside huge constants) is reported in Outcome.unresolved; check() then
+refuses a pass (Inconclusive) and lets a failure stand. Weak: such a tensor is refused only when
+its tolerance also covers the check's greatest |d(h)|, so a gradient that is zero beside the
+others' (a bias before a BatchNorm) is checked as zero. forward does the same with its own
+allowance.
+
 forward: forward mode against reverse mode, both analytic, in the inputs' dtype: for each
 direction v, ⟨J·v, u⟩ (a jvp, torch.autograd.forward_ad) against ⟨v, Jᵀ·u⟩ = ⟨v, g⟩, within
 the check's rtol and an atol widened by rtol·(‖g‖₁ + ‖(J·v)⊙u‖₁) for the rounding of the sums.

@@ -486,3 +486,36 @@ def test_an_explicit_reference_autograd_is_not_your_code_alone() -> None:
                      reference="autograd")
     assert not explicit.passed and explicit.reference["references"] == [  # type: ignore[index]
         "autograd", "projection"]
+
+
+class _SwishSharedHelper(torch.autograd.Function):
+    """jvp and backward call one helper that is wrong (s + x·s for s + x·s·(1 − s))."""
+
+    @staticmethod
+    def _d(x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(x)
+        return s + x * s
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad_output * _SwishSharedHelper._d(x)
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x_t * _SwishSharedHelper._d(x)
+
+
+def test_reference_forward_on_a_function_is_not_its_jvp_against_its_backward_alone() -> None:
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    result = check(_SwishSharedHelper.apply, x, reference="forward")
+    rows = {c.name: c.passed for c in result.comparisons}
+    assert rows == {"x: autograd vs forward": True, "x: autograd vs projection": False}
+    assert not result.passed and result.reference["references"] == ["forward", "projection"]

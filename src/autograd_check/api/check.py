@@ -175,6 +175,13 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
         references.append("projection")
         why = (f"autograd runs your own backward ({own}), so manual against autograd alone "
                "would compare your code with itself: projection checks both")
+    elif got.functions and args.reference == "forward":
+        # forward mode runs the Function's own jvp: two of the user's formulas, which can share
+        # a wrong helper; projection differentiates fn's forward itself
+        own = ", ".join(f"{f.__qualname__}.jvp and .backward" for f in got.functions)
+        references.append("projection")
+        why = (f"forward mode compares your own {own}, which can share a mistake: projection "
+               "checks the backward against fn's forward as well")
     unresolved: list[str] = []  # why a pass would prove nothing (refused below; a fail stands)
     twin = half_precision_twin(call) if manual is not None or got.functions or any(
         r in ("projection", "forward") for r in references) or args.order == 2 else None
@@ -202,7 +209,8 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
             grads["manual"] = m
     block: dict[str, Any] = {"name": args.reference, "order": args.order, "seed": args.seed}
     if why is not None:
-        block.update(references=["autograd", *references], why=why)
+        block.update(references=["autograd", *references] if args.reference == "autograd"
+                     else references, why=why)
     fd_block = None
     for reference in references:
         # float16/bfloat16: projection, forward and order=2 check the backward at float64 copies

@@ -258,7 +258,36 @@ def test_several_outputs_are_checked_output_by_output() -> None:
     assert "undefined-grad-output" in {c.kind for c in result.contract}
     bad = check(SinCos.apply, x, manual=lambda x, grad_output: grad_output[0] * torch.cos(x))
     assert [c.name for c in bad.comparisons if not c.passed] == [
-        "output 1: x", "output 1: x: manual vs projection"]
+        "output 1: x", "output 1: x: manual vs projection",
+        "all outputs: x", "all outputs: x: manual vs projection"]
+
+
+class _SinCosBothWrong(torch.autograd.Function):
+    """Right for each output alone, wrong when both get a gradient (a model using both)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x)
+        return torch.sin(x), torch.cos(x)
+
+    @staticmethod
+    def backward(ctx: Any, g_sin: torch.Tensor | None,
+                 g_cos: torch.Tensor | None) -> torch.Tensor | None:
+        (x,) = ctx.saved_tensors
+        if g_sin is not None and g_cos is not None:
+            return g_sin * torch.cos(x) + g_cos * torch.sin(x)  # the sign of the second term
+        if g_sin is not None:
+            return g_sin * torch.cos(x)
+        return None if g_cos is None else -g_cos * torch.sin(x)
+
+
+def test_the_outputs_are_also_checked_together() -> None:
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    result = check(_SinCosBothWrong.apply, x)
+    assert [c.name for c in result.comparisons if not c.passed] == [
+        "all outputs: x: autograd vs projection"], str(result)
+    assert result.exit_code == 1
 
 
 # --- half precision, and a seeded sweep of correct code --------------------------------------

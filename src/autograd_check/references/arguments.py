@@ -170,6 +170,11 @@ class Checked:
     """Its position in inputs, or its name in module.named_parameters()."""
 
 
+JOINED = -1
+"""Call.output for every floating-point output of fn at once (their flattened concatenation),
+so that a backward receives a gradient for each of them together."""
+
+
 @dataclass
 class Call:
     """fn and its inputs, ready to be evaluated at other values of the checked tensors."""
@@ -193,7 +198,8 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Non-tensor keyword arguments passed to fn (and to manual) as they are."""
     output: int | None = None
-    """For an fn with several outputs, the one checked (references/outputs.py), else None."""
+    """For an fn with several outputs, the one checked (references/outputs.py), else None;
+    JOINED: every floating-point output at once, flattened and joined into one vector."""
     _cast: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -230,7 +236,11 @@ class Call:
             out = self.fn(*positional(torch, self.fn, args, self.kwargs))
         else:
             out = self.fn(*args, **self.kwargs)
-        return out if self.output is None else out[self.output]
+        if self.output is None:
+            return out
+        if self.output == JOINED:
+            return torch.cat([o.reshape(-1) for o in out if o.is_floating_point()])
+        return out[self.output]
 
     def fresh_leaves(self) -> list[Tensor]:
         """New leaves for the checked tensors, at the values the caller gave."""

@@ -1,4 +1,5 @@
-"""An fn with several outputs (a tuple or list of tensors), checked output by output.
+"""An fn with several outputs (a tuple or list of tensors), checked output by output, then all of
+them together.
 
 Output k is checked as fn(*inputs)[k] alone, with every check of a one-output fn: manual is
 given grad_output as a tuple with one entry per output, the cotangent at k and zeros elsewhere
@@ -7,6 +8,12 @@ a Function that calls ctx.set_materialize_grads(False) receives None for the oth
 which the contract checks (references/contract.py: undefined-grad-output). Outputs that are not
 floating point (the indices of a max) have no gradient and are not checked. The results are
 one CheckResult: each row's name starts with its output ("output 1: x: autograd vs projection").
+
+With two or more floating-point outputs, one more check takes them together (Call.output =
+JOINED: fn's outputs flattened and joined): the backward then gets a gradient for every output at
+once, the case of a model that uses all of them, which a backward can get wrong on its own (a
+branch for "both given"). manual gets grad_output as the tuple of the cotangent's slices. Its
+rows start with "all outputs".
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from autograd_check.base.lazy_torch import import_torch
 from autograd_check.base.result import CheckResult
-from autograd_check.references.arguments import Arguments, Call
+from autograd_check.references.arguments import JOINED, Arguments, Call
 from autograd_check.references.contract import merge
 from autograd_check.references.gradients import call_manual
 
@@ -52,7 +59,31 @@ def by_output(call: Call, manual: Callable[..., Any] | None, args: Arguments, co
                                  args)))
     if not results:
         raise ValueError(f"none of fn's {count} outputs is floating point: gradients need one")
+    if len(results) > 1:
+        floating = [k for k, _ in results]
+        results.append((JOINED, check(call.fresh(output=JOINED), None if manual is None else
+                                      _manual_joined(manual, floating, likes), args)))
     return _combine(results, count)
+
+
+def _manual_joined(manual: Callable[..., Any], floating: list[int],
+                   likes: list[Tensor]) -> Callable[..., Any]:
+    """manual for the joined outputs: grad_output split back into one tensor per output (zeros
+    for an output that is not floating point)."""
+    torch = import_torch()
+    sizes = [likes[k].numel() for k in floating]
+
+    def joined(*inputs: Any, grad_output: Tensor, **kwargs: Any) -> Any:
+        parts = dict(zip(floating, torch.split(grad_output, sizes), strict=True))
+        full = tuple(parts[j].reshape(o.shape).to(o.dtype) if j in parts else torch.zeros_like(o)
+                     for j, o in enumerate(likes))
+        return call_manual(manual, inputs, full, kwargs)  # type: ignore[arg-type]
+
+    return joined
+
+
+def _label(k: int) -> str:
+    return "all outputs" if k == JOINED else f"output {k}"
 
 
 def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
@@ -61,11 +92,11 @@ def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
     tensors = {k: v for k, v in first.tensors.items() if k != "output"}
     timings: dict[str, float] = {}
     for k, r in results:
-        comparisons += [replace(c, name=f"output {k}: {c.name}") for c in r.comparisons]
+        comparisons += [replace(c, name=f"{_label(k)}: {c.name}") for c in r.comparisons]
         contract += r.contract
         notes += r.notes
-        diagnosis += [{**d, "tensor": f"output {k}: {d['tensor']}"} for d in r.diagnosis]
-        if "output" in r.tensors:
+        diagnosis += [{**d, "tensor": f"{_label(k)}: {d['tensor']}"} for d in r.diagnosis]
+        if "output" in r.tensors and k != JOINED:
             tensors[f"output {k}"] = replace(r.tensors["output"], name=f"output {k}")
         for phase, seconds in r.timings.items():
             timings[phase] = timings.get(phase, 0.0) + seconds
@@ -75,8 +106,9 @@ def _combine(results: list[tuple[int, CheckResult]], count: int) -> CheckResult:
         spec={**first.spec, "outputs": count},
         passed=all(r.passed for _, r in results),
         bit_exact=all(r.bit_exact for _, r in results),
-        loss_value=sum(r.loss_value for _, r in results),
-        loss_formula="Σₖ ⟨grad_outputₖ, fn(*inputs)[k]⟩, each output checked alone",
+        loss_value=sum(r.loss_value for k, r in results if k != JOINED),
+        loss_formula="Σₖ ⟨grad_outputₖ, fn(*inputs)[k]⟩, each output checked alone"
+                     + (", then all together" if results[-1][0] == JOINED else ""),
         comparisons=comparisons,
         contract=merged,
         diagnosis=diagnosis,

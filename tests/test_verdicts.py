@@ -548,3 +548,28 @@ def test_reference_forward_on_a_function_is_not_its_jvp_against_its_backward_alo
     rows = {c.name: c.passed for c in result.comparisons}
     assert rows == {"x: autograd vs forward": True, "x: autograd vs projection": False}
     assert not result.passed and result.reference["references"] == ["forward", "projection"]
+
+
+class _StrideBlindSquare(torch.autograd.Function):
+    """x² whose backward reads x's storage row by row, as a kernel that assumes a contiguous
+    tensor does: right for a contiguous x, wrong for a slice with a step."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x**2
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        flat = torch.as_strided(x, (x.numel(),), (1,), x.storage_offset())
+        return grad_output * 2 * flat.reshape(x.shape)
+
+
+def test_the_backward_runs_at_the_callers_strides() -> None:
+    base = torch.randn(6, 10, dtype=torch.float64)
+    sliced = base[:, ::2].requires_grad_()
+    assert not check(_StrideBlindSquare.apply, sliced).passed
+    assert check(_StrideBlindSquare.apply, sliced.detach().contiguous().requires_grad_()).passed
+    assert check(lambda x: x**2, sliced).passed  # correct code at that layout passes
+    assert torch.equal(sliced.detach(), base[:, ::2])  # and the caller's tensor is untouched

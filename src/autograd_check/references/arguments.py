@@ -246,7 +246,7 @@ class Call:
         """New leaves for the checked tensors, at the values the caller gave."""
         if not self.isolate:
             return [c.value.detach().requires_grad_() for c in self.checked]
-        return [self.kept(c.role, c.key).clone().requires_grad_() for c in self.checked]
+        return [copy(self.kept(c.role, c.key)).requires_grad_() for c in self.checked]
 
     def fresh(self, **changes: Any) -> Call:
         """This call with new leaves for the checked tensors (no .grad yet), and changes."""
@@ -310,7 +310,7 @@ class Call:
         """What manual is given: copies of the inputs when isolated, else the inputs."""
         if not self.isolate:
             return list(self.inputs)
-        return [self.kept("input", i).clone() for i in range(len(self.inputs))]
+        return [copy(self.kept("input", i)) for i in range(len(self.inputs))]
 
     def restore(self) -> None:
         """Every working copy back to the caller's values (after a call wrote into them)."""
@@ -393,12 +393,29 @@ def input_names(torch: Any, fn: Any, module: Any | None, count: int) -> list[str
     return names if len(names) == count and len(set(names)) == count else fallback
 
 
+def copy(t: Tensor) -> Tensor:
+    """A detached copy of t in t's own layout, so that a backward runs at the strides the
+    caller's tensor has: clone() keeps a dense layout (transposed, channels_last) but makes a
+    slice with a step (x[:, ::2]) contiguous, where a stride-blind backward would pass. An
+    overlapping layout (expand) cannot be written into: it is copied contiguous."""
+    torch = import_torch()
+    same = t.detach().clone()  # a dense layout's strides kept (torch.preserve_format)
+    if same.stride() == t.stride() or 0 in t.stride():
+        return same
+    out: Tensor = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    try:
+        out.copy_(t)
+    except RuntimeError:  # more than one element at one place
+        return same
+    return out
+
+
 def _working_inputs(tensors: Sequence[Tensor], checked: Sequence[Checked],
                     isolate: bool) -> list[Tensor]:
     """fn's inputs for the check: a checked input's place holds its leaf's data (fn is given
     the leaf itself), any other a copy when isolated (the caller's never)."""
     leaves = {int(c.key): c.value for c in checked if c.role == "input"}
-    return [leaves[i].detach() if i in leaves else (x.detach().clone() if isolate else x.detach())
+    return [leaves[i].detach() if i in leaves else (copy(x) if isolate else x.detach())
             for i, x in enumerate(tensors)]
 
 
@@ -455,7 +472,7 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
                              "complex inputs are not supported; check the real and imaginary "
                              "parts as two real tensors")
         _checkable(name if name == f"inputs[{i}]" else f"inputs[{i}] ({name})", x)
-        value = x.detach().clone() if isolate else x.detach()
+        value = copy(x) if isolate else x.detach()
         checked.append(Checked(name, value.requires_grad_(), "input", i))
     state: dict[str, Tensor] = {}
     originals: list[Tensor] = []
@@ -471,14 +488,14 @@ def prepare(fn: object, inputs: Sequence[object], names: Sequence[str] | None = 
                     raise ValueError(f"parameter {pname} of fn is complex: complex parameters "
                                      "are not supported")
                 name = pname if pname not in names else f"{type(module).__name__}.{pname}"
-                value = (p.detach().clone() if isolate else p.detach()).requires_grad_()
+                value = (copy(p) if isolate else p.detach()).requires_grad_()
                 checked.append(Checked(name, value, "parameter", pname))
                 state[pname] = value
             else:
-                state[pname] = p.detach().clone() if isolate else p.detach()
+                state[pname] = copy(p) if isolate else p.detach()
         for bname, b in module.named_buffers():
             originals.append(b)
-            state[bname] = b.detach().clone()
+            state[bname] = copy(b)
     if not checked:
         raise ValueError(
             "no input requires grad: set requires_grad=True on the inputs to check"

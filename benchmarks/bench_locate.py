@@ -3,7 +3,8 @@ the same failing check without it, in the same run.
 
 The function is L = Σ x·sin(x), a custom autograd.Function with a scalar output and a right jvp;
 its backward adds grad_output at k elements drawn at random (by the seed), x drawn standard
-normal in float64, n elements. For each reference (projection, forward), n and k:
+normal in float64, n elements. For each reference (projection, forward: on a Function of your
+own, check() runs projection beside forward, so its rows count both searches), n and k:
 
 - check failed: the seeds whose check failed (k equal errors can cancel along all of the
   check's random directions, 3 by default: such a seed passes, and has nothing to locate);
@@ -84,7 +85,9 @@ def unlocated() -> Iterator[None]:
 
 
 def one(n: int, k: int, reference: str, seed: int, locate: bool) -> tuple[float, int, Any]:
-    """(seconds, forward calls, the row) of one check (None for the row: it passed)."""
+    """(seconds, forward calls, the failed rows) of one check (None: it passed). With forward,
+    check() runs projection beside it (the jvp and the backward are both Planted's own): two
+    rows, two searches."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, dtype=torch.float64, generator=gen).requires_grad_()
     Planted.WRONG = sorted(torch.randperm(n, generator=gen)[:k].tolist())
@@ -96,35 +99,42 @@ def one(n: int, k: int, reference: str, seed: int, locate: bool) -> tuple[float,
         with unlocated():
             result = check(Planted.apply, x, reference=reference, seed=seed)
     seconds = time.perf_counter() - start
-    return seconds, Planted.forwards, None if result.passed else result.comparisons[0]
+    failed = [row for row in result.comparisons if not row.passed]
+    return seconds, Planted.forwards, None if result.passed else failed
 
 
 def measure(n: int, k: int, reference: str, seeds: int) -> tuple[str, bool, float | None]:
     bare, timed, extra, counted = [], [], [], []
     right = exhaustive = failed = 0
+    label = reference
     one(n, k, reference, seeds, locate=False)  # warm: lazy imports, page faults
     one(n, k, reference, seeds, locate=True)
     for seed in range(seeds):  # in turns, so that load on the machine hits both alike
         t0, f0, _ = one(n, k, reference, seed, locate=False)
-        t1, f1, row = one(n, k, reference, seed, locate=True)
-        if row is None:  # the planted errors cancelled along the check's directions: a PASS
+        t1, f1, rows = one(n, k, reference, seed, locate=True)
+        if rows is None:  # the planted errors cancelled along the check's directions: a PASS
             continue
         failed += 1
         bare.append(t0)
         timed.append(t1)
         extra.append(f1 - f0)
-        located = row.located
-        counted.append(located["evaluations"])
-        found = [e["index"][0] for e in located["elements"]]
+        label = " + ".join(dict.fromkeys(row.name.split(" vs ")[-1] for row in rows))
+        counted.append(sum(row.located["evaluations"] for row in rows))
         planted = Planted.WRONG
-        right += located["count"] == k and found == planted[:len(found)]
-        exhaustive += bool(located["exhaustive"])
+        good = every = True
+        for row in rows:
+            located = row.located
+            found = [e["index"][0] for e in located["elements"]]
+            good = good and located["count"] == k and found == planted[:len(found)]
+            every = every and bool(located["exhaustive"])
+        right += good
+        exhaustive += every
     if not failed:
         return f"| {reference} | {n:,} | {k} | 0/{seeds} | | | | | | | |", True, None
     ok = right == failed and extra == counted
     median = statistics.median(extra)
     t0, t1 = statistics.median(bare), statistics.median(timed)
-    line = (f"| {reference} | {n:,} | {k} | {failed}/{seeds} | {right}/{failed} | "
+    line = (f"| {label} | {n:,} | {k} | {failed}/{seeds} | {right}/{failed} | "
             f"{exhaustive}/{failed} | "
             f"{median:g} (min {min(extra)}, max {max(extra)}) | "
             f"{'same' if extra == counted else 'DIFFERENT: ' + str(counted)} | "

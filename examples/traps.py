@@ -19,6 +19,8 @@ catches"). Every class is a target: `autograd-check run --target examples/traps.
                          gradients as tensors                              undefined-grad-output
     OneWrongElement      backward right except one element, 10% off, 256x256 float64
                                                                              projection FAIL
+    StateOnClass         forward keeps x on the class, not on ctx: wrong once the op runs twice
+                         before its backward (used twice in a model)          state-outside-ctx
     RMSNorm              correct, in any dtype: bfloat16 and float16 included  PASS
 
     python examples/traps.py              # the verdict of each, one line each; exits 0
@@ -253,6 +255,27 @@ class OneWrongElement(torch.autograd.Function):
         return (_randn(generator, torch.float64, device, 256, 256),)
 
 
+class StateOnClass(torch.autograd.Function):
+    """x², whose forward keeps x on the class instead of ctx: right when each backward follows
+    its own forward, wrong when the op is used twice before the backward runs."""
+
+    expected = "state-outside-ctx"
+    saved = None
+
+    @staticmethod
+    def forward(ctx, x):
+        StateOnClass.saved = x.detach()  # the trap: ctx.save_for_backward(x)
+        return x**2
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * 2 * StateOnClass.saved
+
+    @staticmethod
+    def inputs(generator, dtype, device):
+        return (_randn(generator, dtype, device, 4, 5),)
+
+
 class RMSNorm:
     """x / rms(x) · w, with its backward by hand: correct, and passes in every dtype (in half
     precision the two gradients round differently, and are judged against float64)."""
@@ -295,7 +318,7 @@ def batch_norm_manual(x, grad_output, drop_mean=False):
 
 TRAPS = [GradOutputInPlace, IgnoresGradOutput, SharedHelper, ManualWritesInput,
          WideBiasGradient, Float32Gradient, ViewsGradOutput, NoisyBackward, TwoOutputs,
-         OneWrongElement, RMSNorm]
+         OneWrongElement, StateOnClass, RMSNorm]
 
 
 def verdict(trap, dtype=torch.float64, seed=0):

@@ -161,7 +161,7 @@ def _check(call: Call, manual: Callable[..., Any] | None, args: Arguments) -> Ch
     writes: list[str] = []
     if got.functions:  # its findings first: they name the Function, isolation's do not
         contract += backward_contract(
-            got.functions, lambda: _fresh_forward(call), names, u, args.tolerances,
+            got.functions, lambda other: _fresh_forward(call, other), names, u, args.tolerances,
             args.nondet_tol, call.output is not None)
         writes += call.writes("fn")
         clock.mark("contract")
@@ -292,7 +292,7 @@ def _undefined_raised(call: Call, args: Arguments) -> ContractCheck | None:
             u = cotangent(out, args.seed)
         if not classes:
             return None
-        checks = backward_contract(classes, lambda: _fresh_forward(call),
+        checks = backward_contract(classes, lambda other: _fresh_forward(call, other),
                                    [c.name for c in call.checked], u, args.tolerances,
                                    args.nondet_tol, True)
     except Exception:
@@ -372,10 +372,14 @@ def _located_findings(located: list[Where], have: list[dict[str, Any]],
     return out
 
 
-def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:
-    """fn at new leaves (copies of the caller's values), with its graph: for the contract."""
+def _fresh_forward(call: Call, other: bool = False) -> tuple[Tensor, list[Tensor]]:
+    """fn at new leaves (copies of the caller's values; with other, each reversed along every
+    dimension: the same values elsewhere, so fn's domain holds), with its graph: for the
+    contract."""
     torch = import_torch()
     leaves = call.fresh_leaves()
+    if other:
+        leaves = [x.detach().flip(list(range(x.dim()))).requires_grad_() for x in leaves]
     with torch.enable_grad():
         out = check_output(call.evaluate(leaves))
     return out, leaves

@@ -308,9 +308,12 @@ def _own_backward(spec: CheckSpec, problem: Problem, module: torch.nn.Module,
     fresh.zero_grad(set_to_none=True)
     named = [(n, p) for n, p in fresh.named_parameters() if p.requires_grad]
 
-    def forward() -> tuple[Tensor, list[Tensor]]:
+    def forward(other: bool = False) -> tuple[Tensor, list[Tensor]]:
+        # other: the batch in reverse order (the same rows, another forward's values)
+        batch = tuple(t.flip(0) if t.dim() else t for t in problem.batch) if other else (
+            problem.batch)
         with torch.enable_grad():
-            return problem.loss_of(fresh, problem.batch), [p for _, p in named]
+            return problem.loss_of(fresh, batch), [p for _, p in named]
 
     def tolerances(dtype: Any) -> tuple[float, float]:
         rtol, atol = DEFAULT_TOLERANCES[str(dtype).removeprefix("torch.")]

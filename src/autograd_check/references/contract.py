@@ -44,6 +44,7 @@ KINDS = {
     "undefined-grad-output": "undefined grad_output",
     "nondeterministic": "same gradient twice",
     "non-contiguous-grad-output": "non-contiguous grad_output",
+    "state-outside-ctx": "another forward in between",
 }
 """Each rule's kind and the short name it is shown under."""
 
@@ -323,15 +324,16 @@ class Backwards:
 
 def backward_contract(
     classes: Sequence[type],
-    forward: Callable[[], tuple[Tensor, list[Tensor]]],
+    forward: Callable[[bool], tuple[Tensor, list[Tensor]]],
     names: Sequence[str],
     u: Tensor,
     tolerances: Callable[[Any], tuple[float, float]],
     nondet_tol: float,
     several_outputs: bool,
 ) -> list[ContractCheck]:
-    """The backward's rules, on a fresh forward (forward() gives out and its leaves) with the
-    user's Functions watched; u is the check's cotangent (never handed out itself).
+    """The backward's rules, on a fresh forward (forward(False) gives out and its leaves;
+    forward(True) the same at other values of the inputs) with the user's Functions watched; u
+    is the check's cotangent (never handed out itself).
 
     Linearity is checked through the whole graph (a scaled cotangent scales every gradient
     exactly: −2 is a power of two, and its sign catches a backward that uses |grad_output|);
@@ -340,7 +342,7 @@ def backward_contract(
     checks: list[ContractCheck] = []
     with watching(classes) as seen:
         seen.tolerances, seen.nondet_tol = tolerances, nondet_tol
-        out, leaves = forward()
+        out, leaves = forward(False)
         run = Backwards(out, leaves, names)
         seen.probe = True
         try:
@@ -358,6 +360,10 @@ def backward_contract(
             checks.append(rule("grad-output-ignored", _linearity(run, names, u, g1, tolerances),
                                "the gradient of a grad_output scaled by −2, or zero, is scaled "
                                "by −2, or zero"))
+        if not seen.again_raised:
+            checks.append(rule("state-outside-ctx", _interleaved(run, forward, names, u, g1,
+                                                                 tolerances),
+                               "the same gradient with another forward of fn run in between"))
         kept = "bit for bit the same" if seen.spread == 0.0 else (
             f"within nondet_tol={nondet_tol:g} (spread {seen.spread:.3g})"
             if math.isfinite(nondet_tol) else f"not bit for bit (spread {seen.spread:.3g}): "
@@ -375,6 +381,31 @@ def backward_contract(
             checks.append(rule("undefined-grad-output", [],
                                "took an undefined gradient for the outputs not checked"))
     return checks
+
+
+def _interleaved(run: Backwards, forward: Callable[[bool], tuple[Tensor, list[Tensor]]],
+                 names: list[str], u: Tensor, g1: list[Tensor],
+                 tolerances: Callable[[Any], tuple[float, float]]) -> list[str]:
+    """A second forward at other inputs, its graph alive, then the first graph's backward again:
+    a backward that reads what forward kept on the class, a closure or a global (not on ctx) gets
+    the second forward's values, as when a model uses the op twice or accumulates micro-batches
+    before its backward (gradcheck never runs two forwards first)."""
+    try:
+        other = forward(True)
+        again = run.vjp(u.clone())
+    except Exception as e:
+        return [f"the backward raised once another forward of fn had run before it: {_error(e)}"]
+    del other
+    problems = []
+    for name, a, b in zip(names, g1, again, strict=True):
+        rtol, atol = tolerances(a.dtype)
+        if not compare(name, b, a, rtol, atol, False).passed:
+            problems.append(
+                f"{name}'s gradient changed when another forward of fn (at other inputs) ran "
+                "before this graph's backward: the backward reads what forward kept outside ctx "
+                "(on the class, in a closure or a global); keep it with ctx.save_for_backward or "
+                "on ctx")
+    return problems
 
 
 def _linearity(run: Backwards, names: list[str], u: Tensor, g1: list[Tensor],

@@ -166,8 +166,12 @@ def _diagnose(spec: CheckSpec, comparison: Comparison, manual: Tensor, auto: Ten
                          {"predicted": list(manual.shape)}, conditions)
 
 
-def _fresh_forward(call: Call) -> tuple[Tensor, list[Tensor]]:
+def _fresh_forward(call: Call, other: bool = False) -> tuple[Tensor, list[Tensor]]:
+    """The loss at new leaves, with its graph; with other, at predicted reversed along every
+    dimension (another forward's values, for the contract's state-outside-ctx rule)."""
     leaves = call.fresh_leaves()
+    if other:
+        leaves = [x.detach().flip(list(range(x.dim()))).requires_grad_() for x in leaves]
     return call.evaluate(leaves), leaves
 
 

@@ -141,7 +141,7 @@ class Outcome:
     """finite-diff: its float64 estimate of each checked tensor's gradient (for a diagnosis)."""
     located: list[Where] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
-    """Why a checked tensor's rows cannot catch even a zero gradient (unresolved_directions):
+    """Why a checked tensor's rows cannot catch even a zero gradient (Weak.reasons):
     check() refuses a pass then, and lets a failure stand."""
 
 

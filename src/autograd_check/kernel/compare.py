@@ -100,8 +100,15 @@ passed."""
 
 
 def largest(references: list[Tensor]) -> float:
-    """The greatest |element| of any of the tensors (0 when they are empty or zero)."""
-    return max((float(r.detach().abs().max()) for r in references if r.numel()), default=0.0)
+    """The greatest |element| of any of the tensors (0 when they are empty or zero), without a
+    full-size temporary (aminmax, not abs)."""
+    torch = import_torch()
+    sizes = []
+    for r in references:
+        if r.numel():
+            lo, hi = torch.aminmax(r.detach())
+            sizes.append(max(abs(float(lo)), abs(float(hi))))
+    return max(sizes, default=0.0)
 
 
 def unresolved_elements(name: str, reference: Tensor, rtol: float, atol: float,
@@ -110,7 +117,7 @@ def unresolved_elements(name: str, reference: Tensor, rtol: float, atol: float,
     off by half anywhere: atol is as large as the check's greatest gradient element (scale, over
     every checked tensor: one whose gradient is zero beside the others' is checked, not refused).
     None when it can, when everything is zero, or when rtol itself allows half."""
-    size = float(reference.detach().abs().max()) if reference.numel() else 0.0
+    size = largest([reference])
     if scale == 0.0 or not math.isfinite(scale) or rtol >= RESOLUTION:
         return None
     if (RESOLUTION - rtol) * scale > atol:

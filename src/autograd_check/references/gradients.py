@@ -177,14 +177,17 @@ def manual_vs_autograd(
     a pass whose tolerances would also pass a gradient off by half raises Inconclusive, or says
     why in `unresolved` when given (the caller decides: a check that fails elsewhere stands)."""
     comparisons = []
-    scale = largest(list(auto))
+    scale: float | None = None  # the check's greatest gradient element, when a row needs it
     for name, m, a in zip(names, manual, auto, strict=True):
         rtol, atol = tolerances(m.dtype)
         row = compare(name, m, a, rtol, atol, exact)
         # A mismatch is a mismatch, and bit-exact is bit-exact; a pass by tolerance must be one
         # the tolerances could have refused.
         judged = resolve and row.passed and not (exact or row.bit_exact)
-        why = unresolved_elements(name, a, rtol, atol, scale) if judged else None
+        if judged and scale is None:
+            scale = largest(list(auto))
+        why = unresolved_elements(name, a, rtol, atol, scale) if judged and scale is not None \
+            else None
         if why is not None:
             if unresolved is None:
                 raise Inconclusive(f"the check cannot tell this gradient from a wrong one: {why}")

@@ -368,8 +368,9 @@ def projection(
             for label, g in gradients[i].items():
                 # the finite part: an inf or NaN in g fails its row (⟨g, v⟩ is not finite),
                 # where a tolerance built from it would be inf or NaN and pass or raise
-                g64 = torch.nan_to_num(g.detach().to(torch.float64), nan=0.0, posinf=0.0,
-                                       neginf=0.0)
+                g64 = g.detach().to(torch.float64)
+                if not bool(torch.isfinite(g64).all()):  # a copy only then: g64 may be g
+                    g64 = torch.nan_to_num(g64, nan=0.0, posinf=0.0, neginf=0.0)
                 spread[label] = ROUNDING_SPREAD * (
                     rtol * float(torch.linalg.vector_norm(g64)) + atol * math.sqrt(g.numel())
                 ) + FD_NOISE * FLOAT64_EPS * float(torch.linalg.vector_norm(g64, 1))
@@ -539,8 +540,9 @@ def forward(
             rows, seeds = [], []
             for label, g in flat.items():
                 # the finite part of g: an inf or NaN in g fails its row, never widens it
-                size = torch.nan_to_num(g.detach().to(torch.float64), nan=0.0, posinf=0.0,
-                                        neginf=0.0)
+                size = g.detach()
+                if not bool(torch.isfinite(size).all()):  # a copy only then
+                    size = torch.nan_to_num(size, nan=0.0, posinf=0.0, neginf=0.0)
                 allowance = atol + rtol * (float(torch.linalg.vector_norm(size, 1)) + spread)
                 rows.append(by_direction(compare(
                     f"{c.name}: {label} vs forward", reverse[label], forward_values, rtol,

@@ -373,13 +373,10 @@ def _located_findings(located: list[Where], have: list[dict[str, Any]],
 
 
 def _fresh_forward(call: Call, other: bool = False) -> tuple[Tensor, list[Tensor]]:
-    """fn at new leaves (copies of the caller's values; with other, each reversed along every
-    dimension: the same values elsewhere, so fn's domain holds), with its graph: for the
-    contract."""
+    """fn at new leaves (copies of the caller's values, or other ones: Call.fresh_leaves), with
+    its graph: for the contract."""
     torch = import_torch()
-    leaves = call.fresh_leaves()
-    if other:
-        leaves = [x.detach().flip(list(range(x.dim()))).requires_grad_() for x in leaves]
+    leaves = call.fresh_leaves(other)
     with torch.enable_grad():
         out = check_output(call.evaluate(leaves))
     return out, leaves

@@ -167,11 +167,8 @@ def _diagnose(spec: CheckSpec, comparison: Comparison, manual: Tensor, auto: Ten
 
 
 def _fresh_forward(call: Call, other: bool = False) -> tuple[Tensor, list[Tensor]]:
-    """The loss at new leaves, with its graph; with other, at predicted reversed along every
-    dimension (another forward's values, for the contract's state-outside-ctx rule)."""
-    leaves = call.fresh_leaves()
-    if other:
-        leaves = [x.detach().flip(list(range(x.dim()))).requires_grad_() for x in leaves]
+    """The loss at new leaves (or at other values: Call.fresh_leaves), with its graph."""
+    leaves = call.fresh_leaves(other)
     return call.evaluate(leaves), leaves
 
 

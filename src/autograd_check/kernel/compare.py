@@ -117,11 +117,11 @@ def unresolved_elements(name: str, reference: Tensor, rtol: float, atol: float,
     off by half anywhere: atol is as large as the check's greatest gradient element (scale, over
     every checked tensor: one whose gradient is zero beside the others' is checked, not refused).
     None when it can, when everything is zero, or when rtol itself allows half."""
-    size = largest([reference])
     if scale == 0.0 or not math.isfinite(scale) or rtol >= RESOLUTION:
         return None
     if (RESOLUTION - rtol) * scale > atol:
         return None
+    size = largest([reference])
     smaller = 10.0 ** math.floor(math.log10(RESOLUTION * scale / 10))
     return (
         f"{name}: every element of the reference gradient is at most {size:.3g} in size, so "

@@ -242,8 +242,13 @@ class Call:
             return torch.cat([o.reshape(-1) for o in out if o.is_floating_point()])
         return out[self.output]
 
-    def fresh_leaves(self) -> list[Tensor]:
-        """New leaves for the checked tensors, at the values the caller gave."""
+    def fresh_leaves(self, other: bool = False) -> list[Tensor]:
+        """New leaves for the checked tensors, at the values the caller gave; with other, each
+        reversed along every dimension (the same values elsewhere, so fn's domain holds: the
+        contract's second forward)."""
+        if other:
+            return [x.detach().flip(list(range(x.dim()))).requires_grad_()
+                    for x in self.fresh_leaves()]
         if not self.isolate:
             return [c.value.detach().requires_grad_() for c in self.checked]
         return [copy(self.kept(c.role, c.key)).requires_grad_() for c in self.checked]
@@ -399,14 +404,14 @@ def copy(t: Tensor) -> Tensor:
     slice with a step (x[:, ::2]) contiguous, where a stride-blind backward would pass. An
     overlapping layout (expand) cannot be written into: it is copied contiguous."""
     torch = import_torch()
-    same = t.detach().clone()  # a dense layout's strides kept (torch.preserve_format)
-    if same.stride() == t.stride() or 0 in t.stride():
-        return same
-    out: Tensor = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    t = t.detach()
+    out: Tensor = torch.empty_like(t)  # a dense layout's strides kept (torch.preserve_format)
+    if out.stride() != t.stride() and 0 not in t.stride():
+        out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
     try:
         out.copy_(t)
     except RuntimeError:  # more than one element at one place
-        return same
+        return t.clone()
     return out
 
 
